@@ -1,0 +1,46 @@
+# geoviz — two commands: `make lab` and `make test`. Both create .venv when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ROOT_FLAG := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install lab test test-unit test-notebooks test-browser demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name geoviz --display-name "Python (geoviz)" >/dev/null
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# JupyterLab on localhost only, with a random token (printed in the URL), opening the quickstart.
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/00_quickstart.ipynb --ServerApp.ip=127.0.0.1 $(ROOT_FLAG)
+
+# Everything CI checks: unit tests, notebooks (nbval + papermill), the browser suite.
+test: install
+	rm -rf runs/test
+	$(MAKE) --no-print-directory test-unit test-notebooks
+
+test-unit: install
+	GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
+
+test-notebooks: install
+	GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
+		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+test-browser: install
+	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=runs/test/browser $(PY) -m pytest -q tests/browser -m browser
+
+# Every notebook headless with papermill (quick profile), HTML beside each, in runs/notebooks/.
+demo: install
+	$(VENV)/bin/geoviz demo --profile quick --out runs/notebooks
+
+bench: install
+	$(PY) benchmarks/capture.py
+
+clean:
+	rm -rf runs/test .pytest_cache

@@ -1,0 +1,523 @@
+"""Activation capture: forward hooks on named layers, local-feature views, receptive fields, and
+streaming a whole data set into a (memory-mapped) feature bank.
+
+Layers are named by module path (``"layer2.0.conv1"``) or glob (``"layer*.1.conv2"``). A module that
+runs more than once per forward keeps every call, in order, as ``name#0``, ``name#1``, ...
+Captured tensors are copies taken when the module returns, so an in-place op that runs later
+(``ReLU(inplace=True)``, ``out += identity``) cannot overwrite them.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from ._counter_rng import CounterRNG
+from ._io import atomic_write_json, read_json
+from ._utils import format_bytes, progress_disabled, unknown_name_message
+
+__all__ = [
+    "layer_names",
+    "resolve_layers",
+    "ActivationRecorder",
+    "record",
+    "local_features",
+    "ReceptiveField",
+    "receptive_field",
+    "FeatureBank",
+    "MemoryBudgetError",
+    "collect",
+]
+
+
+# ----------------------------------------------------------------------------- layer names
+def layer_names(model: nn.Module) -> list[str]:
+    """Every named submodule's path, in definition order (the root itself excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _split_call(name: str) -> tuple[str, int | None]:
+    base, sep, k = name.rpartition("#")
+    return (base, int(k)) if sep and k.isdigit() else (name, None)
+
+
+def resolve_layers(model: nn.Module, layers: str | Iterable[str]) -> list[str]:
+    """Expand globs and check names; an unknown name raises KeyError listing the closest ones."""
+    if isinstance(layers, str):
+        layers = [layers]
+    names = layer_names(model)
+    known = set(names)
+    out: list[str] = []
+    for spec in layers:
+        base, _ = _split_call(spec)
+        if any(ch in base for ch in "*?["):
+            hits = [n for n in names if fnmatch.fnmatchcase(n, base)]
+            if not hits:
+                raise KeyError(unknown_name_message("layer pattern (matches nothing)", spec, names))
+        elif base in known:
+            hits = [base]
+        else:
+            raise KeyError(unknown_name_message("layer", spec, names))
+        out += [h for h in hits if h not in out]
+    if not out:
+        raise ValueError("no layers given: name at least one module path, e.g. " + ", ".join(repr(n) for n in names[:3]))
+    return out
+
+
+# ----------------------------------------------------------------------------- recording
+def _copy(t, device, dtype, detach):
+    if torch.is_tensor(t):
+        if detach:
+            t = t.detach()
+        # a copy, always: later in-place ops must not change what was recorded
+        if device is None and dtype is None:
+            return t.clone()
+        return t.to(device=device if device is not None else t.device, dtype=dtype or t.dtype, copy=True)
+    if isinstance(t, tuple) and hasattr(t, "_fields"):  # namedtuple outputs (e.g. InceptionOutputs)
+        return type(t)(*(_copy(u, device, dtype, detach) for u in t))
+    if isinstance(t, (tuple, list)):
+        return type(t)(_copy(u, device, dtype, detach) for u in t)
+    return t
+
+
+class ActivationRecorder:
+    """Record the outputs of named layers on every forward pass.
+
+    >>> with ActivationRecorder(model, ["layer1", "layer3.*.conv2"]) as rec:
+    ...     model(x)
+    ...     acts = rec.activations          # {"layer1": tensor, "layer3.0.conv2": tensor, ...}
+
+    ``detach=False`` keeps the autograd graph (for losses on activations); ``device`` and ``dtype``
+    say where copies go (``device=None``: where they were computed). Activations are reset at the
+    start of each forward of ``model``; hooks exist only inside the ``with`` block and are removed
+    on exit, also after an exception.
+    """
+
+    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, detach: bool = True, device: str | torch.device | None = "cpu", dtype: torch.dtype | None = None):
+        self.model = model
+        self.layers = resolve_layers(model, layers)
+        self.detach = detach
+        self.device = torch.device(device) if device is not None else None
+        self.dtype = dtype
+        self._calls: dict[str, list] = {}
+        self._handles: list = []
+
+    # hooks ------------------------------------------------------------------
+    def _hook(self, name: str):
+        def fn(module, inputs, output):
+            self._calls.setdefault(name, []).append(_copy(output, self.device, self.dtype, self.detach))
+
+        return fn
+
+    def _reset(self, module, inputs):
+        self._calls = {}
+
+    def __enter__(self) -> "ActivationRecorder":
+        if self._handles:
+            raise RuntimeError("this ActivationRecorder is already active")
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._reset))
+            for name in self.layers:
+                self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook(name)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook this recorder registered (idempotent)."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    # results ----------------------------------------------------------------
+    def clear(self) -> None:
+        self._calls = {}
+
+    @property
+    def activations(self) -> dict[str, torch.Tensor]:
+        """``{module path: output}`` of the last forward; ``path#k`` for the k-th of several calls."""
+        out: dict[str, torch.Tensor] = {}
+        for name in self.layers:
+            calls = self._calls.get(name, [])
+            if len(calls) == 1:
+                out[name] = calls[0]
+            else:
+                for k, t in enumerate(calls):
+                    out[f"{name}#{k}"] = t
+        return out
+
+
+def record(model: nn.Module, x: torch.Tensor, layers: str | Iterable[str], **kwargs) -> dict[str, torch.Tensor]:
+    """One forward of ``x`` (without grad unless ``detach=False``), returning the activations."""
+    with ActivationRecorder(model, layers, **kwargs) as rec:
+        with torch.set_grad_enabled(not kwargs.get("detach", True)):
+            model(x)
+        return rec.activations
+
+
+# ----------------------------------------------------------------------------- local features
+def local_features(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, C, H, W)`` → features ``(B*H*W, C)`` and their index ``(B*H*W, 3)`` = (b, y, x).
+
+    Rows are ordered image by image, then row-major over positions. A ``(B, C)`` input (pooled or
+    linear output) gives one point per image at y = x = 0.
+    """
+    if act.dim() == 2:
+        act = act[:, :, None, None]
+    if act.dim() != 4:
+        raise ValueError(f"local_features expects (B, C, H, W) or (B, C) activations, got shape {tuple(act.shape)}")
+    B, C, H, W = act.shape
+    feats = act.permute(0, 2, 3, 1).reshape(B * H * W, C)
+    b, y, x = torch.meshgrid(torch.arange(B), torch.arange(H), torch.arange(W), indexing="ij")
+    index = torch.stack([b.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=1).to(act.device)
+    return feats, index
+
+
+# ----------------------------------------------------------------------------- receptive fields
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Which image pixels a position of a layer can see.
+
+    Row ``y`` of the layer sees image rows ``[y*jump_y + a_y, y*jump_y + b_y]`` (inclusive, then
+    clipped to the image), likewise for columns. ``size`` is the unclipped extent in pixels.
+    """
+
+    layer: str
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    jump: tuple[float, float]
+    start: tuple[float, float]
+    end: tuple[float, float]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (int(round(self.end[0] - self.start[0] + 1)), int(round(self.end[1] - self.start[1] + 1)))
+
+    def boxes(self, y, x) -> np.ndarray:
+        """Boxes ``(N, 4)`` = (x0, y0, x1, y1) in pixels, half-open, for positions (y, x)."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        H, W = self.input_size
+        y0 = np.clip(np.round(y * self.jump[0] + self.start[0]), 0, H - 1)
+        y1 = np.clip(np.round(y * self.jump[0] + self.end[0]), 0, H - 1) + 1
+        x0 = np.clip(np.round(x * self.jump[1] + self.start[1]), 0, W - 1)
+        x1 = np.clip(np.round(x * self.jump[1] + self.end[1]), 0, W - 1) + 1
+        return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        return tuple(int(v) for v in self.boxes([y], [x])[0])
+
+
+def _first_conv_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError("cannot tell the input channels (no Conv2d found): pass in_chans=")
+
+
+def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, int], *, in_chans: int | None = None, samples: int = 8, seed: int = 0) -> ReceptiveField:
+    """Measure a layer's receptive field by where gradients reach the input.
+
+    The support of d(unit)/d(input) is taken over ``samples`` random inputs (so a ReLU that is off,
+    or a max-pool that routes elsewhere, for one input does not shrink it), at the first and the
+    last position of the layer; translation equivariance then gives every position.
+    """
+    base, call = _split_call(layer)
+    resolve_layers(model, base)
+    H, W = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    C = in_chans or _first_conv_channels(model)
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    x = torch.randn(samples, C, H, W, generator=g).to(dev).requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), ActivationRecorder(model, [base], detach=False, device=None) as rec:
+            model(x)
+            acts = rec._calls.get(base, [])
+            if not acts:
+                raise ValueError(f"layer {base!r} did not run in the forward pass")
+            act = acts[call or 0]
+            if act.dim() != 4:
+                raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}; receptive fields need (B, C, H, W)")
+            Ho, Wo = act.shape[-2:]
+
+            def support(py, px):
+                grad = torch.autograd.grad(act[:, :, py, px].sum(), x, retain_graph=True)[0]
+                m = grad.abs().sum(dim=(0, 1)) > 0
+                rows, cols = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
+                return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
+
+            first, last = support(0, 0), support(Ho - 1, Wo - 1)
+    finally:
+        model.train(was_training)
+    jy, jx = H / Ho, W / Wo
+    start = (last[0] - (Ho - 1) * jy, last[2] - (Wo - 1) * jx)
+    end = (float(first[1]), float(first[3]))
+    return ReceptiveField(layer, (H, W), (int(Ho), int(Wo)), (jy, jx), start, end)
+
+
+# ----------------------------------------------------------------------------- feature banks
+class MemoryBudgetError(MemoryError):
+    """The requested result would not fit the memory budget; nothing was allocated."""
+
+
+def _file_stem(layer: str) -> str:
+    return layer.replace("#", "@").replace("/", "_")
+
+
+@dataclass
+class FeatureBank:
+    """Local features of one or more layers over a data set.
+
+    ``features[layer]`` is ``(N, C)`` float, ``index[layer]`` is ``(N, 3)`` int32 rows of
+    (image, y, x), ``labels`` holds one label per image (−1 when the data had none), ``shapes[layer]``
+    the activation's (C, H, W). On disk the arrays are memory-mapped ``.npy`` files, read lazily.
+    """
+
+    features: dict[str, np.ndarray]
+    index: dict[str, np.ndarray]
+    labels: np.ndarray
+    shapes: dict[str, tuple[int, int, int]]
+    path: Path | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.features)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.labels)
+
+    def point_labels(self, layer: str) -> np.ndarray:
+        return self.labels[self.index[layer][:, 0]]
+
+    def tensor(self, layer: str, rows: np.ndarray | slice | None = None) -> torch.Tensor:
+        f = self.features[layer]
+        return torch.from_numpy(np.ascontiguousarray(f if rows is None else f[rows]))
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.features.values()) + sum(a.nbytes for a in self.index.values()) + self.labels.nbytes
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "FeatureBank":
+        """Open a bank written by ``collect(out_dir=...)`` (arrays memory-mapped read-only)."""
+        path = Path(path)
+        manifest = path / "bank.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{path} holds no complete feature bank (no bank.json); run collect(..., out_dir={str(path)!r})")
+        info = read_json(manifest)
+        feats, index, shapes = {}, {}, {}
+        for layer, stem in info["files"].items():
+            feats[layer] = np.load(path / f"{stem}.features.npy", mmap_mode="r")
+            index[layer] = np.load(path / f"{stem}.index.npy", mmap_mode="r")
+            shapes[layer] = tuple(info["shapes"][layer])
+        labels = np.load(path / "labels.npy")
+        return cls(feats, index, labels, shapes, path, info)
+
+
+def _as_loader(data, batch_size: int) -> DataLoader:
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, RandomSampler):
+            raise ValueError("collect needs images in a fixed order so points trace back to them: pass a DataLoader without shuffle=True (or the Dataset)")
+        return data
+    if isinstance(data, Dataset) or hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
+    raise TypeError(f"collect takes a torch Dataset or DataLoader, got {type(data).__name__}")
+
+
+def _split_batch(batch):
+    if torch.is_tensor(batch):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and len(batch) >= 1:
+        y = batch[1] if len(batch) > 1 and torch.is_tensor(batch[1]) else None
+        return batch[0], y
+    if isinstance(batch, dict) and "image" in batch:
+        return batch["image"], batch.get("label")
+    raise TypeError("each batch must be images, (images, labels, ...) or {'image': ..., 'label': ...}")
+
+
+def _positions(seed: int, image_ids: np.ndarray, layer: str, hw: int, k: int) -> torch.Tensor:
+    """k distinct positions per image, a function of (seed, image id, layer) only."""
+    scores = CounterRNG(seed, image_ids, namespace=f"collect/{layer}").uniform("pos", hw)
+    return scores.argsort(dim=1)[:, :k]
+
+
+def collect(
+    model: nn.Module,
+    data,
+    layers: str | Sequence[str],
+    *,
+    positions_per_image: int | None = None,
+    max_images: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    max_bytes: int = 2 * 1024**3,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureBank:
+    """Stream a data set through ``model`` and keep the local features of ``layers``.
+
+    ``positions_per_image`` samples that many positions per image and layer (seeded, without
+    replacement; all positions when None). Without ``out_dir`` the bank lives in memory and the
+    call refuses up front, with the estimate, when it would exceed ``max_bytes``. With ``out_dir``
+    the features are written to memory-mapped ``.npy`` files and a lazy bank is returned; an
+    interrupted call resumes where it stopped, and a finished bank is reopened, not recomputed.
+    """
+    from tqdm.auto import tqdm
+
+    if positions_per_image is not None and positions_per_image < 1:
+        raise ValueError(f"positions_per_image must be >= 1 or None (all positions), got {positions_per_image}")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+    loader = _as_loader(data, batch_size)
+    names = resolve_layers(model, layers)
+    n_images = len(loader.dataset)
+    if max_images is not None:
+        n_images = min(n_images, max_images)
+    if n_images == 0:
+        raise ValueError("the data set is empty")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+
+    # one image through the model gives every layer's shape, hence the size of the result
+    x0, _ = _split_batch(next(iter(DataLoader(loader.dataset, batch_size=1))))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), ActivationRecorder(model, names, device="cpu") as rec:
+        model(x0.to(dev))
+        probe = rec.activations
+    shapes = {}
+    for k, a in probe.items():
+        if a.dim() == 2:
+            a = a[:, :, None, None]
+        if a.dim() != 4:
+            raise ValueError(f"layer {k!r} gives shape {tuple(a.shape)}; collect needs (B, C, H, W) or (B, C)")
+        shapes[k] = tuple(a.shape[1:])
+    per_image = {k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2])) for k, s in shapes.items()}
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    total = sum(n_images * per_image[k] * (shapes[k][0] * itemsize + 3 * 4) for k in shapes) + n_images * 8
+    np_dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}[dtype]
+
+    config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed, "dtype": str(np_dtype.__name__), "shapes": shapes}
+    if out_dir is None:
+        if total > max_bytes:
+            model.train(was_training)
+            raise MemoryBudgetError(
+                f"collect would hold {format_bytes(total)} in memory ({n_images} images, layers {list(shapes)}), over max_bytes="
+                f"{format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit max_images=, or raise max_bytes."
+            )
+        feats = {k: np.empty((n_images * per_image[k], shapes[k][0]), np_dtype) for k in shapes}
+        index = {k: np.empty((n_images * per_image[k], 3), np.int32) for k in shapes}
+        labels = np.full(n_images, -1, np.int64)
+        done, root, work = 0, None, None
+    else:
+        root = Path(out_dir)
+        if (root / "bank.json").is_file():
+            info = read_json(root / "bank.json")
+            if info.get("config") == json.loads(json.dumps(config)):
+                model.train(was_training)
+                return FeatureBank.open(root)
+            raise FileExistsError(f"{root} holds a feature bank made with other settings; choose another out_dir or delete it")
+        work = root.with_name(root.name + ".partial")
+        work.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(work).free
+        state_file = work / "progress.json"
+        state = read_json(state_file) if state_file.is_file() else None
+        resume = state is not None and state.get("config") == json.loads(json.dumps(config))
+        if not resume and total > free:
+            model.train(was_training)
+            raise MemoryBudgetError(f"collect would write {format_bytes(total)} but {work} has {format_bytes(free)} free")
+        mode = "r+" if resume else "w+"
+        feats, index = {}, {}
+        for k in shapes:
+            stem = _file_stem(k)
+            fshape, ishape = (n_images * per_image[k], shapes[k][0]), (n_images * per_image[k], 3)
+            if mode == "w+":
+                feats[k] = np.lib.format.open_memmap(work / f"{stem}.features.npy", mode="w+", dtype=np_dtype, shape=fshape)
+                index[k] = np.lib.format.open_memmap(work / f"{stem}.index.npy", mode="w+", dtype=np.int32, shape=ishape)
+            else:
+                feats[k] = np.load(work / f"{stem}.features.npy", mmap_mode="r+")
+                index[k] = np.load(work / f"{stem}.index.npy", mmap_mode="r+")
+        labels = np.load(work / "labels.npy") if resume else np.full(n_images, -1, np.int64)
+        done = state["done"] if resume else 0
+
+    bar = tqdm(total=n_images, initial=done, desc="collect", unit="img", disable=not progress or progress_disabled())
+    start = 0
+    try:
+        with torch.no_grad(), ActivationRecorder(model, names, device="cpu", dtype=dtype) as rec:
+            for batch in loader:
+                xb, yb = _split_batch(batch)
+                end = min(start + len(xb), n_images)
+                if end <= done:  # already written before an interruption
+                    start = end
+                    if start >= n_images:
+                        break
+                    continue
+                xb = xb[: end - start]
+                model(xb.to(dev, non_blocking=True))
+                ids = np.arange(start, end)
+                if yb is not None:
+                    labels[start:end] = yb[: end - start].cpu().numpy()
+                for k, a in rec.activations.items():
+                    if a.dim() == 2:
+                        a = a[:, :, None, None]
+                    B, C, H, W = a.shape
+                    flat = a.permute(0, 2, 3, 1).reshape(B, H * W, C)
+                    k_pos = per_image[k]
+                    if k_pos < H * W:
+                        pos = _positions(seed, ids, k, H * W, k_pos)
+                    else:
+                        pos = torch.arange(H * W).expand(B, H * W)
+                    rows = slice(start * k_pos, end * k_pos)
+                    feats[k][rows] = torch.gather(flat, 1, pos[..., None].expand(B, k_pos, C)).reshape(-1, C).numpy()
+                    idx = torch.stack([torch.as_tensor(ids)[:, None].expand(B, k_pos), pos // W, pos % W], dim=-1)
+                    index[k][rows] = idx.reshape(-1, 3).numpy()
+                bar.update(end - max(start, done))
+                start = end
+                if work is not None:  # checkpoint the progress so an interruption can resume
+                    for k in feats:
+                        feats[k].flush()
+                        index[k].flush()
+                    np.save(work / "labels.npy", labels)
+                    atomic_write_json(work / "progress.json", {"config": config, "done": end})
+                if start >= n_images:
+                    break
+    finally:
+        bar.close()
+        model.train(was_training)
+    if start < n_images:
+        raise ValueError(f"the loader gave {start} images, fewer than the {n_images} its dataset reports")
+
+    info = {"config": config, "files": {k: _file_stem(k) for k in shapes}, "shapes": shapes, "n_images": n_images}
+    if work is None:
+        return FeatureBank(feats, index, labels, shapes, None, info)
+    for k in feats:
+        feats[k].flush()
+        index[k].flush()
+    del feats, index
+    np.save(work / "labels.npy", labels)
+    (work / "progress.json").unlink(missing_ok=True)
+    atomic_write_json(work / "bank.json", info)
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(work, root)
+    return FeatureBank.open(root)

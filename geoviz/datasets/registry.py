@@ -1,0 +1,64 @@
+"""``get_dataset(name, split, ...)``: one entry point for every data set geoviz knows.
+
+The shape tasks are generated; real data sets are read from ``data/`` (see ``data/README.md``)
+and never downloaded.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from .._utils import unknown_name_message
+from .shapes import TASKS, ShapesDataset
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {}
+SPLITS = ("train", "val", "test")
+
+
+def data_root() -> Path:
+    """``$GEOVIZ_DATA`` if set, else ``data/`` in the current directory."""
+    return Path(os.environ.get("GEOVIZ_DATA", "data"))
+
+
+def register_dataset(name: str):
+    def wrap(fn):
+        _LOADERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def get_dataset(name: str, split: str = "train", *, n: int | None = None, seed: int = 0, **kwargs) -> Dataset:
+    """A data set by name: ``shapes10``, ``quad``, ``hole``, ``connectivity``, ``inside`` (with
+    ``variant=``), and the real ones registered in ``images.py`` when their files are in ``data/``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
+    if name not in _LOADERS:
+        raise KeyError(unknown_name_message("dataset", name, list_datasets()))
+    return _LOADERS[name](split=split, n=n, seed=seed, **kwargs)
+
+
+def num_classes(dataset: Dataset) -> int:
+    classes = getattr(dataset, "classes", None)
+    if classes is None:
+        raise ValueError("the dataset has no .classes attribute; pass num_classes explicitly")
+    return len(classes)
+
+
+def _shapes_loader(task: str):
+    def load(split: str, n: int | None, seed: int, **kwargs):
+        default_n = {"train": 5000, "val": 1000, "test": 2000}[split]
+        return ShapesDataset(task, n or default_n, seed=seed, split=split, **kwargs)
+
+    return load
+
+
+for _task in TASKS:
+    register_dataset(_task)(_shapes_loader(_task))

@@ -1,0 +1,527 @@
+"""Procedural geometric-shape data sets: the embedded default data of geoviz (no download).
+
+Tasks (``TASKS`` maps each to its class names):
+
+- ``quad``: square, rectangle, trapezoid, parallelogram — the local invariants of Zheng et al.
+  (2021). Random scale, position, rotation, stroke width, filled or outline.
+- ``hole``: a filled shape with no hole / with one hole. Half of the no-hole shapes carry a *bite*
+  (a cut that opens to the outside), so the area alone does not give the answer.
+- ``connectivity``: one connected part / two separate parts. Parts are joined by overlap or by a
+  bar; half of the separate pairs carry a bar stub that stops short of the other part.
+- ``inside``: a dot inside / outside a closed contour.
+- ``shapes10``: 32×32 RGB, ten shape classes with colour, stripe texture, background gradient,
+  clutter and noise, with near-confusable pairs (square/rectangle, circle/ellipse,
+  pentagon/hexagon, trapezoid/parallelogram): a stand-in for CIFAR-10 that needs no download.
+
+``variant="irregular"`` draws the same classes from irregular outlines — hand-drawn wobbly edges
+for ``quad`` (corners, hence the class geometry, are kept), smooth random non-convex blobs for the
+global tasks — so that training on ``regular`` and testing on ``irregular`` measures transfer.
+
+Labels are true by construction (margins of at least ~2 px keep holes open, gaps open and dots
+clear of contours after rasterisation; the tests check every label with connected components).
+Images depend only on (task, variant, seed, index), never on batch size or order; class labels
+cycle with the index, so any contiguous index range is class-balanced.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._utils import choice
+from .._counter_rng import CounterRNG
+from ._raster import (
+    fill_coverage,
+    pixel_centres,
+    polygon_sdf_image,
+    radial_polygon,
+    signed_distance,
+    stroke_coverage,
+    transform,
+)
+
+TASKS: dict[str, tuple[str, ...]] = {
+    "quad": ("square", "rectangle", "trapezoid", "parallelogram"),
+    "hole": ("no_hole", "hole"),
+    "connectivity": ("connected", "disconnected"),
+    "inside": ("inside", "outside"),
+    "shapes10": (
+        "square", "rectangle", "circle", "ellipse", "triangle",
+        "pentagon", "hexagon", "trapezoid", "parallelogram", "star",
+    ),
+}
+VARIANTS = ("regular", "irregular")
+DEFAULT_SIZE = {"shapes10": 32}
+MIN_SIZE = 16
+# A hole or a dot needs ~2 px of clearance on every side to survive rasterisation; below these
+# sizes there is no room for that, so the labels could not be guaranteed.
+TASK_MIN_SIZE = {"hole": 24, "inside": 32}
+_SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
+_BATCH = 1024
+_CIRCLE_SIDES = 32
+_REGULAR_SIDES = torch.tensor([3, 4, 5, 6, _CIRCLE_SIDES])
+
+
+# ----------------------------------------------------------------------------- local shapes
+def _regular(sides: torch.Tensor, vmax: int = _CIRCLE_SIDES) -> torch.Tensor:
+    """Regular polygons (circumradius 1) with per-sample side counts, padded to vmax vertices."""
+    return radial_polygon(torch.ones(len(sides), vmax), phase=-math.pi / 2, n_valid=sides)
+
+
+def _blob(rng: CounterRNG, key: str, n: int, amp: float, vertices: int = 32) -> torch.Tensor:
+    """Smooth random star-shaped outlines (harmonics 2–4), max radius 1; ``amp`` sets how concave."""
+    h = torch.arange(2, 5, dtype=torch.float32)
+    a = rng.uniform(key + ".a", 3, 0.3, 1.0) * amp / h
+    ph = rng.uniform(key + ".ph", 3, 0.0, 2 * math.pi)
+    theta = 2 * math.pi * torch.arange(vertices, dtype=torch.float32) / vertices
+    r = 1.0 + (a[:, :, None] * torch.cos(h[None, :, None] * theta[None, None, :] + ph[:, :, None])).sum(1)
+    r = r.clamp_min(0.25)
+    r = r / r.max(dim=1, keepdim=True).values
+    return radial_polygon(r)
+
+
+def _quad(cls: torch.Tensor, rng: CounterRNG, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Local vertices (n, 4, 2) of square / rectangle / trapezoid / parallelogram, max radius 1.
+
+    ``rows`` selects which images of ``rng``'s batch ``cls`` belongs to (default: all).
+    """
+    n = len(cls)
+    sel = slice(None) if rows is None else rows
+    h = rng.uniform("quad.h", None, 0.9, 1.4)[sel]
+    aspect = rng.uniform("quad.aspect", None, 1.5, 2.3)[sel]
+    top = rng.uniform("quad.top", None, 0.3, 0.65)[sel]
+    shift = rng.uniform("quad.shift", None, -0.3, 0.3)[sel]
+    skew = (rng.uniform("quad.skew", None, 0.4, 0.8) * rng.sign("quad.skew_sign"))[sel] * h
+    w = rng.uniform("quad.w", None, 0.75, 1.0)[sel]
+    one = torch.ones(n)
+    # columns: x0..x3, y0..y3 for the vertices bottom-left, bottom-right, top-right, top-left
+    sq = torch.stack([-one, one, one, -one, one, one, -one, -one], 1)
+    rect = torch.stack([-one, one, one, -one, 1 / aspect, 1 / aspect, -1 / aspect, -1 / aspect], 1)
+    trap = torch.stack([-one, one, shift + top, shift - top, h / 2, h / 2, -h / 2, -h / 2], 1)
+    par = torch.stack([-w - skew / 2, w - skew / 2, w + skew / 2, -w + skew / 2, h / 2, h / 2, -h / 2, -h / 2], 1)
+    table = torch.stack([sq, rect, trap, par], 0)[cls, torch.arange(n)]
+    v = torch.stack([table[:, :4], table[:, 4:]], dim=-1)
+    v = v - v.mean(dim=1, keepdim=True)
+    return v / v.norm(dim=-1).max(dim=1, keepdim=True).values[..., None]
+
+
+def _wobble(local: torch.Tensor, rng: CounterRNG, sub: int = 8, amp: float = 0.06) -> torch.Tensor:
+    """Hand-drawn edges: each edge becomes ``sub`` segments bent perpendicular, corners kept fixed."""
+    n, V, _ = local.shape
+    a, b = local, local.roll(-1, dims=1)
+    t = torch.arange(sub, dtype=torch.float32) / sub
+    pts = a[:, :, None] + t[None, None, :, None] * (b - a)[:, :, None]
+    edge = b - a
+    normal = torch.stack([-edge[..., 1], edge[..., 0]], -1) / edge.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    c = rng.uniform("wobble.c", 2 * V, -1.0, 1.0).view(n, V, 2)
+    prof = c[..., :1] * torch.sin(math.pi * t) + 0.5 * c[..., 1:] * torch.sin(2 * math.pi * t)
+    pts = pts + amp * prof[..., None] * normal[:, :, None]
+    return pts.reshape(n, V * sub, 2)
+
+
+def _inradius(verts: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Distance from each centre (inside its polygon) to the polygon's boundary."""
+    return -signed_distance(verts, centre[:, None, :])[:, 0]
+
+
+def _place(rng: CounterRNG, key: str, radius: torch.Tensor, size: int, margin: float) -> torch.Tensor:
+    lo = (radius + margin).clamp(max=size / 2)
+    u = rng.uniform(key, 2)
+    return lo[:, None] + u * (size - 2 * lo)[:, None]
+
+
+def _scale_range(scale, default):
+    lo, hi = default if scale is None else scale
+    if not (0 < lo <= hi <= 0.5):
+        raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 0.5 (fractions of the image size), got {scale!r}")
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- tasks
+@dataclass
+class _Batch:
+    images: torch.Tensor  # (n, C, S, S) in [0, 1]
+    meta: dict  # name -> per-image tensor or list, turned into one dict per image at the end
+
+
+def _px(size: int) -> float:
+    return size / 64.0
+
+
+def _gen_quad(rng, labels, size, variant, scale):
+    n = len(labels)
+    local = _quad(labels, rng)
+    if variant == "irregular":
+        local = _wobble(local, rng)
+    lo, hi = _scale_range(scale, (0.22, 0.42))
+    R = rng.uniform("R", None, lo, hi) * size
+    stroke = (rng.uniform("stroke", None, 1.5, 3.5) * _px(size)).clamp_min(1.2)
+    angle = rng.uniform("angle", None, 0.0, 2 * math.pi)
+    centre = _place(rng, "centre", R + stroke, size, 1.0)
+    verts = transform(local, angle, R, centre)
+    filled = rng.bernoulli("filled", 0.5)
+    sdf = polygon_sdf_image(verts, size)
+    img = torch.where(filled[:, None, None], fill_coverage(sdf), stroke_coverage(sdf, stroke))
+    return _Batch(img[:, None], dict(vertices=[verts], centre=centre, scale=R, angle=angle, filled=filled, stroke=stroke))
+
+
+def _outline(rng, key, n, variant, amp, sides_choices=_REGULAR_SIDES):
+    if variant == "irregular":
+        return _blob(rng, key, n, amp)
+    sides = sides_choices[rng.integers(key + ".sides", len(sides_choices))]
+    return _regular(sides)
+
+
+def _gen_hole(rng, labels, size, variant, scale):
+    n = len(labels)
+    px = _px(size)
+    margin = max(2.5, 3.0 * px)
+    lo, hi = _scale_range(scale, (0.28, 0.42))
+    R = rng.uniform("R", None, lo, hi) * size
+    angle = rng.uniform("angle", None, 0.0, 2 * math.pi)
+    centre = _place(rng, "centre", R, size, 1.0)
+    outer_local = _outline(rng, "outer", n, variant, 0.25, _REGULAR_SIDES[1:])  # no triangles: room for a hole
+    outer = transform(outer_local, angle, R, centre)
+    r_in = _inradius(outer, centre)
+
+    # the cut-out: a hole strictly inside the inscribed disc, or a bite reaching past the outline
+    inner_local = _outline(rng, "inner", n, variant, 0.3)
+    # a bite is round: a corner grazing the outline would leave 1-px pockets, and a blob's narrow
+    # inscribed disc would make it huge
+    bite_local = _regular(torch.full((n,), _CIRCLE_SIDES))
+    if inner_local.shape[1] != bite_local.shape[1]:
+        bite_local = radial_polygon(torch.ones(n, inner_local.shape[1]))
+    inner_local = torch.where((labels == 1)[:, None, None], inner_local, bite_local)
+    inner_rin = _inradius(inner_local, torch.zeros(n, 2))  # inscribed radius at circumradius 1
+    phi = rng.uniform("offset.phi", None, 0.0, 2 * math.pi)
+    direction = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
+    off = rng.uniform("offset.r", None, 0.0, 0.2) * r_in
+    room = (r_in - off - margin).clamp_min(0.8)
+    rho_hole = rng.uniform("hole.r", None, 0.55, 0.95) * room
+    d_bite = rng.uniform("bite.d", None, 0.6, 0.9) * r_in
+    rho_bite = (R - d_bite + margin) / inner_rin  # its inscribed disc reaches past the circumradius
+    has_hole = labels == 1
+    bite = ~has_hole & rng.bernoulli("bite", 0.5)
+    rho = torch.where(has_hole, rho_hole, rho_bite)
+    cut_centre = centre + direction * torch.where(has_hole, off, d_bite)[:, None]
+    cut = transform(inner_local, rng.uniform("inner.angle", None, 0, 2 * math.pi), rho, cut_centre)
+    # Round the cut's corners: shrink it towards its centre, then dilate by the same ~1.5 px. A
+    # region that is open by a disc of radius >= 1 px rasterises without one-pixel pockets at tips.
+    round_r = max(1.0, 1.5 * px)
+    cut_rin = inner_rin * rho
+    shrink = (1 - round_r / cut_rin.clamp_min(round_r + 0.5))[:, None, None]
+    core = cut_centre[:, None, :] + (cut - cut_centre[:, None, :]) * shrink
+    cov = fill_coverage(polygon_sdf_image(outer, size))
+    cut_cov = fill_coverage(polygon_sdf_image(core, size) - round_r) * (has_hole | bite).float()[:, None, None]
+    img = torch.minimum(cov, 1 - cut_cov)
+    cut_list = [cut[i] if (has_hole[i] or bite[i]) else None for i in range(n)]
+    return _Batch(img[:, None], dict(vertices=[outer], cut=cut_list, bite=bite, centre=centre, scale=R, angle=angle, filled=torch.ones(n, dtype=torch.bool)))
+
+
+def _bar(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Rectangle polygons (n, 4, 2) of the given width along segments a→b."""
+    d = b - a
+    nrm = torch.stack([-d[:, 1], d[:, 0]], -1) / d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    h = nrm * (width / 2)[:, None]
+    return torch.stack([a + h, b + h, b - h, a - h], 1)
+
+
+def _gen_connectivity(rng, labels, size, variant, scale):
+    n = len(labels)
+    px = _px(size)
+    gap_min = max(2.5, 3.0 * px)
+    lo, hi = _scale_range(scale, (0.1, 0.17))
+    R1 = rng.uniform("R1", None, lo, hi) * size
+    R2 = rng.uniform("R2", None, lo, hi) * size
+    l1 = _outline(rng, "part1", n, variant, 0.3)
+    l2 = _outline(rng, "part2", n, variant, 0.3)
+    z = torch.zeros(n, 2)
+    rin1, rin2 = _inradius(l1, z) * R1, _inradius(l2, z) * R2
+    connected = labels == 0
+    by_bar = rng.bernoulli("bar", 0.5)
+    gap = rng.uniform("gap", None, 0.0, 1.0) * max(0.0, 0.14 * size - gap_min) + gap_min
+    # overlap of the inscribed discs by at least 1.5 px keeps the two parts one raster component
+    D_overlap = torch.minimum(rng.uniform("overlap", None, 0.3, 0.8) * (rin1 + rin2), rin1 + rin2 - 1.5).clamp_min(0)
+    D_apart = R1 + R2 + gap
+    D = torch.where(connected & ~by_bar, D_overlap, D_apart)
+    phi = rng.uniform("phi", None, 0.0, 2 * math.pi)
+    u = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
+    # centres relative to the midpoint, then a midpoint that keeps both parts inside the image
+    c1r, c2r = -u * (D / 2)[:, None], u * (D / 2)[:, None]
+    lo_xy = torch.minimum(c1r - R1[:, None], c2r - R2[:, None]) - 1.0
+    hi_xy = torch.maximum(c1r + R1[:, None], c2r + R2[:, None]) + 1.0
+    span_lo, span_hi = -lo_xy, size - hi_xy
+    mid = span_lo + rng.uniform("mid", 2) * (span_hi - span_lo).clamp_min(0)
+    c1, c2 = mid + c1r, mid + c2r
+    a1 = rng.uniform("angle1", None, 0, 2 * math.pi)
+    a2 = rng.uniform("angle2", None, 0, 2 * math.pi)
+    p1, p2 = transform(l1, a1, R1, c1), transform(l2, a2, R2, c2)
+    width = (rng.uniform("bar.w", None, 2.2, 3.5) * max(1.0, px))
+    # bar from c1: all the way into part 2 (connected), or a stub ending gap-before part 2's disc
+    stub_end = c2 - u * (R2 + gap)[:, None]
+    bar_end = torch.where(connected[:, None], c2, stub_end)
+    draw_bar = by_bar  # connected-by-bar, or a disconnected pair with a stub
+    bar = _bar(c1, bar_end, width)
+    cov = torch.maximum(fill_coverage(polygon_sdf_image(p1, size)), fill_coverage(polygon_sdf_image(p2, size)))
+    bar_cov = fill_coverage(polygon_sdf_image(bar, size)) * draw_bar.float()[:, None, None]
+    img = torch.maximum(cov, bar_cov)
+    bars = [bar[i] if draw_bar[i] else None for i in range(n)]
+    return _Batch(img[:, None], dict(vertices=[p1, p2], bar=bars, centre=torch.stack([c1, c2], 1), scale=torch.stack([R1, R2], 1), angle=torch.stack([a1, a2], 1), filled=torch.ones(n, dtype=torch.bool)))
+
+
+def _gen_inside(rng, labels, size, variant, scale):
+    n = len(labels)
+    px = _px(size)
+    lo, hi = _scale_range(scale, (0.25, 0.38))
+    stroke = (rng.uniform("stroke", None, 1.5, 2.5) * px).clamp_min(1.5)
+    rd = (rng.uniform("dot.r", None, 1.5, 2.2) * px).clamp_min(1.2)
+    clear = stroke / 2 + rd + max(1.5, 2.0 * px)
+    local = _outline(rng, "contour", n, variant, 0.45)
+    # grow contours too small to hold a dot with clearance, but keep them well inside the image
+    room = _inradius(local, torch.zeros(n, 2))  # inscribed radius at circumradius 1
+    R = torch.maximum(rng.uniform("R", None, lo, hi) * size, (clear + 1) / room).clamp(max=0.4 * size)
+    centre = size / 2 + rng.uniform("centre", 2, -0.06, 0.06) * size
+    angle = rng.uniform("angle", None, 0, 2 * math.pi)
+    contour = transform(local, angle, R, centre)
+    K = 64
+    inside = labels == 0
+    box_in = centre[:, None, :] + rng.uniform("cand.in", 2 * K, -1, 1).view(n, K, 2) * R[:, None, None]
+    m = (rd + 1.0)[:, None, None]
+    box_out = m + rng.uniform("cand.out", 2 * K).view(n, K, 2) * (size - 2 * m)
+    cand = torch.where(inside[:, None, None], box_in, box_out)
+    sd = signed_distance(contour, cand)
+    ok = torch.where(inside[:, None], sd <= -clear[:, None], sd >= clear[:, None])
+    first = ok.float().argmax(dim=1)
+    dot = cand[torch.arange(n), first]
+    # fallbacks (rare): the centre is inside with room, a corner is far outside the contour
+    fallback = torch.where(inside[:, None], centre, m[:, 0].expand(n, 2))
+    dot = torch.where(ok.any(dim=1)[:, None], dot, fallback)
+    dot_poly = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dot)
+    cov = torch.maximum(stroke_coverage(polygon_sdf_image(contour, size), stroke), fill_coverage(polygon_sdf_image(dot_poly, size)))
+    return _Batch(cov[:, None], dict(vertices=[contour], dot=dot, dot_radius=rd, centre=centre, scale=R, angle=angle, stroke=stroke, filled=torch.zeros(n, dtype=torch.bool)))
+
+
+def _hsv_to_rgb(h, s, v):
+    """Vectorised HSV → RGB, all in [0, 1]; returns (n, 3)."""
+    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], -1)
+    return v[:, None] - (v * s)[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def _shapes10_local(cls, rng):
+    n = len(cls)
+    sides = torch.tensor([4, 4, 32, 32, 3, 5, 6, 4, 4, 10])[cls]
+    base = _regular(sides)  # squares / circles / triangles / pentagons / hexagons
+    box = (cls == 0) | (cls == 1)
+    base[box] = base[box] @ _rot45()  # axis-aligned, so that stretching gives a rectangle
+    # rectangle and ellipse: stretched squares and circles, near-confusable with their partners
+    stretch = torch.ones(n, 2)
+    ar = rng.uniform("aspect", None, 1.3, 1.8)
+    long = (cls == 1) | (cls == 3)
+    stretch[long, 1] = 1 / ar[long]
+    out = base * stretch[:, None, :]
+    # trapezoid and parallelogram reuse the quad generator
+    q = (cls == 7) | (cls == 8)
+    if q.any():
+        quad = _quad(torch.where(cls[q] == 7, 2, 3), rng, rows=q.nonzero()[:, 0])
+        out[q] = torch.cat([quad, quad[:, -1:].expand(-1, out.shape[1] - 4, 2)], 1)
+    star = cls == 9
+    if star.any():
+        ratio = rng.uniform("star.ratio", None, 0.38, 0.55)[star]  # inner/outer radius
+        r = torch.ones(int(star.sum()), 10)
+        r[:, 1::2] = ratio[:, None]
+        s = radial_polygon(r, phase=-math.pi / 2)
+        out[star] = torch.cat([s, s[:, -1:].expand(-1, out.shape[1] - 10, 2)], 1)
+    return out / out.norm(dim=-1).max(dim=1, keepdim=True).values[..., None]
+
+
+def _rot45():
+    c = math.sqrt(0.5)
+    return torch.tensor([[c, -c], [c, c]])
+
+
+def _gen_shapes10(rng, labels, size, variant, scale):
+    n = len(labels)
+    local = _shapes10_local(labels, rng)
+    if variant == "irregular":
+        local = _wobble(local, rng, sub=3, amp=0.05)
+    lo, hi = _scale_range(scale, (0.25, 0.42))
+    R = rng.uniform("R", None, lo, hi) * size
+    angle = rng.uniform("angle", None, 0, 2 * math.pi)
+    centre = _place(rng, "centre", R, size, 0.5)
+    verts = transform(local, angle, R, centre)
+    filled = rng.bernoulli("filled", 0.75)
+    stroke = (rng.uniform("stroke", None, 1.5, 2.5) * size / 32).clamp_min(1.2)
+    sdf = polygon_sdf_image(verts, size)
+    cov = torch.where(filled[:, None, None], fill_coverage(sdf), stroke_coverage(sdf, stroke))
+
+    # background: a colour with a gradient, clutter strokes, noise
+    bg_v = rng.uniform("bg.v", None, 0.25, 0.9)
+    bg = _hsv_to_rgb(rng.uniform("bg.h", None), rng.uniform("bg.s", None, 0.1, 0.6), bg_v)
+    xy = pixel_centres(size) / size - 0.5
+    g = rng.uniform("bg.grad", 2, -0.3, 0.3)
+    grad = (g @ xy.T).view(n, 1, size, size)
+    img = (bg[:, :, None, None] + grad).clamp(0, 1).expand(n, 3, size, size).clone()
+    n_seg = 5
+    seg = rng.uniform("clutter.xy", 4 * n_seg).view(n * n_seg, 2, 2) * size
+    seg_d = signed_distance(seg, pixel_centres(size), closed=False).view(n, n_seg, size, size)
+    seg_on = rng.bernoulli("clutter.on", 0.6, n_seg)[:, :, None, None].float()
+    seg_cov = (0.5 - (seg_d - 0.45)).clamp(0, 1) * seg_on
+    seg_col = _hsv_to_rgb(*(rng.uniform(f"clutter.{c}", n_seg).view(-1) for c in "hsv")).view(n, n_seg, 3)
+    for j in range(n_seg):
+        a = seg_cov[:, j : j + 1] * 0.7
+        img = img * (1 - a) + seg_col[:, j, :, None, None] * a
+
+    # foreground: a colour far from the background's brightness, optionally striped
+    fg_v = torch.where(bg_v > 0.55, bg_v - rng.uniform("fg.dv", None, 0.35, 0.55), bg_v + rng.uniform("fg.dv", None, 0.35, 0.55)).clamp(0.05, 1.0)
+    fg = _hsv_to_rgb(rng.uniform("fg.h", None), rng.uniform("fg.s", None, 0.3, 1.0), fg_v)
+    phi = rng.uniform("tex.phi", None, 0, 2 * math.pi)
+    freq = rng.uniform("tex.f", None, 0.15, 0.35) * size
+    proj = xy[:, 0][None] * torch.cos(phi)[:, None] + xy[:, 1][None] * torch.sin(phi)[:, None]
+    stripes = 0.8 + 0.2 * torch.sin(2 * math.pi * freq[:, None] * proj)
+    tex = torch.where(rng.bernoulli("tex.on", 0.5)[:, None], stripes, torch.ones_like(stripes)).view(n, 1, size, size)
+    a = cov[:, None]
+    img = img * (1 - a) + (fg[:, :, None, None] * tex).clamp(0, 1) * a
+    img = (img + 0.03 * rng.normal("noise", 3 * size * size).view(n, 3, size, size)).clamp(0, 1)
+    return _Batch(img, dict(vertices=[verts], centre=centre, scale=R, angle=angle, filled=filled, stroke=stroke))
+
+
+_GENERATORS = {
+    "quad": _gen_quad,
+    "hole": _gen_hole,
+    "connectivity": _gen_connectivity,
+    "inside": _gen_inside,
+    "shapes10": _gen_shapes10,
+}
+
+
+# ----------------------------------------------------------------------------- public API
+def _check(task: str, n: int, size: int, variant: str) -> None:
+    choice("task", task, tuple(TASKS))
+    choice("variant", variant, VARIANTS)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    least = TASK_MIN_SIZE.get(task, MIN_SIZE)
+    if not isinstance(size, (int, np.integer)) or size < least:
+        why = f" for task {task!r} (a hole or dot needs room to stay clear of the outline)" if least > MIN_SIZE else ""
+        raise ValueError(f"size must be a whole number >= {least} pixels{why}, got {size!r}")
+
+
+def _meta_rows(meta: dict, labels: torch.Tensor, classes: tuple[str, ...]) -> list[dict]:
+    cols = {}
+    for k, v in meta.items():
+        if k == "vertices":
+            cols[k] = [p.numpy() for p in v]
+        elif torch.is_tensor(v):
+            cols[k] = v.numpy()
+        else:
+            cols[k] = v
+    rows = []
+    for i in range(len(labels)):
+        row = {"label": int(labels[i]), "class": classes[int(labels[i])]}
+        for k, v in cols.items():
+            if k == "vertices":
+                row[k] = [p[i] for p in v]
+            elif k == "angle":
+                row["angle"] = np.degrees(v[i])
+            elif isinstance(v, list):
+                row[k] = None if v[i] is None else v[i].numpy()
+            else:
+                x = v[i]
+                row[k] = x.item() if np.ndim(x) == 0 else x
+        rows.append(row)
+    return rows
+
+
+def make_shapes(
+    task: str,
+    n: int,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    variant: str = "regular",
+    start: int = 0,
+    scale: tuple[float, float] | None = None,
+    return_meta: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, list[dict] | None]:
+    """Generate ``n`` images of a shape task.
+
+    Returns ``images`` (n, C, size, size) float32 in [0, 1] (C = 3 for ``shapes10``, else 1),
+    ``labels`` (n,) int64, and ``meta``: one dict per image with its class, the vertices of every
+    polygon drawn (pixel coordinates, x then y), the centre, scale (circumradius in pixels), angle
+    (degrees) and the task's own parameters (dot, cut, bar, ...).
+
+    ``size`` defaults to 32 for ``shapes10`` and 64 otherwise. Image ``i`` is a function of
+    (task, variant, seed, start + i) alone. ``scale`` overrides the circumradius range as
+    fractions of the image size (used for size-transfer test sets).
+    """
+    size = DEFAULT_SIZE.get(task, 64) if size is None else size
+    _check(task, n, size, variant)
+    classes = TASKS[task]
+    images, labels, meta = [], [], []
+    for s in range(start, start + n, _BATCH):
+        idx = np.arange(s, min(s + _BATCH, start + n), dtype=np.int64)
+        lab = torch.from_numpy(idx % len(classes))
+        rng = CounterRNG(seed, idx, namespace=f"{task}/{variant}")
+        batch = _GENERATORS[task](rng, lab, size, variant, scale)
+        images.append(batch.images.float())
+        labels.append(lab)
+        if return_meta:
+            meta.extend(_meta_rows(batch.meta, lab, classes))
+    return torch.cat(images), torch.cat(labels), (meta if return_meta else None)
+
+
+class ShapesDataset(Dataset):
+    """A procedural shape task as a torch Dataset of ``(image, label)``.
+
+    Images are generated once (stored as uint8) and returned as float32 in [0, 1].
+    ``split`` ("train", "val", "test") selects a disjoint index range, so splits never share an
+    image. ``channels=3`` repeats grey images for RGB networks.
+    """
+
+    def __init__(
+        self,
+        task: str = "shapes10",
+        n: int = 1000,
+        *,
+        size: int | None = None,
+        seed: int = 0,
+        variant: str = "regular",
+        split: str = "train",
+        channels: int | None = None,
+        scale: tuple[float, float] | None = None,
+        transform=None,
+    ):
+        choice("split", split, tuple(_SPLIT_OFFSET))
+        images, labels, _ = make_shapes(task, n, size=size, seed=seed, variant=variant, start=_SPLIT_OFFSET[split], scale=scale, return_meta=False)
+        if channels is not None:
+            if channels not in (1, 3):
+                raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+            if images.shape[1] == 1 and channels == 3:
+                images = images.expand(-1, 3, -1, -1)
+            elif images.shape[1] == 3 and channels == 1:
+                images = images.mean(dim=1, keepdim=True)
+        self.images = (images * 255).round().to(torch.uint8).contiguous()
+        self.labels = labels
+        self.task, self.variant, self.split, self.seed = task, variant, split, seed
+        self.classes = list(TASKS[task])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i].float() / 255.0
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[i])
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+    def __repr__(self) -> str:
+        c, s = self.images.shape[1], self.images.shape[-1]
+        return f"ShapesDataset(task={self.task!r}, variant={self.variant!r}, split={self.split!r}, n={len(self)}, image={c}x{s}x{s})"

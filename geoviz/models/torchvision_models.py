@@ -1,0 +1,108 @@
+"""torchvision models behind the geoviz registry (``tv:resnet18``, ``tv:vgg16``, ...).
+
+Weights are never downloaded implicitly. ``weights`` may be
+- ``None``: random initialisation (training from scratch);
+- a path to a ``.pth`` state dict (ImageNet head: it is loaded, then the head is replaced when
+  ``num_classes`` differs);
+- a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``): read from the local torch hub
+  cache (``$TORCH_HOME/hub/checkpoints``), where torchvision itself would have saved it. A missing
+  file raises FileNotFoundError saying which file to put where.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .._io import safe_torch_load
+from .._utils import unknown_name_message
+
+_STAGES = {
+    "resnet": ("layer1", "layer2", "layer3", "layer4"),
+    "resnext": ("layer1", "layer2", "layer3", "layer4"),
+    "wide_resnet": ("layer1", "layer2", "layer3", "layer4"),
+    "inception_v3": ("Mixed_5d", "Mixed_6e", "Mixed_7c"),
+}
+
+
+def list_torchvision_models() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _stage_names(name: str, model: nn.Module) -> tuple[str, ...]:
+    for prefix, stages in _STAGES.items():
+        if name.startswith(prefix):
+            return stages
+    if hasattr(model, "features") and isinstance(model.features, nn.Sequential):
+        # VGG, AlexNet, MobileNet, EfficientNet, ...: the output of each pooling / stage
+        pools = [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
+        return tuple(pools) if pools else tuple(f"features.{i}" for i in range(len(model.features)))
+    return tuple(n for n, _ in model.named_children())
+
+
+def _last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    last = None
+    for path, m in model.named_modules():
+        if isinstance(m, nn.Linear) and "AuxLogits" not in path:
+            last = (path, m)
+    if last is None:
+        raise ValueError("model has no nn.Linear classifier to resize")
+    return last
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+def hub_weights_file(name: str, weights: str = "DEFAULT") -> tuple[Path, str]:
+    """Where torchvision would cache ``weights`` of model ``name``, and the URL it comes from."""
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        raise ValueError(f"model {name!r} has no weights {weights!r}; available: {[m.name for m in enum]}") from None
+    filename = os.path.basename(w.url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename, w.url
+
+
+def build_torchvision(name: str, num_classes: int = 1000, weights: str | os.PathLike | None = None, in_chans: int = 3, **kwargs) -> nn.Module:
+    names = list_torchvision_models()
+    if name not in names:
+        raise KeyError(unknown_name_message("torchvision model", name, names))
+    if in_chans != 3:
+        raise ValueError(f"torchvision models take 3-channel images; got in_chans={in_chans} (use ShapesDataset(channels=3))")
+    if name == "inception_v3":
+        kwargs.setdefault("aux_logits", False)
+        kwargs.setdefault("init_weights", True)
+    if weights is None:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+    else:
+        path = Path(weights)
+        if not path.suffix:  # a torchvision weights name, not a file
+            path, url = hub_weights_file(name, str(weights))
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"pretrained weights for {name!r} not found at {path}. geoviz never downloads: fetch {url} "
+                    f"on a machine with internet and copy it to that path (or pass weights='path/to/file.pth')."
+                )
+        elif not path.is_file():
+            raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of a saved state dict, or weights=None to train from scratch")
+        if name == "inception_v3":
+            kwargs["aux_logits"] = True  # ImageNet checkpoints carry the auxiliary head
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        state = safe_torch_load(path)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if "num_batches_tracked" not in k]:
+            raise ValueError(f"{path} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if name == "inception_v3":
+            model.aux_logits, model.AuxLogits = False, None
+        path_fc, fc = _last_linear(model)
+        if fc.out_features != num_classes:
+            _set_module(model, path_fc, nn.Linear(fc.in_features, num_classes))
+    model.stage_names = _stage_names(name, model)
+    return model

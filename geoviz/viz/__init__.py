@@ -1,0 +1,27 @@
+"""Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
+from .apps import EmbeddingExplorer
+from .figures import (
+    bar_by_layer,
+    box_shape,
+    embedding_grid,
+    embedding_scatter,
+    embedding_traces,
+    patch_figure,
+    to_rgb_uint8,
+    training_curves,
+)
+from .style import OKABE_ITO, TOL_MUTED, class_colors, class_symbols, finish
+
+
+def init_notebook() -> None:
+    """Figures render in JupyterLab (mimetype) and in exported HTML (embedded plotly.js)."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+__all__ = [
+    "EmbeddingExplorer", "bar_by_layer", "box_shape", "embedding_grid", "embedding_scatter", "embedding_traces",
+    "patch_figure", "to_rgb_uint8", "training_curves", "OKABE_ITO", "TOL_MUTED", "class_colors", "class_symbols",
+    "finish", "init_notebook",
+]

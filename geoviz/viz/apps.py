@@ -1,0 +1,101 @@
+"""ipywidgets apps composed of ``go.FigureWidget``s. They display results; they never train."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .figures import box_shape, embedding_traces, patch_figure, to_rgb_uint8
+from .style import finish
+
+
+class EmbeddingExplorer:
+    """A UMAP (or PCA) scatter of local features linked to the image patch each point sees.
+
+    Hovering or clicking a point draws its receptive-field box on its image. Dropdowns choose the
+    layer and what colours the points (class, feature norm, distance of the position from the
+    image centre). ``select(point_id)`` does programmatically what a click does.
+    """
+
+    COLOURS = ("class", "feature norm", "distance from centre (px)")
+
+    def __init__(self, coords: dict[str, np.ndarray], bank, images, class_names: Sequence[str], receptive_fields: dict, *, axis: str = "UMAP"):
+        import ipywidgets as W
+
+        self.coords, self.bank, self.rfs, self.axis = coords, bank, receptive_fields, axis
+        self.images = images
+        self.class_names = list(class_names)
+        layers = list(coords)
+        self.layer = W.Dropdown(options=layers, value=layers[-1], description="layer", layout=W.Layout(width="260px"))
+        self.colour = W.Dropdown(options=self.COLOURS, value="class", description="colour", layout=W.Layout(width="300px"))
+        self.scatter = go.FigureWidget(layout={"height": 470, "width": 620})
+        self.patch = go.FigureWidget(patch_figure(self.images[0], None, title="hover or click a point"))
+        self.info = W.HTML("<i>hover or click a point to see the image patch it comes from</i>")
+        self.selected: int | None = None
+        self._shown_image: int | None = 0
+        self.layer.observe(self._redraw, names="value")
+        self.colour.observe(self._redraw, names="value")
+        self._redraw()
+        self.widget = W.VBox([W.HBox([self.layer, self.colour]), W.HBox([self.scatter, self.patch]), self.info])
+
+    # drawing ----------------------------------------------------------------
+    def _values(self, layer: str):
+        mode = self.colour.value
+        if mode == "class":
+            return None, None
+        if mode == "feature norm":
+            return np.linalg.norm(np.asarray(self.bank.features[layer], dtype=np.float32), axis=1), "‖feature‖ (a.u.)"
+        idx = np.asarray(self.bank.index[layer])
+        rf = self.rfs[layer]
+        cy = (idx[:, 1] + 0.5) * rf.jump[0] - rf.input_size[0] / 2
+        cx = (idx[:, 2] + 0.5) * rf.jump[1] - rf.input_size[1] / 2
+        return np.hypot(cy, cx), "distance from centre (px)"
+
+    def _hover_text(self, layer: str) -> list[str]:
+        idx = np.asarray(self.bank.index[layer])
+        lab = self.bank.point_labels(layer)
+        return [f"image {b} ({self.class_names[l] if l >= 0 else '?'}) · y={y}, x={x}" for (b, y, x), l in zip(idx, lab)]
+
+    def _redraw(self, *_):
+        layer = self.layer.value
+        values, vname = self._values(layer)
+        traces = embedding_traces(self.coords[layer], self.bank.point_labels(layer), self.class_names, values=values,
+                                  value_name=vname or "value", hover=self._hover_text(layer))
+        with self.scatter.batch_update():
+            self.scatter.data = []
+            self.scatter.add_traces(traces)
+            finish(self.scatter, f"{self.axis} of local features · {layer} · {len(self.coords[layer])} points",
+                   f"{self.axis} 1 (a.u.)", f"{self.axis} 2 (a.u.)", legend_title="class")
+            self.scatter.update_layout(hovermode="closest")
+        for tr in self.scatter.data:
+            tr.on_click(self._on_point)
+            tr.on_hover(self._on_point)
+
+    def _on_point(self, trace, points, state):
+        if points.point_inds:
+            self.select(int(trace.customdata[points.point_inds[0]]))
+
+    def select(self, point_id: int) -> tuple[int, int, int, int]:
+        """Show point ``point_id`` of the current layer: its image and receptive-field box."""
+        layer = self.layer.value
+        b, y, x = (int(v) for v in self.bank.index[layer][point_id])
+        rf = self.rfs[layer]
+        box = rf.box(y, x)
+        label = int(self.bank.labels[b])
+        name = self.class_names[label] if label >= 0 else "?"
+        with self.patch.batch_update():
+            if self._shown_image != b:
+                self.patch.data[0].z = to_rgb_uint8(self.images[b])
+                self._shown_image = b
+            self.patch.layout.shapes = [box_shape(box)]
+            self.patch.layout.title.text = f"image {b} · {name}<br><sup>{layer} (y={y}, x={x}) sees {box[2] - box[0]}×{box[3] - box[1]} px</sup>"
+        self.selected = point_id
+        self.info.value = (f"point {point_id}: image <b>{b}</b> ({name}), position y={y}, x={x} of {layer}; "
+                           f"receptive field x∈[{box[0]}, {box[2]}), y∈[{box[1]}, {box[3]}) px (unclipped size {rf.size[0]}×{rf.size[1]} px)")
+        return box
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

@@ -1,0 +1,112 @@
+"""Plotly figure builders: pure functions, data in, ``go.Figure`` out. They never train."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import SEQUENTIAL, class_colors, class_symbols, finish
+
+
+def _np(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """``(C, H, W)`` or ``(H, W)`` in [0, 1] (or uint8) → ``(H, W, 3)`` uint8 for ``go.Image``."""
+    a = _np(image)
+    if a.ndim == 2:
+        a = a[None]
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    if a.shape[0] == 1:
+        a = np.repeat(a, 3, axis=0)
+    return np.ascontiguousarray(a[:3].transpose(1, 2, 0))
+
+
+def embedding_traces(coords, labels=None, class_names: Sequence[str] | None = None, *, values=None, value_name: str = "value", point_ids=None, hover: Sequence[str] | None = None, marker_size: int = 6) -> list[go.Scatter]:
+    """Scatter traces of a 2-D embedding: one per class (legend = class names), or one trace
+    coloured by continuous ``values``. ``customdata`` holds each point's id, for callbacks."""
+    xy = _np(coords)
+    n = len(xy)
+    ids = np.arange(n) if point_ids is None else _np(point_ids)
+    hover = np.asarray(hover if hover is not None else [""] * n, dtype=object)
+    if values is not None:
+        v = _np(values).astype(float)
+        return [go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", customdata=ids, text=hover, name=value_name,
+                           marker={"size": marker_size, "color": v, "colorscale": SEQUENTIAL, "showscale": True,
+                                   "colorbar": {"title": {"text": value_name}}, "line": {"width": 0}},
+                           hovertemplate="%{text}<br>" + value_name + "=%{marker.color:.3g}<extra></extra>")]
+    labels = np.zeros(n, int) if labels is None else _np(labels).astype(int)
+    k = int(labels.max()) + 1 if n else 0
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    colors, symbols = class_colors(len(names)), class_symbols(len(names))
+    traces = []
+    for c, name in enumerate(names):
+        m = labels == c
+        if not m.any():
+            continue
+        traces.append(go.Scatter(x=xy[m, 0], y=xy[m, 1], mode="markers", name=name, customdata=ids[m], text=hover[m],
+                                 marker={"size": marker_size, "color": colors[c], "symbol": symbols[c], "opacity": 0.85, "line": {"width": 0}},
+                                 hovertemplate="%{text}<extra>" + name + "</extra>"))
+    return traces
+
+
+def embedding_scatter(coords, labels=None, class_names=None, *, title: str = "2-D embedding of local features", axis: str = "UMAP", values=None, value_name: str = "value", point_ids=None, hover=None, height: int = 480, width: int | None = None) -> go.Figure:
+    fig = go.Figure(embedding_traces(coords, labels, class_names, values=values, value_name=value_name, point_ids=point_ids, hover=hover))
+    fig.update_layout(hovermode="closest")
+    return finish(fig, title, f"{axis} 1 (a.u.)", f"{axis} 2 (a.u.)", height=height, width=width, legend_title="class")
+
+
+def embedding_grid(panels: dict[str, np.ndarray], labels: dict[str, np.ndarray], class_names, *, title: str, axis: str = "UMAP", height: int = 430) -> go.Figure:
+    """Side-by-side embeddings (e.g. one per layer), classes coloured consistently, one legend."""
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.06)
+    for j, (name, xy) in enumerate(panels.items()):
+        for tr in embedding_traces(xy, labels[name], class_names, marker_size=5):
+            tr.legendgroup, tr.showlegend = tr.name, j == 0
+            fig.add_trace(tr, row=1, col=j + 1)
+        fig.update_xaxes(title_text=f"{axis} 1 (a.u.)", row=1, col=j + 1)
+        fig.update_yaxes(title_text=f"{axis} 2 (a.u.)", row=1, col=j + 1)
+    return finish(fig, title, height=height, legend_title="class")
+
+
+def patch_figure(image, box: tuple[int, int, int, int] | None = None, *, title: str = "image patch", size: int = 340) -> go.Figure:
+    """An image with a receptive-field box ``(x0, y0, x1, y1)`` (pixels, half-open) drawn on it."""
+    rgb = to_rgb_uint8(image)
+    fig = go.Figure(go.Image(z=rgb, hovertemplate="x=%{x} px, y=%{y} px<extra></extra>"))
+    fig.update_layout(shapes=[box_shape(box)] if box is not None else [])
+    fig.update_xaxes(showgrid=False, range=[-0.5, rgb.shape[1] - 0.5], constrain="domain")
+    fig.update_yaxes(showgrid=False, range=[rgb.shape[0] - 0.5, -0.5], scaleanchor="x", constrain="domain")
+    return finish(fig, title, "x (px)", "y (px)", height=size + 60, width=size)
+
+
+def box_shape(box: tuple[int, int, int, int]) -> dict:
+    x0, y0, x1, y1 = box
+    return {"type": "rect", "x0": x0 - 0.5, "y0": y0 - 0.5, "x1": x1 - 0.5, "y1": y1 - 0.5,
+            "line": {"color": "#E69F00", "width": 3}, "fillcolor": "rgba(230,159,0,0.12)"}
+
+
+def training_curves(history: list[dict], *, title: str = "Training curves", keys: Sequence[str] = ("train_acc", "val_acc")) -> go.Figure:
+    """Accuracy (and loss on a second axis) per epoch."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    epochs = [r["epoch"] for r in history]
+    colors = class_colors(4)
+    for i, k in enumerate(keys):
+        if history and k in history[0]:
+            fig.add_trace(go.Scatter(x=epochs, y=[r[k] for r in history], name=k.replace("_", " "), mode="lines+markers", line={"color": colors[i]}), secondary_y=False)
+    for i, k in enumerate(("train_loss", "val_loss")):
+        if history and k in history[0]:
+            fig.add_trace(go.Scatter(x=epochs, y=[r[k] for r in history], name=k.replace("_", " "), mode="lines", line={"color": colors[i], "dash": "dot"}), secondary_y=True)
+    fig.update_yaxes(title_text="accuracy (fraction)", range=[0, 1.02], secondary_y=False)
+    fig.update_yaxes(title_text="cross-entropy (nats)", secondary_y=True, showgrid=False)
+    return finish(fig, title, "epoch", height=380)
+
+
+def bar_by_layer(values: dict[str, float], *, title: str, y: str, color: str | None = None) -> go.Figure:
+    fig = go.Figure(go.Bar(x=list(values), y=list(values.values()), marker_color=color or class_colors(1)[0],
+                           text=[f"{v:.3f}" for v in values.values()], textposition="outside"))
+    return finish(fig, title, "layer", y, height=340)

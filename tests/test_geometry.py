@@ -1,0 +1,114 @@
+"""Geometry against independent computations (scikit-learn, NumPy)."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import pairwise_distances as sk_pairwise
+from sklearn.neighbors import NearestNeighbors
+
+from geoviz.geometry import angle_matrix, class_means, knn, knn_agreement, linear_cka, pairwise_distances
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(257, 12)).astype(np.float32)
+Y = rng.normal(size=(61, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_pairwise_distances_match_sklearn_in_tiny_chunks(metric):
+    d = pairwise_distances(torch.from_numpy(X), torch.from_numpy(Y), metric, chunk_bytes=4096)
+    assert d.shape == (257, 61) and d.dtype == torch.float32
+    assert np.allclose(d.numpy(), sk_pairwise(X, Y, metric=metric), atol=1e-5)
+    self_d = pairwise_distances(X, metric=metric, chunk_bytes=10_000).numpy()
+    assert np.allclose(self_d, sk_pairwise(X, metric=metric), atol=1e-5) and np.all(np.diag(self_d) == 0)
+
+
+def test_float64_keeps_small_distances():
+    base = np.full((2, 4), 1e4)
+    base[1, 0] += 1e-3
+    d = pairwise_distances(torch.from_numpy(base.astype(np.float64)))
+    assert abs(d[0, 1].item() - 1e-3) < 1e-9
+
+
+def test_cosine_zero_vector_has_distance_one_like_sklearn():
+    z = np.vstack([np.zeros(3), [1.0, 2, 3]]).astype(np.float32)
+    assert np.allclose(pairwise_distances(z, metric="cosine").numpy()[0, 1], sk_pairwise(z, metric="cosine")[0, 1])
+
+
+def test_pairwise_refuses_huge_results_and_bad_input():
+    with pytest.raises(MemoryError, match="distance matrix needs"):
+        pairwise_distances(X, max_bytes=1000)
+    with pytest.raises(ValueError, match="unknown metric 'manhattan'"):
+        pairwise_distances(X, metric="manhattan")
+    with pytest.raises(ValueError, match=r"\(N, C\) points"):
+        pairwise_distances(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="same width"):
+        pairwise_distances(X, Y[:, :5])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_is_exact(metric):
+    d, i = knn(torch.from_numpy(X), 7, metric, chunk_bytes=5000)
+    sd, si = NearestNeighbors(n_neighbors=8, metric=metric, algorithm="brute").fit(X).kneighbors(X)
+    assert np.array_equal(i.numpy(), si[:, 1:]) and np.allclose(d.numpy(), sd[:, 1:], atol=1e-5)
+    d2, i2 = knn(X, 3, y=Y)
+    sd2, si2 = NearestNeighbors(n_neighbors=3).fit(Y).kneighbors(X)
+    assert np.array_equal(i2.numpy(), si2)
+    _, own = knn(X, 4, exclude_self=False)
+    assert np.array_equal(own[:, 0].numpy(), np.arange(len(X)))
+    with pytest.raises(ValueError, match=r"k must be a whole number in \[1, 256\]"):
+        knn(X, 257)
+
+
+def _jaccard_numpy(a, b, k):
+    na = NearestNeighbors(n_neighbors=k + 1).fit(a).kneighbors(a, return_distance=False)[:, 1:]
+    nb = NearestNeighbors(n_neighbors=k + 1).fit(b).kneighbors(b, return_distance=False)[:, 1:]
+    return np.mean([len(set(p) & set(q)) / len(set(p) | set(q)) for p, q in zip(na, nb)])
+
+
+def test_knn_agreement_matches_numpy_jaccard_across_widths():
+    B = (X @ rng.normal(size=(12, 30)) + 0.5 * rng.normal(size=(257, 30))).astype(np.float32)
+    got = knn_agreement(torch.from_numpy(X), torch.from_numpy(B), 8).item()
+    assert abs(got - _jaccard_numpy(X, B, 8)) < 1e-12
+    assert knn_agreement(X, X * 3.0 + 1.0, 8).item() == 1.0
+    per_point = knn_agreement(X, B, 8, reduction="none")
+    assert per_point.shape == (257,) and abs(per_point.mean().item() - got) < 1e-12
+    with pytest.raises(ValueError, match="same points"):
+        knn_agreement(X, Y, 5)
+
+
+def _cka_numpy(x, y):
+    """CKA from centred Gram matrices (the kernel form, independent of the feature-space code)."""
+    n = len(x)
+    h = np.eye(n) - 1.0 / n
+    k, l = h @ (x @ x.T) @ h, h @ (y @ y.T) @ h
+    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+
+
+def test_linear_cka_matches_the_gram_formula_and_its_invariances():
+    x, y = X.astype(np.float64), (X @ rng.normal(size=(12, 5))).astype(np.float64) + rng.normal(size=(257, 5))
+    assert abs(linear_cka(x, y).item() - _cka_numpy(x, y)) < 1e-10
+    q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    assert abs(linear_cka(x, 2.5 * x @ q).item() - 1.0) < 1e-10
+    with pytest.raises(ValueError, match="zero variance"):
+        linear_cka(x, np.ones((257, 3)))
+
+
+def test_angle_matrix_in_degrees():
+    v = rng.normal(size=(6, 4))
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    ref = np.degrees(np.arccos(np.clip(u @ u.T, -1, 1)))
+    np.fill_diagonal(ref, 0)
+    a = angle_matrix(torch.from_numpy(v))
+    assert a.dtype == torch.float64 and np.allclose(a.numpy(), ref, atol=1e-9)
+    assert angle_matrix(np.array([[1.0, 0], [0, 1], [-1, 0]]))[0].tolist() == [0.0, 90.0, 180.0]
+    with pytest.raises(ValueError, match=r"zero vector is undefined: rows \[1\]"):
+        angle_matrix(np.array([[1.0, 0], [0, 0]]))
+
+
+def test_class_means():
+    labels = rng.integers(0, 4, size=257)
+    m = class_means(torch.from_numpy(X), torch.from_numpy(labels), num_classes=5)
+    for c in range(4):
+        assert np.allclose(m[c].numpy(), X[labels == c].mean(0), atol=1e-6)
+    assert torch.isnan(m[4]).all()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        class_means(X, labels, num_classes=3)

@@ -1,0 +1,184 @@
+"""Procedural shapes: bad input, determinism, balance, and labels checked independently.
+
+Topological labels are verified on the rasterised images with scipy's connected components
+(foreground 8-connected, background 4-connected: the standard digital-topology pair); quad classes
+are verified from the recorded vertices with NumPy geometry.
+"""
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from geoviz.datasets import TASKS, ShapesDataset, get_dataset, make_shapes
+
+EIGHT = np.ones((3, 3), int)
+
+
+def n_holes(b):
+    lab, n = ndimage.label(~b)
+    border = set(np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))) - {0}
+    return n - len(border)
+
+
+def n_parts(b):
+    return ndimage.label(b, structure=EIGHT)[1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="circles", n=4), "unknown task 'circles'; allowed: 'quad'"),
+    (dict(task="quad", n=0), "n must be"),
+    (dict(task="quad", n=4, size=15), "size must be a whole number >= 16"),
+    (dict(task="inside", n=4, size=24), ">= 32 pixels for task 'inside'"),
+    (dict(task="hole", n=4, size=20), ">= 24 pixels for task 'hole'"),
+    (dict(task="quad", n=4, variant="wobbly"), "unknown variant 'wobbly'; allowed: 'regular', 'irregular'"),
+    (dict(task="quad", n=4, scale=(0.3, 0.7)), "scale must be"),
+])
+def test_bad_parameters_name_the_allowed_values(kwargs, match):
+    task, n = kwargs.pop("task"), kwargs.pop("n")
+    with pytest.raises(ValueError, match=match):
+        make_shapes(task, n, **kwargs)
+
+
+def test_shapes_dataset_bad_split_and_channels():
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        ShapesDataset("quad", 4, split="dev")
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        ShapesDataset("quad", 4, channels=2)
+    with pytest.raises(KeyError, match="closest: 'shapes10'"):
+        get_dataset("shapes11")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_images_depend_only_on_seed_and_index(task):
+    a, la, _ = make_shapes(task, 12, seed=7, return_meta=False)
+    b, lb, _ = make_shapes(task, 5, seed=7, start=4, return_meta=False)
+    assert torch.equal(a[4:9], b) and torch.equal(la[4:9], lb)
+    c, _, _ = make_shapes(task, 12, seed=8, return_meta=False)
+    assert not torch.equal(a, c)
+    channels = 3 if task == "shapes10" else 1
+    size = 32 if task == "shapes10" else 64
+    assert a.shape == (12, channels, size, size) and a.dtype == torch.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_any_contiguous_range_is_class_balanced(task):
+    k = len(TASKS[task])
+    _, labels, meta = make_shapes(task, 7 * k, start=3, size=32, return_meta=True)
+    assert np.bincount(labels.numpy(), minlength=k).tolist() == [7] * k
+    assert [m["class"] for m in meta] == [TASKS[task][int(l)] for l in labels]
+
+
+@pytest.mark.parametrize("variant", ["regular", "irregular"])
+@pytest.mark.parametrize("size", [24, 64])
+def test_hole_labels_are_true(variant, size):
+    images, labels, meta = make_shapes("hole", 400, size=size, seed=11, variant=variant)
+    for img, y, m in zip(images, labels, meta):
+        b = img[0].numpy() > 0.5
+        assert n_holes(b) == int(y), (m["class"], m["bite"])
+    # the bites: no-hole shapes that lost area to a cut open to the outside
+    assert any(m["bite"] for m in meta) and any(m["label"] == 0 and not m["bite"] for m in meta)
+
+
+@pytest.mark.parametrize("variant", ["regular", "irregular"])
+@pytest.mark.parametrize("size", [16, 64])
+def test_connectivity_labels_are_true(variant, size):
+    images, labels, meta = make_shapes("connectivity", 400, size=size, seed=5, variant=variant)
+    for img, y in zip(images, labels):
+        assert n_parts(img[0].numpy() > 0.5) == (1 if y == 0 else 2)
+    bars = [m["bar"] is not None for m in meta]
+    assert any(bars) and not all(bars)
+
+
+@pytest.mark.parametrize("variant", ["regular", "irregular"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_inside_labels_are_true(variant, size):
+    images, labels, meta = make_shapes("inside", 400, size=size, seed=2, variant=variant)
+    for img, y, m in zip(images, labels, meta):
+        b = img[0].numpy() > 0.5
+        comp, n = ndimage.label(b, structure=EIGHT)
+        assert n == 2  # the contour and the dot, apart
+        dx, dy = (int(v) for v in m["dot"])
+        dot = comp[dy, dx]
+        assert dot > 0
+        bg, _ = ndimage.label(~(b & (comp != dot)))  # erase the dot, then: is its spot enclosed?
+        border = set(np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]])))
+        assert (bg[dy, dx] not in border) == (int(y) == 0)
+
+
+def _angles(v):
+    e = np.roll(v, -1, 0) - v
+    a = []
+    for i in range(4):
+        u, w = -e[i - 1], e[i]
+        a.append(np.degrees(np.arccos(np.dot(u, w) / np.linalg.norm(u) / np.linalg.norm(w))))
+    return np.array(a), np.linalg.norm(e, axis=1), e
+
+
+def _parallel(e1, e2):
+    return abs(e1[0] * e2[1] - e1[1] * e2[0]) / (np.linalg.norm(e1) * np.linalg.norm(e2)) < 1e-4
+
+
+def test_quad_classes_have_their_defining_geometry():
+    _, labels, meta = make_shapes("quad", 200, seed=4)
+    for m in meta:
+        v = m["vertices"][0].astype(np.float64)
+        assert v.shape == (4, 2)
+        ang, side, e = _angles(v)
+        pairs = [_parallel(e[0], e[2]), _parallel(e[1], e[3])]
+        right = np.allclose(ang, 90, atol=0.05)
+        if m["class"] == "square":
+            assert right and np.allclose(side, side[0], rtol=1e-4)
+        elif m["class"] == "rectangle":
+            assert right and side.max() / side.min() > 1.4
+        elif m["class"] == "trapezoid":
+            assert sum(pairs) == 1
+        else:
+            assert all(pairs) and not right
+
+
+def test_irregular_variant_draws_other_outlines():
+    reg, _, mr = make_shapes("quad", 8, seed=1)
+    irr, _, mi = make_shapes("quad", 8, seed=1, variant="irregular")
+    assert mr[0]["vertices"][0].shape[0] == 4 and mi[0]["vertices"][0].shape[0] > 4  # wobbly edges
+    assert not torch.equal(reg, irr)
+    # irregular contours of the global tasks are non-convex blobs
+    _, _, meta = make_shapes("inside", 20, seed=1, variant="irregular")
+    from scipy.spatial import ConvexHull
+
+    concave = [len(ConvexHull(m["vertices"][0]).vertices) < len(m["vertices"][0]) for m in meta]
+    assert sum(concave) >= 15
+
+
+def test_shapes10_classes_and_splits():
+    ds = ShapesDataset("shapes10", 40, split="train")
+    test = ShapesDataset("shapes10", 40, split="test")
+    assert ds.classes[:4] == ["square", "rectangle", "circle", "ellipse"] and len(ds.classes) == 10
+    x, y = ds[3]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 3
+    assert not torch.equal(ds.images, test.images)  # disjoint index ranges
+    grey = ShapesDataset("quad", 8, channels=3, size=32)
+    assert grey[0][0].shape == (3, 32, 32) and torch.equal(grey[0][0][0], grey[0][0][2])
+
+
+def _inside_polygon(px, py, v):
+    """Even-odd ray casting in plain NumPy (an independent implementation)."""
+    inside = np.zeros(px.shape, bool)
+    for (x1, y1), (x2, y2) in zip(v, np.roll(v, -1, 0)):
+        cond = (y1 > py) != (y2 > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xc = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= cond & (px < xc)
+    return inside
+
+
+def test_meta_records_the_drawn_polygons():
+    images, _, meta = make_shapes("quad", 30, seed=9)
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    for img, m in zip(images, meta):
+        if not m["filled"]:
+            continue
+        truth = _inside_polygon(xx, yy, m["vertices"][0].astype(np.float64))
+        drawn = img[0].numpy() > 0.5
+        assert (truth == drawn).mean() > 0.995
+        assert np.allclose(m["vertices"][0].mean(0), m["centre"], atol=1e-3)

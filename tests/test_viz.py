@@ -1,0 +1,49 @@
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from geoviz.capture import collect, receptive_field
+from geoviz.models import build_model
+from geoviz.viz import EmbeddingExplorer, class_colors, embedding_scatter, patch_figure, training_curves
+from geoviz.viz.style import OKABE_ITO, TOL_MUTED
+
+
+def test_palettes_are_the_cvd_safe_sets_and_distinct():
+    assert class_colors(4) == OKABE_ITO[:4]
+    ten = class_colors(10)
+    assert ten == TOL_MUTED and len(set(ten)) == 10
+
+
+def test_figures_have_titles_units_and_class_names():
+    xy = np.random.default_rng(0).normal(size=(30, 2))
+    fig = embedding_scatter(xy, np.arange(30) % 3, ["square", "circle", "star"], title="t")
+    assert fig.layout.title.text == "t" and fig.layout.xaxis.title.text == "UMAP 1 (a.u.)"
+    assert [t.name for t in fig.data] == ["square", "circle", "star"]
+    assert sorted(np.concatenate([t.customdata for t in fig.data]).tolist()) == list(range(30))
+    cont = embedding_scatter(xy, values=np.arange(30), value_name="norm")
+    assert len(cont.data) == 1 and cont.data[0].marker.colorscale is not None
+    p = patch_figure(torch.rand(3, 16, 16), (2, 3, 9, 10))
+    assert p.layout.xaxis.title.text == "x (px)" and p.layout.shapes[0].x0 == 1.5
+    c = training_curves([{"epoch": 1, "train_acc": 0.5, "val_acc": 0.4, "train_loss": 1.0}])
+    assert c.layout.yaxis.title.text == "accuracy (fraction)"
+
+
+def test_explorer_links_points_to_their_receptive_field():
+    torch.manual_seed(0)
+    m = build_model("resnet8", 3).eval()
+    data = torch.utils.data.TensorDataset(torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]))
+    bank = collect(m, data, ["layer1", "layer3"], positions_per_image=4)
+    coords = {l: np.random.default_rng(1).normal(size=(24, 2)) for l in bank.layers}
+    rfs = {l: receptive_field(m, l, 32) for l in bank.layers}
+    app = EmbeddingExplorer(coords, bank, data.tensors[0], ["a", "b", "c"], rfs)
+    assert isinstance(app.scatter, go.FigureWidget) and len(app.scatter.data) == 3
+    box = app.select(13)
+    b, y, x = bank.index["layer3"][13]
+    assert box == rfs["layer3"].box(y, x) and app.patch.layout.shapes[0].x0 == box[0] - 0.5
+    assert f"image {b}" in app.patch.layout.title.text
+    app.colour.value = "feature norm"
+    assert len(app.scatter.data) == 1 and app.scatter.data[0].marker.colorscale is not None
+    app.layer.value = "layer1"
+    app.select(0)
+    assert "layer1" in app.info.value
