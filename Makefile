@@ -23,7 +23,7 @@ lab: install
 # Everything CI checks: unit tests, notebooks (nbval + papermill), the browser suite.
 test: install
 	rm -rf runs/test
-	$(MAKE) --no-print-directory test-unit test-notebooks
+	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
 test-unit: install
 	GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
@@ -33,7 +33,7 @@ test-notebooks: install
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-browser: install
-	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=runs/test/browser $(PY) -m pytest -q tests/browser -m browser
+	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=runs/test/browser $(PY) -m pytest -q -s tests/browser -m browser
 
 # Every notebook headless with papermill (quick profile), HTML beside each, in runs/notebooks/.
 demo: install
