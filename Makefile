@@ -41,6 +41,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/capture.py
+	$(PY) benchmarks/transfer_step.py
 
 clean:
 	rm -rf runs/test .pytest_cache

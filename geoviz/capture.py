@@ -31,6 +31,7 @@ __all__ = [
     "ActivationRecorder",
     "record",
     "local_features",
+    "align_maps",
     "ReceptiveField",
     "receptive_field",
     "FeatureBank",
@@ -187,6 +188,34 @@ def local_features(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, y, x = torch.meshgrid(torch.arange(B), torch.arange(H), torch.arange(W), indexing="ij")
     index = torch.stack([b.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=1).to(act.device)
     return feats, index
+
+
+ALIGN_MODES = ("pool", "upsample")
+
+
+def align_maps(s: torch.Tensor, t: torch.Tensor, mode: str = "pool") -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring two activations ``(B, C1, H1, W1)`` and ``(B, C2, H2, W2)`` onto one spatial grid, so
+    that position (y, x) of both covers the same part of the image (relative coordinates).
+
+    ``"pool"`` averages the finer map over each cell of the coarser grid (area pooling); ``"upsample"``
+    resamples the coarser map bilinearly onto the finer grid. Channels are left alone.
+    """
+    if s.dim() != 4 or t.dim() != 4:
+        raise ValueError(f"align_maps needs two (B, C, H, W) maps, got {tuple(s.shape)} and {tuple(t.shape)}")
+    if s.shape[0] != t.shape[0]:
+        raise ValueError(f"student and teacher activations must come from the same batch: batch sizes {s.shape[0]} and {t.shape[0]} differ")
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown align mode {mode!r}; allowed: {ALIGN_MODES}")
+    if s.shape[-2:] == t.shape[-2:]:
+        return s, t
+    import torch.nn.functional as F
+
+    if mode == "pool":
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        return F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
+    size = (max(s.shape[-2], t.shape[-2]), max(s.shape[-1], t.shape[-1]))
+    up = lambda a: a if a.shape[-2:] == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    return up(s), up(t)
 
 
 # ----------------------------------------------------------------------------- receptive fields

@@ -1,6 +1,7 @@
 """``geoviz``: the experiments headless, and batch runs of the notebooks (papermill).
 
     geoviz models | datasets            list what the registries hold
+    geoviz train --config FILE.yaml     one training run from a config (also under torchrun)
     geoviz quickstart [--profile P]     the quickstart experiment without a notebook
     geoviz notebook NAME [-p key value] run one notebook into runs/notebooks/ (+ HTML)
     geoviz demo [--profile P]           run every notebook headless into runs/notebooks/ with HTML
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models", help="list the model registry")
     sub.add_parser("datasets", help="list the data sets")
+    tr = sub.add_parser("train", help="one training run from a YAML config (works under torchrun)")
+    tr.add_argument("--config", required=True)
+    tr.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="override a config key")
     q = sub.add_parser("quickstart", help="run the quickstart experiment headless")
     q.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
     q.add_argument("--seed", type=int, default=0)
@@ -100,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         from .datasets import list_datasets
 
         print("\n".join(list_datasets()))
+    elif args.cmd == "train":
+        from .experiments.train import load_config, run_train
+
+        cfg = load_config(args.config, **{k: _parse_value(v) for k, v in args.set})
+        res = run_train(cfg)
+        if res.run is not None:
+            print(json.dumps(res.run.read_metrics()["summary"], indent=1))
     elif args.cmd == "quickstart":
         from .experiments.quickstart import QuickstartConfig, run_quickstart
 

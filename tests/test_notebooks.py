@@ -9,12 +9,20 @@ from geoviz.cli import _notebooks, run_notebook
 
 OVERRIDES = {
     "00_quickstart": {"projection": "pca", "epochs": 1, "layers": ["layer2", "layer3"], "seed": 1},
+    "01_geometric_transfer": {"kind": "knn_soft", "pairs": [["layer3", "layer3"]], "train_fractions": [0.5], "seeds": [1],
+                              "student_steps": 4},
+}
+# what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
+EXPECTED_SUMMARY = {
+    "00_quickstart": lambda s: s["epochs"] == 1 and "knn_class_purity/layer2" in s,
+    "01_geometric_transfer": lambda s: [r["fraction"] for r in s["table_test_acc_best_val"]] == [0.5] * 4
+    and list(s["geometry"]["geometric"]) == ["layer3→layer3"],
 }
 
 
 def test_every_notebook_is_tested_and_well_formed():
     nbs = _notebooks()
-    assert nbs and {nb.stem for nb in nbs} == set(OVERRIDES)
+    assert nbs and {nb.stem for nb in nbs} == set(OVERRIDES) == set(EXPECTED_SUMMARY)
     for path in nbs:
         nb = nbformat.read(str(path), as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -31,11 +39,11 @@ def test_notebook_runs_under_papermill_with_overrides(name, tmp_path, monkeypatc
     out = run_notebook(src, tmp_path, OVERRIDES[name], html=True)
     nb = nbformat.read(str(out), as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "projection = \"pca\"" in injected[0].source
+    key = next(iter(OVERRIDES[name]))
+    assert injected and f"{key} = " in injected[0].source
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    runs = list((tmp_path / "runs").glob("*/metrics.json"))
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/metrics.json")]
     assert runs, "the notebook's last cell writes the run's metrics"
-    summary = json.loads(runs[0].read_text())["summary"]
-    assert summary["epochs"] == 1 and "knn_class_purity/layer2" in summary
+    assert EXPECTED_SUMMARY[name](runs[0]["summary"])
     assert out.with_suffix(".html").stat().st_size > 10_000

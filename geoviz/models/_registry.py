@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from .._io import atomic_torch_save, safe_torch_load
 from .._utils import unknown_name_message
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
@@ -56,4 +57,39 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
             raise TypeError(f"model {name!r} takes no argument(s) {bad}; it accepts {sorted(params)}")
         model = fn(num_classes=num_classes, **{**defaults, **kwargs})
     model.build_args = {"name": name, "num_classes": num_classes, **kwargs}
+    return model
+
+
+def save_model(model: nn.Module, path) -> None:
+    """Save weights with the metadata to rebuild them (``build_args``), atomically."""
+    args = getattr(model, "build_args", None)
+    if args is None:
+        raise ValueError("the model was not made by build_model, so it cannot be rebuilt from a file; save its state_dict instead")
+    atomic_torch_save({"build_args": args, "state_dict": model.state_dict()}, path)
+
+
+def load_state(model: nn.Module, path) -> nn.Module:
+    """Load weights into ``model`` from a geoviz model file, a run checkpoint (``best.pt``,
+    ``last.pt``) or a plain state dict (``weights_only=True``)."""
+    state = safe_torch_load(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    elif isinstance(state, dict) and "model" in state:
+        state = state["model"]
+    if any(k.startswith("student.") for k in state):  # an engine checkpoint: student + term parameters
+        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def load_model(path, **overrides) -> nn.Module:
+    """Rebuild a model saved by ``save_model`` and load its weights."""
+    blob = safe_torch_load(path)
+    if not isinstance(blob, dict) or "build_args" not in blob:
+        raise ValueError(f"{path} has no build_args; rebuild the model with build_model(...) and use load_state(model, path)")
+    args = {**blob["build_args"], **overrides}
+    model = build_model(args.pop("name"), args.pop("num_classes"), **args)
+    model.load_state_dict(blob["state_dict"])
     return model

@@ -1,12 +1,15 @@
 """Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
-from .apps import EmbeddingExplorer
+from .apps import EmbeddingExplorer, TransferExplorer
 from .figures import (
+    alignment_heatmap,
     bar_by_layer,
     box_shape,
     embedding_grid,
     embedding_scatter,
     embedding_traces,
+    fraction_curves,
     patch_figure,
+    results_table,
     to_rgb_uint8,
     training_curves,
 )
@@ -21,6 +24,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "TransferExplorer", "alignment_heatmap", "fraction_curves", "results_table",
     "EmbeddingExplorer", "bar_by_layer", "box_shape", "embedding_grid", "embedding_scatter", "embedding_traces",
     "patch_figure", "to_rgb_uint8", "training_curves", "OKABE_ITO", "TOL_MUTED", "class_colors", "class_symbols",
     "finish", "init_notebook",

@@ -99,3 +99,69 @@ class EmbeddingExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+class TransferExplorer:
+    """Pick a student run to see its training curves (accuracy and each loss term), and a layer
+    pair to see how close each method's students come to the teacher there, by train fraction."""
+
+    def __init__(self, result):
+        import ipywidgets as W
+        from .figures import training_curves
+
+        self.result = result
+        self._curves = training_curves
+        names = list(result.histories)
+        pairs = list(result.runs[0]["geometry"]) if result.runs else []
+        self.run = W.Dropdown(options=names, value=names[-1] if names else None, description="run", layout=W.Layout(width="320px"))
+        self.pair = W.Dropdown(options=pairs, value=pairs[-1] if pairs else None, description="layer", layout=W.Layout(width="260px"))
+        self.measure = W.Dropdown(options=[("linear CKA", "cka"), ("kNN agreement", "knn_agreement")], value="cka", description="measure", layout=W.Layout(width="260px"))
+        self.curves = go.FigureWidget(layout={"height": 380, "width": 560})
+        self.layer_fig = go.FigureWidget(layout={"height": 380, "width": 560})
+        self.run.observe(self._draw_run, names="value")
+        self.pair.observe(self._draw_layer, names="value")
+        self.measure.observe(self._draw_layer, names="value")
+        self._draw_run()
+        self._draw_layer()
+        self.widget = W.VBox([W.HBox([self.run, self.pair, self.measure]), W.HBox([self.curves, self.layer_fig])])
+
+    def _draw_run(self, *_):
+        name = self.run.value
+        fig = self._curves(self.result.histories[name], title=f"training run {name}", keys=("train_acc", "val_acc"))
+        with self.curves.batch_update():
+            self.curves.data = []
+            self.curves.add_traces(fig.data)
+            self.curves.layout = fig.layout
+            self.curves.layout.height, self.curves.layout.width = 380, 560
+
+    def _draw_layer(self, *_):
+        from .style import class_colors, class_symbols
+
+        pair, measure = self.pair.value, self.measure.value
+        res = self.result
+        methods = list(res.config.methods)
+        colors, symbols = class_colors(max(4, len(methods))), class_symbols(len(methods))
+        traces = []
+        for i, m in enumerate(methods):
+            pts = {}
+            for r in res.runs:
+                if r["method"] == m:
+                    pts.setdefault(r["fraction"], []).append(r["geometry"][pair][measure])
+            fr = sorted(pts)
+            traces.append(go.Scatter(x=[100 * f for f in fr], y=[float(np.mean(pts[f])) for f in fr], name=m, mode="lines+markers",
+                                     marker={"symbol": symbols[i], "color": colors[i], "size": 9}, line={"color": colors[i]}))
+        init = float(np.mean([g[pair][measure] for g in res.geometry_init.values()]))
+        xs = [100 * f for f in res.config.train_fractions]
+        traces.append(go.Scatter(x=[min(xs), max(xs)], y=[init, init], name="untrained student", mode="lines",
+                                 line={"dash": "dash", "color": "#555555"}))
+        label = "linear CKA" if measure == "cka" else "kNN agreement (Jaccard)"
+        with self.layer_fig.batch_update():
+            self.layer_fig.data = []
+            self.layer_fig.add_traces(traces)
+            finish(self.layer_fig, f"student vs teacher at {pair}<br><sup>{label}</sup>", "training images used (% of split, log scale)", label, legend_title="method")
+            self.layer_fig.update_xaxes(type="log")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

@@ -93,14 +93,19 @@ def box_shape(box: tuple[int, int, int, int]) -> dict:
 def training_curves(history: list[dict], *, title: str = "Training curves", keys: Sequence[str] = ("train_acc", "val_acc")) -> go.Figure:
     """Accuracy (and loss on a second axis) per epoch."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    epochs = [r["epoch"] for r in history]
     colors = class_colors(4)
+    def series(k):  # validation may run only every few epochs
+        pts = [(r["epoch"], r[k]) for r in history if k in r]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
     for i, k in enumerate(keys):
-        if history and k in history[0]:
-            fig.add_trace(go.Scatter(x=epochs, y=[r[k] for r in history], name=k.replace("_", " "), mode="lines+markers", line={"color": colors[i]}), secondary_y=False)
+        x, y = series(k)
+        if x:
+            fig.add_trace(go.Scatter(x=x, y=y, name=k.replace("_", " "), mode="lines+markers", line={"color": colors[i]}), secondary_y=False)
     for i, k in enumerate(("train_loss", "val_loss")):
-        if history and k in history[0]:
-            fig.add_trace(go.Scatter(x=epochs, y=[r[k] for r in history], name=k.replace("_", " "), mode="lines", line={"color": colors[i], "dash": "dot"}), secondary_y=True)
+        x, y = series(k)
+        if x:
+            fig.add_trace(go.Scatter(x=x, y=y, name=k.replace("_", " "), mode="lines", line={"color": colors[i], "dash": "dot"}), secondary_y=True)
     fig.update_yaxes(title_text="accuracy (fraction)", range=[0, 1.02], secondary_y=False)
     fig.update_yaxes(title_text="cross-entropy (nats)", secondary_y=True, showgrid=False)
     return finish(fig, title, "epoch", height=380)
@@ -110,3 +115,49 @@ def bar_by_layer(values: dict[str, float], *, title: str, y: str, color: str | N
     fig = go.Figure(go.Bar(x=list(values), y=list(values.values()), marker_color=color or class_colors(1)[0],
                            text=[f"{v:.3f}" for v in values.values()], textposition="outside"))
     return finish(fig, title, "layer", y, height=340)
+
+
+def fraction_curves(table: list[dict], *, title: str, reference: float | None = None, reference_name: str = "teacher", y: str = "test accuracy (fraction)") -> go.Figure:
+    """Accuracy vs train fraction, one line per method, mean ± std over seeds as error bars."""
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    colors, symbols = class_colors(max(4, len(methods))), class_symbols(len(methods))
+    fig = go.Figure()
+    for i, m in enumerate(methods):
+        rows = sorted((r for r in table if r["method"] == m), key=lambda r: r["fraction"])
+        fig.add_trace(go.Scatter(x=[100 * r["fraction"] for r in rows], y=[r["mean"] for r in rows], name=m, mode="lines+markers",
+                                 error_y={"type": "data", "array": [r["std"] for r in rows], "visible": True},
+                                 marker={"symbol": symbols[i], "size": 9, "color": colors[i]}, line={"color": colors[i]},
+                                 hovertemplate=m + ": %{y:.3f} at %{x:g}% of the training set<extra></extra>"))
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", line_color="#555555", annotation_text=f"{reference_name} {reference:.3f}")
+    fig.update_xaxes(type="log", tickvals=sorted({100 * r["fraction"] for r in table}))
+    return finish(fig, title, "training images used (% of the training split, log scale)", y, height=420, legend_title="method")
+
+
+def results_table(table: list[dict], *, title: str, value: str = "test accuracy") -> go.Figure:
+    """Mean ± std (n seeds) per method (rows) and train fraction (columns), as a plotly table."""
+    methods = list(dict.fromkeys(r["method"] for r in table))
+    fracs = sorted({r["fraction"] for r in table})
+    cell = {(r["method"], r["fraction"]): f"{r['mean']:.3f} ± {r['std']:.3f} (n={r['n']})" for r in table}
+    cols = [methods] + [[cell.get((m, f), "") for m in methods] for f in fracs]
+    fig = go.Figure(go.Table(header={"values": ["method"] + [f"{100 * f:g}% of the data" for f in fracs], "fill_color": "#DDDDDD", "align": "left"},
+                             cells={"values": cols, "align": "left", "height": 26}))
+    return finish(fig, f"{title} — {value}, mean ± std over seeds", height=170 + 32 * len(methods))
+
+
+def alignment_heatmap(geometry: dict[str, dict[str, dict[str, float]]], *, title: str) -> go.Figure:
+    """Student–teacher kNN agreement and linear CKA per layer pair (columns) for each row
+    ("init" = untrained student, then one row per method)."""
+    rows = list(geometry)
+    pairs = list(next(iter(geometry.values())))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("kNN agreement (Jaccard, k=10)", "linear CKA"), horizontal_spacing=0.12)
+    for j, measure in enumerate(("knn_agreement", "cka")):
+        z = [[geometry[r][p][measure] for p in pairs] for r in rows]
+        fig.add_trace(go.Heatmap(z=z, x=pairs, y=rows, zmin=0, zmax=1 if measure == "cka" else max(0.05, max(max(v) for v in z)),
+                                 colorscale="Cividis", text=[[f"{v:.3f}" for v in row] for row in z], texttemplate="%{text}",
+                                 colorbar={"title": {"text": "CKA" if measure == "cka" else "Jaccard"}, "x": 0.44 if j == 0 else 1.0, "len": 0.9},
+                                 hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>"), row=1, col=j + 1)
+        fig.update_xaxes(title_text="student layer → teacher layer", row=1, col=j + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(title_text="student", row=1, col=1)
+    return finish(fig, title, height=140 + 45 * len(rows))

@@ -9,7 +9,7 @@ idle, and checks what the notebook declares in its metadata::
       "figures": 5,                       # at least this many rendered plotly plots
       "widgets": ["Dropdown"],            # widget controls that must be present
       "interactions": [                   # each must visibly change a figure
-        {"kind": "dropdown", "label": "colour", "value": "feature norm", "figure": "<title text>"},
+        {"kind": "dropdown", "label": "colour", "value": "feature norm", "figure": "<title text>"},  # value null: another option
         {"kind": "slider", "label": "epoch", "figure": "<title text>"},
         {"kind": "hover", "figure": "<title text>", "target": "<title text of the figure that must change>", "at": 0.5},
         {"kind": "click", "figure": "<title text>", "target": "<title text>"}
@@ -189,7 +189,12 @@ def run_interaction(page, spec: dict) -> str:
         ctl = page.locator(f".widget-{'dropdown' if kind == 'dropdown' else 'slider'}").filter(has_text=spec["label"]).first
         ctl.scroll_into_view_if_needed()
         if kind == "dropdown":
-            ctl.locator("select").select_option(label=spec["value"])
+            sel = ctl.locator("select")
+            if spec.get("value") is None:  # any other option than the current one
+                current = sel.evaluate("s => s.selectedIndex")
+                sel.select_option(index=0 if current != 0 else 1)
+            else:
+                sel.select_option(label=spec["value"])
         else:
             handle = ctl.locator(".noUi-handle, .ui-slider-handle, .slider-handle").first
             handle.focus()

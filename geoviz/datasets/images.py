@@ -1,0 +1,112 @@
+"""Real image data sets, read from ``data/`` with torchvision's own loaders — never downloaded.
+
+``CIFAR10`` reads ``data/cifar-10-batches-py`` (the python version of the data set). The validation
+split is a class-balanced, seeded hold-out of the training batches (5,000 images by default), so
+model selection never sees the test set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .registry import data_root, register_dataset
+from .splits import balanced_holdout
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _missing(name: str, folder: Path, how: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{name} not found in {folder}. geoviz never downloads data: {how} (see data/README.md)")
+
+
+class TensorImages(Dataset):
+    """Images held as a uint8 tensor (N, C, H, W) with integer labels; optional augmentation
+    (random crop with padding 4 and horizontal flip, the standard CIFAR recipe)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, *, augment: bool = False, name: str = "images"):
+        self.images, self.labels, self.classes = images, labels.long(), list(classes)
+        self.augment, self.name = augment, name
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether item i is always the same tensor (lets a frozen teacher's outputs be cached)."""
+        return not self.augment
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float() / 255.0
+        if self.augment:
+            x = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+            dy, dx = torch.randint(0, 9, (2,)).tolist()
+            x = x[:, dy : dy + 32, dx : dx + 32]
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return x, int(self.labels[i])
+
+    @property
+    def targets(self):
+        return self.labels.tolist()
+
+    def __repr__(self):
+        return f"{self.name}(n={len(self)}, augment={self.augment})"
+
+
+def load_cifar10(root: str | Path | None = None, train: bool = True, *, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 3, 32, 32), labels) from ``<root>/cifar-10-batches-py`` via torchvision.
+
+    ``verify`` keeps torchvision's MD5 check of the official files; ``verify=False`` reads any
+    files in the same format (the tests write small ones)."""
+    import torchvision
+
+    class _Files(torchvision.datasets.CIFAR10):
+        def _check_integrity(self) -> bool:
+            if verify:
+                return super()._check_integrity()
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            if verify:
+                return super()._load_meta()
+            import pickle
+
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
+                self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    root = Path(root) if root is not None else data_root()
+    folder = root / "cifar-10-batches-py"
+    if not folder.is_dir():
+        raise _missing("CIFAR-10", folder, "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data/")
+    try:
+        ds = _Files(str(root), train=train, download=False)
+    except RuntimeError as err:  # torchvision's integrity check failed
+        raise _missing("a complete CIFAR-10", folder, f"{err}; unpack the archive again") from None
+    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+    return images, torch.as_tensor(ds.targets)
+
+
+@register_dataset("cifar10")
+def cifar10(split: str = "train", n: int | None = None, seed: int = 0, *, augment: bool | None = None, n_val: int = 5000, root=None, verify: bool = True) -> TensorImages:
+    """CIFAR-10 splits: ``train`` (training batches minus the validation hold-out), ``val``
+    (a class-balanced hold-out of ``n_val`` training images), ``test`` (the test batch).
+    ``augment`` defaults to True for train. ``n`` keeps a class-balanced subset."""
+    if split == "test":
+        images, labels = load_cifar10(root, train=False, verify=verify)
+    else:
+        images, labels = load_cifar10(root, train=True, verify=verify)
+        train_idx, val_idx = balanced_holdout(labels, n_val, seed=1234)  # fixed: val never moves with the seed
+        idx = train_idx if split == "train" else val_idx
+        images, labels = images[idx], labels[idx]
+    if n is not None and n < len(labels):
+        keep = balanced_holdout(labels, n, seed=seed)[1]
+        images, labels = images[keep], labels[keep]
+    aug = (split == "train") if augment is None else augment
+    return TensorImages(images, labels, CIFAR10_CLASSES, augment=aug, name=f"CIFAR10[{split}]")

@@ -1,0 +1,185 @@
+"""Loss terms for ``engine.fit``: each wraps one loss, says which layers it needs, and has a weight.
+
+A term is built from a spec — a name, or a dict as written in a YAML config::
+
+    {"name": "geometric", "weight": 1.0, "kind": "affinity_kl", "pairs": {"layer2": "layer2"}}
+
+``pairs`` maps student module paths to teacher module paths. The engine captures those layers,
+calls ``setup`` once with example activations (so a term can size its own parameters, e.g.
+FitNet's regressors), then adds ``weight * term(inputs)`` to the loss at each step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._utils import unknown_name_message
+from . import distill
+from .geometric import DEFAULT_KIND, LocalGeometryLoss
+
+
+@dataclass
+class TermInputs:
+    logits: torch.Tensor
+    targets: torch.Tensor
+    feats: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_logits: torch.Tensor | None = None
+    teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Term(nn.Module):
+    name: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = False
+    needs_pairs: ClassVar[bool] = False
+    default_weight: ClassVar[float] = 1.0
+
+    def __init__(self, weight: float | None = None, pairs: dict[str, str] | None = None):
+        super().__init__()
+        self.weight = float(self.default_weight if weight is None else weight)
+        self.pairs = dict(pairs or {})
+        if self.needs_pairs and not self.pairs:
+            raise ValueError(f"term {self.name!r} needs layer pairs: pairs={{'student.layer': 'teacher.layer', ...}}")
+
+    @property
+    def student_layers(self) -> tuple[str, ...]:
+        return tuple(self.pairs)
+
+    @property
+    def teacher_layers(self) -> tuple[str, ...]:
+        return tuple(self.pairs.values())
+
+    def setup(self, feats: dict[str, torch.Tensor], teacher_feats: dict[str, torch.Tensor]) -> None:
+        """Called once before training with example activations."""
+
+    def pair_losses(self, inp: TermInputs, fn) -> torch.Tensor:
+        return sum(fn(inp.feats[s], inp.teacher_feats[t]) for s, t in self.pairs.items()) / len(self.pairs)
+
+    def spec(self) -> dict:
+        return {"name": self.name, "weight": self.weight, **({"pairs": self.pairs} if self.pairs else {})}
+
+
+class CrossEntropy(Term):
+    name = "ce"
+
+    def __init__(self, weight=None, label_smoothing: float = 0.0):
+        super().__init__(weight)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, inp: TermInputs) -> torch.Tensor:
+        return F.cross_entropy(inp.logits.float(), inp.targets, label_smoothing=self.label_smoothing)
+
+    def spec(self):
+        return {**super().spec(), "label_smoothing": self.label_smoothing}
+
+
+class KD(Term):
+    name = "kd"
+    needs_teacher = True
+
+    def __init__(self, weight=None, T: float = 4.0):
+        super().__init__(weight)
+        self.T = T
+
+    def forward(self, inp):
+        return distill.kd_loss(inp.logits, inp.teacher_logits, self.T)
+
+    def spec(self):
+        return {**super().spec(), "T": self.T}
+
+
+class Geometric(Term):
+    name = "geometric"
+    needs_teacher = needs_pairs = True
+
+    def __init__(self, weight=None, pairs=None, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256,
+                 align: str = "pool", affinity: str = "gaussian", tau: float = 0.1):
+        super().__init__(weight, pairs)
+        self.loss = LocalGeometryLoss(kind, k, m, align, affinity, tau)
+
+    def forward(self, inp):
+        return self.pair_losses(inp, self.loss)
+
+    def spec(self):
+        l = self.loss
+        return {**super().spec(), "kind": l.kind, "k": l.k, "m": l.m, "align": l.align, "affinity": l.affinity, "tau": l.tau}
+
+
+class FitNetTerm(Term):
+    name = "fitnet"
+    needs_teacher = needs_pairs = True
+    default_weight = 100.0
+
+    def setup(self, feats, teacher_feats):
+        self.hints = nn.ModuleList(distill.FitNet(feats[s].shape[1], teacher_feats[t].shape[1]) for s, t in self.pairs.items())
+
+    def forward(self, inp):
+        return sum(h(inp.feats[s], inp.teacher_feats[t]) for h, (s, t) in zip(self.hints, self.pairs.items())) / len(self.pairs)
+
+
+
+class AT(Term):
+    name = "at"
+    needs_teacher = needs_pairs = True
+    default_weight = 1000.0
+
+    def __init__(self, weight=None, pairs=None, p: float = 2.0):
+        super().__init__(weight, pairs)
+        self.p = p
+
+    def forward(self, inp):
+        return self.pair_losses(inp, lambda s, t: distill.at_loss(s, t, self.p))
+
+
+class SP(Term):
+    name = "sp"
+    needs_teacher = needs_pairs = True
+    default_weight = 3000.0
+
+    def forward(self, inp):
+        return self.pair_losses(inp, distill.sp_loss)
+
+
+class RKD(Term):
+    name = "rkd"
+    needs_teacher = needs_pairs = True
+
+    def __init__(self, weight=None, pairs=None, w_dist: float = 25.0, w_angle: float = 50.0):
+        super().__init__(weight, pairs)
+        self.w_dist, self.w_angle = w_dist, w_angle
+
+    def forward(self, inp):
+        return self.pair_losses(inp, lambda s, t: distill.rkd_loss(s, t, self.w_dist, self.w_angle))
+
+
+class PKT(Term):
+    name = "pkt"
+    needs_teacher = needs_pairs = True
+    default_weight = 30000.0
+
+    def forward(self, inp):
+        return self.pair_losses(inp, distill.pkt_loss)
+
+
+TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT)}
+
+
+def build_term(spec) -> Term:
+    """A Term from a Term, a name (``"kd"``) or a dict spec (``{"name": "kd", "T": 4}``)."""
+    if isinstance(spec, Term):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"a loss term is a name or a dict with 'name', got {spec!r}")
+    spec = dict(spec)
+    name = spec.pop("name")
+    if name not in TERMS:
+        raise KeyError(unknown_name_message("loss term", name, list(TERMS)))
+    try:
+        return TERMS[name](**spec)
+    except TypeError as err:
+        raise TypeError(f"bad settings for loss term {name!r}: {err}") from None
