@@ -403,6 +403,7 @@ def collect(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     progress: bool = True,
+    pool: bool = False,
 ) -> FeatureBank:
     """Stream a data set through ``model`` and keep the local features of ``layers``.
 
@@ -411,9 +412,13 @@ def collect(
     call refuses up front, with the estimate, when it would exceed ``max_bytes``. With ``out_dir``
     the features are written to memory-mapped ``.npy`` files and a lazy bank is returned; an
     interrupted call resumes where it stopped, and a finished bank is reopened, not recomputed.
+    ``pool=True`` keeps one globally average-pooled vector per image and layer (index y = x = 0):
+    what linear probes of whole images use.
     """
     from tqdm.auto import tqdm
 
+    if pool and positions_per_image is not None:
+        raise ValueError("pool=True keeps one vector per image: leave positions_per_image=None")
     if positions_per_image is not None and positions_per_image < 1:
         raise ValueError(f"positions_per_image must be >= 1 or None (all positions), got {positions_per_image}")
     if max_images is not None and max_images < 1:
@@ -436,6 +441,8 @@ def collect(
         probe = rec.activations
     shapes = {}
     for k, a in probe.items():
+        if pool and a.dim() == 4:
+            a = a.mean(dim=(2, 3))
         if a.dim() == 2:
             a = a[:, :, None, None]
         if a.dim() != 4:
@@ -446,7 +453,8 @@ def collect(
     total = sum(n_images * per_image[k] * (shapes[k][0] * itemsize + 3 * 4) for k in shapes) + n_images * 8
     np_dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}[dtype]
 
-    config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed, "dtype": str(np_dtype.__name__), "shapes": shapes}
+    config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed,
+              "dtype": str(np_dtype.__name__), "shapes": shapes, "pool": pool}
     if out_dir is None:
         if total > max_bytes:
             model.train(was_training)
@@ -507,6 +515,8 @@ def collect(
                 if yb is not None:
                     labels[start:end] = yb[: end - start].cpu().numpy()
                 for k, a in rec.activations.items():
+                    if pool and a.dim() == 4:
+                        a = a.mean(dim=(2, 3))
                     if a.dim() == 2:
                         a = a[:, :, None, None]
                     B, C, H, W = a.shape

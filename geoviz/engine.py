@@ -282,7 +282,7 @@ class TrainStep:
                 with torch.no_grad():
                     t_logits = self.teacher(x)
                 t_feats = self.rec_t.activations if self.rec_t else {}
-            inp = TermInputs(logits, y, self.rec_s.activations if self.rec_s else {}, t_logits, t_feats)
+            inp = TermInputs(logits, y, self.rec_s.activations if self.rec_s else {}, t_logits, t_feats, self.student)
             parts = [(t, t(inp)) for t in self.terms]
             loss = sum(t.weight * v for t, v in parts)
         if not torch.isfinite(loss):

@@ -233,3 +233,14 @@ def test_collect_to_disk_is_lazy_and_resumes(net, tmp_path):
         collect(net, base, ["layer2"], positions_per_image=3, out_dir=out)
     with pytest.raises(FileNotFoundError, match="no bank.json"):
         FeatureBank.open(tmp_path)
+
+
+def test_collect_pooled_keeps_one_mean_vector_per_image(net):
+    data = TensorDataset(torch.rand(6, 3, 32, 32), torch.arange(6) % 2)
+    bank = collect(net, data, ["layer1", "layer3", "fc"], pool=True, batch_size=4)
+    acts = record(net, data.tensors[0], ["layer1", "layer3"])
+    assert bank.features["layer1"].shape == (6, 16) and bank.shapes["layer3"] == (64, 1, 1)
+    assert np.allclose(bank.features["layer3"], acts["layer3"].mean(dim=(2, 3)).numpy(), atol=1e-5)
+    assert bank.index["fc"][:, 1:].sum() == 0 and bank.index["layer1"][:, 0].tolist() == list(range(6))
+    with pytest.raises(ValueError, match="pool=True keeps one vector per image"):
+        collect(net, data, ["layer1"], pool=True, positions_per_image=3)

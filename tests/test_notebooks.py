@@ -11,12 +11,14 @@ OVERRIDES = {
     "00_quickstart": {"projection": "pca", "epochs": 1, "layers": ["layer2", "layer3"], "seed": 1},
     "01_geometric_transfer": {"kind": "knn_soft", "pairs": [["layer3", "layer3"]], "train_fractions": [0.5], "seeds": [1],
                               "student_steps": 4},
+    "02_angles_confusion": {"methods": ["ce", "ical"], "lam": 5.0, "epochs": 1},
 }
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
     "00_quickstart": lambda s: s["epochs"] == 1 and "knn_class_purity/layer2" in s,
     "01_geometric_transfer": lambda s: [r["fraction"] for r in s["table_test_acc_best_val"]] == [0.5] * 4
     and list(s["geometry"]["geometric"]) == ["layer3→layer3"],
+    "02_angles_confusion": lambda s: [r["method"] for r in s["table"]] == ["ce", "ical"] and s["runs"]["ical-s0"]["epochs"] == 1,
 }
 
 

@@ -1,4 +1,13 @@
 """Measurements that combine capture and geometry (no training, no plotting)."""
 from .alignment import layer_alignment
+from .angles import (
+    AngleConfusionTracker,
+    angle_confusion_correlation,
+    class_mean_angles,
+    class_vector_angles,
+    confusion_rates,
+    pair_values,
+)
 
-__all__ = ["layer_alignment"]
+__all__ = ["layer_alignment", "AngleConfusionTracker", "angle_confusion_correlation", "class_mean_angles",
+           "class_vector_angles", "confusion_rates", "pair_values"]

@@ -448,6 +448,7 @@ def make_shapes(
     start: int = 0,
     scale: tuple[float, float] | None = None,
     return_meta: bool = True,
+    indices=None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict] | None]:
     """Generate ``n`` images of a shape task.
 
@@ -457,15 +458,25 @@ def make_shapes(
     (degrees) and the task's own parameters (dot, cut, bar, ...).
 
     ``size`` defaults to 32 for ``shapes10`` and 64 otherwise. Image ``i`` is a function of
-    (task, variant, seed, start + i) alone. ``scale`` overrides the circumradius range as
-    fractions of the image size (used for size-transfer test sets).
+    (task, variant, seed, start + i) alone; ``indices`` (overriding ``start`` and ``n``) draws
+    exactly those images — image ``k`` has class ``k % len(TASKS[task])``. ``scale`` overrides the
+    circumradius range as fractions of the image size (used for size-transfer test sets).
     """
     size = DEFAULT_SIZE.get(task, 64) if size is None else size
+    if indices is not None:
+        all_idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(all_idx)
+    else:
+        all_idx = None
     _check(task, n, size, variant)
+    if all_idx is None:
+        all_idx = np.arange(start, start + n, dtype=np.int64)
+    elif (all_idx < 0).any():
+        raise ValueError("image indices must be >= 0")
     classes = TASKS[task]
     images, labels, meta = [], [], []
-    for s in range(start, start + n, _BATCH):
-        idx = np.arange(s, min(s + _BATCH, start + n), dtype=np.int64)
+    for s in range(0, n, _BATCH):
+        idx = all_idx[s : s + _BATCH]
         lab = torch.from_numpy(idx % len(classes))
         rng = CounterRNG(seed, idx, namespace=f"{task}/{variant}")
         batch = _GENERATORS[task](rng, lab, size, variant, scale)

@@ -19,6 +19,7 @@ from torch import nn
 
 from .._utils import unknown_name_message
 from . import distill
+from .angular import ical_loss
 from .geometric import DEFAULT_KIND, LocalGeometryLoss
 
 
@@ -29,6 +30,7 @@ class TermInputs:
     feats: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_logits: torch.Tensor | None = None
     teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
+    model: nn.Module | None = None  # the student itself (terms on its weights, e.g. ICAL)
 
 
 class Term(nn.Module):
@@ -164,7 +166,45 @@ class PKT(Term):
         return self.pair_losses(inp, distill.pkt_loss)
 
 
-TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT)}
+class ICAL(Term):
+    """Inter-class angular loss on the student's classifier rows; ``weight`` is λ (the paper uses
+    5 with standard augmentation, 10 without). ``pairs="confused"`` weights each pair by a running
+    (exponential moving average) pairwise confusion rate from the training batches."""
+
+    name = "ical"
+    default_weight = 5.0
+
+    def __init__(self, weight=None, pairs: str = "all", momentum: float = 0.9):
+        super().__init__(weight)
+        self.pairs_mode, self.momentum = pairs, momentum
+        # not saved: after a resume the running confusion rebuilds within a few batches
+        self.register_buffer("pair_counts", torch.zeros(0), persistent=False)
+
+    def _confusion(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c = logits.shape[1]
+        with torch.no_grad():
+            counts = torch.zeros(c, c, device=logits.device)
+            counts.index_put_((y, logits.argmax(1)), torch.ones_like(y, dtype=counts.dtype), accumulate=True)
+            if self.pair_counts.numel() != c * c:
+                self.pair_counts = counts.clone()
+            else:
+                self.pair_counts.mul_(self.momentum).add_(counts, alpha=1 - self.momentum)
+            n = self.pair_counts.sum(1)
+            pair = self.pair_counts + self.pair_counts.T
+            return pair / (n[:, None] + n[None, :]).clamp_min(1e-12)
+
+    def forward(self, inp):
+        if inp.model is None or not hasattr(inp.model, "classifier"):
+            raise ValueError("the ical term needs the student's classifier (a geoviz model's .classifier)")
+        w = inp.model.classifier.weight
+        conf = self._confusion(inp.logits.detach(), inp.targets) if self.pairs_mode == "confused" else None
+        return ical_loss(w, 1.0, pairs=self.pairs_mode, confusion=conf)
+
+    def spec(self):
+        return {**super().spec(), "pairs": self.pairs_mode, "momentum": self.momentum}
+
+
+TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
 
 
 def build_term(spec) -> Term:

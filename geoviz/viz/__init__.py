@@ -1,7 +1,12 @@
 """Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
-from .apps import EmbeddingExplorer, TransferExplorer
+from .apps import AngleConfusionExplorer, EmbeddingExplorer, TransferExplorer
 from .figures import (
     alignment_heatmap,
+    angle_confusion_heatmaps,
+    angle_confusion_scatter,
+    band_curves,
+    image_mosaic,
+    table_figure,
     bar_by_layer,
     box_shape,
     embedding_grid,
@@ -24,6 +29,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "AngleConfusionExplorer", "angle_confusion_heatmaps", "angle_confusion_scatter", "band_curves", "image_mosaic", "table_figure",
     "TransferExplorer", "alignment_heatmap", "fraction_curves", "results_table",
     "EmbeddingExplorer", "bar_by_layer", "box_shape", "embedding_grid", "embedding_scatter", "embedding_traces",
     "patch_figure", "to_rgb_uint8", "training_curves", "OKABE_ITO", "TOL_MUTED", "class_colors", "class_symbols",

@@ -165,3 +165,89 @@ class TransferExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+class AngleConfusionExplorer:
+    """One training run at a time: an epoch slider moves the angle–confusion scatter and the two
+    heatmaps through training (validation split; figures updated in place). Clicking a cell of the
+    confusion heatmap shows the test images of that class pair the final model confuses most."""
+
+    def __init__(self, result, *, n_images: int = 8):
+        import ipywidgets as W
+
+        from .figures import angle_confusion_heatmaps, angle_confusion_scatter, image_mosaic
+
+        self.result, self.n_images = result, n_images
+        self.names = list(result.class_names)
+        runs = [r.name for r in result.runs]
+        first = result.runs[0]
+        epochs = [h["epoch"] for h in first.history]
+        self.run = W.Dropdown(options=runs, value=runs[0], description="run", layout=W.Layout(width="260px"))
+        self.epoch = W.IntSlider(min=epochs[0], max=epochs[-1], value=epochs[-1], description="epoch", continuous_update=False, layout=W.Layout(width="420px"))
+        h = first.history[-1]
+        self.scatter = go.FigureWidget(angle_confusion_scatter(h["angles"], h["confusion"], self.names, h["angle_confusion"], title="angle vs confusion"))
+        self.scatter.update_layout(width=560)
+        self.heat = go.FigureWidget(angle_confusion_heatmaps(h["angles"], h["confusion"], self.names, title="angles and confusion"))
+        self.heat.update_layout(width=980)
+        self.grid = go.FigureWidget(image_mosaic([], [], title="most confused test images"))
+        self.run.observe(self._on_run, names="value")
+        self.epoch.observe(self._draw, names="value")
+        self.heat.data[1].on_click(self._on_cell)
+        self._draw()
+        conf = np.asarray(first.test_confusion)
+        i, j = np.unravel_index(np.nanargmax(np.triu(conf, 1)), conf.shape)
+        self.show_pair(int(i), int(j))
+        self.widget = W.VBox([W.HBox([self.run, self.epoch]), W.HBox([self.scatter, self.grid]), self.heat])
+
+    @property
+    def current(self):
+        return self.result.run(self.run.value)
+
+    def _on_run(self, *_):
+        epochs = [h["epoch"] for h in self.current.history]
+        self.epoch.max = epochs[-1]
+        self.epoch.value = epochs[-1]
+        self._draw()
+
+    def _draw(self, *_):
+        from .figures import angle_confusion_traces, correlation_text
+
+        run = self.current
+        h = next(r for r in run.history if r["epoch"] == self.epoch.value)
+        new = angle_confusion_traces(h["angles"], h["confusion"], self.names)
+        corr = h["angle_confusion"]
+        with self.scatter.batch_update():
+            for old, tr in zip(self.scatter.data, new):
+                old.x, old.y, old.text = tr.x, tr.y, tr.text
+            self.scatter.layout.title.text = (f"{run.name}, epoch {h['epoch']}: angle vs confusion (validation)<br>"
+                                              f"<sup>{correlation_text(corr)} over {corr['n_pairs']} class pairs</sup>")
+        with self.heat.batch_update():
+            self.heat.data[0].z = np.asarray(h["angles"], float)
+            self.heat.data[1].z = np.asarray(h["confusion"], float)
+            self.heat.layout.title.text = f"{run.name}, epoch {h['epoch']}: class-vector angles and pairwise confusion (validation) — click a confusion cell"
+
+    def _on_cell(self, trace, points, state):
+        if points.xs and points.ys:
+            self.show_pair(self.names.index(points.ys[0]), self.names.index(points.xs[0]))
+
+    def show_pair(self, i: int, j: int) -> None:
+        """Show the test images of classes i and j the run's final model confuses most."""
+        from .figures import mosaic_data
+
+        run = self.current
+        if i == j:
+            return
+        picks = self.result.most_confused(run, i, j, self.n_images)
+        imgs = [self.result.test_images[n] for n, _, _ in picks]
+        caps = [f"{self.names[t]}→{self.names[j if t == i else i]} {p:.2f}" for _, t, p in picks]
+        z, anns = mosaic_data(imgs, caps)
+        with self.grid.batch_update():
+            self.grid.data[0].z = z
+            self.grid.layout.annotations = anns
+            self.grid.layout.title.text = (f"{self.names[i]} ↔ {self.names[j]}: test images the final model of {run.name} confuses most"
+                                           f"<br><sup>caption: true→predicted, probability of the wrong class</sup>")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

@@ -139,10 +139,8 @@ def results_table(table: list[dict], *, title: str, value: str = "test accuracy"
     methods = list(dict.fromkeys(r["method"] for r in table))
     fracs = sorted({r["fraction"] for r in table})
     cell = {(r["method"], r["fraction"]): f"{r['mean']:.3f} ± {r['std']:.3f} (n={r['n']})" for r in table}
-    cols = [methods] + [[cell.get((m, f), "") for m in methods] for f in fracs]
-    fig = go.Figure(go.Table(header={"values": ["method"] + [f"{100 * f:g}% of the data" for f in fracs], "fill_color": "#DDDDDD", "align": "left"},
-                             cells={"values": cols, "align": "left", "height": 26}))
-    return finish(fig, f"{title} — {value}, mean ± std over seeds", height=170 + 32 * len(methods))
+    rows = [[m] + [cell.get((m, f), "") for f in fracs] for m in methods]
+    return table_figure(["method"] + [f"{100 * f:g}% of the data" for f in fracs], rows, title=f"{title} — {value}, mean ± std over seeds")
 
 
 def alignment_heatmap(geometry: dict[str, dict[str, dict[str, float]]], *, title: str) -> go.Figure:
@@ -161,3 +159,98 @@ def alignment_heatmap(geometry: dict[str, dict[str, dict[str, float]]], *, title
     fig.update_yaxes(autorange="reversed")
     fig.update_yaxes(title_text="student", row=1, col=1)
     return finish(fig, title, height=140 + 45 * len(rows))
+
+
+def table_figure(header: Sequence[str], rows: Sequence[Sequence], *, title: str) -> go.Figure:
+    """A plotly table (rows of already formatted cells)."""
+    cols = [list(c) for c in zip(*rows)] if rows else [[] for _ in header]
+    fig = go.Figure(go.Table(header={"values": list(header), "fill_color": "#DDDDDD", "align": "left"},
+                             cells={"values": cols, "align": "left", "height": 26}))
+    return finish(fig, title, height=170 + 32 * len(rows))
+
+
+def _pairs(angles, confusion, class_names):
+    a, c = np.asarray(angles, float), np.asarray(confusion, float)
+    i, j = np.triu_indices(a.shape[0], k=1)
+    names = [f"{class_names[p]} – {class_names[q]}" for p, q in zip(i, j)]
+    return a[i, j], c[i, j], names
+
+
+def angle_confusion_traces(angles, confusion, class_names) -> list[go.Scatter]:
+    """Class pairs as points (angle between class vectors, pairwise confusion) and their
+    least-squares line; the order of traces is fixed so widgets can update them in place."""
+    x, y, names = _pairs(angles, confusion, class_names)
+    ok = np.isfinite(x) & np.isfinite(y)
+    line_x, line_y = [], []
+    if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+        slope, icpt = np.polyfit(x[ok], y[ok], 1)
+        line_x = [float(x[ok].min()), float(x[ok].max())]
+        line_y = [slope * v + icpt for v in line_x]
+    return [go.Scatter(x=x, y=y, text=names, mode="markers", name="class pairs", marker={"size": 9, "color": class_colors(2)[1], "line": {"width": 0.5, "color": "#333333"}},
+                       hovertemplate="%{text}<br>angle %{x:.1f}°<br>confusion %{y:.3f}<extra></extra>"),
+            go.Scatter(x=line_x, y=line_y, mode="lines", name="least-squares fit", line={"color": class_colors(2)[0], "width": 2})]
+
+
+def correlation_text(corr: dict) -> str:
+    if not np.isfinite(corr.get("pearson", np.nan)):
+        return "r undefined (constant input)"
+    lo, hi = corr["pearson_ci"]
+    return f"Pearson r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}], p = {corr['pearson_p']:.2g}; Spearman ρ = {corr['spearman']:.2f}"
+
+
+def angle_confusion_scatter(angles, confusion, class_names, corr: dict, *, title: str) -> go.Figure:
+    fig = go.Figure(angle_confusion_traces(angles, confusion, class_names))
+    return finish(fig, f"{title}<br><sup>{correlation_text(corr)} over {corr['n_pairs']} class pairs</sup>",
+                  "angle between class vectors (degrees)", "pairwise confusion rate (fraction)", height=440)
+
+
+def angle_confusion_heatmaps(angles, confusion, class_names, *, title: str) -> go.Figure:
+    names = list(class_names)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("angle between class vectors (degrees)", "pairwise confusion rate"), horizontal_spacing=0.16)
+    fig.add_trace(go.Heatmap(z=np.asarray(angles, float), x=names, y=names, colorscale="Cividis", colorbar={"title": {"text": "degrees"}, "x": 0.42},
+                             hovertemplate="%{y} – %{x}: %{z:.1f}°<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=np.asarray(confusion, float), x=names, y=names, colorscale="Cividis", reversescale=False, colorbar={"title": {"text": "rate"}},
+                             hovertemplate="%{y} – %{x}: %{z:.3f}<br>click: the images behind it<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    return finish(fig, title, height=470)
+
+
+def band_curves(series: dict[str, dict], *, title: str, x: str, y: str) -> go.Figure:
+    """Mean line ± std band over seeds for each method; ``series[m] = {"epochs", "values"}``."""
+    fig = go.Figure()
+    colors = class_colors(max(4, len(series)))
+    for k, (name, s) in enumerate(series.items()):
+        v = np.asarray(s["values"], dtype=float)
+        mean, std = np.nanmean(v, 0), np.nanstd(v, 0)
+        e = list(s["epochs"])
+        fig.add_trace(go.Scatter(x=e + e[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself", line={"width": 0},
+                                 fillcolor=colors[k], opacity=0.2, hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=e, y=mean, name=f"{name} (n={len(v)})", mode="lines+markers", line={"color": colors[k]}))
+    fig.add_hline(y=0, line_color="#999999", line_width=1)
+    return finish(fig, title, x, y, height=400, legend_title="method")
+
+
+def image_mosaic(images, captions: Sequence[str], *, n_cols: int = 4, title: str, pad: int = 2, scale: int = 3) -> go.Figure:
+    """Images in a grid (one ``go.Image``, so a widget can swap it in one update), a caption under each."""
+    z, anns = mosaic_data(images, captions, n_cols=n_cols, pad=pad, scale=scale)
+    fig = go.Figure(go.Image(z=z, hoverinfo="skip"))
+    fig.update_layout(annotations=anns)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    return finish(fig, title, height=max(260, z.shape[0] + 110), width=max(420, z.shape[1] + 60))
+
+
+def mosaic_data(images, captions, *, n_cols: int = 4, pad: int = 2, scale: int = 3, label_px: int = 14):
+    imgs = [to_rgb_uint8(im).repeat(scale, 0).repeat(scale, 1) for im in images]
+    if not imgs:
+        return np.full((40, 160, 3), 255, np.uint8), [dict(x=80, y=20, text="no images", showarrow=False)]
+    h, w = imgs[0].shape[:2]
+    rows = (len(imgs) + n_cols - 1) // n_cols
+    z = np.full((rows * (h + pad + label_px), n_cols * (w + pad), 3), 255, np.uint8)
+    anns = []
+    for k, im in enumerate(imgs):
+        r, c = divmod(k, n_cols)
+        y0, x0 = r * (h + pad + label_px), c * (w + pad)
+        z[y0 : y0 + h, x0 : x0 + w] = im
+        anns.append(dict(x=x0 + w / 2, y=y0 + h + label_px / 2, text=captions[k], showarrow=False, font={"size": 10}, xref="x", yref="y"))
+    return z, anns

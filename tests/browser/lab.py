@@ -12,7 +12,8 @@ idle, and checks what the notebook declares in its metadata::
         {"kind": "dropdown", "label": "colour", "value": "feature norm", "figure": "<title text>"},  # value null: another option
         {"kind": "slider", "label": "epoch", "figure": "<title text>"},
         {"kind": "hover", "figure": "<title text>", "target": "<title text of the figure that must change>", "at": 0.5},
-        {"kind": "click", "figure": "<title text>", "target": "<title text>"}
+        {"kind": "click", "figure": "<title text>", "target": "<title text>"},
+        {"kind": "click_cell", "figure": "<title text>", "subplot": "x2y2", "at": [0.3, 0.7], "target": "<title text>"}
       ]
     }
 
@@ -215,6 +216,21 @@ def run_interaction(page, spec: dict) -> str:
         if not _wait_change(page, dst, before):
             raise AssertionError(f"{kind} on a point of {spec['figure']!r} did not change the figure {spec['target']!r}")
         return f"{kind} on '{spec['figure']}' → '{spec['target']}' updated"
+    if kind == "click_cell":  # a cell of a heatmap: a point at fractions `at` of a subplot's plot area
+        src, dst = _figure_index(page, spec["figure"]), _figure_index(page, spec["target"])
+        before = _figure_state(page, dst)
+        page.locator(".js-plotly-plot").nth(src).scroll_into_view_if_needed()
+        box = page.evaluate("""([i, sub]) => {
+          const el = document.querySelectorAll('.js-plotly-plot')[i];
+          const r = el.querySelector(`.nsewdrag[data-subplot="${sub}"]`) || el.querySelector('.nsewdrag');
+          const b = r.getBoundingClientRect(); return {x: b.x, y: b.y, w: b.width, h: b.height};
+        }""", [src, spec.get("subplot", "xy")])
+        fx, fy = spec.get("at", [0.5, 0.5])
+        page.mouse.move(box["x"] + fx * box["w"], box["y"] + fy * box["h"], steps=5)
+        page.mouse.click(box["x"] + fx * box["w"], box["y"] + fy * box["h"])
+        if not _wait_change(page, dst, before):
+            raise AssertionError(f"clicking a cell of {spec['figure']!r} did not change the figure {spec['target']!r}")
+        return f"click on a cell of '{spec['figure']}' → '{spec['target']}' updated"
     raise ValueError(f"unknown interaction kind {kind!r}")
 
 
