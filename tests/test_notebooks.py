@@ -12,6 +12,7 @@ OVERRIDES = {
     "01_geometric_transfer": {"kind": "knn_soft", "pairs": [["layer3", "layer3"]], "train_fractions": [0.5], "seeds": [1],
                               "student_steps": 4},
     "02_angles_confusion": {"methods": ["ce", "ical"], "lam": 5.0, "epochs": 1},
+    "03_shape_probes": {"experiments": ["square_vs_rectangle", "E4"], "starts": ["scratch"], "epochs": 1},
 }
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
@@ -19,6 +20,8 @@ EXPECTED_SUMMARY = {
     "01_geometric_transfer": lambda s: [r["fraction"] for r in s["table_test_acc_best_val"]] == [0.5] * 4
     and list(s["geometry"]["geometric"]) == ["layer3→layer3"],
     "02_angles_confusion": lambda s: [r["method"] for r in s["table"]] == ["ce", "ical"] and s["runs"]["ical-s0"]["epochs"] == 1,
+    "03_shape_probes": lambda s: [(r["experiment"], r["start"]) for r in s["table"]] == [("E1", "scratch"), ("E4", "scratch")]
+    and {p["experiment"] for p in s["probes"]} == {"E1", "E4"},
 }
 
 

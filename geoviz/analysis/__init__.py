@@ -1,5 +1,6 @@
 """Measurements that combine capture and geometry (no training, no plotting)."""
 from .alignment import layer_alignment
+from .probes import linear_probe, pooled_features, probe_layers
 from .angles import (
     AngleConfusionTracker,
     angle_confusion_correlation,
@@ -9,5 +10,5 @@ from .angles import (
     pair_values,
 )
 
-__all__ = ["layer_alignment", "AngleConfusionTracker", "angle_confusion_correlation", "class_mean_angles",
+__all__ = ["layer_alignment", "linear_probe", "pooled_features", "probe_layers", "AngleConfusionTracker", "angle_confusion_correlation", "class_mean_angles",
            "class_vector_angles", "confusion_rates", "pair_values"]

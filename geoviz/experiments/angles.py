@@ -35,13 +35,13 @@ class AnglesConfig(ExperimentConfig):
     dataset: str = "shapes10"
     model: str = "resnet8"
     model_kwargs: dict = field(default_factory=lambda: {"width": 0.5})
-    epochs: int = 12
+    epochs: int = 10
     lam: float = 10.0  # the paper: 5 with standard augmentation, 10 without (shapes10 has none)
     methods: tuple = METHODS
     seeds: tuple = (0, 1, 2)
     n_train: int | None = 2000
     n_val: int | None = 300
-    n_test: int | None = 1000
+    n_test: int | None = 600
     batch_size: int = 32
     lr: float = 0.05
     weight_decay: float = 5e-4

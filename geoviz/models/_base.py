@@ -78,3 +78,24 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def block_layers(model: nn.Module) -> list[str]:
+    """Module paths of the model's blocks, input to output: each residual / inverted-residual
+    block of a stage made of blocks, else the stage itself (a VGG conv group, a pooling output).
+    Works on the zoo and on ``tv:`` models (which carry ``stage_names``)."""
+    stages = list(getattr(model, "stage_names", ()) or [n for n, _ in model.named_children()])
+    layers = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Dropout)
+    out = []
+    for st in stages:
+        m = model.get_submodule(st)
+        if isinstance(m, nn.Sequential) and len(m) > 0 and not any(isinstance(c, layers) for c in m):
+            out += [f"{st}.{i}" for i in range(len(m))]
+        else:
+            out.append(st)
+    return out
+
+
+def weight_layers(model: nn.Module) -> int:
+    """Depth as the number of convolution and linear layers (a structural count)."""
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())

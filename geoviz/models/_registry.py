@@ -47,6 +47,8 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
         from .torchvision_models import build_torchvision
 
         model = build_torchvision(name[3:], num_classes=num_classes, **kwargs)
+    elif name.startswith("timm:"):
+        model = _build_timm(name[5:], num_classes, **kwargs)
     else:
         if name not in _BUILDERS:
             raise KeyError(unknown_name_message("model", name, list_models()))
@@ -57,6 +59,30 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
             raise TypeError(f"model {name!r} takes no argument(s) {bad}; it accepts {sorted(params)}")
         model = fn(num_classes=num_classes, **{**defaults, **kwargs})
     model.build_args = {"name": name, "num_classes": num_classes, **kwargs}
+    return model
+
+
+def timm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("timm") is not None
+
+
+def _build_timm(name: str, num_classes: int, weights=None, in_chans: int = 3, **kwargs) -> nn.Module:
+    """A timm model (timm is optional: not a geoviz dependency); weights only from a local file."""
+    if not timm_available():
+        raise ImportError(f"timm:{name} needs the optional package timm (pip install timm); geoviz does not depend on it")
+    import timm
+
+    model = timm.create_model(name, pretrained=False, num_classes=1000 if weights else num_classes, in_chans=in_chans, **kwargs)
+    if weights:
+        from pathlib import Path
+
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist; geoviz never downloads weights")
+        model.load_state_dict(safe_torch_load(weights), strict=False)
+        model.reset_classifier(num_classes)
+    model.stage_names = tuple(n for n, _ in model.named_children() if n not in ("global_pool", "head", "classif", "fc"))
     return model
 
 

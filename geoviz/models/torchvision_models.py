@@ -24,7 +24,8 @@ _STAGES = {
     "resnet": ("layer1", "layer2", "layer3", "layer4"),
     "resnext": ("layer1", "layer2", "layer3", "layer4"),
     "wide_resnet": ("layer1", "layer2", "layer3", "layer4"),
-    "inception_v3": ("Mixed_5d", "Mixed_6e", "Mixed_7c"),
+    "inception_v3": ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+                     "Mixed_7a", "Mixed_7b", "Mixed_7c"),
 }
 
 
@@ -37,9 +38,9 @@ def _stage_names(name: str, model: nn.Module) -> tuple[str, ...]:
         if name.startswith(prefix):
             return stages
     if hasattr(model, "features") and isinstance(model.features, nn.Sequential):
-        # VGG, AlexNet, MobileNet, EfficientNet, ...: the output of each pooling / stage
-        pools = [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
-        return tuple(pools) if pools else tuple(f"features.{i}" for i in range(len(model.features)))
+        # VGG, AlexNet: the output of each conv layer's ReLU; MobileNet, EfficientNet, ...: each stage
+        relus = [f"features.{i}" for i, m in enumerate(model.features) if isinstance(m, nn.ReLU)]
+        return tuple(relus) if relus else tuple(f"features.{i}" for i in range(len(model.features)))
     return tuple(n for n, _ in model.named_children())
 
 

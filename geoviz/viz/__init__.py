@@ -1,12 +1,15 @@
 """Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
-from .apps import AngleConfusionExplorer, EmbeddingExplorer, TransferExplorer
+from .apps import ActivationEmbeddingApp, AngleConfusionExplorer, EmbeddingExplorer, ShapeGallery, TransferExplorer
 from .figures import (
     alignment_heatmap,
     angle_confusion_heatmaps,
     angle_confusion_scatter,
     band_curves,
     image_mosaic,
+    learning_curves_grid,
+    probe_depth_lines,
     table_figure,
+    transfer_bars,
     bar_by_layer,
     box_shape,
     embedding_grid,
@@ -29,6 +32,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "ActivationEmbeddingApp", "ShapeGallery", "learning_curves_grid", "probe_depth_lines", "transfer_bars",
     "AngleConfusionExplorer", "angle_confusion_heatmaps", "angle_confusion_scatter", "band_curves", "image_mosaic", "table_figure",
     "TransferExplorer", "alignment_heatmap", "fraction_curves", "results_table",
     "EmbeddingExplorer", "bar_by_layer", "box_shape", "embedding_grid", "embedding_scatter", "embedding_traces",

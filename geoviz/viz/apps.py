@@ -251,3 +251,80 @@ class AngleConfusionExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+class ShapeGallery:
+    """Browse each experiment's classes: training images beside transfer images (new shapes)."""
+
+    def __init__(self, gallery, experiments, *, per_class: int = 4):
+        import ipywidgets as W
+
+        from .figures import image_mosaic
+
+        self.gallery, self.per_class = gallery, per_class  # gallery(experiment, per_class) -> (images, captions, n_cols)
+        self.experiment = W.Dropdown(options=list(experiments), value=list(experiments)[0], description="experiment", layout=W.Layout(width="360px"))
+        self.fig = go.FigureWidget(image_mosaic([], [], title="shapes"))
+        self.experiment.observe(self._draw, names="value")
+        self._draw()
+        self.widget = W.VBox([self.experiment, self.fig])
+
+    def _draw(self, *_):
+        from .figures import mosaic_data
+
+        images, captions, n_cols, title = self.gallery(self.experiment.value, self.per_class)
+        z, anns = mosaic_data(images, captions, n_cols=n_cols, scale=2, label_px=16)
+        with self.fig.batch_update():
+            self.fig.data[0].z = z
+            self.fig.layout.annotations = anns
+            self.fig.layout.title.text = title
+            self.fig.layout.height = z.shape[0] + 110
+            self.fig.layout.width = max(500, z.shape[1] + 60)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class ActivationEmbeddingApp:
+    """For a frozen network and a block, a 2-D projection of the pooled activations of the
+    experiment's images, coloured by class (computed on demand by ``embed``)."""
+
+    def __init__(self, embed, experiments, architectures, starts, layers_of, class_names_of, *, axis: str = "UMAP"):
+        import ipywidgets as W
+
+        self.embed, self.layers_of, self.class_names_of, self.axis = embed, layers_of, class_names_of, axis
+        lay = lambda w: W.Layout(width=w)
+        self.experiment = W.Dropdown(options=list(experiments), description="experiment", layout=lay("260px"))
+        self.architecture = W.Dropdown(options=list(architectures), description="network", layout=lay("240px"))
+        self.start = W.Dropdown(options=list(starts), description="start", layout=lay("220px"))
+        self.layer = W.Dropdown(options=layers_of(self.architecture.value), description="layer", layout=lay("240px"))
+        self.layer.value = self.layer.options[-1]
+        self.fig = go.FigureWidget(layout={"height": 460, "width": 640})
+        for w in (self.experiment, self.start, self.layer):
+            w.observe(self._draw, names="value")
+        self.architecture.observe(self._new_arch, names="value")
+        self._draw()
+        self.widget = W.VBox([W.HBox([self.experiment, self.architecture, self.start, self.layer]), self.fig])
+
+    def _new_arch(self, *_):
+        opts = self.layers_of(self.architecture.value)
+        self.layer.unobserve(self._draw, names="value")
+        self.layer.options = opts
+        self.layer.value = opts[-1]
+        self.layer.observe(self._draw, names="value")
+        self._draw()
+
+    def _draw(self, *_):
+        e, a, s, l = self.experiment.value, self.architecture.value, self.start.value, self.layer.value
+        xy, labels = self.embed(e, a, s, l)
+        traces = embedding_traces(xy, labels, self.class_names_of(e), hover=[f"image {i}" for i in range(len(labels))], marker_size=7)
+        with self.fig.batch_update():
+            self.fig.data = []
+            self.fig.add_traces(traces)
+            finish(self.fig, f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}", f"{self.axis} 1 (a.u.)", f"{self.axis} 2 (a.u.)", legend_title="class")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

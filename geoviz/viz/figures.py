@@ -254,3 +254,87 @@ def mosaic_data(images, captions, *, n_cols: int = 4, pad: int = 2, scale: int =
         z[y0 : y0 + h, x0 : x0 + w] = im
         anns.append(dict(x=x0 + w / 2, y=y0 + h + label_px / 2, text=captions[k], showarrow=False, font={"size": 10}, xref="x", yref="y"))
     return z, anns
+
+
+def _series_key(r: dict) -> str:
+    return f"{r['architecture']} · {r['start']}"
+
+
+def learning_curves_grid(runs: list[dict], *, title: str, n_cols: int = 3) -> go.Figure:
+    """Validation accuracy vs images seen, one panel per experiment, a line per (architecture, start)."""
+    exps = list(dict.fromkeys(r["experiment"] for r in runs))
+    keys = list(dict.fromkeys(_series_key(r) for r in runs))
+    colors, symbols = class_colors(max(4, len(keys))), class_symbols(len(keys))
+    rows = (len(exps) + n_cols - 1) // n_cols
+    names = {r["experiment"]: f"{r['experiment']} {r['name']} ({r['invariant']})" for r in runs}
+    fig = make_subplots(rows=rows, cols=n_cols, subplot_titles=[names[e] for e in exps], vertical_spacing=0.14, horizontal_spacing=0.07)
+    for i, e in enumerate(exps):
+        rr, cc = divmod(i, n_cols)
+        for k, key in enumerate(keys):
+            sel = [r for r in runs if r["experiment"] == e and _series_key(r) == key]
+            if not sel:
+                continue
+            curve = np.mean([[acc for _, acc in r["curve"]] for r in sel], axis=0)
+            fig.add_trace(go.Scatter(x=[n for n, _ in sel[0]["curve"]], y=curve, name=key, legendgroup=key, showlegend=i == 0, mode="lines+markers",
+                                     line={"color": colors[k]}, marker={"symbol": symbols[k], "color": colors[k]}), row=rr + 1, col=cc + 1)
+        fig.add_hline(y=sel[0]["chance"] if sel else 0.5, line_dash="dot", line_color="#999999", row=rr + 1, col=cc + 1)
+        fig.update_yaxes(range=[0, 1.02], row=rr + 1, col=cc + 1)
+        fig.update_xaxes(title_text="images seen", row=rr + 1, col=cc + 1)
+    fig.update_yaxes(title_text="val accuracy", col=1)
+    return finish(fig, title, height=300 * rows + 120, legend_title="network · start")
+
+
+def transfer_bars(table: list[dict], verdicts: dict, *, title: str) -> go.Figure:
+    """Accuracy on the training distribution vs on the transfer set, per experiment and network."""
+    starts = list(dict.fromkeys(r["start"] for r in table))
+    fig = make_subplots(rows=len(starts), cols=1, subplot_titles=[f"start: {s}" for s in starts], vertical_spacing=0.18)
+    colors = class_colors(4)
+    for i, s in enumerate(starts):
+        rows = [r for r in table if r["start"] == s]
+        x = [[r["experiment"] for r in rows], [r["architecture"] for r in rows]]
+        fig.add_trace(go.Bar(x=x, y=[r["train_acc"] for r in rows], name="training distribution", marker_color=colors[1],
+                             showlegend=i == 0, legendgroup="train"), row=i + 1, col=1)
+        fig.add_trace(go.Bar(x=x, y=[r["transfer_acc"] for r in rows], name="transfer set (new shapes)", marker_color=colors[0],
+                             text=[f"×{r['transfer_ratio']:.2f}" for r in rows], textposition="outside", showlegend=i == 0, legendgroup="transfer"), row=i + 1, col=1)
+        fig.update_yaxes(title_text="test accuracy (fraction)", range=[0, 1.15], row=i + 1, col=1)
+    fig.update_layout(barmode="group")
+    lines = []
+    for key, label in (("H1_local_transfers_better", "H1 local transfers better than global"),
+                       ("H2_deeper_transfers_global_better", "H2 deeper transfers global better"),
+                       ("C_pretrained_faster_local_scratch_faster_global", "C pretrained faster on local, scratch on global")):
+        if key in verdicts:
+            lines.append(f"{label}: <b>{verdicts[key]['verdict']}</b>")
+    sub = "<br><sup>" + " · ".join(lines) + "</sup>" if lines else ""
+    return finish(fig, title + sub, height=330 * len(starts) + 140, legend_title="test set")
+
+
+def probe_depth_lines(probes: list[dict], *, title: str) -> go.Figure:
+    """Linear-probe accuracy vs relative depth, per experiment (solid: cross-validated on the
+    training distribution; dashed: on the transfer set), one panel per (architecture, start)."""
+    panels = list(dict.fromkeys(_series_key(p) for p in probes))
+    exps = list(dict.fromkeys(p["experiment"] for p in probes))
+    colors, symbols = class_colors(max(4, len(exps))), class_symbols(len(exps))
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=panels, vertical_spacing=0.16, horizontal_spacing=0.08)
+    for i, key in enumerate(panels):
+        rr, cc = divmod(i, cols)
+        for k, e in enumerate(exps):
+            sel = sorted((p for p in probes if _series_key(p) == key and p["experiment"] == e), key=lambda p: p["depth"])
+            if not sel:
+                continue
+            x = [p["relative_depth"] for p in sel]
+            inv = sel[0]["invariant"]
+            fig.add_trace(go.Scatter(x=x, y=[p["cv_acc"] for p in sel], name=f"{e} ({inv})", legendgroup=e, showlegend=i == 0, mode="lines+markers",
+                                     line={"color": colors[k], "dash": "solid"}, marker={"symbol": symbols[k], "color": colors[k]},
+                                     text=[p["layer"] for p in sel], hovertemplate="%{text}: %{y:.3f}<extra>" + e + " train distribution</extra>"),
+                          row=rr + 1, col=cc + 1)
+            if "transfer_acc" in sel[0]:
+                fig.add_trace(go.Scatter(x=x, y=[p["transfer_acc"] for p in sel], name=f"{e} transfer", legendgroup=e, showlegend=False, mode="lines",
+                                         line={"color": colors[k], "dash": "dash"}, text=[p["layer"] for p in sel],
+                                         hovertemplate="%{text}: %{y:.3f}<extra>" + e + " transfer</extra>"), row=rr + 1, col=cc + 1)
+        fig.update_yaxes(range=[0, 1.02], row=rr + 1, col=cc + 1)
+        fig.update_xaxes(title_text="relative depth of the block (0 = first, 1 = last)", row=rr + 1, col=cc + 1)
+    fig.update_yaxes(title_text="probe accuracy", col=1)
+    return finish(fig, title + "<br><sup>solid: cross-validated on the training distribution · dashed: probe trained there, tested on new shapes</sup>",
+                  height=330 * rows + 140, legend_title="experiment")

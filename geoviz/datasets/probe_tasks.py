@@ -1,0 +1,134 @@
+"""The six shape experiments of Zheng et al. (2021) as named, ready-made definitions.
+
+Each experiment has a training distribution and a *transfer* test set that differs in what the
+paper varies — new shapes: the irregular variant of every class (hand-drawn, wobbly outlines for
+quadrilaterals; smooth non-convex blobs for the global tasks) at other sizes. The experiments and
+their classes are our reconstruction (the paper names the invariants, not the exact sets):
+
+====  ======================  =========  =================================================
+key   name                    invariant  classes
+====  ======================  =========  =================================================
+E1    square_vs_rectangle     local      square, rectangle (equal vs unequal sides)
+E2    quad4                   local      square, rectangle, trapezoid, parallelogram
+E3    hole                    global     no_hole, hole
+E4    connectivity            global     connected, disconnected
+E5    inside                  global     inside, outside (a dot and a closed contour)
+E6    global_combined         global     the six classes of E3–E5 in one task
+====  ======================  =========  =================================================
+
+Train: ``variant="regular"`` at each task's default scale. Transfer: ``variant="irregular"`` at
+the ``TRANSFER_SCALE`` of the task (smaller quadrilaterals, larger holes and contours, smaller
+parts), so both the outlines and the sizes are new. Labels stay true by construction (the tests
+re-check them on these very sets).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._utils import unknown_name_message
+from .shapes import _SPLIT_OFFSET, TASKS, make_shapes
+
+TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.38, 0.46), "connectivity": (0.07, 0.1), "inside": (0.32, 0.4)}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ProbeExperiment:
+    key: str
+    name: str
+    invariant: str  # "local" | "global"
+    sources: tuple[tuple[str, str], ...]  # (shape task, class of that task) for each class of the experiment
+    description: str
+
+    @property
+    def classes(self) -> list[str]:
+        return [c for _, c in self.sources]
+
+    @property
+    def trains_on(self) -> str:
+        return "regular outlines at the default sizes"
+
+    @property
+    def tests_on(self) -> str:
+        tasks = sorted({t for t, _ in self.sources})
+        return "irregular outlines at other sizes (" + ", ".join(f"{t} scale {TRANSFER_SCALE[t]}" for t in tasks) + ")"
+
+
+def _exp(key, name, invariant, sources, description):
+    return ProbeExperiment(key, name, invariant, tuple(sources), description)
+
+
+EXPERIMENTS: dict[str, ProbeExperiment] = {e.key: e for e in [
+    _exp("E1", "square_vs_rectangle", "local", [("quad", "square"), ("quad", "rectangle")], "equal vs unequal sides, both with right angles"),
+    _exp("E2", "quad4", "local", [("quad", c) for c in TASKS["quad"]], "the four quadrilaterals: side lengths, right angles, parallel sides"),
+    _exp("E3", "hole", "global", [("hole", c) for c in TASKS["hole"]], "a filled shape with or without a hole (bites are not holes)"),
+    _exp("E4", "connectivity", "global", [("connectivity", c) for c in TASKS["connectivity"]], "one connected part or two separate parts"),
+    _exp("E5", "inside", "global", [("inside", c) for c in TASKS["inside"]], "a dot inside or outside a closed contour"),
+    _exp("E6", "global_combined", "global", [(t, c) for t in ("hole", "connectivity", "inside") for c in TASKS[t]], "E3, E4 and E5 in one six-way task"),
+]}
+
+
+def get_experiment(name: str) -> ProbeExperiment:
+    """By key (``"E3"``) or name (``"hole"``)."""
+    if name in EXPERIMENTS:
+        return EXPERIMENTS[name]
+    for e in EXPERIMENTS.values():
+        if e.name == name:
+            return e
+    raise KeyError(unknown_name_message("probe experiment", name, list(EXPERIMENTS) + [e.name for e in EXPERIMENTS.values()]))
+
+
+class ProbeDataset(Dataset):
+    """Images of one experiment: ``which="train"`` (training distribution) or ``"transfer"``,
+    ``n_per_class`` images per class, ``channels=3`` for RGB networks, optional ImageNet
+    normalisation (for torchvision weights). ``split`` selects disjoint image indices."""
+
+    def __init__(self, experiment: str, which: str = "train", *, n_per_class: int = 100, size: int = 32, seed: int = 0,
+                 split: str = "train", channels: int = 3, imagenet_norm: bool = False):
+        exp = get_experiment(experiment)
+        if which not in ("train", "transfer"):
+            raise ValueError(f"which must be 'train' or 'transfer', got {which!r}")
+        if n_per_class < 1:
+            raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+        images, labels = [], []
+        for label, (task, cls) in enumerate(exp.sources):
+            k = len(TASKS[task])
+            c = TASKS[task].index(cls)
+            # image j of this class: index c + k*j of the task (class = index mod k), from the split's range
+            idx = _SPLIT_OFFSET[split] + c + k * np.arange(n_per_class)
+            kw = {} if which == "train" else {"variant": "irregular", "scale": TRANSFER_SCALE[task]}
+            im, _, _ = make_shapes(task, n_per_class, size=size, seed=seed, indices=idx, return_meta=False, **kw)
+            images.append(im)
+            labels.append(torch.full((n_per_class,), label))
+        x = torch.cat(images)
+        if channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        self.images = (x * 255).round().to(torch.uint8).contiguous()
+        self.labels = torch.cat(labels)
+        self.classes = exp.classes
+        self.experiment, self.which, self.imagenet_norm = exp, which, imagenet_norm
+        self._mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        self._std = torch.tensor(IMAGENET_STD)[:, None, None]
+
+    deterministic = True
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float() / 255.0
+        if self.imagenet_norm:
+            x = (x - self._mean) / self._std
+        return x, int(self.labels[i])
+
+    @property
+    def targets(self):
+        return self.labels.tolist()
+
+    def __repr__(self):
+        return f"ProbeDataset({self.experiment.key} {self.experiment.name}, {self.which}, n={len(self)})"
