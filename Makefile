@@ -42,6 +42,7 @@ demo: install
 bench: install
 	$(PY) benchmarks/capture.py
 	$(PY) benchmarks/transfer_step.py
+	$(PY) benchmarks/keypoints.py
 
 clean:
 	rm -rf runs/test .pytest_cache

@@ -127,6 +127,27 @@ def evaluate(model: nn.Module, data, *, device: str | torch.device = "auto", bat
     return {"loss": F.cross_entropy(logits, labels).item(), "acc": (logits.argmax(1) == labels).float().mean().item()}
 
 
+@torch.no_grad()
+def evaluate_reconstruction(model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256) -> dict:
+    """``{"loss": mean squared error per pixel}`` of an autoencoder (model(x) reconstructs x)."""
+    dev = resolve_device(device)
+    model = _unwrap(model)
+    was = model.training
+    model.eval()
+    tot, n = 0.0, 0
+    try:
+        for batch in _loader(data, batch_size, False, 0):
+            x = batch[0].to(dev)
+            tot += F.mse_loss(model(x).float(), x.float(), reduction="sum").item()
+            n += x.numel()
+    finally:
+        model.train(was)
+    return {"loss": tot / max(1, n)}
+
+
+OBJECTIVES = ("classification", "reconstruction")
+
+
 def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: float):
     choice("optimizer", name, OPTIMIZERS)
     if name == "sgd":
@@ -248,8 +269,9 @@ class TrainStep:
     context manager: the layer hooks live inside the ``with`` block only."""
 
     def __init__(self, wrapped: nn.Module, student: nn.Module, terms: Sequence[Term], opt, sched=None, *, teacher=None,
-                 teacher_cache: TeacherCache | None = None, device="cpu", amp_dtype=None):
+                 teacher_cache: TeacherCache | None = None, device="cpu", amp_dtype=None, objective: str = "classification"):
         self.wrapped, self.student, self.terms, self.opt, self.sched = wrapped, student, list(terms), opt, sched
+        self.reconstruct = choice("objective", objective, OBJECTIVES) == "reconstruction"
         self.teacher, self.cache, self.dev, self.amp_dtype = teacher, teacher_cache, torch.device(device), amp_dtype
         self.student_layers = sorted({l for t in self.terms for l in t.student_layers})
         self.teacher_layers = sorted({l for t in self.terms for l in t.teacher_layers})
@@ -270,7 +292,8 @@ class TrainStep:
     def __call__(self, batch) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
         """Returns (loss, [(term, value), ...], logits, targets)."""
         dev = self.dev
-        x, y = batch[0].to(dev, non_blocking=True), batch[1].to(dev, non_blocking=True)
+        x = batch[0].to(dev, non_blocking=True)
+        y = x if self.reconstruct else batch[1].to(dev, non_blocking=True)
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -323,6 +346,7 @@ def fit(
     num_workers: int = 0,
     teacher_cache: TeacherCache | None = None,
     eval_every: int = 1,
+    objective: str = "classification",
 ) -> FitResult:
     """Train ``model`` (the student) on the weighted sum of ``terms``.
 
@@ -336,6 +360,10 @@ def fit(
     GPU, gloo on CPU); ``batch_size`` stays the global batch, split over the processes, and only
     rank 0 writes to the run. ``eval_every`` evaluates the validation split every that many
     epochs (and always after the last one); model selection sees only those epochs.
+
+    ``objective="reconstruction"`` trains an autoencoder: the targets are the inputs (use a term
+    such as ``"reconstruction"``), the model with the lowest validation MSE is selected, and the
+    summary reports ``test_loss_best_val`` / ``test_loss_last`` (MSE per pixel) instead of accuracies.
     """
     from tqdm.auto import tqdm
 
@@ -345,6 +373,9 @@ def fit(
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
+    recon = choice("objective", objective, OBJECTIVES) == "reconstruction"
+    if recon and tuple(terms) == ("ce",):
+        terms = ("reconstruction",)
     terms = [build_term(t) for t in terms]
     if not terms:
         raise ValueError("no loss terms: pass at least terms=['ce']")
@@ -416,7 +447,7 @@ def fit(
                 "terms": [t.spec() for t in terms]}
 
     history: list[dict] = []
-    start_epoch, best_acc, best_state = 1, -1.0, None
+    start_epoch, best_score, best_state = 1, -math.inf, None
     if run is not None and run.has_checkpoint():
         ck = run.load_checkpoint(map_location=dev)
         old = ck.get("settings", settings)
@@ -428,14 +459,15 @@ def fit(
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history = list(run.read_metrics()["epochs"])[: ck["epoch"]]
-        start_epoch, best_acc = ck["epoch"] + 1, ck.get("best_acc", -1.0)
+        start_epoch, best_score = ck["epoch"] + 1, ck.get("best_score", -math.inf)
         best = run.load_checkpoint("best.pt", map_location="cpu")
         best_state = best["model"] if best else None
         torch.set_rng_state(ck["rng"])
 
     show = progress and not progress_disabled() and rank0
     try:
-        with TrainStep(wrapped, model, terms, opt, sched, teacher=teacher, teacher_cache=teacher_cache, device=dev, amp_dtype=amp_dtype) as step:
+        with TrainStep(wrapped, model, terms, opt, sched, teacher=teacher, teacher_cache=teacher_cache, device=dev, amp_dtype=amp_dtype,
+                       objective=objective) as step:
             epoch_bar = tqdm(range(start_epoch, epochs + 1), desc="epochs", disable=not show or epochs == 1, initial=start_epoch - 1, total=epochs)
             for epoch in epoch_bar:
                 wrapped.train()
@@ -456,45 +488,62 @@ def fit(
                     tot_loss += loss.item() * n
                     for t, v in parts:
                         sums[t.name] += v.item() * n
-                    tot_correct += (logits.argmax(1) == y).sum().item()
+                    if not recon:
+                        tot_correct += (logits.argmax(1) == y).sum().item()
                     seen += n
-                    bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
-                metrics = {"epoch": epoch, "train_loss": tot_loss / max(1, seen), "train_acc": tot_correct / max(1, seen),
-                           "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+                    bar.set_postfix(loss=f"{tot_loss / seen:.4f}", **({} if recon else {"acc": f"{tot_correct / seen:.3f}"}))
+                metrics = {"epoch": epoch, "train_loss": tot_loss / max(1, seen), "lr": opt.param_groups[0]["lr"],
+                           "epoch_seconds": time.perf_counter() - t0}
+                if not recon:
+                    metrics["train_acc"] = tot_correct / max(1, seen)
                 if len(terms) > 1:
                     metrics.update({f"loss/{k}": v / max(1, seen) for k, v in sums.items()})
                 if val_loader is not None and (epoch % eval_every == 0 or epoch == epochs):
-                    v = evaluate(model, val_loader, device=dev)
-                    metrics.update(val_loss=v["loss"], val_acc=v["acc"])
-                    if v["acc"] > best_acc:
-                        best_acc = v["acc"]
+                    if recon:  # select on -MSE, so that "larger is better" holds for both objectives
+                        v = evaluate_reconstruction(model, val_loader, device=dev)
+                        metrics.update(val_loss=v["loss"])
+                        score = -v["loss"]
+                    else:
+                        v = evaluate(model, val_loader, device=dev)
+                        metrics.update(val_loss=v["loss"], val_acc=v["acc"])
+                        score = v["acc"]
+                    if score > best_score:
+                        best_score = score
                         best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
                         if run_w is not None:
-                            run_w.save_checkpoint({"model": best_state, "epoch": epoch, "val_acc": best_acc}, "best.pt")
+                            run_w.save_checkpoint({"model": best_state, "epoch": epoch, "val_score": best_score}, "best.pt")
                 for cb in callbacks:
                     cb(EpochState(epoch, epochs, model, metrics, history, run_w, dev, val_loader, test_loader, teacher, ctx.rank))
                 history.append(metrics)
                 if run_w is not None:
                     run_w.log_epoch(metrics)
                     run_w.save_checkpoint({"model": trainable.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                           "epoch": epoch, "best_acc": best_acc, "rng": torch.get_rng_state(), "settings": settings})
+                                           "epoch": epoch, "best_score": best_score, "rng": torch.get_rng_state(), "settings": settings})
                 ctx.barrier()
                 epoch_bar.set_postfix(val_acc=f"{metrics.get('val_acc', float('nan')):.3f}")
 
         if ctx.enabled:  # BN statistics drift apart in the last forward of each rank: take rank 0's
             for b in model.buffers():
                 dist.broadcast(b, 0)
-        summary = {"epochs": epochs, "train_acc_last": history[-1]["train_acc"] if history else None}
+        if recon:
+            summary = {"epochs": epochs, "train_loss_last": history[-1]["train_loss"] if history else None}
+            score_of = lambda m: evaluate_reconstruction(m, test_loader, device=dev)["loss"]
+            key, sel = "loss", "val_loss"
+        else:
+            summary = {"epochs": epochs, "train_acc_last": history[-1]["train_acc"] if history else None}
+            score_of = lambda m: evaluate(m, test_loader, device=dev)["acc"]
+            key, sel = "acc", "val_acc"
         if val_loader is not None:
-            summary["val_acc_best"] = best_acc
-            evaluated = [r for r in history if "val_acc" in r]
-            summary["best_epoch"] = max(evaluated, key=lambda r: r["val_acc"])["epoch"] if evaluated else None
+            summary[f"val_{key}_best"] = -best_score if recon else best_score
+            evaluated = [r for r in history if sel in r]
+            pick = (min if recon else max)(evaluated, key=lambda r: r[sel]) if evaluated else None
+            summary["best_epoch"] = pick["epoch"] if pick else None
         if test_loader is not None:
-            summary["test_acc_last"] = evaluate(model, test_loader, device=dev)["acc"]
+            summary[f"test_{key}_last"] = score_of(model)
             if best_state is not None:
                 probe = copy.deepcopy(model)
                 probe.load_state_dict(best_state)
-                summary["test_acc_best_val"] = evaluate(probe, test_loader, device=dev)["acc"]
+                summary[f"test_{key}_best_val"] = score_of(probe)
         if run_w is not None:
             run_w.write_summary(**summary)
     finally:

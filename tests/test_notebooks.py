@@ -13,6 +13,7 @@ OVERRIDES = {
                               "student_steps": 4},
     "02_angles_confusion": {"methods": ["ce", "ical"], "lam": 5.0, "epochs": 1},
     "03_shape_probes": {"experiments": ["square_vs_rectangle", "E4"], "starts": ["scratch"], "epochs": 1},
+    "04_sparse_keypoints": {"setups": ["AF5"], "max_keypoints": 10, "window": 3},
 }
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
@@ -22,6 +23,8 @@ EXPECTED_SUMMARY = {
     "02_angles_confusion": lambda s: [r["method"] for r in s["table"]] == ["ce", "ical"] and s["runs"]["ical-s0"]["epochs"] == 1,
     "03_shape_probes": lambda s: [(r["experiment"], r["start"]) for r in s["table"]] == [("E1", "scratch"), ("E4", "scratch")]
     and {p["experiment"] for p in s["probes"]} == {"E1", "E4"},
+    "04_sparse_keypoints": lambda s: [r["method"] for r in s["reconstruction"]][0] == "AF5"
+    and s["reconstruction"][0]["nonzeros_per_image"] <= 10 and s["reconstruction"][1]["nonzeros_per_image"] == round(s["reconstruction"][0]["nonzeros_per_image"]),
 }
 
 

@@ -110,3 +110,69 @@ def cifar10(split: str = "train", n: int | None = None, seed: int = 0, *, augmen
         images, labels = images[keep], labels[keep]
     aug = (split == "train") if augment is None else augment
     return TensorImages(images, labels, CIFAR10_CLASSES, augment=aug, name=f"CIFAR10[{split}]")
+
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
+def _upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    x = torch.nn.functional.interpolate(images.float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@register_dataset("digits")
+def digits(split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 28) -> TensorImages:
+    """scikit-learn's bundled handwritten digits (1,797 real 8×8 scans, no download), upsampled
+    bilinearly to ``size`` px. Fixed class-balanced splits: 360 test, 180 validation, 1,257 train."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    labels = torch.as_tensor(d.target)
+    rest, test_idx = balanced_holdout(labels.numpy(), 360, seed=1234)
+    rest_train, val_pos = balanced_holdout(labels.numpy()[rest], 180, seed=1234)
+    idx = {"train": rest[rest_train], "val": rest[val_pos], "test": test_idx}[split]
+    images = _upsample(torch.as_tensor(d.images[idx] / 16.0), size)
+    lab = labels[idx]
+    if n is not None and n < len(lab):
+        keep = balanced_holdout(lab.numpy(), n, seed=seed)[1]
+        images, lab = images[keep], lab[keep]
+    return TensorImages(images, lab, DIGIT_CLASSES, name=f"digits[{split}]")
+
+
+def load_mnist(root: str | Path | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 1, 28, 28), labels) from ``<root>/MNIST/raw`` (torchvision's layout; the
+    ``.gz`` files are unpacked beside themselves the first time), read by torchvision."""
+    import gzip
+    import shutil
+
+    import torchvision
+
+    root = Path(root) if root is not None else data_root()
+    raw = root / "MNIST" / "raw"
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    for name in names:
+        if not (raw / name).is_file() and (raw / f"{name}.gz").is_file():
+            with gzip.open(raw / f"{name}.gz", "rb") as src, open(raw / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    missing = [n for n in names if not (raw / n).is_file()]
+    if missing:
+        raise _missing("MNIST", raw, f"missing {missing}; put the four idx files (or their .gz) from the MNIST site there")
+    ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
+    return ds.data[:, None].contiguous(), ds.targets.clone()
+
+
+@register_dataset("mnist")
+def mnist(split: str = "train", n: int | None = None, seed: int = 0, *, n_val: int = 5000, root=None) -> TensorImages:
+    """MNIST 60k/10k from ``data/MNIST/raw``: ``train`` and ``val`` (a class-balanced hold-out of
+    ``n_val`` training images) and ``test``. ``n`` keeps a class-balanced subset."""
+    if split == "test":
+        images, labels = load_mnist(root, train=False)
+    else:
+        images, labels = load_mnist(root, train=True)
+        train_idx, val_idx = balanced_holdout(labels.numpy(), n_val, seed=1234)
+        idx = train_idx if split == "train" else val_idx
+        images, labels = images[idx], labels[idx]
+    if n is not None and n < len(labels):
+        keep = balanced_holdout(labels.numpy(), n, seed=seed)[1]
+        images, labels = images[keep], labels[keep]
+    return TensorImages(images, labels, DIGIT_CLASSES, name=f"MNIST[{split}]")

@@ -78,6 +78,28 @@ class CrossEntropy(Term):
         return {**super().spec(), "label_smoothing": self.label_smoothing}
 
 
+class Reconstruction(Term):
+    """Mean squared error between the model's output and its input (``fit(objective="reconstruction")``)."""
+
+    name = "reconstruction"
+
+    def forward(self, inp):
+        return F.mse_loss(inp.logits.float(), inp.targets.float())
+
+
+class CodeL1(Term):
+    """L1 penalty on an autoencoder's code: the mean absolute value of ``model.last_code``."""
+
+    name = "code_l1"
+    default_weight = 1e-3
+
+    def forward(self, inp):
+        code = getattr(inp.model, "last_code", None)
+        if code is None:
+            raise ValueError("the code_l1 term needs a model that keeps its last code in .last_code (SparseKeypointAE)")
+        return code.abs().mean()
+
+
 class KD(Term):
     name = "kd"
     needs_teacher = True
@@ -204,7 +226,7 @@ class ICAL(Term):
         return {**super().spec(), "pairs": self.pairs_mode, "momentum": self.momentum}
 
 
-TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
+TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, Reconstruction, CodeL1, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
 
 
 def build_term(spec) -> Term:

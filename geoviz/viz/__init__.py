@@ -1,5 +1,5 @@
 """Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
-from .apps import ActivationEmbeddingApp, AngleConfusionExplorer, EmbeddingExplorer, ShapeGallery, TransferExplorer
+from .apps import ActivationEmbeddingApp, AngleConfusionExplorer, EmbeddingExplorer, KeypointExplorer, ShapeGallery, TransferExplorer
 from .figures import (
     alignment_heatmap,
     angle_confusion_heatmaps,
@@ -15,6 +15,7 @@ from .figures import (
     embedding_grid,
     embedding_scatter,
     embedding_traces,
+    error_vs_budget,
     fraction_curves,
     patch_figure,
     results_table,
@@ -32,6 +33,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "KeypointExplorer", "error_vs_budget",
     "ActivationEmbeddingApp", "ShapeGallery", "learning_curves_grid", "probe_depth_lines", "transfer_bars",
     "AngleConfusionExplorer", "angle_confusion_heatmaps", "angle_confusion_scatter", "band_curves", "image_mosaic", "table_figure",
     "TransferExplorer", "alignment_heatmap", "fraction_curves", "results_table",

@@ -328,3 +328,85 @@ class ActivationEmbeddingApp:
         from IPython.display import display
 
         display(self.widget)
+
+
+class KeypointExplorer:
+    """A test image with its keypoints drawn on it (marker = feature type, size = intensity) beside
+    the decoder's reconstruction from the kept keypoints: sliders pick the image and how many of
+    the strongest keypoints to keep, checkboxes which feature types; the reconstruction updates live.
+    ``reconstruct(setup, image, keep, types)`` and ``keypoints_of(setup, image)`` come from the result."""
+
+    def __init__(self, result, setup: str | None = None):
+        import ipywidgets as W
+        from plotly.subplots import make_subplots
+
+        from .figures import to_rgb_uint8
+        from .style import class_colors, class_symbols
+
+        self.result = result
+        setups = list(result.models)
+        self._rgb = to_rgb_uint8
+        self.setup = W.Dropdown(options=setups, value=setup or setups[-1], description="set-up", layout=W.Layout(width="200px"))
+        n = len(result.test_images)
+        self.image = W.IntSlider(min=0, max=n - 1, value=0, description="image", continuous_update=False, layout=W.Layout(width="360px"))
+        kmax = result.config.max_keypoints
+        self.keep = W.IntSlider(min=0, max=kmax, value=kmax, description="keep", continuous_update=False, layout=W.Layout(width="360px"))
+        self.types_box = W.HBox()
+        self._make_type_boxes()
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("image and its keypoints", "reconstruction from the kept keypoints"), horizontal_spacing=0.08)
+        blank = np.zeros((*result.test_images.shape[-2:], 3), np.uint8)
+        fig.add_trace(go.Image(z=blank, hoverinfo="skip"), row=1, col=1)
+        self.colors, self.symbols = class_colors(5), class_symbols(5)
+        for t in range(5):
+            fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name=f"type {t}", marker={"symbol": self.symbols[t], "color": self.colors[t], "line": {"width": 1, "color": "#000000"}},
+                                     hovertemplate="type " + str(t) + " at (%{x}, %{y}), intensity %{customdata:.2f}<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Image(z=blank, hoverinfo="skip"), row=1, col=2)
+        for c in (1, 2):
+            fig.update_xaxes(showgrid=False, title_text="x (px)", row=1, col=c)
+            fig.update_yaxes(showgrid=False, autorange="reversed", scaleanchor="x" if c == 1 else "x2", title_text="y (px)", row=1, col=c)
+        finish(fig, "keypoints and reconstruction", height=440, width=900, legend_title="feature type")
+        self.fig = go.FigureWidget(fig)
+        for w in (self.image, self.keep):
+            w.observe(self._draw, names="value")
+        self.setup.observe(self._new_setup, names="value")
+        self._draw()
+        self.widget = W.VBox([W.HBox([self.setup, self.image, self.keep]), self.types_box, self.fig])
+
+    def _make_type_boxes(self):
+        import ipywidgets as W
+
+        k = self.result.models[self.setup.value].num_types
+        self.types = [W.Checkbox(value=True, description=f"type {t}", indent=False, layout=W.Layout(width="90px")) for t in range(k)]
+        for c in self.types:
+            c.observe(self._draw, names="value")
+        self.types_box.children = self.types
+
+    def _new_setup(self, *_):
+        self._make_type_boxes()
+        self._draw()
+
+    def _draw(self, *_):
+        r, s, i = self.result, self.setup.value, self.image.value
+        types = [t for t, c in enumerate(self.types) if c.value]
+        kp = r.keypoints[s].of_image(i).select(types=types, top=self.keep.value)
+        rec = r.reconstruct(s, i, keep=self.keep.value, types=types)
+        label = r.class_names[int(r.test_labels[i])]
+        mse = float(((rec - r.test_images[i].numpy()) ** 2).mean())
+        with self.fig.batch_update():
+            self.fig.data[0].z = self._rgb(r.test_images[i])
+            for t in range(5):
+                sel = (kp.type == t).numpy()
+                inten = kp.intensity.numpy()[sel]
+                size = 6 + 14 * inten / max(1e-6, float(r.keypoints[s].intensity.max()))
+                tr = self.fig.data[1 + t]
+                tr.x, tr.y, tr.customdata = kp.x.numpy()[sel], kp.y.numpy()[sel], inten
+                tr.marker.size = size
+                tr.visible = t < r.models[s].num_types
+            self.fig.data[6].z = self._rgb(rec)
+            self.fig.layout.title.text = (f"{s}: test image {i} (class {label}) — {len(kp)} keypoints kept of {len(r.keypoints[s].of_image(i))}; "
+                                          f"reconstruction MSE {mse:.4f}")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)

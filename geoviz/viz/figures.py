@@ -338,3 +338,15 @@ def probe_depth_lines(probes: list[dict], *, title: str) -> go.Figure:
     fig.update_yaxes(title_text="probe accuracy", col=1)
     return finish(fig, title + "<br><sup>solid: cross-validated on the training distribution · dashed: probe trained there, tested on new shapes</sup>",
                   height=330 * rows + 140, legend_title="experiment")
+
+
+def error_vs_budget(curves: dict[str, dict], *, title: str) -> go.Figure:
+    """Reconstruction error vs the number of (strongest) non-zeros kept per image, per method."""
+    fig = go.Figure()
+    colors, symbols = class_colors(max(4, len(curves))), class_symbols(len(curves))
+    for i, (name, c) in enumerate(curves.items()):
+        fig.add_trace(go.Scatter(x=c["keep"], y=c["mse"], name=name, mode="lines+markers", line={"color": colors[i]},
+                                 marker={"symbol": symbols[i], "size": 9, "color": colors[i]}))
+    fig.update_xaxes(type="log", tickvals=sorted({k for c in curves.values() for k in c["keep"]}))
+    return finish(fig, title, "keypoints (non-zeros) kept per image, strongest first (log scale)", "reconstruction error (MSE per pixel, intensities in [0, 1])",
+                  height=420, legend_title="code")

@@ -1,0 +1,1 @@
+"""Methods with their own models: the sparse keypoint autoencoder (keypoints.py)."""
