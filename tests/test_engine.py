@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from geoviz.engine import EpochState, evaluate, fit
+from geoviz.engine import evaluate, fit
 from geoviz.models import build_model
 from geoviz.runs import RunDir
 

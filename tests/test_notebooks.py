@@ -1,6 +1,5 @@
 """Every notebook once through papermill with parameters overridden (nbval runs them as-is)."""
 import json
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -3,7 +3,6 @@ bad configs, the `geoviz train` command (also under torchrun), and layer alignme
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from pathlib import Path

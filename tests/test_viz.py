@@ -1,6 +1,5 @@
 import numpy as np
 import plotly.graph_objects as go
-import pytest
 import torch
 
 from geoviz.capture import collect, receptive_field

@@ -153,7 +153,6 @@ def _px(size: int) -> float:
 
 
 def _gen_quad(rng, labels, size, variant, scale):
-    n = len(labels)
     local = _quad(labels, rng)
     if variant == "irregular":
         local = _wobble(local, rng)

@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import nn
 
 from .._utils import resolve_device, seed_everything
@@ -35,7 +34,7 @@ from ..config import ExperimentConfig
 from ..datasets import get_dataset
 from ..datasets.probe_tasks import EXPERIMENTS, ProbeDataset, get_experiment
 from ..engine import evaluate, fit
-from ..models import block_layers, build_model, list_models, load_state, save_model, weight_layers
+from ..models import block_layers, build_model, list_models, save_model, weight_layers
 from ..models._registry import timm_available
 from ..runs import RunDir, config_hash
 

@@ -1,6 +1,5 @@
 """Every notebook run in JupyterLab in headless Chromium: cells run without errors, declared
 figures and widgets render, declared interactions update their figures, screenshots are kept."""
-import time
 from pathlib import Path
 
 import pytest
