@@ -65,7 +65,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint without executing pickled code (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():

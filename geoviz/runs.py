@@ -20,7 +20,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_torch_save, atomic_write_json, read_json, safe_torch_load, to_jsonable
+from ._io import atomic_torch_save, atomic_write_json, read_json, load_weights_only, to_jsonable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -118,4 +118,4 @@ class RunDir:
     def load_checkpoint(self, name: str = "last.pt", map_location="cpu") -> dict | None:
         """The checkpoint's contents (loaded with ``weights_only=True``), or None if there is none."""
         p = self.checkpoint_path(name)
-        return safe_torch_load(p, map_location) if p.is_file() else None
+        return load_weights_only(p, map_location) if p.is_file() else None

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from geoviz._io import atomic_write_json, safe_torch_load
+from geoviz._io import atomic_write_json, load_weights_only
 from geoviz.config import ExperimentConfig
 from geoviz.experiments.quickstart import QuickstartConfig
 from geoviz.runs import RunDir, config_hash
@@ -41,7 +41,7 @@ def test_checkpoints_are_atomic_and_load_weights_only(tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="Weights only load failed|weights_only"):
-        safe_torch_load(tmp_path / "evil.pt")
+        load_weights_only(tmp_path / "evil.pt")
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -231,9 +231,9 @@ def _pretrain_shapes10(arch: str, cfg: ProbesConfig, device, run_root) -> str:
 
 def _load_backbone(model: nn.Module, path: str) -> None:
     """Pretrained weights except the classifier (the task has other classes)."""
-    from .._io import safe_torch_load
+    from .._io import load_weights_only
 
-    blob = safe_torch_load(path)
+    blob = load_weights_only(path)
     state = blob.get("state_dict", blob)
     own = model.state_dict()
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

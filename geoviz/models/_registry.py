@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-from .._io import atomic_torch_save, safe_torch_load
+from .._io import atomic_torch_save, load_weights_only
 from .._utils import unknown_name_message
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
@@ -80,7 +80,7 @@ def _build_timm(name: str, num_classes: int, weights=None, in_chans: int = 3, **
 
         if not Path(weights).is_file():
             raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist; geoviz never downloads weights")
-        model.load_state_dict(safe_torch_load(weights), strict=False)
+        model.load_state_dict(load_weights_only(weights), strict=False)
         model.reset_classifier(num_classes)
     model.stage_names = tuple(n for n, _ in model.named_children() if n not in ("global_pool", "head", "classif", "fc"))
     return model
@@ -97,7 +97,7 @@ def save_model(model: nn.Module, path) -> None:
 def load_state(model: nn.Module, path) -> nn.Module:
     """Load weights into ``model`` from a geoviz model file, a run checkpoint (``best.pt``,
     ``last.pt``) or a plain state dict (``weights_only=True``)."""
-    state = safe_torch_load(path)
+    state = load_weights_only(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     elif isinstance(state, dict) and "model" in state:
@@ -112,7 +112,7 @@ def load_state(model: nn.Module, path) -> nn.Module:
 
 def load_model(path, **overrides) -> nn.Module:
     """Rebuild a model saved by ``save_model`` and load its weights."""
-    blob = safe_torch_load(path)
+    blob = load_weights_only(path)
     if not isinstance(blob, dict) or "build_args" not in blob:
         raise ValueError(f"{path} has no build_args; rebuild the model with build_model(...) and use load_state(model, path)")
     args = {**blob["build_args"], **overrides}

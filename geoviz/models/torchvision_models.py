@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .._io import safe_torch_load
+from .._io import load_weights_only
 from .._utils import unknown_name_message
 
 _STAGES = {
@@ -95,7 +95,7 @@ def build_torchvision(name: str, num_classes: int = 1000, weights: str | os.Path
         if name == "inception_v3":
             kwargs["aux_logits"] = True  # ImageNet checkpoints carry the auxiliary head
         model = torchvision.models.get_model(name, weights=None, **kwargs)
-        state = safe_torch_load(path)
+        state = load_weights_only(path)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if "num_batches_tracked" not in k]:
