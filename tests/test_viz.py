@@ -46,3 +46,22 @@ def test_explorer_links_points_to_their_receptive_field():
     app.layer.value = "layer1"
     app.select(0)
     assert "layer1" in app.info.value
+
+
+def test_keypoint_explorer_controls_change_the_reconstruction(run_root):
+    from geoviz.experiments.keypoints import KeypointsConfig, run_keypoints
+    from geoviz.viz import KeypointExplorer
+
+    res = run_keypoints(KeypointsConfig.from_profile("smoke", setups=("AF4",), max_keypoints=6), run_root=run_root, progress=False)
+    app = KeypointExplorer(res)
+    shown = lambda: sum(len(app.fig.data[1 + t].x) for t in range(4))
+    full = shown()
+    assert 0 < full <= 6 and "keypoints kept of" in app.fig.layout.title.text
+    app.keep.value = 2
+    assert shown() == min(2, full)
+    app.keep.value = 6
+    n0 = len(app.fig.data[1].x)
+    app.types[0].value = False  # switch feature type 0 off
+    assert len(app.fig.data[1].x) == 0 and shown() == full - n0
+    expected = res.reconstruct("AF4", 0, keep=6, types=[1, 2, 3])
+    assert np.allclose(app.fig.data[6].z[..., 0], np.clip(expected[0], 0, 1) * 255, atol=1)

@@ -13,7 +13,8 @@ idle, and checks what the notebook declares in its metadata::
         {"kind": "slider", "label": "epoch", "figure": "<title text>"},
         {"kind": "hover", "figure": "<title text>", "target": "<title text of the figure that must change>", "at": 0.5},
         {"kind": "click", "figure": "<title text>", "target": "<title text>"},
-        {"kind": "click_cell", "figure": "<title text>", "subplot": "x2y2", "at": [0.3, 0.7], "target": "<title text>"}
+        {"kind": "click_cell", "figure": "<title text>", "subplot": "x2y2", "at": [0.3, 0.7], "target": "<title text>"},
+        {"kind": "checkbox", "label": "type", "all": true, "figure": "<title text>"}
       ]
     }
 
@@ -204,6 +205,18 @@ def run_interaction(page, spec: dict) -> str:
         if not _wait_change(page, fig, before):
             raise AssertionError(f"{kind} {spec['label']!r} changed but figure {spec['figure']!r} did not update")
         return f"{kind} '{spec['label']}' → figure '{spec['figure']}' updated"
+    if kind == "checkbox":  # toggle the labelled checkbox (with "all": every checkbox whose label contains it)
+        fig = _figure_index(page, spec["figure"])
+        before = _figure_state(page, fig)
+        boxes = page.locator(".widget-checkbox").filter(has_text=spec["label"])
+        targets = [boxes.nth(i) for i in range(boxes.count())] if spec.get("all") else [boxes.first]
+        for box in targets:
+            box.scroll_into_view_if_needed()
+            box.locator("input").click()
+            page.wait_for_timeout(300)
+        if not _wait_change(page, fig, before):
+            raise AssertionError(f"checkbox {spec['label']!r} toggled but figure {spec['figure']!r} did not update")
+        return f"checkbox{'es' if len(targets) > 1 else ''} '{spec['label']}' ({len(targets)}) → figure '{spec['figure']}' updated"
     if kind in ("hover", "click"):
         src, dst = _figure_index(page, spec["figure"]), _figure_index(page, spec["target"])
         before = _figure_state(page, dst)
