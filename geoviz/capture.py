@@ -8,6 +8,7 @@ Captured tensors are copies taken when the module returns, so an in-place op tha
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -111,11 +112,13 @@ class ActivationRecorder:
         self.dtype = dtype
         self._calls: dict[str, list] = {}
         self._handles: list = []
+        self._paused = False
 
     # hooks ------------------------------------------------------------------
     def _hook(self, name: str):
         def fn(module, inputs, output):
-            self._calls.setdefault(name, []).append(_copy(output, self.device, self.dtype, self.detach))
+            if not self._paused:
+                self._calls.setdefault(name, []).append(_copy(output, self.device, self.dtype, self.detach))
 
         return fn
 
@@ -145,6 +148,15 @@ class ActivationRecorder:
     @property
     def active(self) -> bool:
         return bool(self._handles)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Forwards inside this block are not recorded (the hooks stay registered)."""
+        before, self._paused = self._paused, True
+        try:
+            yield self
+        finally:
+            self._paused = before
 
     # results ----------------------------------------------------------------
     def clear(self) -> None:

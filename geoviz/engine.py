@@ -289,6 +289,14 @@ class TrainStep:
     def __exit__(self, *exc):
         self._stack.close()
 
+    def paused(self) -> ExitStack:
+        """Stop recording (evaluation, callbacks): their forwards need no copies of the layers."""
+        stack = ExitStack()
+        for rec in (self.rec_s, self.rec_t):
+            if rec is not None:
+                stack.enter_context(rec.paused())
+        return stack
+
     def __call__(self, batch) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
         """Returns (loss, [(term, value), ...], logits, targets)."""
         dev = self.dev
@@ -498,22 +506,23 @@ def fit(
                     metrics["train_acc"] = tot_correct / max(1, seen)
                 if len(terms) > 1:
                     metrics.update({f"loss/{k}": v / max(1, seen) for k, v in sums.items()})
-                if val_loader is not None and (epoch % eval_every == 0 or epoch == epochs):
-                    if recon:  # select on -MSE, so that "larger is better" holds for both objectives
-                        v = evaluate_reconstruction(model, val_loader, device=dev)
-                        metrics.update(val_loss=v["loss"])
-                        score = -v["loss"]
-                    else:
-                        v = evaluate(model, val_loader, device=dev)
-                        metrics.update(val_loss=v["loss"], val_acc=v["acc"])
-                        score = v["acc"]
-                    if score > best_score:
-                        best_score = score
-                        best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
-                        if run_w is not None:
-                            run_w.save_checkpoint({"model": best_state, "epoch": epoch, "val_score": best_score}, "best.pt")
-                for cb in callbacks:
-                    cb(EpochState(epoch, epochs, model, metrics, history, run_w, dev, val_loader, test_loader, teacher, ctx.rank))
+                with step.paused():  # evaluation and callbacks need no recorded layers
+                    if val_loader is not None and (epoch % eval_every == 0 or epoch == epochs):
+                        if recon:  # select on -MSE, so that "larger is better" holds for both objectives
+                            v = evaluate_reconstruction(model, val_loader, device=dev)
+                            metrics.update(val_loss=v["loss"])
+                            score = -v["loss"]
+                        else:
+                            v = evaluate(model, val_loader, device=dev)
+                            metrics.update(val_loss=v["loss"], val_acc=v["acc"])
+                            score = v["acc"]
+                        if score > best_score:
+                            best_score = score
+                            best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+                            if run_w is not None:
+                                run_w.save_checkpoint({"model": best_state, "epoch": epoch, "val_score": best_score}, "best.pt")
+                    for cb in callbacks:
+                        cb(EpochState(epoch, epochs, model, metrics, history, run_w, dev, val_loader, test_loader, teacher, ctx.rank))
                 history.append(metrics)
                 if run_w is not None:
                     run_w.log_epoch(metrics)

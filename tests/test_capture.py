@@ -244,3 +244,16 @@ def test_collect_pooled_keeps_one_mean_vector_per_image(net):
     assert bank.index["fc"][:, 1:].sum() == 0 and bank.index["layer1"][:, 0].tolist() == list(range(6))
     with pytest.raises(ValueError, match="pool=True keeps one vector per image"):
         collect(net, data, ["layer1"], pool=True, positions_per_image=3)
+
+
+def test_paused_recorder_records_nothing_and_resumes(net):
+    x = torch.randn(2, 3, 32, 32)
+    with ActivationRecorder(net, ["layer1"]) as rec:
+        net(x)
+        first = rec.activations["layer1"]
+        with rec.paused():
+            net(x * 2)  # the forward pre-hook still resets; nothing new is recorded
+            assert rec.activations == {}
+        net(x)
+        assert torch.allclose(rec.activations["layer1"], first)
+    assert _no_hooks(net)

@@ -26,6 +26,7 @@ from ..engine import fit, predict
 from ..losses.angular import use_normalized_head
 from ..models import build_model
 from ..runs import RunDir, config_hash
+from . import SavesSummary
 
 METHODS = ("ce", "ical", "ical_confused")
 
@@ -89,7 +90,7 @@ class AnglesRun:
 
 
 @dataclass
-class AnglesResult:
+class AnglesResult(SavesSummary):
     config: AnglesConfig
     runs: list[AnglesRun]
     class_names: list[str]
@@ -145,9 +146,6 @@ class AnglesResult:
 
     def summary(self) -> dict:
         return {"table": self.table(), "runs": {r.name: {"test_correlation": r.test_correlation, **r.summary} for r in self.runs}}
-
-    def save_metrics(self) -> dict:
-        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
 
 
 def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True) -> AnglesResult:

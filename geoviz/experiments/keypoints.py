@@ -24,6 +24,7 @@ from ..engine import fit
 from ..methods.keypoints import SETUPS, ConvSparseCoder, Keypoints, SparseKeypointAE, keypoint_histogram
 from ..models import build_model
 from ..runs import RunDir, config_hash
+from . import SavesSummary
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class KeypointsConfig(ExperimentConfig):
 
 
 @dataclass
-class KeypointsResult:
+class KeypointsResult(SavesSummary):
     config: KeypointsConfig
     models: dict[str, SparseKeypointAE]
     coder: ConvSparseCoder
@@ -92,9 +93,6 @@ class KeypointsResult:
 
     def summary(self) -> dict:
         return {"reconstruction": self.recon, "curves": self.curves, "classification": self.classification}
-
-    def save_metrics(self) -> dict:
-        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
 
 
 def _tensor(ds) -> tuple[torch.Tensor, torch.Tensor]:

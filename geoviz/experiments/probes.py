@@ -37,6 +37,7 @@ from ..engine import evaluate, fit
 from ..models import block_layers, build_model, list_models, save_model, weight_layers
 from ..models._registry import timm_available
 from ..runs import RunDir, config_hash
+from . import SavesSummary
 
 STARTS = ("pretrained", "scratch")
 PAPER_ARCHITECTURES = ("tv:alexnet", "tv:vgg16", "tv:resnet101", "inception_resnet_v2")
@@ -101,7 +102,7 @@ class ProbesConfig(ExperimentConfig):
 
 
 @dataclass
-class ProbesResult:
+class ProbesResult(SavesSummary):
     config: ProbesConfig
     runs: list[dict]
     probes: list[dict]
@@ -205,8 +206,6 @@ class ProbesResult:
     def summary(self) -> dict:
         return {"table": self.table(), "verdicts": self.verdicts(), "probes": self.probes, "notes": self.notes}
 
-    def save_metrics(self) -> dict:
-        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
 
 
 # -------------------------------------------------------------------- helpers

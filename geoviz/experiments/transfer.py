@@ -34,6 +34,7 @@ from ..engine import TeacherCache, fit
 from ..losses.geometric import KINDS
 from ..models import build_model, load_state
 from ..runs import RunDir, config_hash
+from . import SavesSummary
 
 METHODS = ("ce", "kd", "geometric", "geometric+kd")
 # Default weight per geometric kind: each term then starts near 1 nat (about half of the
@@ -111,7 +112,7 @@ class TransferConfig(ExperimentConfig):
 
 
 @dataclass
-class TransferResult:
+class TransferResult(SavesSummary):
     config: TransferConfig
     teacher_summary: dict
     runs: list[dict]  # one row per (method, fraction, seed)
@@ -150,9 +151,6 @@ class TransferResult:
         s = {"teacher": self.teacher_summary, "table_test_acc_best_val": self.table(), "table_test_acc_last": self.table("test_acc_last"),
              "geometry": self.geometry_table()}
         return s
-
-    def save_metrics(self) -> dict:
-        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
 
 
 def _epochs_for(cfg: TransferConfig, n_images: int) -> int:

@@ -10,7 +10,18 @@ from .figures import box_shape, embedding_traces, patch_figure, to_rgb_uint8
 from .style import finish
 
 
-class EmbeddingExplorer:
+class _WidgetApp:
+    """An app shows itself as its ``widget`` when it is the value of a notebook cell."""
+
+    widget = None
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class EmbeddingExplorer(_WidgetApp):
     """A UMAP (or PCA) scatter of local features linked to the image patch each point sees.
 
     Hovering or clicking a point draws its receptive-field box on its image. Dropdowns choose the
@@ -95,13 +106,8 @@ class EmbeddingExplorer:
                            f"receptive field x∈[{box[0]}, {box[2]}), y∈[{box[1]}, {box[3]}) px (unclipped size {rf.size[0]}×{rf.size[1]} px)")
         return box
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class TransferExplorer:
+class TransferExplorer(_WidgetApp):
     """Pick a student run to see its training curves (accuracy and each loss term), and a layer
     pair to see how close each method's students come to the teacher there, by train fraction."""
 
@@ -161,13 +167,8 @@ class TransferExplorer:
             finish(self.layer_fig, f"student vs teacher at {pair}<br><sup>{label}</sup>", "training images used (% of split, log scale)", label, legend_title="method")
             self.layer_fig.update_xaxes(type="log")
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class AngleConfusionExplorer:
+class AngleConfusionExplorer(_WidgetApp):
     """One training run at a time: an epoch slider moves the angle–confusion scatter and the two
     heatmaps through training (validation split; figures updated in place). Clicking a cell of the
     confusion heatmap shows the test images of that class pair the final model confuses most."""
@@ -247,13 +248,8 @@ class AngleConfusionExplorer:
             self.grid.layout.title.text = (f"{self.names[i]} ↔ {self.names[j]}: test images the final model of {run.name} confuses most"
                                            f"<br><sup>caption: true→predicted, probability of the wrong class</sup>")
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class ShapeGallery:
+class ShapeGallery(_WidgetApp):
     """Browse each experiment's classes: training images beside transfer images (new shapes)."""
 
     def __init__(self, gallery, experiments, *, per_class: int = 4):
@@ -280,13 +276,8 @@ class ShapeGallery:
             self.fig.layout.height = z.shape[0] + 110
             self.fig.layout.width = max(500, z.shape[1] + 60)
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class ActivationEmbeddingApp:
+class ActivationEmbeddingApp(_WidgetApp):
     """For a frozen network and a block, a 2-D projection of the pooled activations of the
     experiment's images, coloured by class (computed on demand by ``embed``)."""
 
@@ -324,13 +315,8 @@ class ActivationEmbeddingApp:
             self.fig.add_traces(traces)
             finish(self.fig, f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}", f"{self.axis} 1 (a.u.)", f"{self.axis} 2 (a.u.)", legend_title="class")
 
-    def _ipython_display_(self):
-        from IPython.display import display
 
-        display(self.widget)
-
-
-class KeypointExplorer:
+class KeypointExplorer(_WidgetApp):
     """A test image with its keypoints drawn on it (marker = feature type, size = intensity) beside
     the decoder's reconstruction from the kept keypoints: sliders pick the image and how many of
     the strongest keypoints to keep, checkboxes which feature types; the reconstruction updates live.
@@ -405,8 +391,3 @@ class KeypointExplorer:
             self.fig.data[6].z = self._rgb(rec)
             self.fig.layout.title.text = (f"{s}: test image {i} (class {label}) — {len(kp)} keypoints kept of {len(r.keypoints[s].of_image(i))}; "
                                           f"reconstruction MSE {mse:.4f}")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
