@@ -26,14 +26,14 @@ test: install
 	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
 test-unit: install
-	GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
+	GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
 
 test-notebooks: install
-	GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
+	GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-browser: install
-	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=runs/test/browser $(PY) -m pytest -q -s tests/browser -m browser
+	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=$(CURDIR)/runs/test/browser $(PY) -m pytest -q -s tests/browser -m browser
 
 # Every notebook headless with papermill (quick profile), HTML beside each, in runs/notebooks/.
 demo: install
@@ -43,6 +43,7 @@ bench: install
 	$(PY) benchmarks/capture.py
 	$(PY) benchmarks/transfer_step.py
 	$(PY) benchmarks/keypoints.py
+	$(PY) benchmarks/reliability.py
 
 clean:
-	rm -rf runs/test .pytest_cache
+	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

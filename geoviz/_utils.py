@@ -1,6 +1,7 @@
 """Small shared helpers: seeding, device choice, friendly error messages, sizes."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import random
@@ -29,6 +30,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible: use 'cuda:0'"
+                         f"{f' to cuda:{torch.cuda.device_count() - 1}' if torch.cuda.device_count() > 1 else ''} or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but Apple's MPS is not available here: use device='auto' or 'cpu'")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
 
 
@@ -72,3 +80,44 @@ def format_bytes(n: float) -> str:
 def progress_disabled() -> bool:
     """Progress bars are off when GEOVIZ_PROGRESS=0 (batch logs stay readable)."""
     return os.environ.get("GEOVIZ_PROGRESS", "1") == "0"
+
+
+@contextlib.contextmanager
+def eval_mode(*models):
+    """Put models in eval mode for the block and give each back the mode it had, also when the
+    block raises (a failed forward must not leave a training model in eval mode)."""
+    modes = [(m, m.training) for m in models if m is not None]
+    try:
+        for m, _ in modes:
+            m.eval()
+        yield
+    finally:
+        for m, was in modes:
+            m.train(was)
+
+
+def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
+    """A ``tqdm.auto`` bar (a widget in JupyterLab), off when ``enabled`` is False or GEOVIZ_PROGRESS=0."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not enabled or progress_disabled(), **kwargs)
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                 integer: bool = False, allow_none: bool = False):
+    """``value`` is a finite number (a whole one with ``integer``) within the bounds; otherwise a
+    TypeError / ValueError naming ``name``, what it must be and what it got. Returns ``value``."""
+    import math
+
+    if value is None and allow_none:
+        return value
+    kind = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return value

@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ._counter_rng import CounterRNG
 from ._io import atomic_write_json, read_json
-from ._utils import format_bytes, progress_disabled, unknown_name_message
+from ._io import atomic_save_npy
+from .paths import resolve_in_root
+from ._utils import eval_mode, format_bytes, progress_bar, unknown_name_message
 
 __all__ = [
     "layer_names",
@@ -159,6 +161,10 @@ class ActivationRecorder:
             self._paused = before
 
     # results ----------------------------------------------------------------
+    def calls(self, name: str) -> list:
+        """Every output of module ``name`` in the last forward, in call order."""
+        return list(self._calls.get(name, []))
+
     def clear(self) -> None:
         self._calls = {}
 
@@ -205,6 +211,20 @@ def local_features(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 ALIGN_MODES = ("pool", "upsample")
 
 
+def _area_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Average over each cell of a coarser grid. When the grids divide evenly (CNN stages halve
+    resolution) a plain average pool gives the same cells, and unlike adaptive pooling its CUDA
+    backward is deterministic (exact resumes on a GPU)."""
+    import torch.nn.functional as F
+
+    (h, w), (gh, gw) = x.shape[-2:], size
+    if (h, w) == (gh, gw):
+        return x
+    if h % gh == 0 and w % gw == 0:
+        return F.avg_pool2d(x, (h // gh, w // gw))
+    return F.adaptive_avg_pool2d(x, size)
+
+
 def align_maps(s: torch.Tensor, t: torch.Tensor, mode: str = "pool") -> tuple[torch.Tensor, torch.Tensor]:
     """Bring two activations ``(B, C1, H1, W1)`` and ``(B, C2, H2, W2)`` onto one spatial grid, so
     that position (y, x) of both covers the same part of the image (relative coordinates).
@@ -224,7 +244,7 @@ def align_maps(s: torch.Tensor, t: torch.Tensor, mode: str = "pool") -> tuple[to
 
     if mode == "pool":
         size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
-        return F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
+        return _area_pool(s, size), _area_pool(t, size)
     size = (max(s.shape[-2], t.shape[-2]), max(s.shape[-1], t.shape[-1]))
     up = lambda a: a if a.shape[-2:] == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
     return up(s), up(t)
@@ -286,28 +306,27 @@ def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, i
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
     x = torch.randn(samples, C, H, W, generator=g).to(dev).requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad(), ActivationRecorder(model, [base], detach=False, device=None) as rec:
-            model(x)
-            acts = rec._calls.get(base, [])
-            if not acts:
-                raise ValueError(f"layer {base!r} did not run in the forward pass")
-            act = acts[call or 0]
-            if act.dim() != 4:
-                raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}; receptive fields need (B, C, H, W)")
-            Ho, Wo = act.shape[-2:]
+    with eval_mode(model), torch.enable_grad(), ActivationRecorder(model, [base], detach=False, device=None) as rec:
+        model(x)
+        acts = rec.calls(base)
+        if not acts:
+            raise ValueError(f"layer {base!r} did not run in the forward pass")
+        if (call or 0) >= len(acts):
+            calls = ", ".join(f"'{base}#{k}'" for k in range(len(acts)))
+            raise ValueError(f"layer {base!r} runs {len(acts)} time(s) per forward, so {layer!r} does not exist: use "
+                             f"{calls}" + (f" (or '{base}')" if len(acts) == 1 else ""))
+        act = acts[call or 0]
+        if act.dim() != 4:
+            raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}; receptive fields need (B, C, H, W)")
+        Ho, Wo = act.shape[-2:]
 
-            def support(py, px):
-                grad = torch.autograd.grad(act[:, :, py, px].sum(), x, retain_graph=True)[0]
-                m = grad.abs().sum(dim=(0, 1)) > 0
-                rows, cols = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
-                return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
+        def support(py, px):
+            grad = torch.autograd.grad(act[:, :, py, px].sum(), x, retain_graph=True)[0]
+            m = grad.abs().sum(dim=(0, 1)) > 0
+            rows, cols = m.any(1).nonzero()[:, 0], m.any(0).nonzero()[:, 0]
+            return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
 
-            first, last = support(0, 0), support(Ho - 1, Wo - 1)
-    finally:
-        model.train(was_training)
+        first, last = support(0, 0), support(Ho - 1, Wo - 1)
     jy, jx = H / Ho, W / Wo
     start = (last[0] - (Ho - 1) * jy, last[2] - (Wo - 1) * jx)
     end = (float(first[1]), float(first[3]))
@@ -317,6 +336,9 @@ def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, i
 # ----------------------------------------------------------------------------- feature banks
 class MemoryBudgetError(MemoryError):
     """The requested result would not fit the memory budget; nothing was allocated."""
+
+
+_NP_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
 
 
 def _file_stem(layer: str) -> str:
@@ -359,8 +381,9 @@ class FeatureBank:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureBank":
-        """Open a bank written by ``collect(out_dir=...)`` (arrays memory-mapped read-only)."""
-        path = Path(path)
+        """Open a bank written by ``collect(out_dir=...)`` (arrays memory-mapped read-only); a relative
+        path is taken inside the project root, as ``collect`` does."""
+        path = resolve_in_root(path)
         manifest = path / "bank.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"{path} holds no complete feature bank (no bank.json); run collect(..., out_dir={str(path)!r})")
@@ -401,6 +424,106 @@ def _positions(seed: int, image_ids: np.ndarray, layer: str, hw: int, k: int) ->
     return scores.argsort(dim=1)[:, :k]
 
 
+def _layer_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device, pool: bool) -> dict[str, tuple[int, int, int]]:
+    """One image through the model gives every layer's (C, H, W), hence the size of the result."""
+    x0, _ = _split_batch(next(iter(DataLoader(dataset, batch_size=1))))
+    with torch.no_grad(), eval_mode(model), ActivationRecorder(model, names, device="cpu") as rec:
+        model(x0.to(dev))
+        probe = rec.activations
+    shapes = {}
+    for k, a in probe.items():
+        a = _as_maps(a, pool)
+        if a.dim() != 4:
+            raise ValueError(f"layer {k!r} gives shape {tuple(a.shape)}; collect needs (B, C, H, W) or (B, C)")
+        shapes[k] = tuple(a.shape[1:])
+    return shapes
+
+
+def _as_maps(a: torch.Tensor, pool: bool) -> torch.Tensor:
+    if pool and a.dim() == 4:
+        a = a.mean(dim=(2, 3))
+    return a[:, :, None, None] if a.dim() == 2 else a
+
+
+class _BankWriter:
+    """Where ``collect`` puts rows: arrays in memory, or memory-mapped ``.npy`` files in
+    ``<out_dir>.partial/`` with a progress file, renamed to ``out_dir`` when complete."""
+
+    def __init__(self, config: dict, shapes: dict, per_image: dict, np_dtype, total: int, n_images: int,
+                 out_dir=None, max_bytes: int | None = None):
+        self.config, self.shapes, self.root, self.work = config, shapes, None, None
+        rows = {k: n_images * per_image[k] for k in shapes}
+        self.done = 0
+        if out_dir is None:
+            if total > max_bytes:
+                raise MemoryBudgetError(
+                    f"collect would hold {format_bytes(total)} in memory ({n_images} images, layers {list(shapes)}), over max_bytes="
+                    f"{format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit max_images=, or raise max_bytes.")
+            self.feats = {k: np.empty((rows[k], shapes[k][0]), np_dtype) for k in shapes}
+            self.index = {k: np.empty((rows[k], 3), np.int32) for k in shapes}
+            self.labels = np.full(n_images, -1, np.int64)
+            return
+        self.root = Path(out_dir)
+        self.work = self.root.with_name(self.root.name + ".partial")
+        self.work.mkdir(parents=True, exist_ok=True)
+        state_file = self.work / "progress.json"
+        state = read_json(state_file) if state_file.is_file() else None
+        resume = state is not None and state.get("config") == json.loads(json.dumps(config))
+        free = shutil.disk_usage(self.work).free
+        if not resume and total > free:
+            raise MemoryBudgetError(f"collect would write {format_bytes(total)} but {self.work} has {format_bytes(free)} free")
+        self.feats, self.index = {}, {}
+        for k in shapes:
+            stem = self.work / _file_stem(k)
+            if resume:
+                self.feats[k] = np.load(f"{stem}.features.npy", mmap_mode="r+")
+                self.index[k] = np.load(f"{stem}.index.npy", mmap_mode="r+")
+            else:
+                self.feats[k] = np.lib.format.open_memmap(f"{stem}.features.npy", mode="w+", dtype=np_dtype, shape=(rows[k], shapes[k][0]))
+                self.index[k] = np.lib.format.open_memmap(f"{stem}.index.npy", mode="w+", dtype=np.int32, shape=(rows[k], 3))
+        self.labels = np.load(self.work / "labels.npy") if resume else np.full(n_images, -1, np.int64)
+        self.done = state["done"] if resume else 0
+
+    def _flush(self) -> None:
+        for k in self.feats:
+            self.feats[k].flush()
+            self.index[k].flush()
+        atomic_save_npy(self.work / "labels.npy", self.labels)
+
+    def checkpoint(self, done: int) -> None:
+        """Everything up to image ``done`` is on disk: an interruption resumes from there."""
+        if self.work is not None:
+            self._flush()
+            atomic_write_json(self.work / "progress.json", {"config": self.config, "done": done})
+
+    def finish(self, info: dict) -> "FeatureBank":
+        if self.work is None:
+            return FeatureBank(self.feats, self.index, self.labels, self.shapes, None, info)
+        self._flush()
+        del self.feats, self.index
+        (self.work / "progress.json").unlink(missing_ok=True)
+        atomic_write_json(self.work / "bank.json", info)
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        os.replace(self.work, self.root)
+        return FeatureBank.open(self.root)
+
+
+def _write_batch(writer: _BankWriter, acts: dict, start: int, end: int, per_image: dict, seed: int, pool: bool) -> None:
+    """The sampled positions of images ``start:end`` of every layer into the writer's rows."""
+    ids = np.arange(start, end)
+    for k, a in acts.items():
+        a = _as_maps(a, pool)
+        B, C, H, W = a.shape
+        flat = a.permute(0, 2, 3, 1).reshape(B, H * W, C)
+        k_pos = per_image[k]
+        pos = _positions(seed, ids, k, H * W, k_pos) if k_pos < H * W else torch.arange(H * W).expand(B, H * W)
+        rows = slice(start * k_pos, end * k_pos)
+        writer.feats[k][rows] = torch.gather(flat, 1, pos[..., None].expand(B, k_pos, C)).reshape(-1, C).numpy()
+        idx = torch.stack([torch.as_tensor(ids)[:, None].expand(B, k_pos), pos // W, pos % W], dim=-1)
+        writer.index[k][rows] = idx.reshape(-1, 3).numpy()
+
+
 def collect(
     model: nn.Module,
     data,
@@ -427,148 +550,55 @@ def collect(
     ``pool=True`` keeps one globally average-pooled vector per image and layer (index y = x = 0):
     what linear probes of whole images use.
     """
-    from tqdm.auto import tqdm
-
     if pool and positions_per_image is not None:
         raise ValueError("pool=True keeps one vector per image: leave positions_per_image=None")
     if positions_per_image is not None and positions_per_image < 1:
         raise ValueError(f"positions_per_image must be >= 1 or None (all positions), got {positions_per_image}")
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
+    if dtype not in _NP_DTYPES:
+        raise ValueError(f"dtype must be one of {list(_NP_DTYPES)}, got {dtype}")
     loader = _as_loader(data, batch_size)
     names = resolve_layers(model, layers)
-    n_images = len(loader.dataset)
-    if max_images is not None:
-        n_images = min(n_images, max_images)
+    n_images = min(len(loader.dataset), max_images or len(loader.dataset))
     if n_images == 0:
         raise ValueError("the data set is empty")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
 
-    # one image through the model gives every layer's shape, hence the size of the result
-    x0, _ = _split_batch(next(iter(DataLoader(loader.dataset, batch_size=1))))
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), ActivationRecorder(model, names, device="cpu") as rec:
-        model(x0.to(dev))
-        probe = rec.activations
-    shapes = {}
-    for k, a in probe.items():
-        if pool and a.dim() == 4:
-            a = a.mean(dim=(2, 3))
-        if a.dim() == 2:
-            a = a[:, :, None, None]
-        if a.dim() != 4:
-            raise ValueError(f"layer {k!r} gives shape {tuple(a.shape)}; collect needs (B, C, H, W) or (B, C)")
-        shapes[k] = tuple(a.shape[1:])
+    shapes = _layer_shapes(model, loader.dataset, names, dev, pool)
     per_image = {k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2])) for k, s in shapes.items()}
     itemsize = torch.empty(0, dtype=dtype).element_size()
     total = sum(n_images * per_image[k] * (shapes[k][0] * itemsize + 3 * 4) for k in shapes) + n_images * 8
-    np_dtype = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}[dtype]
-
+    np_dtype = _NP_DTYPES[dtype]
     config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed,
               "dtype": str(np_dtype.__name__), "shapes": shapes, "pool": pool}
-    if out_dir is None:
-        if total > max_bytes:
-            model.train(was_training)
-            raise MemoryBudgetError(
-                f"collect would hold {format_bytes(total)} in memory ({n_images} images, layers {list(shapes)}), over max_bytes="
-                f"{format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit max_images=, or raise max_bytes."
-            )
-        feats = {k: np.empty((n_images * per_image[k], shapes[k][0]), np_dtype) for k in shapes}
-        index = {k: np.empty((n_images * per_image[k], 3), np.int32) for k in shapes}
-        labels = np.full(n_images, -1, np.int64)
-        done, root, work = 0, None, None
-    else:
-        root = Path(out_dir)
-        if (root / "bank.json").is_file():
-            info = read_json(root / "bank.json")
-            if info.get("config") == json.loads(json.dumps(config)):
-                model.train(was_training)
-                return FeatureBank.open(root)
-            raise FileExistsError(f"{root} holds a feature bank made with other settings; choose another out_dir or delete it")
-        work = root.with_name(root.name + ".partial")
-        work.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(work).free
-        state_file = work / "progress.json"
-        state = read_json(state_file) if state_file.is_file() else None
-        resume = state is not None and state.get("config") == json.loads(json.dumps(config))
-        if not resume and total > free:
-            model.train(was_training)
-            raise MemoryBudgetError(f"collect would write {format_bytes(total)} but {work} has {format_bytes(free)} free")
-        mode = "r+" if resume else "w+"
-        feats, index = {}, {}
-        for k in shapes:
-            stem = _file_stem(k)
-            fshape, ishape = (n_images * per_image[k], shapes[k][0]), (n_images * per_image[k], 3)
-            if mode == "w+":
-                feats[k] = np.lib.format.open_memmap(work / f"{stem}.features.npy", mode="w+", dtype=np_dtype, shape=fshape)
-                index[k] = np.lib.format.open_memmap(work / f"{stem}.index.npy", mode="w+", dtype=np.int32, shape=ishape)
-            else:
-                feats[k] = np.load(work / f"{stem}.features.npy", mmap_mode="r+")
-                index[k] = np.load(work / f"{stem}.index.npy", mmap_mode="r+")
-        labels = np.load(work / "labels.npy") if resume else np.full(n_images, -1, np.int64)
-        done = state["done"] if resume else 0
+    info = {"config": config, "files": {k: _file_stem(k) for k in shapes}, "shapes": shapes, "n_images": n_images}
+    out_dir = resolve_in_root(out_dir) if out_dir is not None else None  # "runs/bank" means the same folder from notebooks/
+    if out_dir is not None and (out_dir / "bank.json").is_file():
+        if read_json(out_dir / "bank.json").get("config") == json.loads(json.dumps(config)):
+            return FeatureBank.open(out_dir)
+        raise FileExistsError(f"{out_dir} holds a feature bank made with other settings; choose another out_dir or delete it")
+    writer = _BankWriter(config, shapes, per_image, np_dtype, total, n_images, out_dir, max_bytes)
 
-    bar = tqdm(total=n_images, initial=done, desc="collect", unit="img", disable=not progress or progress_disabled())
-    start = 0
+    start, done = 0, writer.done
+    bar = progress_bar(total=n_images, initial=done, desc="collect", unit="img", enabled=progress)
     try:
-        with torch.no_grad(), ActivationRecorder(model, names, device="cpu", dtype=dtype) as rec:
+        with torch.no_grad(), eval_mode(model), ActivationRecorder(model, names, device="cpu", dtype=dtype) as rec:
             for batch in loader:
                 xb, yb = _split_batch(batch)
                 end = min(start + len(xb), n_images)
-                if end <= done:  # already written before an interruption
-                    start = end
-                    if start >= n_images:
-                        break
-                    continue
-                xb = xb[: end - start]
-                model(xb.to(dev, non_blocking=True))
-                ids = np.arange(start, end)
-                if yb is not None:
-                    labels[start:end] = yb[: end - start].cpu().numpy()
-                for k, a in rec.activations.items():
-                    if pool and a.dim() == 4:
-                        a = a.mean(dim=(2, 3))
-                    if a.dim() == 2:
-                        a = a[:, :, None, None]
-                    B, C, H, W = a.shape
-                    flat = a.permute(0, 2, 3, 1).reshape(B, H * W, C)
-                    k_pos = per_image[k]
-                    if k_pos < H * W:
-                        pos = _positions(seed, ids, k, H * W, k_pos)
-                    else:
-                        pos = torch.arange(H * W).expand(B, H * W)
-                    rows = slice(start * k_pos, end * k_pos)
-                    feats[k][rows] = torch.gather(flat, 1, pos[..., None].expand(B, k_pos, C)).reshape(-1, C).numpy()
-                    idx = torch.stack([torch.as_tensor(ids)[:, None].expand(B, k_pos), pos // W, pos % W], dim=-1)
-                    index[k][rows] = idx.reshape(-1, 3).numpy()
-                bar.update(end - max(start, done))
+                if end > done:  # batches written before an interruption are skipped
+                    model(xb[: end - start].to(dev, non_blocking=True))
+                    if yb is not None:
+                        writer.labels[start:end] = yb[: end - start].cpu().numpy()
+                    _write_batch(writer, rec.activations, start, end, per_image, seed, pool)
+                    bar.update(end - max(start, done))
+                    writer.checkpoint(end)
                 start = end
-                if work is not None:  # checkpoint the progress so an interruption can resume
-                    for k in feats:
-                        feats[k].flush()
-                        index[k].flush()
-                    np.save(work / "labels.npy", labels)
-                    atomic_write_json(work / "progress.json", {"config": config, "done": end})
                 if start >= n_images:
                     break
     finally:
         bar.close()
-        model.train(was_training)
     if start < n_images:
         raise ValueError(f"the loader gave {start} images, fewer than the {n_images} its dataset reports")
-
-    info = {"config": config, "files": {k: _file_stem(k) for k in shapes}, "shapes": shapes, "n_images": n_images}
-    if work is None:
-        return FeatureBank(feats, index, labels, shapes, None, info)
-    for k in feats:
-        feats[k].flush()
-        index[k].flush()
-    del feats, index
-    np.save(work / "labels.npy", labels)
-    (work / "progress.json").unlink(missing_ok=True)
-    atomic_write_json(work / "bank.json", info)
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(work, root)
-    return FeatureBank.open(root)
+    return writer.finish(info)

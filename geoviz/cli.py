@@ -10,33 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def _notebooks() -> list[Path]:
-    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-
-
-def _find_notebook(name: str) -> Path:
-    p = Path(name)
-    if p.is_file():
-        return p
-    hits = [nb for nb in _notebooks() if nb.stem == name or nb.stem.startswith(name) or nb.stem.split("_", 1)[-1] == name]
-    if not hits:
-        from ._utils import unknown_name_message
-
-        raise SystemExit(unknown_name_message("notebook", name, [nb.stem for nb in _notebooks()]))
-    return hits[0]
-
-
-def _kernel_name() -> str:
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    return "geoviz" if "geoviz" in KernelSpecManager().find_kernel_specs() else "python3"
+from .batch import NoNotebooks, find_notebook, list_notebooks, no_notebooks_message, run_notebook
+from .paths import runs_root
 
 
 def _parse_value(v: str):
@@ -44,33 +22,6 @@ def _parse_value(v: str):
         return json.loads(v)
     except json.JSONDecodeError:
         return v
-
-
-def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, *, profile: str | None = None, html: bool = True, timeout: int | None = None) -> Path:
-    """Execute a notebook with papermill into ``out_dir`` and (optionally) export HTML beside it."""
-    import papermill as pm
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / path.name
-    env_profile = os.environ.get("GEOVIZ_PROFILE")
-    if profile:
-        os.environ["GEOVIZ_PROFILE"] = profile
-    try:
-        pm.execute_notebook(str(path), str(out), parameters=parameters or {}, kernel_name=_kernel_name(),
-                            cwd=str(Path.cwd()), progress_bar=False, execution_timeout=timeout)
-    finally:
-        if profile:
-            if env_profile is None:
-                os.environ.pop("GEOVIZ_PROFILE", None)
-            else:
-                os.environ["GEOVIZ_PROFILE"] = env_profile
-    if html:
-        import nbformat
-        from nbconvert import HTMLExporter
-
-        body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(out), as_version=4))
-        out.with_suffix(".html").write_text(body, encoding="utf-8")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     nb.add_argument("name", help="notebook file, or its name without number (quickstart)")
     nb.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     nb.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
-    nb.add_argument("--out", default="runs/notebooks")
+    nb.add_argument("--out", default=None, help="output folder (default: <runs root>/notebooks)")
     nb.add_argument("--no-html", action="store_true")
     d = sub.add_parser("demo", help="run every notebook headless (papermill) and export HTML")
     d.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
-    d.add_argument("--out", default="runs/notebooks")
+    d.add_argument("--out", default=None, help="output folder (default: <runs root>/notebooks)")
     args = ap.parse_args(argv)
 
     if args.cmd == "models":
@@ -105,10 +56,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n".join(list_datasets()))
     elif args.cmd == "train":
-        from .experiments.train import load_config, run_train
+        from .experiments.train import load_config, prepare_train, run_train
 
-        cfg = load_config(args.config, **{k: _parse_value(v) for k, v in args.set})
-        res = run_train(cfg)
+        from .capture import MemoryBudgetError
+
+        try:  # a bad config (or missing data, an unknown layer, ...) is a message, not a traceback
+            cfg = load_config(args.config, **{k: _parse_value(v) for k, v in args.set})
+            prepared = prepare_train(cfg)
+        except (KeyError, TypeError, ValueError, FileNotFoundError, MemoryBudgetError) as err:
+            raise SystemExit(f"geoviz train: {err.args[0] if err.args else err}") from None
+        res = run_train(prepared)
         if res.run is not None:
             print(json.dumps(res.run.read_metrics()["summary"], indent=1))
     elif args.cmd == "quickstart":
@@ -118,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res.save_metrics(), indent=1))
     elif args.cmd == "notebook":
         params = {k: _parse_value(v) for k, v in args.parameter}
-        out = run_notebook(_find_notebook(args.name), Path(args.out), params, profile=args.profile, html=not args.no_html)
+        out_dir = Path(args.out) if args.out else runs_root() / "notebooks"
+        out = run_notebook(find_notebook(args.name), out_dir, params, profile=args.profile, html=not args.no_html)
         print(out)
     elif args.cmd == "demo":
-        for path in _notebooks():
+        nbs = list_notebooks()
+        if not nbs:
+            raise NoNotebooks(no_notebooks_message())
+        out_dir = Path(args.out) if args.out else runs_root() / "notebooks"
+        for path in nbs:
             print(f"running {path.name} (profile {args.profile}) ...", flush=True)
-            out = run_notebook(path, Path(args.out), profile=args.profile)
+            out = run_notebook(path, out_dir, profile=args.profile)
             print(f"  → {out} and {out.with_suffix('.html')}", flush=True)
     return 0
 

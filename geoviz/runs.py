@@ -20,14 +20,15 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .paths import resolve_in_root, runs_root
 from ._io import atomic_torch_save, atomic_write_json, read_json, load_weights_only, to_jsonable
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
 def default_root() -> Path:
-    """``$GEOVIZ_RUNS`` if set, else ``runs/`` in the current directory."""
-    return Path(os.environ.get("GEOVIZ_RUNS", "runs"))
+    """``$GEOVIZ_RUNS`` if set, else ``runs/`` in the project root (``geoviz.paths``)."""
+    return runs_root()
 
 
 def config_hash(config: Any, n: int = 8) -> str:
@@ -40,11 +41,15 @@ def config_hash(config: Any, n: int = 8) -> str:
 class RunDir:
     """One run's folder. ``RunDir("resnet20-shapes10")`` → ``runs/resnet20-shapes10/``."""
 
+    @staticmethod
+    def valid_name(name) -> bool:
+        return isinstance(name, str) and bool(_NAME.match(name))
+
     def __init__(self, name: str, root: str | os.PathLike | None = None):
-        if not _NAME.match(name):
+        if not self.valid_name(name):
             raise ValueError(f"run name {name!r} must start with a letter or digit and use only letters, digits and _ . = + -")
         self.name = name
-        self.root = Path(root) if root is not None else default_root()
+        self.root = resolve_in_root(root) if root is not None else default_root()
         self.path = self.root / name
         self.path.mkdir(parents=True, exist_ok=True)
 
@@ -57,9 +62,11 @@ class RunDir:
         return self.path / "config.json"
 
     def write_config(self, config: Any) -> dict:
-        """Save the fully resolved config. A run resumed with a different config is refused."""
+        """Save the fully resolved config. Resuming a run that has made progress (a checkpoint or
+        logged epochs) with a different config is refused; a run that never got that far (it
+        failed before training) simply takes the new config."""
         data = to_jsonable(asdict(config) if is_dataclass(config) else dict(config))
-        if self.config_path.is_file():
+        if self.config_path.is_file() and self.has_progress():
             old = read_json(self.config_path)
             if old != data:
                 changed = sorted(k for k in set(old) | set(data) if old.get(k) != data.get(k))
@@ -69,6 +76,13 @@ class RunDir:
                 )
         atomic_write_json(self.config_path, data)
         return data
+
+    def has_progress(self) -> bool:
+        """Whether anything but the config was written: a checkpoint, epochs or a summary."""
+        if any(self.path.glob("*.pt")):
+            return True
+        m = self.read_metrics()
+        return bool(m["epochs"] or m["summary"]) or any(p.is_dir() for p in self.path.iterdir())
 
     def read_config(self) -> dict:
         return read_json(self.config_path)

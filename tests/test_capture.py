@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -174,6 +176,11 @@ def test_receptive_field_matches_the_analytic_formula():
     assert receptive_field(res, "layer1", 32).size == (7, 7)
     assert receptive_field(res, "layer3", 32).size == (25, 25)
     assert receptive_field(res, "layer1.0.relu#1", 32).size == (7, 7)
+    res.train()
+    with pytest.raises(ValueError, match=r"'layer1.0.relu' runs 2 time\(s\) per forward, so 'layer1.0.relu#5' does not exist: "
+                                         r"use 'layer1.0.relu#0', 'layer1.0.relu#1'"):
+        receptive_field(res, "layer1.0.relu#5", 32)
+    assert res.training  # the failed call gave the model its mode back
 
 
 def test_collect_in_memory_matches_record(net):
@@ -196,8 +203,10 @@ def test_collect_in_memory_matches_record(net):
 
 def test_collect_refuses_over_budget_with_the_estimate(net):
     data = TensorDataset(torch.rand(64, 3, 32, 32), torch.zeros(64, dtype=torch.long))
+    net.train()
     with pytest.raises(MemoryBudgetError, match=r"would hold 4\.\d MiB .* over max_bytes=1\.0 MiB.*out_dir="):
         collect(net, data, ["layer1"], max_bytes=2**20)
+    assert net.training
     with pytest.raises(ValueError, match="without shuffle"):
         collect(net, DataLoader(data, shuffle=True), ["layer1"])
 
@@ -215,7 +224,14 @@ class _Flaky(torch.utils.data.Dataset):
         return self.base[i]
 
 
-def test_collect_to_disk_is_lazy_and_resumes(net, tmp_path):
+def test_collect_to_disk_is_lazy_and_resumes(net, tmp_path, monkeypatch):
+    real_save = np.save
+
+    def save_to_memory_only(file, arr, *a, **kw):  # a file written in place could be read half-written
+        assert not isinstance(file, (str, os.PathLike)), f"np.save straight to {file}: not atomic"
+        return real_save(file, arr, *a, **kw)
+
+    monkeypatch.setattr(np, "save", save_to_memory_only)
     g = torch.Generator().manual_seed(1)
     base = TensorDataset(torch.rand(20, 3, 32, 32, generator=g), torch.arange(20) % 4)
     ref = collect(net, base, ["layer2"], positions_per_image=6, batch_size=4)

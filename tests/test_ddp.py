@@ -1,4 +1,5 @@
 """fit under DistributedDataParallel: two CPU processes with gloo end with identical weights."""
+import json
 import os
 import socket
 
@@ -27,7 +28,7 @@ def _worker(rank, world, port, out_dir):
     terms = ["ce", {"name": "kd"}, {"name": "geometric", "pairs": {"layer2": "layer2"}, "m": 64},
              {"name": "fitnet", "pairs": {"layer3": "layer3"}, "weight": 1.0}]
     res = fit(student, train, teacher=teacher, terms=terms, epochs=2, lr=0.05, batch_size=32, device="cpu",
-              progress=False, run=RunDir("run", out_dir))  # every rank can resume; rank 0 writes
+              progress=False, run=RunDir("run", os.path.join(out_dir, f"rank{rank}")))  # each rank its own folder: who wrote?
     state = {"student": student.state_dict(), "terms": [t.state_dict() for t in res.terms]}
     torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -47,5 +48,9 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
 
     init = build_model("resnet8", 10).state_dict()
     assert not torch.equal(init["conv1.weight"], a["student"]["conv1.weight"])
-    # only rank 0 wrote the run
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    # only rank 0 wrote its run: metrics of both epochs and a checkpoint; rank 1's folder stayed empty
+    written = json.loads((tmp_path / "rank0" / "run" / "metrics.json").read_text())
+    assert [r["epoch"] for r in written["epochs"]] == [1, 2] and (tmp_path / "rank0" / "run" / "last.pt").is_file()
+    ck = torch.load(tmp_path / "rank0" / "run" / "last.pt", weights_only=True)
+    assert len(ck["rng"]["ranks"]) == 2  # each rank's generators, so that each resumes its own
+    assert list((tmp_path / "rank1" / "run").iterdir()) == []

@@ -73,3 +73,30 @@ def test_torchvision_weights_from_a_local_file_replace_the_head(tmp_path, monkey
     torch.save({"nonsense": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="does not fit resnet18"):
         build_model("tv:resnet18", 4, weights=bad)
+
+
+def test_timm_weights_that_do_not_fit_are_refused(tmp_path, monkeypatch):
+    """timm is optional: a stand-in module with timm's create_model / reset_classifier interface."""
+    import sys
+    import types
+
+    class Net(torch.nn.Module):
+        def __init__(self, num_classes, width=8):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, width, 3)
+            self.head = torch.nn.Linear(width, num_classes)
+
+        def reset_classifier(self, n):
+            self.head = torch.nn.Linear(self.head.in_features, n)
+
+    fake = types.ModuleType("timm")
+    fake.create_model = lambda name, pretrained, num_classes, in_chans, width=8: Net(num_classes, width)
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    monkeypatch.setattr("geoviz.models._registry.timm_available", lambda: True)
+    good, other = tmp_path / "good.pth", tmp_path / "other.pth"
+    torch.save(Net(1000).state_dict(), good)
+    torch.save({"backbone.conv.weight": torch.zeros(1)}, other)
+    m = build_model("timm:tiny", 5, weights=str(good))
+    assert m.head.out_features == 5 and torch.equal(m.stem.weight, torch.load(good)["stem.weight"])
+    with pytest.raises(ValueError, match=r"does not fit timm:tiny: missing \['stem.weight', .*unexpected \['backbone.conv.weight'\]"):
+        build_model("timm:tiny", 5, weights=str(other))

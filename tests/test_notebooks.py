@@ -4,7 +4,7 @@ import json
 import nbformat
 import pytest
 
-from geoviz.cli import _notebooks, run_notebook
+from geoviz.batch import list_notebooks, run_notebook
 
 OVERRIDES = {
     "00_quickstart": {"projection": "pca", "epochs": 1, "layers": ["layer2", "layer3"], "seed": 1},
@@ -28,7 +28,7 @@ EXPECTED_SUMMARY = {
 
 
 def test_every_notebook_is_tested_and_well_formed():
-    nbs = _notebooks()
+    nbs = list_notebooks()
     assert nbs and {nb.stem for nb in nbs} == set(OVERRIDES) == set(EXPECTED_SUMMARY)
     for path in nbs:
         nb = nbformat.read(str(path), as_version=4)
@@ -42,7 +42,7 @@ def test_every_notebook_is_tested_and_well_formed():
 def test_notebook_runs_under_papermill_with_overrides(name, tmp_path, monkeypatch):
     monkeypatch.setenv("GEOVIZ_PROFILE", "smoke")
     monkeypatch.setenv("GEOVIZ_RUNS", str(tmp_path / "runs"))
-    src = next(p for p in _notebooks() if p.stem == name)
+    src = next(p for p in list_notebooks() if p.stem == name)
     out = run_notebook(src, tmp_path, OVERRIDES[name], html=True)
     nb = nbformat.read(str(out), as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -53,4 +53,9 @@ def test_notebook_runs_under_papermill_with_overrides(name, tmp_path, monkeypatc
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/metrics.json")]
     assert runs, "the notebook's last cell writes the run's metrics"
     assert EXPECTED_SUMMARY[name](runs[0]["summary"])
-    assert out.with_suffix(".html").stat().st_size > 10_000
+    # the HTML opens offline with one shared plotly.js beside it, not 5 MB copies inside each file
+    html = out.with_suffix(".html").read_text(encoding="utf-8")
+    assert 10_000 < len(html.encode()) < 3_000_000 and '<script src="plotly.min.js">' in html
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000 and "plotly.js v" not in html
+    declared = nbformat.read(str(src), as_version=4).metadata["geoviz"]["figures"]
+    assert html.count("Plotly.newPlot") >= declared  # every declared figure drawn, the apps' ones included

@@ -29,9 +29,9 @@ def test_datasets_are_balanced_and_hold_the_named_classes(key):
     # image j of class c is image (c_task + k*j) of the source task: regenerate and check its class
     for label, (task, cls) in enumerate(exp.sources):
         k, c = len(TASKS[task]), TASKS[task].index(cls)
-        from geoviz.datasets.shapes import _SPLIT_OFFSET
+        from geoviz.datasets.shapes import SPLIT_OFFSET
 
-        _, _, meta = make_shapes(task, 1, size=32, indices=[_SPLIT_OFFSET["val"] + c + k * 3])
+        _, _, meta = make_shapes(task, 1, size=32, indices=[SPLIT_OFFSET["val"] + c + k * 3])
         assert meta[0]["class"] == cls == ds.classes[label]
 
 
@@ -87,7 +87,28 @@ def test_probe_pipeline_on_a_small_net():
     rows = probe_layers(net, ProbeDataset("E3", "train", n_per_class=20), ProbeDataset("E3", "transfer", n_per_class=10), folds=2)
     assert [r["layer"] for r in rows] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1"]
     assert rows[0]["relative_depth"] == 0 and rows[-1]["relative_depth"] == 1 and rows[-1]["channels"] == 64
-    assert all(0 <= r["cv_acc"] <= 1 and 0 <= r["transfer_acc"] <= 1 for r in rows)
+    # the same numbers, independently: a plain forward hook, pooling by hand, scikit-learn's probe
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def pooled(ds, layer):
+        out = []
+        h = net.get_submodule(layer).register_forward_hook(lambda m, i, o: out.append(o.mean(dim=(2, 3)).double()))
+        with torch.no_grad():
+            net(torch.stack([ds[i][0] for i in range(len(ds))]))
+        h.remove()
+        return out[0].numpy(), ds.labels.numpy()
+
+    train, transfer = ProbeDataset("E3", "train", n_per_class=20), ProbeDataset("E3", "transfer", n_per_class=10)
+    for row in (rows[1], rows[4]):
+        xtr, ytr = pooled(train, row["layer"])
+        xte, yte = pooled(transfer, row["layer"])
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        cv = cross_val_score(probe, xtr, ytr, cv=StratifiedKFold(2, shuffle=True, random_state=0)).mean()
+        assert row["cv_acc"] == pytest.approx(cv, abs=1e-9)
+        assert row["transfer_acc"] == pytest.approx(probe.fit(xtr, ytr).score(xte, yte), abs=1e-9)
 
 
 def test_bad_configs_fail_clearly(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._utils import eval_mode
 from ..capture import ActivationRecorder, align_maps
 from ..geometry import knn_agreement, linear_cka
 
@@ -17,25 +18,19 @@ def layer_alignment(student: nn.Module, teacher: nn.Module, images: torch.Tensor
     seeded). Returns ``{"s_layer→t_layer": {"knn_agreement": .., "cka": ..}}``."""
     dev_s = next(student.parameters()).device
     dev_t = next(teacher.parameters()).device
-    modes = student.training, teacher.training
-    student.eval()
-    teacher.eval()
     fs = {p: [] for p in pairs}
     ft = {p: [] for p in pairs}
-    try:
-        with ActivationRecorder(student, list(pairs), device="cpu") as rs, ActivationRecorder(teacher, list(pairs.values()), device="cpu") as rt:
-            for i in range(0, len(images), batch_size):
-                x = images[i : i + batch_size]
-                student(x.to(dev_s))
-                teacher(x.to(dev_t))
-                sa, ta = rs.activations, rt.activations
-                for s_layer, t_layer in pairs.items():
-                    a, b = align_maps(sa[s_layer].float(), ta[t_layer].float(), align)
-                    fs[s_layer].append(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
-                    ft[s_layer].append(b.permute(0, 2, 3, 1).reshape(-1, b.shape[1]))
-    finally:
-        student.train(modes[0])
-        teacher.train(modes[1])
+    with eval_mode(student, teacher), ActivationRecorder(student, list(pairs), device="cpu") as rs, \
+            ActivationRecorder(teacher, list(pairs.values()), device="cpu") as rt:
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size]
+            student(x.to(dev_s))
+            teacher(x.to(dev_t))
+            sa, ta = rs.activations, rt.activations
+            for s_layer, t_layer in pairs.items():
+                a, b = align_maps(sa[s_layer].float(), ta[t_layer].float(), align)
+                fs[s_layer].append(a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]))
+                ft[s_layer].append(b.permute(0, 2, 3, 1).reshape(-1, b.shape[1]))
     g = torch.Generator().manual_seed(seed)
     out = {}
     for s_layer, t_layer in pairs.items():

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..geometry import angle_matrix, class_means
+from ..inference import predict
 
 NORMALIZE = ("pair", "true", "none")
 
@@ -158,8 +159,6 @@ class AngleConfusionTracker:
         self.num_classes, self.data, self.n_boot, self.batch_size = num_classes, data, n_boot, batch_size
 
     def __call__(self, state) -> None:
-        from ..engine import predict
-
         data = self.data if self.data is not None else state.val_loader
         if data is None:
             raise ValueError("AngleConfusionTracker needs data=, or fit(..., val=...)")

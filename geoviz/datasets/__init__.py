@@ -1,11 +1,12 @@
 """Data sets: procedural shapes (embedded default) and loaders for real data read from ``data/``."""
-from .registry import data_root, get_dataset, list_datasets, num_classes, register_dataset
+from ..paths import data_root
+from .registry import dataset_arguments, get_dataset, list_datasets, num_classes, register_dataset
 from .shapes import TASKS, VARIANTS, ShapesDataset, make_shapes
 from .splits import balanced_holdout, labels_of, train_fraction
 from . import images  # noqa: E402,F401  (registers cifar10)
 
 __all__ = [
     "TASKS", "VARIANTS", "ShapesDataset", "make_shapes",
-    "get_dataset", "list_datasets", "register_dataset", "data_root", "num_classes",
+    "get_dataset", "dataset_arguments", "list_datasets", "register_dataset", "data_root", "num_classes",
     "balanced_holdout", "labels_of", "train_fraction",
 ]

@@ -16,16 +16,6 @@ import torch
 _CHUNK_ELEMENTS = 1 << 23  # elements of one (B, P, V) intermediate
 
 
-def pad_polygons(polys: list[torch.Tensor]) -> torch.Tensor:
-    """Stack polygons with different vertex counts into (B, Vmax, 2), repeating each last vertex."""
-    vmax = max(p.shape[0] for p in polys)
-    out = torch.empty(len(polys), vmax, 2)
-    for i, p in enumerate(polys):
-        out[i, : p.shape[0]] = p
-        out[i, p.shape[0]:] = p[-1]
-    return out
-
-
 def pixel_centres(size: int) -> torch.Tensor:
     """(size*size, 2) pixel centres (x, y), row-major."""
     c = torch.arange(size, dtype=torch.float32) + 0.5

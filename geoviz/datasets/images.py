@@ -12,12 +12,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .registry import data_root, register_dataset
+from ..paths import data_root, resolve_in_root
+from .registry import register_dataset
 from .splits import balanced_holdout
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _missing(name: str, folder: Path, how: str) -> FileNotFoundError:
@@ -81,7 +80,7 @@ def load_cifar10(root: str | Path | None = None, train: bool = True, *, verify: 
                 self.classes = pickle.load(fh, encoding="latin1")[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
-    root = Path(root) if root is not None else data_root()
+    root = resolve_in_root(root) if root is not None else data_root()
     folder = root / "cifar-10-batches-py"
     if not folder.is_dir():
         raise _missing("CIFAR-10", folder, "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data/")
@@ -147,7 +146,7 @@ def load_mnist(root: str | Path | None = None, train: bool = True) -> tuple[torc
 
     import torchvision
 
-    root = Path(root) if root is not None else data_root()
+    root = resolve_in_root(root) if root is not None else data_root()
     raw = root / "MNIST" / "raw"
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for name in names:

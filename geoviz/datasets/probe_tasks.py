@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._utils import unknown_name_message
-from .shapes import _SPLIT_OFFSET, TASKS, make_shapes
+from .shapes import SPLIT_OFFSET, TASKS, make_shapes
 
 TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.38, 0.46), "connectivity": (0.07, 0.1), "inside": (0.32, 0.4)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,10 +48,6 @@ class ProbeExperiment:
     @property
     def classes(self) -> list[str]:
         return [c for _, c in self.sources]
-
-    @property
-    def trains_on(self) -> str:
-        return "regular outlines at the default sizes"
 
     @property
     def tests_on(self) -> str:
@@ -100,7 +96,7 @@ class ProbeDataset(Dataset):
             k = len(TASKS[task])
             c = TASKS[task].index(cls)
             # image j of this class: index c + k*j of the task (class = index mod k), from the split's range
-            idx = _SPLIT_OFFSET[split] + c + k * np.arange(n_per_class)
+            idx = SPLIT_OFFSET[split] + c + k * np.arange(n_per_class)
             kw = {} if which == "train" else {"variant": "irregular", "scale": TRANSFER_SCALE[task]}
             im, _, _ = make_shapes(task, n_per_class, size=size, seed=seed, indices=idx, return_meta=False, **kw)
             images.append(im)

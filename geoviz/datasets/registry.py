@@ -5,8 +5,7 @@ and never downloaded.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import inspect
 from typing import Callable
 
 from torch.utils.data import Dataset
@@ -16,11 +15,6 @@ from .shapes import TASKS, ShapesDataset
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {}
 SPLITS = ("train", "val", "test")
-
-
-def data_root() -> Path:
-    """``$GEOVIZ_DATA`` if set, else ``data/`` in the current directory."""
-    return Path(os.environ.get("GEOVIZ_DATA", "data"))
 
 
 def register_dataset(name: str):
@@ -35,13 +29,23 @@ def list_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
+def dataset_arguments(name: str) -> list[str]:
+    """The keyword arguments data set ``name`` takes besides split, n and seed."""
+    if name not in _LOADERS:
+        raise KeyError(unknown_name_message("dataset", name, list_datasets()))
+    fn = _LOADERS[name]
+    params = getattr(fn, "accepts", None) or inspect.signature(fn).parameters
+    return sorted(set(params) - {"self", "split", "n", "seed", "task", "kwargs"})
+
+
 def get_dataset(name: str, split: str = "train", *, n: int | None = None, seed: int = 0, **kwargs) -> Dataset:
     """A data set by name: ``shapes10``, ``quad``, ``hole``, ``connectivity``, ``inside`` (with
     ``variant=``), and the real ones registered in ``images.py`` when their files are in ``data/``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
-    if name not in _LOADERS:
-        raise KeyError(unknown_name_message("dataset", name, list_datasets()))
+    bad = sorted(set(kwargs) - set(dataset_arguments(name)))
+    if bad:
+        raise TypeError(f"data set {name!r} takes no argument(s) {bad}; it takes {dataset_arguments(name)}")
     return _LOADERS[name](split=split, n=n, seed=seed, **kwargs)
 
 
@@ -57,6 +61,7 @@ def _shapes_loader(task: str):
         default_n = {"train": 5000, "val": 1000, "test": 2000}[split]
         return ShapesDataset(task, n or default_n, seed=seed, split=split, **kwargs)
 
+    load.accepts = list(inspect.signature(ShapesDataset.__init__).parameters)
     return load
 
 

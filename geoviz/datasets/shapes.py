@@ -59,7 +59,7 @@ MIN_SIZE = 16
 # A hole or a dot needs ~2 px of clearance on every side to survive rasterisation; below these
 # sizes there is no room for that, so the labels could not be guaranteed.
 TASK_MIN_SIZE = {"hole": 24, "inside": 32}
-_SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
+SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
 _BATCH = 1024
 SHAPES10_MAX_TILT = 25.0  # degrees either way
 _CIRCLE_SIDES = 32
@@ -507,8 +507,8 @@ class ShapesDataset(Dataset):
         scale: tuple[float, float] | None = None,
         transform=None,
     ):
-        choice("split", split, tuple(_SPLIT_OFFSET))
-        images, labels, _ = make_shapes(task, n, size=size, seed=seed, variant=variant, start=_SPLIT_OFFSET[split], scale=scale, return_meta=False)
+        choice("split", split, tuple(SPLIT_OFFSET))
+        images, labels, _ = make_shapes(task, n, size=size, seed=seed, variant=variant, start=SPLIT_OFFSET[split], scale=scale, return_meta=False)
         if channels is not None:
             if channels not in (1, 3):
                 raise ValueError(f"channels must be 1 or 3, got {channels!r}")

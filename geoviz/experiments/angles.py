@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import resolve_device, seed_everything
+from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.angles import AngleConfusionTracker, angle_confusion_correlation, class_vector_angles, confusion_rates
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, num_classes
@@ -149,8 +149,6 @@ class AnglesResult(SavesSummary):
 
 
 def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True) -> AnglesResult:
-    from tqdm.auto import tqdm
-
     device = resolve_device(cfg.device)
     train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0)
     val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0)
@@ -162,7 +160,7 @@ def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True) -> An
     exp.write_config(cfg)
     runs = []
     jobs = [(s, m) for s in cfg.seeds for m in cfg.methods]
-    for seed, method in tqdm(jobs, desc="training runs", disable=not progress):
+    for seed, method in progress_bar(jobs, desc="training runs", enabled=progress):
         seed_everything(seed)
         model = build_model(cfg.model, k, in_chans=in_chans, **cfg.model_kwargs)
         if method != "ce":

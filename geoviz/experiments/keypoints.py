@@ -10,14 +10,14 @@ set-up's mean keypoints per image), and the small CNN on raw pixels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from .._utils import resolve_device, seed_everything
+from .._utils import progress_bar, resolve_device, seed_everything
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, labels_of
 from ..engine import fit
@@ -80,7 +80,6 @@ class KeypointsResult(SavesSummary):
     curves: dict[str, dict]  # method → {"keep": [...], "mse": [...]}
     classification: list[dict]
     experiment: RunDir | None = None
-    sc_codes: torch.Tensor | None = field(default=None, repr=False)
 
     def reconstruct(self, setup: str, image: int, keep: int | None = None, types=None) -> np.ndarray:
         """The decoder's image from the ``keep`` strongest keypoints (of ``types``) of a test image."""
@@ -108,8 +107,6 @@ def run_keypoints(cfg: KeypointsConfig, *, run_root=None, progress: bool = True)
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from tqdm.auto import tqdm
-
     device = resolve_device(cfg.device)
     kw = {"size": cfg.size} if cfg.dataset != "mnist" else {}
     train = get_dataset(cfg.dataset, "train", n=cfg.n_train, **kw)
@@ -126,7 +123,7 @@ def run_keypoints(cfg: KeypointsConfig, *, run_root=None, progress: bool = True)
     exp.write_config(cfg)
 
     steps = list(cfg.setups) + ["sparse coding", "classifiers"]
-    bar = tqdm(total=len(steps), desc="keypoints", disable=not progress)
+    bar = progress_bar(total=len(steps), desc="keypoints", enabled=progress)
     models, kps, recon, curves = {}, {}, [], {}
     for setup in cfg.setups:
         bar.set_postfix_str(f"autoencoder {setup}")
@@ -188,4 +185,4 @@ def run_keypoints(cfg: KeypointsConfig, *, run_root=None, progress: bool = True)
                  "test_acc": logreg(keypoint_histogram(sc_tr), keypoint_histogram(sc_te))})
     bar.update()
     bar.close()
-    return KeypointsResult(cfg, models, coder, xte, yte.numpy(), names, kps, recon, curves, rows, exp, z_te)
+    return KeypointsResult(cfg, models, coder, xte, yte.numpy(), names, kps, recon, curves, rows, exp)

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from .._utils import resolve_device, seed_everything
+from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.probes import pooled_features, probe_layers
 from ..config import ExperimentConfig
 from ..datasets import get_dataset
 from ..datasets.probe_tasks import EXPERIMENTS, ProbeDataset, get_experiment
 from ..engine import evaluate, fit
 from ..models import block_layers, build_model, list_models, save_model, weight_layers
-from ..models._registry import timm_available
+from ..models import timm_available
 from ..runs import RunDir, config_hash
 from . import SavesSummary
 
@@ -167,9 +167,6 @@ class ProbesResult(SavesSummary):
                 "scratch_faster_on_global": bool(faster_global), "verdict": "supported" if faster_local and faster_global else "not supported"}
         return out
 
-    def probe_table(self) -> list[dict]:
-        return self.probes
-
     # ---------------------------------------------------------------- on demand
     def embedding(self, experiment: str, architecture: str, start: str, layer: str, method: str = "umap"):
         """2-D projection of the pooled activations of a frozen starting network at ``layer`` on
@@ -280,8 +277,6 @@ def check_pretrained_weights(cfg: ProbesConfig) -> None:
 
 
 def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> ProbesResult:
-    from tqdm.auto import tqdm
-
     check_pretrained_weights(cfg)
     device = resolve_device(cfg.device)
     notes = sorted({n for a in cfg.architectures for n in [resolve_architecture(a)[1]] if n})
@@ -304,7 +299,7 @@ def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> Pr
 
     runs, probes = [], []
     jobs = [(e, a, s, seed) for e in cfg.experiments for a in cfg.architectures for s in cfg.starts for seed in cfg.seeds]
-    for e, a, s, seed in tqdm(jobs, desc="fine-tuning runs", disable=not progress):
+    for e, a, s, seed in progress_bar(jobs, desc="fine-tuning runs", enabled=progress):
         exp = get_experiment(e)
         k = len(exp.classes)
         train = _probe_data(cfg, e, a, "train", cfg.n_per_class, "train")
@@ -330,7 +325,7 @@ def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> Pr
 
     # layer-wise linear probes of the frozen starting networks
     pjobs = [(e, a, s) for e in cfg.experiments for a in cfg.architectures for s in cfg.starts]
-    for e, a, s in tqdm(pjobs, desc="layer probes", disable=not progress):
+    for e, a, s in progress_bar(pjobs, desc="layer probes", enabled=progress):
         exp = get_experiment(e)
         model = _make_model(a, s, len(exp.classes), cfg, frozen).to(device).eval()
         ptrain = _probe_data(cfg, e, a, "train", cfg.probe_n_per_class, "test")

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import resolve_device, seed_everything
-from ..capture import FeatureBank, ReceptiveField, collect, receptive_field
-from ..config import ExperimentConfig
+from .._utils import choice, resolve_device, seed_everything
+from ..capture import FeatureBank, ReceptiveField, collect, receptive_field, resolve_layers
+from ..config import ExperimentConfig, check_range
 from ..datasets import get_dataset, num_classes
 from ..engine import FitResult, fit
 from ..geometry import knn, knn_agreement
 from ..models import build_model
-from ..projection import project
+from ..projection import METHODS as PROJECTIONS, project
 from ..runs import RunDir, config_hash
 
 
@@ -43,6 +43,16 @@ class QuickstartConfig(ExperimentConfig):
     n_neighbors: int = 15
     k: int = 10  # neighbourhood size of the geometric measures
     device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        choice("projection", self.projection, PROJECTIONS)
+        if not self.layers:
+            raise ValueError("layers must name at least one module path, e.g. ('layer1', 'layer3')")
+        for key, low in (("n_train", 1), ("n_val", 1), ("n_images", 3), ("positions_per_image", 1), ("epochs", 1),
+                         ("batch_size", 1), ("n_neighbors", 2), ("k", 1)):
+            check_range(key, getattr(self, key), low)
+        check_range("lr", self.lr, 0, low_open=True)
 
     PROFILE_OVERRIDES = {
         "smoke": dict(n_train=400, n_val=100, n_images=40, positions_per_image=6, epochs=1),
@@ -75,11 +85,12 @@ def run_quickstart(cfg: QuickstartConfig, *, run_root=None, progress: bool = Tru
     probe = get_dataset(cfg.dataset, "test", n=cfg.n_images, seed=cfg.seed)
     in_chans = probe[0][0].shape[0]
     model = build_model(cfg.model, num_classes(train), in_chans=in_chans)
+    resolve_layers(model, list(cfg.layers))  # an unknown layer fails now, with the closest names, not after training
     run = RunDir(f"quickstart-{cfg.model}-{cfg.dataset}-{config_hash(cfg)}", run_root)
     run.write_config(cfg)
     result = fit(model, train, val, test=probe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                  device=device, run=run, seed=cfg.seed, progress=progress)
-    model.eval()
+    model.eval()  # the result's model is for analysis
     bank = collect(model, probe, list(cfg.layers), positions_per_image=cfg.positions_per_image,
                    seed=cfg.seed, device=device, progress=progress)
     size = probe[0][0].shape[-2:]

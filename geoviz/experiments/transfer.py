@@ -21,19 +21,21 @@ whatever its fraction (so a smaller fraction means more epochs over fewer images
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .._utils import resolve_device, seed_everything
+from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis import layer_alignment
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, num_classes, train_fraction
-from ..engine import TeacherCache, fit
+from ..engine import TeacherCache, build_terms, evaluate, fit
 from ..losses.geometric import KINDS
 from ..models import build_model, load_state
-from ..runs import RunDir, config_hash
+from ..paths import resolve_in_root
+from ..runs import RunDir, config_hash, default_root
 from . import SavesSummary
 
 METHODS = ("ce", "kd", "geometric", "geometric+kd")
@@ -91,8 +93,8 @@ class TransferConfig(ExperimentConfig):
     }
 
     def __post_init__(self):
+        object.__setattr__(self, "pairs", _pairs(self.pairs))  # a {student: teacher} mapping is fine too
         super().__post_init__()
-        object.__setattr__(self, "pairs", _pairs(self.pairs))
         if not self.pairs:
             raise ValueError("pairs must name at least one (student layer, teacher layer)")
         if self.kind not in KINDS:
@@ -160,24 +162,38 @@ def _epochs_for(cfg: TransferConfig, n_images: int) -> int:
     return max(1, math.ceil(cfg.student_steps / per_epoch))
 
 
-def run_transfer(cfg: TransferConfig, *, run_root=None, progress: bool = True) -> TransferResult:
-    from tqdm.auto import tqdm
+def _teacher_checkpoint(cfg: TransferConfig, run_root) -> Path | None:
+    """``teacher_checkpoint`` as a path: absolute as given, relative inside the runs root."""
+    if not cfg.teacher_checkpoint:
+        return None
+    p = Path(cfg.teacher_checkpoint).expanduser()
+    if not p.is_absolute():
+        p = (resolve_in_root(run_root) if run_root is not None else default_root()) / p
+    if not p.is_file():
+        raise FileNotFoundError(f"teacher_checkpoint {cfg.teacher_checkpoint!r} → {p} does not exist (a relative path is "
+                                f"taken inside the runs root); train the teacher first or leave teacher_checkpoint=None")
+    return p
 
+
+def run_transfer(cfg: TransferConfig, *, run_root=None, progress: bool = True) -> TransferResult:
     device = resolve_device(cfg.device)
     train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0)
     val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0)
     test = get_dataset(cfg.dataset, "test", n=cfg.n_test, seed=0)
     k_cls, in_chans = num_classes(train), train[0][0].shape[0]
     pairs = dict(cfg.pairs)
+    seed_everything(1000)
+    teacher = build_model(cfg.teacher, k_cls, in_chans=in_chans, **cfg.teacher_kwargs)
+    checkpoint = _teacher_checkpoint(cfg, run_root)
+    for method in cfg.methods:  # names, settings and layer pairs checked before anything is written
+        build_terms(cfg.terms(method), build_model(cfg.student, k_cls, in_chans=in_chans, **cfg.student_kwargs), teacher, None)
     exp = RunDir(f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}", run_root)
     exp.write_config(cfg)
 
     # the teacher: trained once on the whole training split (or loaded), resumable
-    seed_everything(1000)
-    teacher = build_model(cfg.teacher, k_cls, in_chans=in_chans, **cfg.teacher_kwargs)
-    if cfg.teacher_checkpoint:
-        load_state(teacher, cfg.teacher_checkpoint)
-        teacher_summary = {"checkpoint": cfg.teacher_checkpoint, "test_acc": None}
+    if checkpoint is not None:
+        load_state(teacher, checkpoint)
+        teacher_summary = {"checkpoint": str(checkpoint), "test_acc": None}
     else:
         teacher_summary = fit(teacher, train, val, test=test, epochs=cfg.teacher_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                               schedule=cfg.schedule, device=device, run=RunDir("teacher", exp.path), seed=1000, progress=progress).summary
@@ -185,10 +201,8 @@ def run_transfer(cfg: TransferConfig, *, run_root=None, progress: bool = True) -
         if best is not None:  # the teacher is the model selected on validation
             teacher.load_state_dict(best["model"])
     teacher.to(device).eval()
-    from ..engine import evaluate
-
     teacher_summary["test_acc"] = evaluate(teacher, test, device=device)["acc"]
-    cache = TeacherCache(teacher, train, list(pairs.values()), device=device) if getattr(train, "deterministic", False) else None
+    cache = TeacherCache.if_it_fits(teacher, train, list(pairs.values()), device=device)
 
     probe = torch.stack([test[i][0] for i in range(min(cfg.probe_images, len(test)))])
     geometry_init = {}
@@ -198,7 +212,7 @@ def run_transfer(cfg: TransferConfig, *, run_root=None, progress: bool = True) -
 
     rows, histories = [], {}
     jobs = [(s, f, m) for s in cfg.seeds for f in cfg.train_fractions for m in cfg.methods]
-    bar = tqdm(jobs, desc="student runs", disable=not progress)
+    bar = progress_bar(jobs, desc="student runs", enabled=progress)
     for seed, frac, method in bar:
         name = f"{method}-f{frac:g}-s{seed}"
         bar.set_postfix_str(name)

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import align_maps
-from .geometric import _full
+from ._precision import full_precision
 
 
 def _embed(x: torch.Tensor) -> torch.Tensor:
-    return _full(x).mean(dim=(2, 3)) if x.dim() == 4 else _full(x).flatten(1)
+    return full_precision(x).mean(dim=(2, 3)) if x.dim() == 4 else full_precision(x).flatten(1)
 
 
 def _same_batch(s: torch.Tensor, t: torch.Tensor) -> None:
@@ -39,14 +39,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     _same_batch(student_logits, teacher_logits)
     if T <= 0:
         raise ValueError(f"temperature T must be > 0, got {T}")
-    log_q = F.log_softmax(_full(student_logits) / T, dim=1)
-    p = F.softmax(_full(teacher_logits).detach() / T, dim=1)
+    log_q = F.log_softmax(full_precision(student_logits) / T, dim=1)
+    p = F.softmax(full_precision(teacher_logits).detach() / T, dim=1)
     return F.kl_div(log_q, p, reduction="batchmean") * T * T
 
 
 def fitnet_loss(s: torch.Tensor, t: torch.Tensor, regressor: nn.Module) -> torch.Tensor:
     s, t = align_maps(s, t.detach(), "pool")
-    return F.mse_loss(_full(regressor(s)), _full(t))
+    return F.mse_loss(full_precision(regressor(s)), full_precision(t))
 
 
 class FitNet(nn.Module):
@@ -61,7 +61,7 @@ class FitNet(nn.Module):
 
 
 def _attention(x: torch.Tensor, p: float) -> torch.Tensor:
-    return F.normalize(_full(x).abs().pow(p).mean(1).flatten(1), dim=1)
+    return F.normalize(full_precision(x).abs().pow(p).mean(1).flatten(1), dim=1)
 
 
 def at_loss(s: torch.Tensor, t: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -70,7 +70,7 @@ def at_loss(s: torch.Tensor, t: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
-    f = _full(x).flatten(1)
+    f = full_precision(x).flatten(1)
     return F.normalize(f @ f.T, dim=1)
 
 

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import align_maps
+from ..capture import ALIGN_MODES, align_maps
+from ._precision import full_precision
 
 KINDS = ("affinity_kl", "cosine_pairwise", "knn_soft")
 DEFAULT_KIND = "affinity_kl"
@@ -54,11 +55,6 @@ def paired_local_features(s: torch.Tensor, t: torch.Tensor, m: int | None = 256,
             return fs, ft
         positions = torch.randperm(n, generator=generator, device="cpu" if generator is not None else fs.device)[:m].to(fs.device)
     return fs[positions], ft[positions]
-
-
-def _full(x: torch.Tensor) -> torch.Tensor:
-    """At least float32 (autocast may hand us bf16/fp16); float64 stays float64."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _sq_dists(f: torch.Tensor) -> torch.Tensor:
@@ -134,7 +130,7 @@ def local_geometry_loss(s: torch.Tensor, t: torch.Tensor, kind: str = DEFAULT_KI
         raise ValueError(f"unknown geometric loss kind {kind!r}; allowed: {KINDS} (default {DEFAULT_KIND!r})")
     if m is not None and m < 3:
         raise ValueError(f"m (sampled positions) must be >= 3, got {m}")
-    fs, ft = paired_local_features(_full(s), _full(t).detach(), m, align=align, positions=positions, generator=generator)
+    fs, ft = paired_local_features(full_precision(s), full_precision(t).detach(), m, align=align, positions=positions, generator=generator)
     if kind == "affinity_kl":
         return affinity_kl(fs, ft, affinity=affinity, tau=tau)
     if kind == "cosine_pairwise":
@@ -149,6 +145,10 @@ class LocalGeometryLoss(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown geometric loss kind {kind!r}; allowed: {KINDS}")
+        if align not in ALIGN_MODES:
+            raise ValueError(f"unknown align mode {align!r}; allowed: {ALIGN_MODES}")
+        if affinity not in AFFINITIES:
+            raise ValueError(f"unknown affinity {affinity!r}; allowed: {AFFINITIES}")
         self.kind, self.k, self.m, self.align, self.affinity, self.tau = kind, k, m, align, affinity, tau
 
     def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import unknown_name_message
+from .._utils import check_number, choice, unknown_name_message
 from . import distill
 from .angular import ical_loss
 from .geometric import DEFAULT_KIND, LocalGeometryLoss
@@ -41,6 +41,9 @@ class Term(nn.Module):
 
     def __init__(self, weight: float | None = None, pairs: dict[str, str] | None = None):
         super().__init__()
+        check_number("weight", weight, low=0, allow_none=True)
+        if pairs is not None and not isinstance(pairs, dict):
+            raise TypeError(f"pairs must map student layers to teacher layers ({{'layer2': 'layer2'}}), got {pairs!r}")
         self.weight = float(self.default_weight if weight is None else weight)
         self.pairs = dict(pairs or {})
         if self.needs_pairs and not self.pairs:
@@ -69,7 +72,7 @@ class CrossEntropy(Term):
 
     def __init__(self, weight=None, label_smoothing: float = 0.0):
         super().__init__(weight)
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0, high=1, high_open=True)
 
     def forward(self, inp: TermInputs) -> torch.Tensor:
         return F.cross_entropy(inp.logits.float(), inp.targets, label_smoothing=self.label_smoothing)
@@ -106,7 +109,7 @@ class KD(Term):
 
     def __init__(self, weight=None, T: float = 4.0):
         super().__init__(weight)
-        self.T = T
+        self.T = check_number("T", T, low=0, low_open=True)
 
     def forward(self, inp):
         return distill.kd_loss(inp.logits, inp.teacher_logits, self.T)
@@ -122,6 +125,9 @@ class Geometric(Term):
     def __init__(self, weight=None, pairs=None, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256,
                  align: str = "pool", affinity: str = "gaussian", tau: float = 0.1):
         super().__init__(weight, pairs)
+        check_number("k", k, low=1, integer=True)
+        check_number("m", m, low=3, integer=True, allow_none=True)
+        check_number("tau", tau, low=0, low_open=True)
         self.loss = LocalGeometryLoss(kind, k, m, align, affinity, tau)
 
     def forward(self, inp):
@@ -152,10 +158,13 @@ class AT(Term):
 
     def __init__(self, weight=None, pairs=None, p: float = 2.0):
         super().__init__(weight, pairs)
-        self.p = p
+        self.p = check_number("p", p, low=0, low_open=True)
 
     def forward(self, inp):
         return self.pair_losses(inp, lambda s, t: distill.at_loss(s, t, self.p))
+
+    def spec(self):
+        return {**super().spec(), "p": self.p}
 
 
 class SP(Term):
@@ -173,10 +182,13 @@ class RKD(Term):
 
     def __init__(self, weight=None, pairs=None, w_dist: float = 25.0, w_angle: float = 50.0):
         super().__init__(weight, pairs)
-        self.w_dist, self.w_angle = w_dist, w_angle
+        self.w_dist, self.w_angle = check_number("w_dist", w_dist, low=0), check_number("w_angle", w_angle, low=0)
 
     def forward(self, inp):
         return self.pair_losses(inp, lambda s, t: distill.rkd_loss(s, t, self.w_dist, self.w_angle))
+
+    def spec(self):
+        return {**super().spec(), "w_dist": self.w_dist, "w_angle": self.w_angle}
 
 
 class PKT(Term):
@@ -198,7 +210,8 @@ class ICAL(Term):
 
     def __init__(self, weight=None, pairs: str = "all", momentum: float = 0.9):
         super().__init__(weight)
-        self.pairs_mode, self.momentum = pairs, momentum
+        choice("pairs", pairs, ("all", "confused"))
+        self.pairs_mode, self.momentum = pairs, check_number("momentum", momentum, low=0, high=1, high_open=True)
         # not saved: after a resume the running confusion rebuilds within a few batches
         self.register_buffer("pair_counts", torch.zeros(0), persistent=False)
 
@@ -243,5 +256,5 @@ def build_term(spec) -> Term:
         raise KeyError(unknown_name_message("loss term", name, list(TERMS)))
     try:
         return TERMS[name](**spec)
-    except TypeError as err:
-        raise TypeError(f"bad settings for loss term {name!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"bad settings for loss term {name!r}: {err}") from None

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._utils import eval_mode
+
 SETUPS = {"MF4": {"num_types": 4, "learned": False}, "AF4": {"num_types": 4, "learned": True}, "AF5": {"num_types": 5, "learned": True}}
 TABLE_COLUMNS = ("image", "type", "y", "x", "intensity")
 
@@ -213,13 +215,9 @@ class SparseKeypointAE(nn.Module):
     # ---------------------------------------------------------------- keypoints
     @torch.no_grad()
     def encode(self, images: torch.Tensor, batch_size: int = 256) -> Keypoints:
-        was = self.training
-        self.eval()
-        try:
-            dev = next(self.parameters()).device
+        dev = next(self.parameters()).device
+        with eval_mode(self):
             maps = torch.cat([self.code(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
-        finally:
-            self.train(was)
         return Keypoints.from_maps(maps)
 
     @torch.no_grad()
@@ -227,13 +225,9 @@ class SparseKeypointAE(nn.Module):
         maps = keypoints.to_maps() if isinstance(keypoints, Keypoints) else keypoints
         if maps.dim() != 4 or maps.shape[1] != self.num_types:
             raise ValueError(f"expected sparse maps (B, {self.num_types}, H, W), got {tuple(maps.shape)}")
-        was = self.training
-        self.eval()
-        try:
-            dev = next(self.parameters()).device
+        dev = next(self.parameters()).device
+        with eval_mode(self):
             return torch.cat([self.decoder(maps[i : i + batch_size].to(dev)).cpu() for i in range(0, len(maps), batch_size)])
-        finally:
-            self.train(was)
 
     def building_block(self, type: int, intensity: float = 1.0, size: tuple[int, int] = (28, 28)) -> torch.Tensor:
         """The decoder's output (C, H, W) for one keypoint of ``type`` at the centre."""
@@ -360,8 +354,3 @@ class ConvSparseCoder:
                 opt.step()
         self.atoms = (atoms / atoms.flatten(1).norm(dim=1)[:, None, None, None]).detach()
         return self
-
-    def atoms_as_images(self) -> torch.Tensor:
-        a = self.atoms
-        lo, hi = a.amin(dim=(1, 2, 3), keepdim=True), a.amax(dim=(1, 2, 3), keepdim=True)
-        return (a - lo) / (hi - lo).clamp_min(1e-12)

@@ -43,7 +43,7 @@ class FeatureNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = x.mean(dim=(2, 3))  # global average pooling; unlike adaptive_avg_pool2d its CUDA backward is deterministic
         return self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

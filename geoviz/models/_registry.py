@@ -8,6 +8,7 @@ from torch import nn
 
 from .._io import atomic_torch_save, load_weights_only
 from .._utils import unknown_name_message
+from ..paths import resolve_in_root
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
 
@@ -57,7 +58,10 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
         bad = sorted(set(kwargs) - params)
         if bad:
             raise TypeError(f"model {name!r} takes no argument(s) {bad}; it accepts {sorted(params)}")
-        model = fn(num_classes=num_classes, **{**defaults, **kwargs})
+        try:
+            model = fn(num_classes=num_classes, **{**defaults, **kwargs})
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"model {name!r} could not be built with {kwargs}: {err}") from None
     model.build_args = {"name": name, "num_classes": num_classes, **kwargs}
     return model
 
@@ -76,11 +80,16 @@ def _build_timm(name: str, num_classes: int, weights=None, in_chans: int = 3, **
 
     model = timm.create_model(name, pretrained=False, num_classes=1000 if weights else num_classes, in_chans=in_chans, **kwargs)
     if weights:
-        from pathlib import Path
-
-        if not Path(weights).is_file():
+        weights = resolve_in_root(weights)
+        if not weights.is_file():
             raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist; geoviz never downloads weights")
-        model.load_state_dict(load_weights_only(weights), strict=False)
+        state = load_weights_only(weights)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if "num_batches_tracked" not in k]
+        if missing or unexpected:
+            raise ValueError(f"weights file {weights} does not fit timm:{name}: missing {missing[:5]} ({len(missing)} in all), "
+                             f"unexpected {unexpected[:5]} ({len(unexpected)} in all). Is it the checkpoint of this architecture?")
         model.reset_classifier(num_classes)
     model.stage_names = tuple(n for n, _ in model.named_children() if n not in ("global_pool", "head", "classif", "fc"))
     return model

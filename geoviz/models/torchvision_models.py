@@ -19,6 +19,7 @@ from torch import nn
 
 from .._io import load_weights_only
 from .._utils import unknown_name_message
+from ..paths import resolve_in_root
 
 _STAGES = {
     "resnet": ("layer1", "layer2", "layer3", "layer4"),
@@ -82,8 +83,8 @@ def build_torchvision(name: str, num_classes: int = 1000, weights: str | os.Path
     if weights is None:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     else:
-        path = Path(weights)
-        if not path.suffix:  # a torchvision weights name, not a file
+        path = resolve_in_root(weights)  # a relative path: inside the project root, from any working directory
+        if not Path(weights).suffix:  # a torchvision weights name, not a file
             path, url = hub_weights_file(name, str(weights))
             if not path.is_file():
                 raise FileNotFoundError(

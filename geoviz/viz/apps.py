@@ -11,14 +11,41 @@ from .style import finish
 
 
 class _WidgetApp:
-    """An app shows itself as its ``widget`` when it is the value of a notebook cell."""
+    """An app shows itself as its ``widget`` when it is the value of a notebook cell, with a static
+    HTML snapshot beside it: JupyterLab draws the live widget (the richer mimetype), an exported
+    HTML file, which cannot run widgets offline, shows the snapshot."""
 
     widget = None
 
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget)
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle["text/html"] = self.static_html()
+        display(bundle, raw=True)
+
+    def static_html(self) -> str:
+        """The app as it looks now: figures as plotly divs (plotly.js not included), controls as text."""
+        return _static_html(self.widget)
+
+
+def _static_html(w) -> str:
+    import html
+
+    import ipywidgets as W
+    import plotly.io as pio
+
+    if isinstance(w, go.FigureWidget):
+        return pio.to_html(go.Figure(w), include_plotlyjs=False, full_html=False, validate=False)
+    if isinstance(w, W.Box):
+        direction = "row" if isinstance(w, W.HBox) else "column"
+        inner = "".join(_static_html(c) for c in w.children)
+        return f'<div style="display:flex;flex-direction:{direction};flex-wrap:wrap;gap:6px">{inner}</div>'
+    if isinstance(w, (W.HTML, W.HTMLMath)):
+        return f"<div>{w.value}</div>"
+    if hasattr(w, "value") and getattr(w, "description", None) is not None:
+        return f"<div><b>{html.escape(str(w.description))}</b>: {html.escape(str(w.value))}</div>"
+    return ""
 
 
 class EmbeddingExplorer(_WidgetApp):

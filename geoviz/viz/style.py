@@ -10,7 +10,6 @@ TOL_MUTED = ["#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "
 # Marker symbols double-code classes, so no class depends on hue alone.
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "cross", "triangle-down", "star", "pentagon", "hexagon"]
 SEQUENTIAL = "Cividis"  # perceptually uniform and CVD-safe
-DIVERGING = "PuOr"
 TEMPLATE = "simple_white"
 
 
