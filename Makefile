@@ -25,11 +25,14 @@ test: install
 	rm -rf runs/test
 	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
+# Two pytest workers on two cores: one thread per process (kernels and subprocesses included). With
+# torch's default of one thread per core, two notebooks in parallel ran 6x slower (OpenMP threads
+# spinning against each other): nbval took 204 s instead of 36 s.
 test-unit: install
-	GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
+	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
 
 test-notebooks: install
-	GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
+	OMP_NUM_THREADS=1 GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-browser: install
@@ -44,6 +47,7 @@ bench: install
 	$(PY) benchmarks/transfer_step.py
 	$(PY) benchmarks/keypoints.py
 	$(PY) benchmarks/reliability.py
+	$(PY) benchmarks/geometry_variants.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

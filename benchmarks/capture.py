@@ -6,7 +6,6 @@ repeats), their ratio (target <= 1.10), and make_shapes("shapes10", 10000) image
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -17,6 +16,7 @@ import torchvision
 
 from geoviz.capture import ActivationRecorder
 from geoviz.datasets import make_shapes
+from _common import bench_setup
 
 
 def _time(fn, reps: int) -> float:
@@ -27,17 +27,10 @@ def _time(fn, reps: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--shapes", type=int, default=10000)
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    torch.manual_seed(0)
+    args, dev, sync = bench_setup(__doc__, rounds=15, shapes=10000)
     model = torchvision.models.resnet18(num_classes=10).eval().to(dev)
     x = torch.randn(64, 3, 32, 32, device=dev)
     layers = ["layer1", "layer2", "layer3", "layer4"]
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def plain():
         with torch.no_grad():

@@ -11,7 +11,6 @@ Prints one JSON line:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import bench_parser, synchronizer
 
 
 def _median_seconds(fn, reps: int) -> float:
@@ -44,7 +44,7 @@ def checkpoint_vs_step(device: torch.device, reps: int) -> dict:
     opt = make_optimizer(model.parameters(), "sgd", 0.1, 0.9, 5e-4)
     sched = make_schedule(opt, "cosine", 10, 100)
     batch = (torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,)))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
     with tempfile.TemporaryDirectory() as tmp, TrainStep(model, model, terms, opt, sched, device=device) as step:
         run = RunDir("bench", tmp)
         step(batch)  # warm-up, and optimiser state exists
@@ -91,16 +91,14 @@ def html_sizes(notebook: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--reps", type=int, default=15)
+    ap = bench_parser(__doc__, rounds=15)
     ap.add_argument("--notebook", default="quickstart")
     ap.add_argument("--skip-html", action="store_true", help="no notebook run (e.g. where jupyter is not installed)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     os.environ.setdefault("GEOVIZ_PROGRESS", "0")
     out = {"benchmark": "reliability", "device": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu": platform.machine(), **checkpoint_vs_step(dev, args.reps)}
+           "cpu": platform.machine(), **checkpoint_vs_step(dev, args.rounds)}
     if not args.skip_html:
         out.update(html_sizes(args.notebook))
     print(json.dumps(out))

@@ -10,7 +10,6 @@ events (running sum of what the term's forward and backward allocate and free).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -21,6 +20,7 @@ from geoviz.datasets import get_dataset
 from geoviz.engine import TrainStep, make_optimizer
 from geoviz.losses import build_term, local_geometry_loss
 from geoviz.models import build_model
+from _common import bench_setup, synchronizer
 
 PAIRS = {"layer2": "layer2", "layer3": "layer3"}
 SETUPS = {
@@ -64,7 +64,7 @@ def geometric_term_ms(student, teacher, x, dev, reps: int = 20) -> float:
 
     s = {k: v.detach().requires_grad_(True) for k, v in record(student, x, list(PAIRS), device=None).items()}
     t = record(teacher, x, list(PAIRS.values()), device=None)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    sync = synchronizer(dev)
     out = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -75,18 +75,10 @@ def geometric_term_ms(student, teacher, x, dev, reps: int = 20) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=128)
-    args = ap.parse_args()
-    dev = torch.device(args.device)
-    torch.manual_seed(0)
+    args, dev, sync = bench_setup(__doc__, rounds=9, steps=3, batch=128)
     data = get_dataset("shapes10", "train", n=args.batch)
     batch = (torch.stack([data[i][0] for i in range(args.batch)]), torch.tensor([data[i][1] for i in range(args.batch)]))
     teacher = build_model("resnet56", 10).to(dev).eval()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     steps = {}
     for name, spec in SETUPS.items():
         student = build_model("resnet20", 10).to(dev)

@@ -118,6 +118,16 @@ def test_ical_golden_values():
     wts = 0.5 * (1 + conf / conf[off].mean()) * off
     ref_c = 5.0 / 25 * (5 + (wts * cos).sum())
     assert abs(ical_loss(torch.from_numpy(w), 5.0, pairs="confused", confusion=torch.from_numpy(conf)).item() - ref_c) < 1e-12
+    # capped: one pair dominates the confusion; its weight is cut to 2, then all rescaled to mean 1
+    conf[0, 1] = conf[1, 0] = 50.0
+    wts = np.minimum(0.5 * (1 + conf / conf[off].mean()) * off, 2.0)
+    wts = wts / wts[off].mean() * off
+    assert wts.max() < 3 and abs(ical_loss(torch.from_numpy(w), 5.0, pairs="confused_capped", confusion=torch.from_numpy(conf)).item()
+                                 - 5.0 / 25 * (5 + (wts * cos).sum())) < 1e-12
+    # hinge: ICAL's term whole, plus min(c / mean, 2) · relu(cos + 1/(C−1)) on every ordered pair
+    push = np.minimum(conf / conf[off].mean(), 2.0) * off
+    ref_h = 5.0 / 25 * (np.sum(u.sum(0) ** 2) + (push * np.maximum(cos + 1 / 4, 0)).sum())
+    assert abs(ical_loss(torch.from_numpy(w), 5.0, pairs="confused_hinge", confusion=torch.from_numpy(conf)).item() - ref_h) < 1e-12
     with pytest.raises(ValueError, match="needs a \\(5, 5\\) confusion"):
         ical_loss(torch.from_numpy(w), pairs="confused")
     with pytest.raises(ValueError, match=r"class vectors \[1\] are zero"):
@@ -166,11 +176,13 @@ def test_ical_term_and_tracker_in_fit(tmp_path):
 def test_angles_config_and_most_confused_selection():
     from geoviz.experiments.angles import AnglesConfig, AnglesResult, AnglesRun
 
+    assert AnglesConfig().methods == ("ce", "normalized_ce", "ical", "ical_confused", "ical_confused_hinge")
     with pytest.raises(ValueError, match=r"unknown methods \['fical'\]"):
         AnglesConfig(methods=("ce", "fical"))
     with pytest.raises(ValueError, match="lam must be >= 0"):
         AnglesConfig(lam=-1)
     assert AnglesConfig().terms("ical_confused")[1] == {"name": "ical", "weight": 10.0, "pairs": "confused"}
+    assert AnglesConfig().terms("normalized_ce") == ["ce"] and AnglesConfig().terms("ical_confused_capped")[1]["pairs"] == "confused_capped"
     # 6 test images of classes 0/1/2; the model mistakes images 1 (0→1, p=0.7) and 3 (1→0, p=0.9)
     labels = np.array([0, 0, 1, 1, 2, 2])
     probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.1, 0.1, 0.8], [0.3, 0.1, 0.6]])
@@ -178,3 +190,75 @@ def test_angles_config_and_most_confused_selection():
     res = AnglesResult(AnglesConfig(), [run], ["a", "b", "c"], torch.zeros(6, 3, 4, 4, dtype=torch.uint8), labels)
     assert [n for n, _, _ in res.most_confused(run, 0, 1)] == [3, 1]
     assert [n for n, _, _ in res.most_confused(run, 0, 2)] == [5, 0, 1, 4]  # no mistakes: the closest calls (ties by index)
+
+
+def synthetic_angles_result(effect: float = 0.05, seeds=(0, 1, 2, 3), classes=("a", "b", "c", "d")):
+    """Runs built by hand: ical beats normalized_ce by `effect` in accuracy on every seed (± a
+    little), normalized_ce and ce tie; each history holds three epochs of angles and confusion."""
+    from geoviz.experiments.angles import AnglesConfig, AnglesResult, AnglesRun
+
+    c = len(classes)
+    rng = np.random.default_rng(0)
+    cfg = AnglesConfig(methods=("ce", "normalized_ce", "ical"), seeds=seeds)
+    runs = []
+    for s in seeds:
+        base = 0.6 + 0.05 * rng.random()
+        for m, acc, angle in (("ce", base, 80.0), ("normalized_ce", base + 0.001 * (-1) ** s, 80.0), ("ical", base + effect + 0.002 * rng.random(), 95.0)):
+            hist = []
+            for e in (1, 2, 3):
+                ang = np.full((c, c), angle + e + s)
+                np.fill_diagonal(ang, 0.0)
+                conf = np.full((c, c), 0.1 / e)
+                np.fill_diagonal(conf, 0.0)
+                conf[0, 1] = conf[1, 0] = 0.3 / e + 0.01 * s
+                hist.append({"epoch": e, "angles": ang.tolist(), "confusion": conf.tolist(),
+                             "angle_confusion": {"pearson": -0.5, "spearman": -0.4, "n_pairs": 6, "pearson_ci": [-0.9, 0.1]}})
+            runs.append(AnglesRun(m, s, hist, {"test_acc_best_val": acc, "test_acc_last": acc}, np.asarray(hist[-1]["angles"]),
+                                  np.asarray(hist[-1]["confusion"]), np.full((400, c), 1.0 / c), {"pearson": -0.5, "spearman": -0.4},
+                                  {"r": -0.5, "p_value": 0.01, "verdict": "supported"}))
+    return AnglesResult(cfg, runs, list(classes), torch.zeros(400, 3, 4, 4, dtype=torch.uint8), np.arange(400) % c)
+
+
+def test_angles_claims_are_paired_by_seed_and_come_out_either_way():
+    claims = synthetic_angles_result(0.05).claims()
+    by = {c["claim"]: c for c in claims["comparisons"]}
+    assert by["ICAL beats CE with the same normalised head (the loss's own effect)"]["verdict"] == "supported"
+    assert by["the normalised head alone beats plain CE"]["verdict"] == "undecided"
+    assert by["ICAL widens the mean class-vector angle (vs the same head without it)"]["mean"] == pytest.approx(15.0)
+    assert by["ICAL widens the smallest class-vector angle (vs the same head without it)"]["verdict"] == "supported"
+    assert claims["relation"]["ical"]["verdicts"] == {"supported": 4, "contradicted": 0, "undecided": 0}
+    worse = {c["claim"]: c for c in synthetic_angles_result(-0.05).claims()["comparisons"]}
+    assert worse["ICAL beats plain CE"]["verdict"] == "contradicted"
+
+
+def test_pair_trajectory_reads_the_pair_from_every_epoch():
+    run = synthetic_angles_result().runs[2]
+    traj = run.pair_trajectory(0, 1)
+    assert traj["epochs"] == [1, 2, 3] and traj["confusion"] == pytest.approx([0.3, 0.15, 0.1])
+    assert traj["angle"] == [h["angles"][0][1] for h in run.history]
+
+
+@pytest.mark.parametrize("pairs, collapses", [("all", False), ("confused", True), ("confused_capped", True), ("confused_hinge", False)])
+def test_which_confusion_weightings_keep_their_minimum_away_from_collapse(pairs, collapses):
+    """Optimise 10 unit class vectors alone under an uneven confusion: unequal weights on the
+    cosines make the loss negative by pulling low-weight pairs together (collapse); ICAL only asks
+    the vectors to sum to zero; the hinge variant's minimum stays near the regular simplex."""
+    torch.manual_seed(0)
+    c = 10
+    r = np.random.default_rng(0).random((c, c))
+    conf = torch.tensor((r + r.T) / 2, dtype=torch.float32)
+    w = torch.randn(c, 32, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.05)
+    for _ in range(3000):
+        opt.zero_grad()
+        loss = ical_loss(w, 5.0, pairs=pairs, confusion=conf)
+        loss.backward()
+        opt.step()
+    ang = class_vector_angles(w.detach()).numpy()
+    smallest = ang[~np.eye(c, dtype=bool)].min()
+    if collapses:
+        assert smallest < 30 and loss.item() < -0.1, (smallest, loss.item())
+    else:
+        assert smallest > 70 and loss.item() > -1e-6, (smallest, loss.item())
+    if pairs == "confused_hinge":
+        assert smallest > np.degrees(np.arccos(-1 / (c - 1))) - 10  # near the simplex's 96.4°

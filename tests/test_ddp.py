@@ -41,7 +41,8 @@ def test_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert a["student"].keys() == b["student"].keys()
     for k in a["student"]:
         assert torch.equal(a["student"][k], b["student"][k]), k
-    assert torch.equal(a["terms"][3]["hints.0.regressor.weight"], b["terms"][3]["hints.0.regressor.weight"])
+    hint = a["terms"][3]  # FitNet's regressor (conv + BN): trained and synchronised with the student
+    assert "hints.0.regressor.0.weight" in hint and all(torch.equal(v, b["terms"][3][k]) for k, v in hint.items())
     # the weights moved: DDP trained something
     torch.manual_seed(0)
     from geoviz.models import build_model

@@ -293,3 +293,120 @@ def test_distributed_backend_and_device_per_process(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="'cuda:0' under torchrun would put every process on the same GPU"):
         ddp_device("cuda:0")
+
+
+def test_unlabelled_images_feed_the_teacher_terms_only():
+    from geoviz.losses.terms import Term
+
+    class Recorder(Term):
+        name = "recorder"
+        needs_teacher = True
+        seen: list = []
+
+        def forward(self, inp):
+            Recorder.seen.append((inp.logits.shape[0], len(inp.targets), inp.teacher_logits.shape[0], inp.labelled_logits.shape[0]))
+            return (inp.logits - inp.teacher_logits).square().mean()
+
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", 3)
+    labelled, pool = _blobs(24, 0), _blobs(40, 5)
+    fit(build_model("resnet8", 3), labelled, teacher=teacher, terms=["ce", Recorder()], epochs=2, batch_size=8,
+        unlabelled=pool, unlabelled_batch_size=5, device="cpu")
+    assert Recorder.seen and all(s == (13, 8, 13, 8) for s in Recorder.seen) and len(Recorder.seen) == 6
+    with pytest.raises(ValueError, match="unlabelled data feed the terms that need a teacher"):
+        fit(build_model("resnet8", 3), labelled, terms=["ce"], epochs=1, unlabelled=pool)
+    with pytest.raises(TypeError, match="unlabelled: pass a Dataset"):
+        fit(build_model("resnet8", 3), labelled, teacher=teacher, terms=["ce", "kd"], epochs=1, unlabelled=DataLoader(pool))
+
+
+def test_a_student_learns_the_teachers_function_from_unlabelled_images():
+    """KD on unlabelled images only (no labels at all): the student moves towards the teacher's
+    predictions on held-out images, far more than without them."""
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", 3)
+    fit(teacher, _blobs(120, 0), epochs=4, lr=0.05, batch_size=16, device="cpu")
+    # the labelled images all come from one class: only the unlabelled pool shows the other two
+    few, pool, held = torch.utils.data.Subset(_blobs(120, 0), range(0, 18, 3)), _blobs(200, 7), _blobs(90, 8)
+    t_pred = teacher.eval()(held.tensors[0]).argmax(1)
+
+    def agreement(unlabelled):
+        torch.manual_seed(1)
+        s = build_model("resnet8", 3)
+        fit(s, few, teacher=teacher, terms=[{"name": "kd", "T": 4.0}], epochs=6, lr=0.05, batch_size=6, device="cpu",
+            unlabelled=unlabelled, unlabelled_batch_size=32)
+        return (s.eval()(held.tensors[0]).argmax(1) == t_pred).float().mean().item()
+
+    with_pool, without = agreement(pool), agreement(None)
+    assert with_pool > 0.9 and with_pool > without + 0.2, (with_pool, without)
+
+
+def test_teacher_cache_covers_an_unlabelled_subset_of_its_data_set():
+    class Fixed(TensorDataset):
+        deterministic = True
+
+    ds = Fixed(*_blobs(48, 0).tensors)
+    t = build_model("resnet8", 3)
+    cache = TeacherCache(t, ds, ["layer3"], device="cpu")
+    labelled, rest = torch.utils.data.Subset(ds, range(16)), torch.utils.data.Subset(ds, range(16, 48))
+    res = fit(build_model("resnet8", 3), labelled, teacher=t, teacher_cache=cache, epochs=1, batch_size=8, device="cpu",
+              terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}], unlabelled=rest)
+    assert len(res.history) == 1
+    with pytest.raises(ValueError, match="another data set"):
+        fit(build_model("resnet8", 3), labelled, teacher=t, teacher_cache=cache, terms=["ce", "kd"], epochs=1, unlabelled=_blobs(8, 3))
+
+
+def _train_with_unlabelled(tmp_path, name, *, cache: bool, stop_at=None):
+    """A student with CE, KD and geometric terms; 32 labelled and 64 unlabelled images of one data set."""
+    class Fixed(TensorDataset):
+        deterministic = True
+
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", 3).eval()
+    student = build_model("resnet8", 3)
+    full = Fixed(*_blobs(96, 0).tensors)
+    labelled, rest = torch.utils.data.Subset(full, range(32)), torch.utils.data.Subset(full, range(32, 96))
+
+    def interrupt(state):
+        if state.epoch == stop_at:
+            raise KeyboardInterrupt
+
+    fit(student, labelled, _blobs(24, 1), teacher=teacher, teacher_cache=TeacherCache(teacher, full, ["layer3"], device="cpu") if cache else None,
+        terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}], epochs=3, lr=0.05, batch_size=8, seed=3,
+        device="cpu", unlabelled=rest, run=RunDir(name, tmp_path), callbacks=[interrupt])
+    return student
+
+
+def test_cached_teacher_outputs_for_unlabelled_images_are_the_right_ones(tmp_path):
+    """With the cache the unlabelled rows must get their own teacher outputs (looked up by their
+    indices): training then ends where training with the teacher run every step ends."""
+    a = _train_with_unlabelled(tmp_path, "nocache", cache=False)
+    b = _train_with_unlabelled(tmp_path, "cache", cache=True)
+    worst = max((x.float() - y.float()).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert worst < 1e-4, worst
+
+
+def test_resume_with_unlabelled_images_is_exact(tmp_path):
+    straight = _train_with_unlabelled(tmp_path, "straight", cache=True)
+    with pytest.raises(KeyboardInterrupt):
+        _train_with_unlabelled(tmp_path, "resumed", cache=True, stop_at=3)
+    torch.manual_seed(12345), np.random.seed(12345), random.seed(12345)
+    resumed = _train_with_unlabelled(tmp_path, "resumed", cache=True)
+    for (k, x), y in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(x, y), k
+
+
+def test_epoch_size_makes_passes_in_their_own_orders_and_resumes_exactly(tmp_path):
+    seen = []
+
+    class Spy(TensorDataset):
+        def __getitem__(self, i):
+            seen.append(i)
+            return super().__getitem__(i)
+
+    data = Spy(*_blobs(10, 0).tensors)
+    fit(build_model("resnet8", 3), data, epochs=1, batch_size=5, epoch_size=30, device="cpu")
+    seen = seen[len(seen) - 30:]  # the example batch fit draws first is not part of the epoch
+    assert [sorted(seen[i : i + 10]) for i in (0, 10, 20)] == [list(range(10))] * 3  # three whole passes
+    assert seen[:10] != seen[10:20]  # each in its own order
+    with pytest.raises(ValueError, match="epoch_size must be >= 5"):
+        fit(build_model("resnet8", 3), data, epochs=1, batch_size=5, epoch_size=3)

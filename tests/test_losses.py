@@ -172,26 +172,65 @@ def test_kd_golden_value():
         kd_loss(t64(s), t64(t[:3]))
 
 
-def test_fitnet_golden_value_and_parameters():
-    s, t = rng.normal(size=(2, 3, 8, 8)), rng.normal(size=(2, 4, 4, 4))
-    hint = FitNet(3, 4).double()
-    w = hint.regressor.weight.detach().numpy()[:, :, 0, 0]
-    ref = ((np.einsum("dc,bchw->bdhw", w, np_pool(s, 4)) - t) ** 2).mean()
-    assert abs(hint(t64(s), t64(t)).item() - ref) < 1e-10
-    assert sum(p.numel() for p in hint.parameters()) == 12
+# RepDistiller's distiller_zoo, transcribed to NumPy from its formulas (FitNet's ConvReg + MSE,
+# AT, SP, RKD, PKT), so that our losses are checked against the reference, not against themselves.
+def np_conv(x, w, b, stride, pad):
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    co, ci, kh, kw = w.shape
+    ho, wo = (x.shape[2] - kh) // stride + 1, (x.shape[3] - kw) // stride + 1
+    out = np.zeros((x.shape[0], co, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            patch = x[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw]
+            out[:, :, i, j] = np.einsum("bchw,ochw->bo", patch, w) + b
+    return out
 
 
-def test_attention_transfer_golden_value():
-    s, t = rng.normal(size=(3, 4, 4, 4)), rng.normal(size=(3, 6, 4, 4))
+def np_conv_transpose(x, w, b, stride, pad):
+    ci, co, kh, kw = w.shape
+    h, wd = x.shape[2], x.shape[3]
+    full = np.zeros((x.shape[0], co, (h - 1) * stride + kh, (wd - 1) * stride + kw))
+    for i in range(h):
+        for j in range(wd):
+            full[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw] += np.einsum("bc,cohw->bohw", x[:, :, i, j], w)
+    return full[:, :, pad : full.shape[2] - pad, pad : full.shape[3] - pad] + b[None, :, None, None]
 
-    def att(a):
-        q = (np.abs(a) ** 2).mean(1).reshape(a.shape[0], -1)
+
+def np_bn_relu(x, eps=1e-5):  # BatchNorm2d in training mode (batch statistics, biased variance), weight 1, bias 0
+    mu, var = x.mean(axis=(0, 2, 3), keepdims=True), x.var(axis=(0, 2, 3), keepdims=True)
+    return np.maximum((x - mu) / np.sqrt(var + eps), 0)
+
+
+@pytest.mark.parametrize("s_hw, t_hw, kind", [(4, 4, "valid"), (8, 4, "stride2"), (2, 4, "transposed"), (6, 4, "valid")])
+def test_fitnet_equals_repdistiller_convreg_and_mse(s_hw, t_hw, kind):
+    s, t = rng.normal(size=(3, 3, s_hw, s_hw)), rng.normal(size=(3, 4, t_hw, t_hw))
+    hint = FitNet(s.shape, t.shape).double().train()
+    conv = hint.regressor[0]
+    w, b = conv.weight.detach().numpy(), conv.bias.detach().numpy()
+    if kind == "stride2":
+        r = np_conv(s, w, b, 2, 1)
+    elif kind == "transposed":
+        r = np_conv_transpose(s, w, b, 2, 1)
+    else:
+        r = np_conv(s, w, b, 1, 0)
+    ref = ((np_bn_relu(r) - t) ** 2).mean()
+    assert abs(hint(t64(s), t64(t)).item() - ref) < 1e-6
+    with pytest.raises(ValueError, match="cannot regress a student map of 3×3 onto a teacher map of 4×4"):
+        FitNet((1, 3, 3, 3), (1, 4, 4, 4))
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0])
+def test_attention_transfer_equals_repdistiller(p):
+    s, t = rng.normal(size=(3, 4, 8, 8)), rng.normal(size=(3, 6, 4, 4))
+
+    def att(a):  # RepDistiller: F.normalize(f.pow(p).mean(1).view(B, -1)), the larger map pooled to the smaller
+        q = (a ** p).mean(1).reshape(a.shape[0], -1)
         return q / np.linalg.norm(q, axis=1, keepdims=True)
 
-    assert abs(at_loss(t64(s), t64(t)).item() - ((att(s) - att(t)) ** 2).mean()) < 1e-12
+    assert abs(at_loss(t64(s), t64(t), p).item() - ((att(np_pool(s, 4)) - att(t)) ** 2).mean()) < 1e-10
 
 
-def test_similarity_preserving_golden_value():
+def test_similarity_preserving_equals_repdistiller():
     s, t = rng.normal(size=(5, 3, 2, 2)), rng.normal(size=(5, 7, 4, 4))
 
     def g(a):
@@ -199,7 +238,7 @@ def test_similarity_preserving_golden_value():
         m = f @ f.T
         return m / np.linalg.norm(m, axis=1, keepdims=True)
 
-    assert abs(sp_loss(t64(s), t64(t)).item() - ((g(s) - g(t)) ** 2).sum() / 25) < 1e-12
+    assert abs(sp_loss(t64(s), t64(t)).item() - ((g(t) - g(s)) ** 2).sum() / 25) < 1e-12
 
 
 def np_huber(x):
@@ -207,40 +246,59 @@ def np_huber(x):
     return np.where(a < 1, 0.5 * x * x, a - 0.5).mean()
 
 
-def test_rkd_golden_value():
-    s, t = rng.normal(size=(5, 4)), rng.normal(size=(5, 6))
-    off = ~np.eye(5, dtype=bool)
+def np_rkd(s, t, w_d=25.0, w_a=50.0):
+    """RepDistiller's RKDLoss on (B, D) embeddings."""
+    def pdist(e):
+        d = np.sqrt(np.maximum(np_sqd(e), 1e-12))
+        np.fill_diagonal(d, 0.0)
+        return d / d[d > 0].mean()
 
-    def dist(e):
-        d = np.sqrt(np_sqd(e))
-        return d / d[off].mean()
+    def angles(e):
+        v = e[None, :, :] - e[:, None, :]  # v[i, j] = e_j - e_i
+        n = np.linalg.norm(v, axis=2, keepdims=True)
+        v = v / np.maximum(n, 1e-12)
+        return np.einsum("ijd,ikd->ijk", v, v).ravel()
 
-    def ang(e):
-        out = np.zeros((5, 5, 5))
-        for j in range(5):
-            v = e - e[j]
-            n = np.linalg.norm(v, axis=1, keepdims=True)
-            v = v / np.maximum(n, 1e-12)
-            out[j] = v @ v.T
-        return out.ravel()
+    return w_d * np_huber(pdist(s) - pdist(t)) + w_a * np_huber(angles(s) - angles(t))
 
-    ref = 25 * np_huber(dist(s)[off] - dist(t)[off]) + 50 * np_huber(ang(s) - ang(t))
-    assert abs(rkd_loss(t64(s), t64(t)).item() - ref) < 1e-9
+
+def test_rkd_equals_repdistiller_including_the_diagonal():
+    s, t = rng.normal(size=(6, 4)), rng.normal(size=(6, 9))
+    assert abs(rkd_loss(t64(s), t64(t)).item() - np_rkd(s, t)) < 1e-9
     assert rkd_loss(t64(t), t64(t)).item() < 1e-12
+    maps = rng.normal(size=(6, 5, 2, 2)), rng.normal(size=(6, 3, 4, 4))  # maps are average-pooled first
+    assert abs(rkd_loss(t64(maps[0]), t64(maps[1])).item() - np_rkd(maps[0].mean(axis=(2, 3)), maps[1].mean(axis=(2, 3)))) < 1e-9
 
 
-def test_pkt_golden_value_with_pooling():
-    s, t = rng.normal(size=(4, 3, 2, 2)), rng.normal(size=(4, 5, 2, 2))
-
-    def kern(a):
-        e = a.mean(axis=(2, 3))
-        u = e / np.linalg.norm(e, axis=1, keepdims=True)
+def np_pkt(s, t, eps=1e-7):
+    """RepDistiller's PKT.cosine_similarity_loss on (B, D) embeddings: the mean over all B² entries."""
+    def kern(e):
+        u = e / (np.linalg.norm(e, axis=1, keepdims=True) + eps)
         k = (u @ u.T + 1) / 2
         return k / k.sum(1, keepdims=True)
 
     p, q = kern(t), kern(s)
-    ref = (p * np.log((p + 1e-7) / (q + 1e-7))).sum(1).mean()
-    assert abs(pkt_loss(t64(s), t64(t)).item() - ref) < 1e-10
+    return (p * np.log((p + eps) / (q + eps))).mean()
+
+
+def test_pkt_equals_repdistiller_with_pooling():
+    s, t = rng.normal(size=(8, 3, 2, 2)), rng.normal(size=(8, 5, 2, 2))
+    ref = np_pkt(s.mean(axis=(2, 3)), t.mean(axis=(2, 3)))
+    assert abs(pkt_loss(t64(s), t64(t)).item() - ref) < 1e-10 and ref > 0
+
+
+def test_baseline_terms_carry_repdistillers_weights_and_layer_reductions():
+    """β from RepDistiller's scripts/run_cifar_distill.sh (hint 100, attention 1000, similarity 3000,
+    rkd 1, pkt 30000); its AT sums the per-layer losses (loss_kd = sum(loss_group))."""
+    from geoviz.losses.terms import TermInputs
+
+    assert {n: build_term({"name": n, "pairs": {"a": "b"}}).weight for n in ("fitnet", "at", "sp", "rkd", "pkt")} == \
+        {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "rkd": 1.0, "pkt": 30000.0}
+    feats = {f"s{i}": t64(rng.normal(size=(3, 4, 4, 4))) for i in range(3)}
+    tfeats = {f"t{i}": t64(rng.normal(size=(3, 6, 4, 4))) for i in range(3)}
+    term = build_term({"name": "at", "pairs": {f"s{i}": f"t{i}" for i in range(3)}})
+    inp = TermInputs(None, None, feats, None, tfeats)
+    assert abs(term(inp).item() - sum(at_loss(feats[f"s{i}"], tfeats[f"t{i}"]).item() for i in range(3))) < 1e-12
 
 
 def test_term_specs():
@@ -265,3 +323,85 @@ def test_gradient_has_no_radial_part(kind):
     local_geometry_loss(s, t, kind, positions=torch.arange(24)).backward()
     radial = (s.grad * s).sum().item()
     assert abs(radial) < 1e-10 * max(1.0, s.grad.norm().item() * s.norm().item())
+
+
+# ---------------------------------------------------------------- scope and bandwidth
+def np_perplexity_kl(fs, ft, perp):
+    """KL of neighbour distributions, each teacher point's precision solved by scipy's brentq for
+    entropy = log(perp) on the teacher's relative squared distances (an independent root finder),
+    the student's distribution around the same point taking that precision."""
+    from scipy.optimize import brentq
+
+    m = len(ft)
+    off = ~np.eye(m, dtype=bool)
+
+    def rel(f):
+        d2 = np_sqd(f)
+        return d2 / d2[off].mean()
+
+    def logsm(z):
+        return z - z.max() - np.log(np.exp(z - z.max()).sum())
+
+    rt, rs = rel(ft), rel(fs)
+    kl = 0.0
+    for i in range(m):
+        r = rt[i, off[i]]
+        logb = brentq(lambda lb: -(np.exp(logsm(-np.exp(lb) * r)) * logsm(-np.exp(lb) * r)).sum() - np.log(perp), -12, 8, xtol=1e-12)
+        lp, lq = logsm(-np.exp(logb) * r), logsm(-np.exp(logb) * rs[i, off[i]])
+        kl += (np.exp(lp) * (lp - lq)).sum()
+    return kl / m
+
+
+def test_image_scope_and_perplexity_bandwidth_golden_values():
+    rng = np.random.default_rng(7)  # its own data: the result must not depend on which tests ran before
+    s, t = rng.normal(size=(3, 5, 8, 8)), rng.normal(size=(3, 7, 4, 4))
+    pos = torch.from_numpy(rng.choice(16, size=10, replace=False))
+    per_image = [(np_flat(np_pool(s[b : b + 1], 4))[pos.numpy()], np_flat(t[b : b + 1])[pos.numpy()]) for b in range(3)]
+    ref = np.mean([np_affinity_kl(a, b) for a, b in per_image])
+    got = local_geometry_loss(t64(s), t64(t), scope="image", positions=pos).item()
+    assert abs(got - ref) < 1e-8 * max(1, ref) and ref > 0
+    ref_p = np.mean([np_perplexity_kl(a, b, 4.0) for a, b in per_image])
+    got_p = local_geometry_loss(t64(s), t64(t), scope="image", bandwidth="perplexity", perplexity=4.0, positions=pos).item()
+    assert abs(got_p - ref_p) < 1e-6 * max(1, ref_p) and abs(got_p - got) > 1e-3
+    fs, ft = np_flat(np_pool(s, 4))[POS.numpy()], np_flat(t)[POS.numpy()]
+    got_b = local_geometry_loss(t64(s), t64(t), bandwidth="perplexity", perplexity=5.0, positions=POS).item()
+    assert abs(got_b - np_perplexity_kl(fs, ft, 5.0)) < 1e-6
+
+
+@pytest.mark.parametrize("scope, bandwidth", [("image", "global"), ("image", "perplexity"), ("batch", "perplexity")])
+def test_local_variants_are_invariant_zero_at_equality_and_have_no_radial_gradient(scope, bandwidth):
+    t = t64(rng.normal(size=(3, 6, 4, 4)))
+    kw = dict(scope=scope, bandwidth=bandwidth, perplexity=5.0, positions=torch.arange(12 if scope == "image" else 40))
+    assert abs(local_geometry_loss(t, t, **kw).item()) < 1e-9
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert abs(local_geometry_loss(2.5 * torch.einsum("bchw,dc->bdhw", t, t64(q)), t, **kw).item()) < 1e-8
+    s = t64(rng.normal(size=(3, 9, 4, 4))).requires_grad_(True)
+    loss = local_geometry_loss(s, t, **kw)
+    loss.backward()
+    assert loss.item() > 1e-3 and abs((s.grad * s).sum().item()) < 1e-9 * max(1.0, s.grad.norm().item() * s.norm().item())
+
+
+def test_image_scope_sees_only_each_images_own_positions():
+    """Moving one image's features changes only that image's term: no cross-image neighbours."""
+    t = t64(rng.normal(size=(2, 4, 4, 4)))
+    s = t64(rng.normal(size=(2, 5, 4, 4)))
+    per = [local_geometry_loss(s[b : b + 1], t[b : b + 1], scope="image", m=None).item() for b in range(2)]
+    assert abs(local_geometry_loss(s, t, scope="image", m=None).item() - np.mean(per)) < 1e-12
+    with pytest.raises(ValueError, match="unknown scope 'global'"):
+        local_geometry_loss(s, t, scope="global")
+
+
+def test_perplexity_bandwidth_stays_bounded_when_teacher_points_coincide():
+    """20 of 64 teacher positions identical (ReLU-zeroed background). A faithful student (the
+    teacher rotated, with noise of 0.01) must get a small loss and gradient, as without the
+    duplicates; before tied nearest neighbours raised the target perplexity, their β ran to the
+    cap and this gave a loss of 0.83 and a gradient norm of 30."""
+    g = np.random.default_rng(3)
+    ft = g.normal(size=(64, 8))
+    ft[:20] = 0.0
+    q, _ = np.linalg.qr(g.normal(size=(8, 8)))
+    fs = ft @ q + 0.01 * g.normal(size=(64, 8))
+    s = t64(fs.T.reshape(1, 8, 8, 8)).requires_grad_(True)
+    loss = local_geometry_loss(s, t64(ft.T.reshape(1, 8, 8, 8)), bandwidth="perplexity", perplexity=10.0, m=None)
+    loss.backward()
+    assert loss.item() < 0.01 and s.grad.norm().item() < 0.5, (loss.item(), s.grad.norm().item())

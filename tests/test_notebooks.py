@@ -8,8 +8,8 @@ from geoviz.batch import list_notebooks, run_notebook
 
 OVERRIDES = {
     "00_quickstart": {"projection": "pca", "epochs": 1, "layers": ["layer2", "layer3"], "seed": 1},
-    "01_geometric_transfer": {"kind": "knn_soft", "pairs": [["layer3", "layer3"]], "train_fractions": [0.5], "seeds": [1],
-                              "student_steps": 4},
+    "01_geometric_transfer": {"kind": "knn_soft", "pairs": [["layer3", "layer3"]], "train_fractions": [0.5, 1.0], "seeds": [1, 2],
+                              "steps": 4, "methods": ["ce", "kd", "geometric", "geometric+kd", "rkd", "best_baseline+kd"]},
     "02_angles_confusion": {"methods": ["ce", "ical"], "lam": 5.0, "epochs": 1},
     "03_shape_probes": {"experiments": ["square_vs_rectangle", "E4"], "starts": ["scratch"], "epochs": 1},
     "04_sparse_keypoints": {"setups": ["AF5"], "max_keypoints": 10, "window": 3},
@@ -17,9 +17,11 @@ OVERRIDES = {
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
     "00_quickstart": lambda s: s["epochs"] == 1 and "knn_class_purity/layer2" in s,
-    "01_geometric_transfer": lambda s: [r["fraction"] for r in s["table_test_acc_best_val"]] == [0.5] * 4
-    and list(s["geometry"]["geometric"]) == ["layer3→layer3"],
-    "02_angles_confusion": lambda s: [r["method"] for r in s["table"]] == ["ce", "ical"] and s["runs"]["ical-s0"]["epochs"] == 1,
+    "01_geometric_transfer": lambda s: [r["fraction"] for r in s["table_test_acc_best_val"]] == [0.5, 1.0] * 6
+    and list(s["geometry"]["geometric"]) == ["layer3→layer3"] and s["best_baseline"] == "rkd"
+    and {c["verdict"] for c in s["claims"]["comparisons"]} <= {"supported", "contradicted", "undecided"} and len(s["claims"]["comparisons"]) == 12,
+    "02_angles_confusion": lambda s: [r["method"] for r in s["table"]] == ["ce", "ical"] and s["runs"]["ical-s0"]["epochs"] == 1
+    and s["claims"]["comparisons"][0]["claim"] == "ICAL beats plain CE" and "mantel" in s["runs"]["ce-s1"],
     "03_shape_probes": lambda s: [(r["experiment"], r["start"]) for r in s["table"]] == [("E1", "scratch"), ("E4", "scratch")]
     and {p["experiment"] for p in s["probes"]} == {"E1", "E4"},
     "04_sparse_keypoints": lambda s: [r["method"] for r in s["reconstruction"]][0] == "AF5"

@@ -15,7 +15,7 @@ from geoviz.analysis import layer_alignment
 from geoviz.datasets import get_dataset, labels_of, train_fraction
 from geoviz.engine import fit
 from geoviz.experiments.train import TrainConfig, load_config, run_train
-from geoviz.experiments.transfer import TransferConfig, _epochs_for
+from geoviz.experiments.transfer import TransferConfig, TransferResult, _best_baseline, _epochs_for, baseline_pairs
 from geoviz.models import build_model, load_model
 from geoviz.runs import RunDir
 
@@ -67,17 +67,85 @@ def test_fit_rejects_bad_layer_pairs_and_missing_teachers():
 
 
 def test_transfer_config_validation_and_budget():
-    with pytest.raises(ValueError, match=r"train_fraction must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"train_fraction must be <= 1, got 1.2"):
         TransferConfig(train_fractions=(0.5, 1.2))
-    with pytest.raises(ValueError, match="unknown methods \\['fitnet'\\]"):
-        TransferConfig(methods=("ce", "fitnet"))
+    with pytest.raises(ValueError, match="unknown methods \\['crd'\\]"):
+        TransferConfig(methods=("ce", "crd"))
     with pytest.raises(ValueError, match="unknown geometric loss kind 'mmd'"):
         TransferConfig(kind="mmd")
+    with pytest.raises(ValueError, match="unknown budget 'time'"):
+        TransferConfig(budget="time")
+    with pytest.raises(ValueError, match="best_baseline\\+kd' needs at least one baseline"):
+        TransferConfig(methods=("ce", "best_baseline+kd"))
     cfg = TransferConfig.from_profile("quick", pairs={"layer3": "layer3"})
-    assert cfg.pairs == (("layer3", "layer3"),)
-    assert _epochs_for(cfg, 200) == 14 and _epochs_for(cfg, 2000) == 2  # 80 steps of 32 images
+    assert cfg.pairs == (("layer3", "layer3"),) and cfg.budget == "steps" and cfg.steps == 400
+    assert _epochs_for(cfg, 200) == 67 and _epochs_for(cfg, 1257) == 11  # 400 steps of 32 images: ceil(400 / (n // 32))
+    assert _epochs_for(cfg.replace(budget="epochs"), 200) == cfg.epochs == _epochs_for(cfg.replace(budget="epochs"), 1257)
     geo = cfg.terms("geometric+kd")
-    assert [t["name"] if isinstance(t, dict) else t for t in geo] == ["ce", "kd", "geometric"] and geo[2]["weight"] == 10.0
+    assert [t["name"] if isinstance(t, dict) else t for t in geo] == ["ce", "kd", "geometric"] and geo[2]["scope"] == cfg.scope
+    stages = ("layer1", "layer2", "layer3")
+    assert baseline_pairs("fitnet", stages, stages) == {"layer2": "layer2"} and baseline_pairs("sp", stages, stages) == {"layer3": "layer3"}
+    assert baseline_pairs("at", stages, stages) == dict(zip(stages, stages)) and baseline_pairs("pkt", stages, stages) == {"layer3": "layer3"}
+    assert cfg.terms("rkd", stages, stages) == ["ce", {"name": "rkd", "pairs": {"layer3": "layer3"}}]
+    assert [t["name"] for t in cfg.terms("best_baseline+kd", stages, stages, "at")] == ["ce", "kd", "at"]
+
+
+def _synthetic_result(effects: dict, seeds=(0, 1, 2, 3, 4), fractions=(0.25, 1.0), noise=0.002):
+    """A result table built by hand: accuracy = base(fraction, seed) + effect(method) + small noise."""
+    rng = np.random.default_rng(0)
+    cfg = TransferConfig(seeds=seeds, train_fractions=fractions, methods=tuple(effects))
+    rows = []
+    for f in fractions:
+        base = rng.uniform(0.5, 0.9, size=len(seeds)) * f + (1 - f) * 0.3
+        for m, eff in effects.items():
+            for s, b in zip(seeds, base):
+                acc = float(b + eff(f) + (rng.normal(0, noise) if noise else 0.0))
+                rows.append({"method": m, "fraction": f, "seed": s, "test_acc_best_val": acc, "test_acc_last": acc,
+                             "val_acc_best": acc + {"sp": 0.02, "pkt": 0.0}.get(m, 0.0), "geometry": {}})
+    return TransferResult(cfg, {}, rows, {}, [], best_baseline=_best_baseline(rows))
+
+
+def test_claims_on_synthetic_tables_come_out_either_way():
+    clear = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.01, "geometric": lambda f: 0.03, "geometric+kd": lambda f: 0.05,
+                               "sp": lambda f: 0.0, "pkt": lambda f: 0.0, "best_baseline+kd": lambda f: 0.0})
+    assert clear.best_baseline == "sp"  # chosen on validation accuracy, never test
+    verdicts = {(c["claim"], c["fraction"]): c["verdict"] for c in clear.claims()["comparisons"]}
+    assert verdicts[("geometric+kd > kd", 0.25)] == "supported" and verdicts[("geometric > ce", 1.0)] == "supported"
+    assert verdicts[("geometric+kd > sp+kd", 0.25)] == "supported"
+    worse = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.05, "geometric": lambda f: -0.03, "geometric+kd": lambda f: 0.0})
+    verdicts = {(c["claim"], c["fraction"]): c["verdict"] for c in worse.claims()["comparisons"]}
+    assert verdicts[("geometric+kd > kd", 0.25)] == "contradicted" and verdicts[("geometric > ce", 1.0)] == "contradicted"
+    # seeds on both sides: geometric+kd − kd = (+2, −2, +1, −1, 0) points at every fraction
+    tie = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.0, "geometric": lambda f: 0.0,
+                             "geometric+kd": lambda f, s=iter([0.02, -0.02, 0.01, -0.01, 0.0] * 2): next(s)}, noise=0.0)
+    assert {c["verdict"] for c in tie.claims()["comparisons"] if c["claim"] == "geometric+kd > kd"} == {"undecided"}
+
+
+def test_the_smallest_fraction_matching_ce_on_all_data():
+    # geometric+kd at 25 % is 0.3 + 0.7·base below ce at 100 %: far more than one point, contradicted;
+    # a method that reaches ce@100 % already at 25 % gives 0.25
+    res = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.0, "geometric": lambda f: 0.0,
+                             "geometric+kd": lambda f: 0.0 if f == 1.0 else 2.0})
+    claims = res.claims()
+    assert claims["smallest_fraction_matching_ce_on_all_data"] == 0.25
+    plain = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.0, "geometric": lambda f: 0.0, "geometric+kd": lambda f: 0.0})
+    c = {x["fraction"]: x for x in plain.claims()["comparisons"] if x["claim"].startswith("geometric+kd at this fraction")}
+    assert c[0.25]["verdict"] == "contradicted" and c[1.0]["verdict"] == "supported"  # same as ce on all data: within a point
+    assert plain.claims()["smallest_fraction_matching_ce_on_all_data"] == 1.0
+    assert plain.claims()["smallest_fraction_where_ce_matches"] == 1.0
+    # supported at 25 % but not at 100 %: no fraction "from which on" it matches
+    gap = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.0, "geometric": lambda f: 0.0,
+                             "geometric+kd": lambda f: 2.0 if f < 1.0 else -0.2})
+    assert gap.claims()["smallest_fraction_matching_ce_on_all_data"] is None
+
+
+def test_claims_pair_only_the_seeds_both_arms_ran():
+    res = _synthetic_result({"ce": lambda f: 0.0, "kd": lambda f: 0.0, "geometric": lambda f: 0.02, "geometric+kd": lambda f: 0.0})
+    res.runs = [r for r in res.runs if not (r["method"] == "ce" and r["seed"] == 0)]  # ce lost its first seed
+    c = next(x for x in res.claims()["comparisons"] if x["claim"] == "geometric > ce" and x["fraction"] == 0.25)
+    geo = {r["seed"]: r["test_acc_best_val"] for r in res.runs if r["method"] == "geometric" and r["fraction"] == 0.25}
+    ce = {r["seed"]: r["test_acc_best_val"] for r in res.runs if r["method"] == "ce" and r["fraction"] == 0.25}
+    assert c["n"] == 4 and c["differences"] == pytest.approx([geo[s] - ce[s] for s in (1, 2, 3, 4)])
 
 
 def test_layer_alignment_of_a_network_with_itself_and_with_another():
@@ -223,3 +291,33 @@ runs_root: {tmp_path}
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "ddp-student" / "metrics.json").read_text())["summary"]
     assert summary["epochs"] == 1 and "test_acc_best_val" in summary
+
+
+def test_the_rest_of_the_training_split_joins_as_unlabelled_images(tmp_path):
+    from geoviz.experiments.transfer import run_transfer
+
+    cfg = TransferConfig.from_profile("smoke", methods=("ce", "kd"), train_fractions=(0.5, 1.0), seeds=(0, 1), steps=4,
+                                      teacher_epochs=1, unlabelled="rest")
+    res = run_transfer(cfg, run_root=tmp_path, progress=False)
+    n = 1257  # the digits training split
+    for r in res.runs:
+        half = r["fraction"] == 0.5
+        expect = n - r["n_train_images"] if r["method"] == "kd" and half else 0  # ce stays supervised; nothing is left at 100 %
+        assert r["n_unlabelled_images"] == expect and (not (half and r["method"] == "kd") or expect > 600)
+    with pytest.raises(ValueError, match="unknown budget"):
+        cfg.replace(budget="minutes")
+
+
+def test_geometry_ablation_returns_one_row_per_variant_and_method(tmp_path):
+    from geoviz.experiments.transfer import run_geometry_ablation
+
+    cfg = TransferConfig.from_profile("smoke", seeds=(0, 1), steps=4, teacher_epochs=1)
+    out = run_geometry_ablation(cfg, scopes=("batch", "image"), bandwidths=("global",), methods=("geometric",), fractions=(0.5,),
+                                run_root=tmp_path, progress=False)
+    rows = out["rows"]
+    assert [(r["scope"], r["bandwidth"], r["method"], r["n"]) for r in rows] == [("batch", "global", "geometric", 2), ("image", "global", "geometric", 2)]
+    assert out["best"] == (out["variants"][0]["scope"], out["variants"][0]["bandwidth"])
+    assert out["variants"][0]["val_acc_mean"] >= out["variants"][1]["val_acc_mean"]
+    # the choice's margin, paired over the same (method, fraction, seed) runs
+    means = {(r["scope"], r["bandwidth"]): r["val_acc_mean"] for r in rows}
+    assert out["best_vs_runner_up"]["mean"] == pytest.approx(means[out["best"]] - means[tuple(out["best_vs_runner_up"]["runner_up"])])

@@ -65,3 +65,19 @@ def test_keypoint_explorer_controls_change_the_reconstruction(run_root):
     assert len(app.fig.data[1].x) == 0 and shown() == full - n0
     expected = res.reconstruct("AF4", 0, keep=6, types=[1, 2, 3])
     assert np.allclose(app.fig.data[6].z[..., 0], np.clip(expected[0], 0, 1) * 255, atol=1)
+
+
+def test_angle_explorer_pair_picker_draws_that_pairs_trajectory():
+    from geoviz.viz import AngleConfusionExplorer
+
+    from test_angles import synthetic_angles_result
+
+    res = synthetic_angles_result()
+    app = AngleConfusionExplorer(res)
+    assert app.pair.value == (0, 1)  # the most confused test pair
+    app.pair.value = (2, 3)
+    traj = res.runs[0].pair_trajectory(2, 3)
+    assert "c – d through training" in app.trajectory.layout.title.text
+    assert list(app.trajectory.data[0].y) == traj["angle"] and list(app.trajectory.data[1].y) == traj["confusion"]
+    assert "c ↔ d" in app.grid.layout.title.text
+    assert "<b>pair</b>: c – d" in app.static_html()  # the snapshot the exported HTML shows

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from .._io import to_jsonable
 from .._utils import check_number, choice, eval_mode, progress_bar, seed_everything
@@ -76,6 +76,7 @@ class _Options:
     num_workers: int
     amp: str | bool
     objective: str
+    epoch_size: int | None = None
 
     @property
     def recon(self) -> bool:
@@ -98,6 +99,7 @@ def _check_options(o: _Options) -> None:
         raise ValueError(f"unknown amp {o.amp!r}; allowed: {', '.join(map(repr, AMP_MODES))}")
     for m in o.milestones:
         check_number("each of milestones (fractions of training)", m, low=0, high=1, low_open=True, high_open=True)
+    check_number("epoch_size", o.epoch_size, low=o.batch_size, integer=True, allow_none=True)
 
 
 def _check_data(name: str, data, required: bool) -> None:
@@ -140,15 +142,18 @@ def build_terms(terms, model: nn.Module, teacher: nn.Module | None, teacher_cach
 class _Training:
     """One call of ``fit``: its state and the steps of the loop, each small enough to read."""
 
-    def __init__(self, model, train, val, test, teacher, terms, opts: _Options, teacher_cache, callbacks, run, progress, dev, ctx):
+    def __init__(self, model, train, val, test, teacher, terms, opts: _Options, teacher_cache, callbacks, run, progress, dev, ctx,
+                 unlabelled=None, unlabelled_batch_size=None):
         self.model, self.teacher, self.terms, self.o = model, teacher, terms, opts
         self.cache, self.callbacks, self.dev, self.ctx = teacher_cache, list(callbacks), dev, ctx
         self.show = progress and ctx.rank == 0
         self._loaders(train, val, test)
+        self._unlabelled_loader(unlabelled, unlabelled_batch_size or opts.batch_size)
         self.run = RunDir(run) if isinstance(run, str) else run  # created once everything above passed
         self.run_w = self.run if ctx.rank == 0 else None  # only rank 0 writes
         self.history: list[dict] = []
         self.start_epoch, self.best_score, self.best_state = 1, -math.inf, None
+        self.best_key = [-math.inf, -math.inf]
 
     def _loaders(self, train, val, test) -> None:
         o, ctx = self.o, self.ctx
@@ -158,11 +163,44 @@ class _Training:
             raise TypeError("under torchrun fit needs the training Dataset, not a DataLoader: it shards it with a DistributedSampler")
         self.train_data = self.cache.indexed(train) if self.cache is not None else train
         self.sampler = DistributedSampler(self.train_data, ctx.world, ctx.rank, shuffle=True, seed=o.seed, drop_last=True) if ctx.enabled else None
+        self.order = None  # the generator of an epoch_size sampler
+        if o.epoch_size is not None:  # passes over the data, each in its own order, concatenated (no repeats within a pass)
+            self.order = torch.Generator().manual_seed(o.seed)
+            self.sampler = RandomSampler(self.train_data, replacement=False, num_samples=o.epoch_size, generator=self.order)
         pin = self.dev.type == "cuda"
         self.train_loader = as_loader(self.train_data, o.batch_size // ctx.world, shuffle=True, seed=o.seed, num_workers=o.num_workers,
                                       drop_last=True, sampler=self.sampler, pin_memory=pin)
         self.val_loader = as_loader(val, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin)
         self.test_loader = as_loader(test, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin)
+
+    def _unlabelled_loader(self, data, batch_size: int) -> None:
+        self.u_sampler = self.u_loader = None
+        if data is None:
+            return
+        o, ctx = self.o, self.ctx
+        data = self.cache.indexed(data) if self.cache is not None else data
+        if ctx.enabled:
+            self.u_sampler = DistributedSampler(data, ctx.world, ctx.rank, shuffle=True, seed=o.seed + 1, drop_last=True)
+        self.u_loader = as_loader(data, max(1, batch_size // ctx.world), shuffle=True, seed=o.seed + 1, num_workers=o.num_workers,
+                                  drop_last=True, sampler=self.u_sampler, pin_memory=self.dev.type == "cuda")
+        self.u_size = (len(data), batch_size)
+
+    def _unlabelled_batches(self, epoch: int):
+        """Unlabelled batches without end, in an order that depends on (seed, epoch) only."""
+        if self.u_loader is None:
+            return None
+
+        def batches():
+            rounds = 0
+            if self.u_sampler is None:
+                self.u_loader.generator.manual_seed(self.o.seed * 1_000_003 + epoch + 500_009)
+            while True:
+                if self.u_sampler is not None:
+                    self.u_sampler.set_epoch(epoch * 10_000 + rounds)
+                yield from self.u_loader
+                rounds += 1
+
+        return batches()
 
     def _example_batch(self):
         if isinstance(self.train_data, DataLoader):
@@ -191,8 +229,8 @@ class _Training:
         self.settings = to_jsonable({
             "epochs": o.epochs, "lr": o.lr, "optimizer": o.optimizer, "momentum": o.momentum, "weight_decay": o.weight_decay,
             "schedule": o.schedule, "milestones": list(o.milestones), "warmup_epochs": o.warmup_epochs, "batch_size": o.batch_size,
-            "seed": o.seed, "eval_every": o.eval_every, "objective": o.objective, "terms": [t.spec() for t in self.terms],
-            "model": model_signature(self.model)})
+            "seed": o.seed, "eval_every": o.eval_every, "objective": o.objective, "epoch_size": o.epoch_size, "terms": [t.spec() for t in self.terms],
+            "model": model_signature(self.model), **({"unlabelled": list(self.u_size)} if self.u_loader is not None else {})})
 
     def _example_features(self) -> tuple[dict, dict]:
         student_layers = sorted({l for t in self.terms for l in t.student_layers})
@@ -227,6 +265,7 @@ class _Training:
             self.scaler.load_state_dict(ck["scaler"])
         self.history = list(run.read_metrics()["epochs"])[: ck["epoch"]]
         self.start_epoch, self.best_score = ck["epoch"] + 1, ck.get("best_score", -math.inf)
+        self.best_key = list(ck.get("best_key", [self.best_score, -math.inf]))
         best = run.load_checkpoint("best.pt", map_location="cpu")
         self.best_state = best["model"] if best else None
         set_rng_state(ck["rng"], self.ctx.rank)
@@ -234,17 +273,21 @@ class _Training:
     def train_epoch(self, step: TrainStep, epoch: int) -> dict:
         o = self.o
         self.wrapped.train()
-        if self.sampler is not None:
+        # the epoch's order depends on (seed, epoch) only: exact resume
+        if self.order is not None:
+            self.order.manual_seed(o.seed * 1_000_003 + epoch)
+        elif self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        elif self.train_loader.generator is not None:  # the epoch's order depends on (seed, epoch) only: exact resume
+        elif self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(o.seed * 1_000_003 + epoch)
         t0 = time.perf_counter()
         sums = {t.name: 0.0 for t in self.terms}
         tot_loss, tot_correct, seen = 0.0, 0, 0
         bar = progress_bar(self.train_loader, desc=f"epoch {epoch}/{o.epochs}", leave=False, enabled=self.show)
+        unlabelled = self._unlabelled_batches(epoch)
         for batch in bar:
             try:
-                loss, parts, logits, y = step(batch)
+                loss, parts, logits, y = step(batch, next(unlabelled) if unlabelled is not None else None)
             except FloatingPointError as err:
                 raise FloatingPointError(f"epoch {epoch}: {err} (lr is {o.lr})") from None
             n = y.shape[0]
@@ -273,13 +316,15 @@ class _Training:
         if o.recon:  # select on -MSE, so that "larger is better" holds for both objectives
             v = evaluate_reconstruction(self.model, self.val_loader, device=self.dev)
             metrics.update(val_loss=v["loss"])
-            score = -v["loss"]
+            score, key = -v["loss"], [-v["loss"], -v["loss"]]
         else:
             v = evaluate(self.model, self.val_loader, device=self.dev)
             metrics.update(val_loss=v["loss"], val_acc=v["acc"])
-            score = v["acc"]
-        if score > self.best_score:
-            self.best_score = score
+            # accuracy first; equal accuracy (a small or saturated validation set) goes to the lower
+            # loss, not to the earliest epoch that reached it
+            score, key = v["acc"], [v["acc"], -v["loss"]]
+        if key > self.best_key:
+            self.best_score, self.best_key = score, key
             self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
             if self.run_w is not None:
                 self.run_w.save_checkpoint({"model": self.best_state, "epoch": epoch, "val_score": self.best_score}, "best.pt")
@@ -293,7 +338,7 @@ class _Training:
             return
         self.run_w.log_epoch(metrics)
         state = {"model": self.trainable.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                 "epoch": epoch, "best_score": self.best_score, "rng": rng, "settings": self.settings}
+                 "epoch": epoch, "best_score": self.best_score, "best_key": self.best_key, "rng": rng, "settings": self.settings}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         self.run_w.save_checkpoint(state)
@@ -314,7 +359,7 @@ class _Training:
                 self.save(epoch, metrics)
                 self.ctx.barrier()
                 epochs.set_postfix(val_acc=f"{metrics.get('val_acc', float('nan')):.3f}")
-        self.ctx.broadcast_buffers(self.model)
+        self.ctx.broadcast_buffers(self.trainable)  # the student and the terms (FitNet regressors carry BN too)
 
     def summary(self) -> dict:
         """Final numbers: the last epoch's, the selected epoch's, and test scores of both models."""
@@ -325,7 +370,7 @@ class _Training:
         if self.val_loader is not None:
             summary[f"val_{key}_best"] = -self.best_score if o.recon else self.best_score
             evaluated = [r for r in history if sel in r]
-            pick = (min if o.recon else max)(evaluated, key=lambda r: r[sel]) if evaluated else None
+            pick = (min if o.recon else max)(evaluated, key=lambda r: (r[sel], -r["val_loss"]) if not o.recon else r[sel]) if evaluated else None
             summary["best_epoch"] = pick["epoch"] if pick else None
         if self.test_loader is not None:
             def score(m):
@@ -371,6 +416,9 @@ def fit(
     eval_every: int = 1,
     objective: str = "classification",
     deterministic: bool = False,
+    unlabelled=None,
+    unlabelled_batch_size: int | None = None,
+    epoch_size: int | None = None,
 ) -> FitResult:
     """Train ``model`` (the student) on the weighted sum of ``terms``.
 
@@ -392,12 +440,20 @@ def fit(
     processes, and only rank 0 writes to the run. ``eval_every`` evaluates the validation split
     every that many epochs (and always after the last one); model selection sees only those epochs.
 
+    ``epoch_size`` (images per epoch) makes an epoch several passes over a small data set, each
+    pass in its own random order (no image twice within a pass): a budget in steps then has as
+    many epoch ends — validation, checkpoint — per step at every data set size.
+
+    ``unlabelled`` (a Dataset whose labels are ignored) adds a batch of ``unlabelled_batch_size``
+    (default ``batch_size``) images to every step: the teacher terms (KD, geometric, the
+    baselines) act on them as on the labelled images, cross-entropy only on the labelled ones.
+
     ``objective="reconstruction"`` trains an autoencoder: the targets are the inputs (use a term
     such as ``"reconstruction"``), the model with the lowest validation MSE is selected, and the
     summary reports ``test_loss_best_val`` / ``test_loss_last`` (MSE per pixel) instead of accuracies.
     """
     opts = _Options(epochs, lr, optimizer, momentum, weight_decay, schedule, tuple(milestones), warmup_epochs, batch_size,
-                    seed, eval_every, num_workers, amp, objective)
+                    seed, eval_every, num_workers, amp, objective, epoch_size)
     _check_options(opts)
     _check_data("train", train, required=True)
     _check_data("val", val, required=False)
@@ -405,6 +461,17 @@ def fit(
     if teacher_cache is not None and isinstance(train, DataLoader):
         teacher_cache.indexed(train)  # raises with the reason
     terms = build_terms(terms, model, teacher, teacher_cache, objective)
+    if unlabelled is not None:
+        _check_data("unlabelled", unlabelled, required=True)
+        if isinstance(unlabelled, DataLoader):
+            raise TypeError("unlabelled: pass a Dataset (fit batches it alongside the training data), not a DataLoader")
+        if objective != "classification" or not any(t.needs_teacher for t in terms):
+            raise ValueError("unlabelled data feed the terms that need a teacher (kd, geometric, fitnet, ...): add one, or leave unlabelled=None")
+        if teacher_cache is not None:
+            teacher_cache.indexed(unlabelled)  # the cache must cover them too (a Subset of its data set), else: no cache
+        check_number("unlabelled_batch_size", unlabelled_batch_size, low=1, integer=True, allow_none=True)
+    if epoch_size is not None and (isinstance(train, DataLoader) or under_torchrun()):
+        raise ValueError("epoch_size needs the training Dataset and one process (under torchrun an epoch is one pass)")
     if under_torchrun() and isinstance(train, DataLoader):
         raise TypeError("under torchrun fit needs the training Dataset, not a DataLoader: it shards it with a DistributedSampler")
 
@@ -413,7 +480,8 @@ def fit(
     try:
         with deterministic_mode(deterministic):
             seed_everything(seed)
-            training = _Training(model, train, val, test, teacher, terms, opts, teacher_cache, callbacks, run, progress, dev, ctx)
+            training = _Training(model, train, val, test, teacher, terms, opts, teacher_cache, callbacks, run, progress, dev, ctx,
+                                 unlabelled, unlabelled_batch_size)
             training.setup()
             training.resume()
             training.loop()

@@ -81,18 +81,25 @@ class TrainStep:
                 stack.enter_context(rec.paused())
         return stack
 
-    def __call__(self, batch) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
-        """Returns (loss, [(term, value), ...], logits, targets)."""
+    def __call__(self, batch, unlabelled=None) -> tuple[torch.Tensor, list, torch.Tensor, torch.Tensor]:
+        """Returns (loss, [(term, value), ...], logits of the labelled images, targets).
+
+        ``unlabelled`` (a batch whose labels are ignored) joins the forward pass: the teacher terms
+        act on every image, the label terms on the labelled ones only."""
         dev = self.dev
         x = batch[0].to(dev, non_blocking=True)
         y = x if self.reconstruct else batch[1].to(dev, non_blocking=True)
+        n_labelled = x.shape[0]
+        if unlabelled is not None:
+            x = torch.cat([x, unlabelled[0].to(dev, non_blocking=True)])
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             logits = self.wrapped(x)
             t_logits, t_feats = None, {}
             if self.cache is not None:
-                t_logits, t_feats = self.cache.lookup(batch[2], dev)
+                idx = batch[2] if unlabelled is None else torch.cat([torch.as_tensor(batch[2]), torch.as_tensor(unlabelled[2])])
+                t_logits, t_feats = self.cache.lookup(idx, dev)
             elif self.needs_teacher:
                 with torch.no_grad():
                     t_logits = self.teacher(x)
@@ -112,4 +119,4 @@ class TrainStep:
             self.opt.step()
         if self.sched is not None:
             self.sched.step()
-        return loss, parts, logits, y
+        return loss, parts, logits[:n_labelled], y

@@ -19,18 +19,26 @@ from torch import nn
 
 from .._utils import check_number, choice, unknown_name_message
 from . import distill
-from .angular import ical_loss
+from .angular import PAIRS, ical_loss
 from .geometric import DEFAULT_KIND, LocalGeometryLoss
 
 
 @dataclass
 class TermInputs:
+    """What a term sees in one step. With unlabelled data in the batch, ``logits`` and the layers
+    cover every image and ``targets`` only the first ``len(targets)`` (the labelled ones): terms
+    that need labels use ``labelled_logits``, teacher terms act on every image."""
+
     logits: torch.Tensor
     targets: torch.Tensor
     feats: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_logits: torch.Tensor | None = None
     teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     model: nn.Module | None = None  # the student itself (terms on its weights, e.g. ICAL)
+
+    @property
+    def labelled_logits(self) -> torch.Tensor:
+        return self.logits[: len(self.targets)]
 
 
 class Term(nn.Module):
@@ -75,7 +83,7 @@ class CrossEntropy(Term):
         self.label_smoothing = check_number("label_smoothing", label_smoothing, low=0, high=1, high_open=True)
 
     def forward(self, inp: TermInputs) -> torch.Tensor:
-        return F.cross_entropy(inp.logits.float(), inp.targets, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(inp.labelled_logits.float(), inp.targets, label_smoothing=self.label_smoothing)
 
     def spec(self):
         return {**super().spec(), "label_smoothing": self.label_smoothing}
@@ -123,19 +131,22 @@ class Geometric(Term):
     needs_teacher = needs_pairs = True
 
     def __init__(self, weight=None, pairs=None, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256,
-                 align: str = "pool", affinity: str = "gaussian", tau: float = 0.1):
+                 align: str = "pool", affinity: str = "gaussian", tau: float = 0.1, scope: str = "batch",
+                 bandwidth: str = "global", perplexity: float = 10.0):
         super().__init__(weight, pairs)
         check_number("k", k, low=1, integer=True)
         check_number("m", m, low=3, integer=True, allow_none=True)
         check_number("tau", tau, low=0, low_open=True)
-        self.loss = LocalGeometryLoss(kind, k, m, align, affinity, tau)
+        check_number("perplexity", perplexity, low=1, low_open=True)
+        self.loss = LocalGeometryLoss(kind, k, m, align, affinity, tau, scope, bandwidth, perplexity)
 
     def forward(self, inp):
         return self.pair_losses(inp, self.loss)
 
     def spec(self):
         l = self.loss
-        return {**super().spec(), "kind": l.kind, "k": l.k, "m": l.m, "align": l.align, "affinity": l.affinity, "tau": l.tau}
+        return {**super().spec(), "kind": l.kind, "k": l.k, "m": l.m, "align": l.align, "affinity": l.affinity, "tau": l.tau,
+                "scope": l.scope, "bandwidth": l.bandwidth, "perplexity": l.perplexity}
 
 
 class FitNetTerm(Term):
@@ -144,7 +155,7 @@ class FitNetTerm(Term):
     default_weight = 100.0
 
     def setup(self, feats, teacher_feats):
-        self.hints = nn.ModuleList(distill.FitNet(feats[s].shape[1], teacher_feats[t].shape[1]) for s, t in self.pairs.items())
+        self.hints = nn.ModuleList(distill.FitNet(feats[s].shape, teacher_feats[t].shape) for s, t in self.pairs.items())
 
     def forward(self, inp):
         return sum(h(inp.feats[s], inp.teacher_feats[t]) for h, (s, t) in zip(self.hints, self.pairs.items())) / len(self.pairs)
@@ -160,8 +171,8 @@ class AT(Term):
         super().__init__(weight, pairs)
         self.p = check_number("p", p, low=0, low_open=True)
 
-    def forward(self, inp):
-        return self.pair_losses(inp, lambda s, t: distill.at_loss(s, t, self.p))
+    def forward(self, inp):  # summed over the layer pairs, as RepDistiller does (its β = 1000 assumes it)
+        return self.pair_losses(inp, lambda s, t: distill.at_loss(s, t, self.p)) * len(self.pairs)
 
     def spec(self):
         return {**super().spec(), "p": self.p}
@@ -210,7 +221,7 @@ class ICAL(Term):
 
     def __init__(self, weight=None, pairs: str = "all", momentum: float = 0.9):
         super().__init__(weight)
-        choice("pairs", pairs, ("all", "confused"))
+        choice("pairs", pairs, PAIRS)
         self.pairs_mode, self.momentum = pairs, check_number("momentum", momentum, low=0, high=1, high_open=True)
         # not saved: after a resume the running confusion rebuilds within a few batches
         self.register_buffer("pair_counts", torch.zeros(0), persistent=False)
@@ -232,7 +243,7 @@ class ICAL(Term):
         if inp.model is None or not hasattr(inp.model, "classifier"):
             raise ValueError("the ical term needs the student's classifier (a geoviz model's .classifier)")
         w = inp.model.classifier.weight
-        conf = self._confusion(inp.logits.detach(), inp.targets) if self.pairs_mode == "confused" else None
+        conf = self._confusion(inp.labelled_logits.detach(), inp.targets) if self.pairs_mode != "all" else None
         return ical_loss(w, 1.0, pairs=self.pairs_mode, confusion=conf)
 
     def spec(self):

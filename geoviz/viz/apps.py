@@ -44,7 +44,8 @@ def _static_html(w) -> str:
     if isinstance(w, (W.HTML, W.HTMLMath)):
         return f"<div>{w.value}</div>"
     if hasattr(w, "value") and getattr(w, "description", None) is not None:
-        return f"<div><b>{html.escape(str(w.description))}</b>: {html.escape(str(w.value))}</div>"
+        shown = w.label if isinstance(w, W.Dropdown) and w.label is not None else w.value  # a dropdown's visible text
+        return f"<div><b>{html.escape(str(w.description))}</b>: {html.escape(str(shown))}</div>"
     return ""
 
 
@@ -197,8 +198,9 @@ class TransferExplorer(_WidgetApp):
 
 class AngleConfusionExplorer(_WidgetApp):
     """One training run at a time: an epoch slider moves the angle–confusion scatter and the two
-    heatmaps through training (validation split; figures updated in place). Clicking a cell of the
-    confusion heatmap shows the test images of that class pair the final model confuses most."""
+    heatmaps through training (validation split; figures updated in place). A pair picker shows
+    that class pair's angle and confusion per epoch. Clicking a cell of the confusion heatmap picks
+    that pair and shows the test images of it the final model confuses most."""
 
     def __init__(self, result, *, n_images: int = 8):
         import ipywidgets as W
@@ -218,14 +220,19 @@ class AngleConfusionExplorer(_WidgetApp):
         self.heat = go.FigureWidget(angle_confusion_heatmaps(h["angles"], h["confusion"], self.names, title="angles and confusion"))
         self.heat.update_layout(width=980)
         self.grid = go.FigureWidget(image_mosaic([], [], title="most confused test images"))
-        self.run.observe(self._on_run, names="value")
-        self.epoch.observe(self._draw, names="value")
-        self.heat.data[1].on_click(self._on_cell)
-        self._draw()
+        n = len(self.names)
+        pairs = [(f"{self.names[i]} – {self.names[j]}", (i, j)) for i in range(n) for j in range(i + 1, n)]
         conf = np.asarray(first.test_confusion)
         i, j = np.unravel_index(np.nanargmax(np.triu(conf, 1)), conf.shape)
-        self.show_pair(int(i), int(j))
-        self.widget = W.VBox([W.HBox([self.run, self.epoch]), W.HBox([self.scatter, self.grid]), self.heat])
+        self.pair = W.Dropdown(options=pairs, value=(int(min(i, j)), int(max(i, j))), description="pair", layout=W.Layout(width="320px"))
+        self.trajectory = go.FigureWidget(layout={"height": 360, "width": 700})
+        self.run.observe(self._on_run, names="value")
+        self.epoch.observe(self._draw, names="value")
+        self.pair.observe(self._on_pair, names="value")
+        self.heat.data[1].on_click(self._on_cell)
+        self._draw()
+        self._on_pair()
+        self.widget = W.VBox([W.HBox([self.run, self.epoch, self.pair]), W.HBox([self.scatter, self.grid]), self.trajectory, self.heat])
 
     @property
     def current(self):
@@ -236,6 +243,20 @@ class AngleConfusionExplorer(_WidgetApp):
         self.epoch.max = epochs[-1]
         self.epoch.value = epochs[-1]
         self._draw()
+        self._on_pair()
+
+    def _on_pair(self, *_):
+        from .figures import pair_trajectory
+
+        i, j = self.pair.value
+        run = self.current
+        fig = pair_trajectory(run.pair_trajectory(i, j), title=f"{self.names[i]} – {self.names[j]} through training ({run.name}, validation)")
+        with self.trajectory.batch_update():
+            self.trajectory.data = []
+            self.trajectory.add_traces(fig.data)
+            self.trajectory.layout = fig.layout
+            self.trajectory.layout.width = 700
+        self.show_pair(i, j)
 
     def _draw(self, *_):
         from .figures import angle_confusion_traces, correlation_text
@@ -256,7 +277,9 @@ class AngleConfusionExplorer(_WidgetApp):
 
     def _on_cell(self, trace, points, state):
         if points.xs and points.ys:
-            self.show_pair(self.names.index(points.ys[0]), self.names.index(points.xs[0]))
+            i, j = self.names.index(points.ys[0]), self.names.index(points.xs[0])
+            if i != j:
+                self.pair.value = (min(i, j), max(i, j))  # draws the trajectory and the images
 
     def show_pair(self, i: int, j: int) -> None:
         """Show the test images of classes i and j the run's final model confuses most."""

@@ -117,8 +117,11 @@ def bar_by_layer(values: dict[str, float], *, title: str, y: str, color: str | N
     return finish(fig, title, "layer", y, height=340)
 
 
-def fraction_curves(table: list[dict], *, title: str, reference: float | None = None, reference_name: str = "teacher", y: str = "test accuracy (fraction)") -> go.Figure:
-    """Accuracy vs train fraction, one line per method, mean ± std over seeds as error bars."""
+def fraction_curves(table: list[dict], *, title: str, reference: float | None = None, reference_name: str = "teacher",
+                    y: str = "test accuracy (fraction)", floors: dict | None = None) -> go.Figure:
+    """Accuracy vs train fraction, one line per method, mean ± std over seeds as error bars.
+    ``floors``: ``{"chance": value, "<name>": {"<fraction>": value}}``: the levels a network must
+    beat, drawn grey and dashed."""
     methods = list(dict.fromkeys(r["method"] for r in table))
     colors, symbols = class_colors(max(4, len(methods))), class_symbols(len(methods))
     fig = go.Figure()
@@ -130,8 +133,59 @@ def fraction_curves(table: list[dict], *, title: str, reference: float | None = 
                                  hovertemplate=m + ": %{y:.3f} at %{x:g}% of the training set<extra></extra>"))
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", line_color="#555555", annotation_text=f"{reference_name} {reference:.3f}")
+    for name, level in (floors or {}).items():
+        if isinstance(level, dict):
+            pts = sorted((float(f), v) for f, v in level.items())
+            fig.add_trace(go.Scatter(x=[100 * f for f, _ in pts], y=[v for _, v in pts], name=f"floor: {name.replace('_', ' ')}",
+                                     mode="lines", line={"color": "#888888", "dash": "dot"}))
+        else:
+            fig.add_hline(y=level, line_dash="dot", line_color="#888888", annotation_text=f"floor: {name}")
     fig.update_xaxes(type="log", tickvals=sorted({100 * r["fraction"] for r in table}))
-    return finish(fig, title, "training images used (% of the training split, log scale)", y, height=420, legend_title="method")
+    return finish(fig, title, "training images used (% of the training split, log scale)", y, height=460, legend_title="method")
+
+
+def pair_trajectory(trajectory: dict, *, title: str) -> go.Figure:
+    """One class pair through training: the angle between its class vectors (degrees, left axis)
+    and its validation confusion rate (right axis) per epoch."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    colors = class_colors(2)
+    fig.add_trace(go.Scatter(x=trajectory["epochs"], y=trajectory["angle"], name="angle (°)", mode="lines+markers",
+                             marker={"symbol": "circle", "color": colors[0]}, line={"color": colors[0]}), secondary_y=False)
+    fig.add_trace(go.Scatter(x=trajectory["epochs"], y=trajectory["confusion"], name="confusion rate", mode="lines+markers",
+                             marker={"symbol": "square", "color": colors[1]}, line={"color": colors[1], "dash": "dot"}), secondary_y=True)
+    fig.update_yaxes(title_text="angle between class vectors (degrees)", secondary_y=False)
+    fig.update_yaxes(title_text="pairwise confusion rate (fraction)", secondary_y=True, showgrid=False, rangemode="tozero")
+    return finish(fig, title, "epoch", height=360)
+
+
+def claims_table(claims: dict, *, title: str) -> go.Figure:
+    """One row per claim (and fraction, when the claims have one): the mean paired difference, its
+    intervals, p and the verdict. Accuracy differences in points, angles in degrees."""
+    comps = claims["comparisons"]
+    by_fraction = all("fraction" in c for c in comps)
+
+    def fmt(c, v):
+        return f"{v:+.1f}°" if str(c.get("metric", "")).endswith("angle_deg") else f"{100 * v:+.2f}"
+
+    rows = [[c["claim"]] + ([f"{100 * c['fraction']:g}%"] if by_fraction else []) +
+            [fmt(c, c["mean"]), f"[{fmt(c, c['ci'][0])}, {fmt(c, c['ci'][1])}]", f"[{fmt(c, c['bootstrap_ci'][0])}, {fmt(c, c['bootstrap_ci'][1])}]",
+             f"{c['p_value']:.3f}", f"{c['n']}", c["verdict"]] for c in comps]
+    header = ["claim"] + (["data"] if by_fraction else []) + ["mean difference (points or °)", "95% t interval (decides)",
+                                                               "bootstrap interval", "p (sign flips)", "seeds", "verdict"]
+    return table_figure(header, rows, title=title)
+
+
+def convergence_curves(runs: dict[str, list[dict]], *, title: str, key: str = "val_acc") -> go.Figure:
+    """Validation accuracy per epoch of several runs (e.g. the teacher, and ce on all the data
+    with its budget and twice it): has accuracy stopped rising?"""
+    colors, symbols = class_colors(max(4, len(runs))), class_symbols(len(runs))
+    fig = go.Figure()
+    for i, (name, history) in enumerate(runs.items()):
+        pts = [(r["epoch"], r[key]) for r in history if key in r]
+        if pts:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name, mode="lines+markers",
+                                     marker={"symbol": symbols[i], "color": colors[i]}, line={"color": colors[i]}))
+    return finish(fig, title, "epoch", "validation accuracy (fraction)", height=400, legend_title="run")
 
 
 def results_table(table: list[dict], *, title: str, value: str = "test accuracy") -> go.Figure:
@@ -192,10 +246,12 @@ def angle_confusion_traces(angles, confusion, class_names) -> list[go.Scatter]:
 
 
 def correlation_text(corr: dict) -> str:
+    """r with its pair-bootstrap interval, as a description: pairs share classes, so a p-value
+    over pairs would overstate significance (the Mantel test, permuting classes, is the test)."""
     if not np.isfinite(corr.get("pearson", np.nan)):
         return "r undefined (constant input)"
     lo, hi = corr["pearson_ci"]
-    return f"Pearson r = {corr['pearson']:.2f} [{lo:.2f}, {hi:.2f}], p = {corr['pearson_p']:.2g}; Spearman ρ = {corr['spearman']:.2f}"
+    return f"Pearson r = {corr['pearson']:.2f} (pair bootstrap [{lo:.2f}, {hi:.2f}], descriptive); Spearman ρ = {corr['spearman']:.2f}"
 
 
 def angle_confusion_scatter(angles, confusion, class_names, corr: dict, *, title: str) -> go.Figure:
