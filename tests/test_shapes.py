@@ -64,7 +64,7 @@ def test_images_depend_only_on_seed_and_index(task):
 @pytest.mark.parametrize("task", list(TASKS))
 def test_any_contiguous_range_is_class_balanced(task):
     k = len(TASKS[task])
-    _, labels, meta = make_shapes(task, 7 * k, start=3, size=32, return_meta=True)
+    _, labels, meta = make_shapes(task, 7 * k, start=3, size=64 if task == "curve" else 32, return_meta=True)
     assert np.bincount(labels.numpy(), minlength=k).tolist() == [7] * k
     assert [m["class"] for m in meta] == [TASKS[task][int(l)] for l in labels]
 
@@ -75,9 +75,12 @@ def test_hole_labels_are_true(variant, size):
     images, labels, meta = make_shapes("hole", 400, size=size, seed=11, variant=variant)
     for img, y, m in zip(images, labels, meta):
         b = img[0].numpy() > 0.5
-        assert n_holes(b) == int(y), (m["class"], m["bite"])
-    # the bites: no-hole shapes that lost area to a cut open to the outside
-    assert any(m["bite"] for m in meta) and any(m["label"] == 0 and not m["bite"] for m in meta)
+        assert n_holes(b) == int(y), m["class"]
+    # every shape has a cut and a channel; the channel's inner end reaches the cut only without a hole
+    for m in meta:
+        inner_end = m["channel"][[0, 3]].mean(0)  # the bar's start (its first and last corners)
+        cut_centre = m["cut_centre"]
+        assert (np.linalg.norm(inner_end - cut_centre) < 1.0) == (m["label"] == 0)
 
 
 @pytest.mark.parametrize("variant", ["regular", "irregular"])
@@ -86,24 +89,33 @@ def test_connectivity_labels_are_true(variant, size):
     images, labels, meta = make_shapes("connectivity", 400, size=size, seed=5, variant=variant)
     for img, y in zip(images, labels):
         assert n_parts(img[0].numpy() > 0.5) == (1 if y == 0 else 2)
-    bars = [m["bar"] is not None for m in meta]
-    assert any(bars) and not all(bars)
+    # both classes: two parts joined by a bar, at the same spread (centre distance) on average
+    spread = np.array([np.linalg.norm(m["centre"][0] - m["centre"][1]) / size for m in meta])
+    y = labels.numpy()
+    assert all(m["bar"] is not None for m in meta) and abs(spread[y == 0].mean() - spread[y == 1].mean()) < 0.02
 
 
 @pytest.mark.parametrize("variant", ["regular", "irregular"])
 @pytest.mark.parametrize("size", [32, 64])
 def test_inside_labels_are_true(variant, size):
     images, labels, meta = make_shapes("inside", 400, size=size, seed=2, variant=variant)
+    depth = {0: [], 1: []}
     for img, y, m in zip(images, labels, meta):
         b = img[0].numpy() > 0.5
         comp, n = ndimage.label(b, structure=EIGHT)
-        assert n == 2  # the contour and the dot, apart
         dx, dy = (int(v) for v in m["dot"])
         dot = comp[dy, dx]
-        assert dot > 0
+        assert dot > 0 and (comp == dot).sum() < 30 and n in (2, 3)  # the dot apart from one or two contours
         bg, _ = ndimage.label(~(b & (comp != dot)))  # erase the dot, then: is its spot enclosed?
         border = set(np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]])))
         assert (bg[dy, dx] not in border) == (int(y) == 0)
+        # distance to the first (the dot's) contour, by brute force over its edges
+        v = m["vertices"][0].astype(np.float64)
+        a, e = v, np.roll(v, -1, 0) - v
+        t = np.clip(((m["dot"] - a) * e).sum(1) / np.maximum((e * e).sum(1), 1e-12), 0, 1)  # padded: zero-length edges
+        depth[int(y)].append(np.linalg.norm(a + t[:, None] * e - m["dot"], axis=1).min())
+    # outside dots sit as deep in their (open) contour as inside dots in theirs
+    assert abs(np.mean(depth[0]) - np.mean(depth[1])) < 0.1 * np.mean(depth[0])
 
 
 def _angles(v):
@@ -182,3 +194,15 @@ def test_meta_records_the_drawn_polygons():
         drawn = img[0].numpy() > 0.5
         assert (truth == drawn).mean() > 0.995
         assert np.allclose(m["vertices"][0].mean(0), m["centre"], atol=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["regular", "irregular"])
+def test_curve_labels_are_true(variant):
+    """Same curve ⇔ both dots in one connected component of the drawing (two curves, never touching)."""
+    images, labels, meta = make_shapes("curve", 200, size=64, seed=6, variant=variant)
+    for img, y, m in zip(images, labels, meta):
+        comp, n = ndimage.label(img[0].numpy() > 0.5, structure=EIGHT)
+        (x1, y1), (x2, y2) = m["dots"]
+        c1, c2 = comp[int(y1), int(x1)], comp[int(y2), int(x2)]
+        assert n == 2 and c1 > 0 and c2 > 0 and (c1 == c2) == (int(y) == 0)
+        assert abs(x2 - x1) > 20 or abs(y2 - y1) > 20  # the dots sit in opposite thirds

@@ -81,3 +81,19 @@ def test_angle_explorer_pair_picker_draws_that_pairs_trajectory():
     assert list(app.trajectory.data[0].y) == traj["angle"] and list(app.trajectory.data[1].y) == traj["confusion"]
     assert "c ↔ d" in app.grid.layout.title.text
     assert "<b>pair</b>: c – d" in app.static_html()  # the snapshot the exported HTML shows
+
+
+def test_transfer_bars_show_every_set_the_floors_and_the_verdicts():
+    from geoviz.viz import transfer_bars
+
+    table = [{"experiment": e, "architecture": "resnet14", "start": s, "chance": 0.5, "train_acc": 0.9,
+              **{f"{t}_acc": 0.7 for t in ("style", "size", "both")}, **{f"{t}_cc": 0.5 for t in ("style", "size", "both")}}
+             for e in ("E1", "E3") for s in ("pretrained", "scratch")]
+    verdicts = [{"hypothesis": "H1 local transfers better than global", "transfer_set": "style", "scope": "overall", "verdict": "undecided"},
+                {"hypothesis": "H1 local transfers better than global", "transfer_set": "style", "scope": "resnet14", "verdict": "supported"}]
+    fig = transfer_bars(table, verdicts, title="T", floors=[{"experiment": "E1", "shortcut_floor": 0.95}, {"experiment": "E3", "shortcut_floor": 0.55}])
+    names = [t.name for t in fig.data[:6]]
+    assert names == ["training distribution", "transfer: style", "transfer: size", "transfer: both", "chance", "shortcut floor"]
+    assert list(fig.data[5].y) == [0.95, 0.55] and "H1 (style): <b>undecided</b>" in fig.layout.title.text
+    assert "supported" not in fig.layout.title.text  # per-network rows stay out of the headline
+    assert fig.layout.yaxis.title.text == "test accuracy (fraction)"

@@ -4,18 +4,22 @@ Tasks (``TASKS`` maps each to its class names):
 
 - ``quad``: square, rectangle, trapezoid, parallelogram — the local invariants of Zheng et al.
   (2021). Random scale, position, rotation, stroke width, filled or outline.
-- ``hole``: a filled shape with no hole / with one hole. Half of the no-hole shapes carry a *bite*
-  (a cut that opens to the outside), so the area alone does not give the answer.
-- ``connectivity``: one connected part / two separate parts. Parts are joined by overlap or by a
-  bar; half of the separate pairs carry a bar stub that stops short of the other part.
-- ``inside``: a dot inside / outside a closed contour.
+- ``hole``: a filled shape with no hole / with one hole. Every shape has the same inner cut and a
+  channel from outside: it opens the cut (no hole) or stops short of it as a dent of equal area.
+- ``connectivity``: one connected part / two separate parts, at the same spread, joined by a bar
+  that is whole or broken by a gap.
+- ``inside``: a dot inside a closed contour / inside one whose outline has a gap (outside).
+- ``curve``: two dots on the same / on different curves running across the image (>= 64 px).
 - ``shapes10``: 32×32 RGB, ten shape classes (tilted up to ±25°) with colour, stripe texture,
   background gradient, clutter and noise, with near-confusable pairs (square/rectangle, circle/ellipse,
   pentagon/hexagon, trapezoid/parallelogram): a stand-in for CIFAR-10 that needs no download.
 
 ``variant="irregular"`` draws the same classes from irregular outlines — hand-drawn wobbly edges
 for ``quad`` (corners, hence the class geometry, are kept), smooth random non-convex blobs for the
-global tasks — so that training on ``regular`` and testing on ``irregular`` measures transfer.
+global tasks, jagged waves for ``curve`` — so that training on ``regular`` and testing on
+``irregular`` measures transfer. The global tasks are drawn so that simple statistics of the
+drawing (area, perimeter, extent, moments; ``analysis.floors``) carry as little of the label as
+we could make them (each generator says how).
 
 Labels are true by construction (margins of at least ~2 px keep holes open, gaps open and dots
 clear of contours after rasterisation; the tests check every label with connected components).
@@ -48,6 +52,7 @@ TASKS: dict[str, tuple[str, ...]] = {
     "hole": ("no_hole", "hole"),
     "connectivity": ("connected", "disconnected"),
     "inside": ("inside", "outside"),
+    "curve": ("same", "different"),
     "shapes10": (
         "square", "rectangle", "circle", "ellipse", "triangle",
         "pentagon", "hexagon", "trapezoid", "parallelogram", "star",
@@ -58,7 +63,7 @@ DEFAULT_SIZE = {"shapes10": 32}
 MIN_SIZE = 16
 # A hole or a dot needs ~2 px of clearance on every side to survive rasterisation; below these
 # sizes there is no room for that, so the labels could not be guaranteed.
-TASK_MIN_SIZE = {"hole": 24, "inside": 32}
+TASK_MIN_SIZE = {"hole": 24, "inside": 32, "curve": 64}  # curve: waves taller than the curves' spacing
 SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
 _BATCH = 1024
 SHAPES10_MAX_TILT = 25.0  # degrees either way
@@ -109,8 +114,10 @@ def _quad(cls: torch.Tensor, rng: CounterRNG, rows: torch.Tensor | None = None) 
     return v / v.norm(dim=-1).max(dim=1, keepdim=True).values[..., None]
 
 
-def _wobble(local: torch.Tensor, rng: CounterRNG, sub: int = 8, amp: float = 0.06) -> torch.Tensor:
-    """Hand-drawn edges: each edge becomes ``sub`` segments bent perpendicular, corners kept fixed."""
+def _wobble(local: torch.Tensor, rng: CounterRNG, sub: int = 8, amp: float = 0.16) -> torch.Tensor:
+    """Hand-drawn edges: each edge becomes ``sub`` segments bent perpendicular, corners kept fixed.
+    ``amp`` is relative to the circumradius: 0.16 bends an edge by up to ~1–3 px at 32 px, enough
+    to see (0.06 moved edges by half a pixel at most)."""
     n, V, _ = local.shape
     a, b = local, local.roll(-1, dims=1)
     t = torch.arange(sub, dtype=torch.float32) / sub
@@ -176,6 +183,10 @@ def _outline(rng, key, n, variant, amp, sides_choices=_REGULAR_SIDES):
 
 
 def _gen_hole(rng, labels, size, variant, scale):
+    """Every shape gets the same two cuts: an inner cut and a straight channel from outside towards
+    it. With no hole the channel reaches the cut (it opens to the outside: a "C"); with a hole the
+    channel stops ``margin`` short of it (a dent) and is widened to remove the same area. Area,
+    perimeter, extent and moments then carry (almost) no label: only whether the cut is enclosed."""
     n = len(labels)
     px = _px(size)
     margin = max(2.5, 3.0 * px)
@@ -187,26 +198,14 @@ def _gen_hole(rng, labels, size, variant, scale):
     outer = transform(outer_local, angle, R, centre)
     r_in = _inradius(outer, centre)
 
-    # the cut-out: a hole strictly inside the inscribed disc, or a bite reaching past the outline
     inner_local = _outline(rng, "inner", n, variant, 0.3)
-    # a bite is round: a corner grazing the outline would leave 1-px pockets, and a blob's narrow
-    # inscribed disc would make it huge
-    bite_local = _regular(torch.full((n,), _CIRCLE_SIDES))
-    if inner_local.shape[1] != bite_local.shape[1]:
-        bite_local = radial_polygon(torch.ones(n, inner_local.shape[1]))
-    inner_local = torch.where((labels == 1)[:, None, None], inner_local, bite_local)
     inner_rin = _inradius(inner_local, torch.zeros(n, 2))  # inscribed radius at circumradius 1
     phi = rng.uniform("offset.phi", None, 0.0, 2 * math.pi)
     direction = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
     off = rng.uniform("offset.r", None, 0.0, 0.2) * r_in
     room = (r_in - off - margin).clamp_min(0.8)
-    rho_hole = rng.uniform("hole.r", None, 0.55, 0.95) * room
-    d_bite = rng.uniform("bite.d", None, 0.6, 0.9) * r_in
-    rho_bite = (R - d_bite + margin) / inner_rin  # its inscribed disc reaches past the circumradius
-    has_hole = labels == 1
-    bite = ~has_hole & rng.bernoulli("bite", 0.5)
-    rho = torch.where(has_hole, rho_hole, rho_bite)
-    cut_centre = centre + direction * torch.where(has_hole, off, d_bite)[:, None]
+    rho = rng.uniform("hole.r", None, 0.55, 0.95) * room  # circumradius of the cut
+    cut_centre = centre + direction * off[:, None]
     cut = transform(inner_local, rng.uniform("inner.angle", None, 0, 2 * math.pi), rho, cut_centre)
     # Round the cut's corners: shrink it towards its centre, then dilate by the same ~1.5 px. A
     # region that is open by a disc of radius >= 1 px rasterises without one-pixel pockets at tips.
@@ -214,11 +213,30 @@ def _gen_hole(rng, labels, size, variant, scale):
     cut_rin = inner_rin * rho
     shrink = (1 - round_r / cut_rin.clamp_min(round_r + 0.5))[:, None, None]
     core = cut_centre[:, None, :] + (cut - cut_centre[:, None, :]) * shrink
+
+    # the channel: from the cut's centre (no hole) or from margin past the cut's circumradius
+    # (hole) straight out, past the outline's circumradius
+    has_hole = labels == 1
+    psi = rng.uniform("channel.psi", None, 0.0, 2 * math.pi)
+    u = torch.stack([torch.cos(psi), torch.sin(psi)], -1)
+    width = rng.uniform("channel.w", None, 2.2, 3.0) * max(1.0, px)
+    reach = ((centre - cut_centre) * u).sum(-1) + R + 2.0  # past the outline along u
+    start = torch.where(has_hole, rho + margin, torch.zeros(n))
+    # where the ray leaves the outline: the dent is widened so that both channels remove the same
+    # area of the shape (length inside the outline x width)
+    t = torch.linspace(0, 1, 65)[None, :] * reach[:, None]
+    ray = cut_centre[:, None, :] + t[..., None] * u[:, None, :]
+    leave = torch.where(signed_distance(outer, ray) > 0, t, reach[:, None]).amin(dim=1)
+    cut_along = 0.5 * (rho + cut_rin)  # between the cut's inscribed and circumscribed radius
+    dent = (leave - rho - margin).clamp_min(0.5)
+    width = torch.where(has_hole, width * ((leave - cut_along) / dent).clamp(1.0, 2.0), width)
+    channel = _bar(cut_centre + u * start[:, None], cut_centre + u * reach[:, None], width)
     cov = fill_coverage(polygon_sdf_image(outer, size))
-    cut_cov = fill_coverage(polygon_sdf_image(core, size) - round_r) * (has_hole | bite).float()[:, None, None]
-    img = torch.minimum(cov, 1 - cut_cov)
-    cut_list = [cut[i] if (has_hole[i] or bite[i]) else None for i in range(n)]
-    return _Batch(img[:, None], dict(vertices=[outer], cut=cut_list, bite=bite, centre=centre, scale=R, angle=angle, filled=torch.ones(n, dtype=torch.bool)))
+    cut_cov = fill_coverage(polygon_sdf_image(core, size) - round_r)
+    chan_cov = fill_coverage(polygon_sdf_image(channel, size))
+    img = torch.minimum(cov, 1 - torch.maximum(cut_cov, chan_cov))
+    return _Batch(img[:, None], dict(vertices=[outer], cut=[cut[i] for i in range(n)], cut_centre=cut_centre, channel=[channel[i] for i in range(n)],
+                                      centre=centre, scale=R, angle=angle, filled=torch.ones(n, dtype=torch.bool)))
 
 
 def _bar(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -230,6 +248,9 @@ def _bar(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
 
 
 def _gen_connectivity(rng, labels, size, variant, scale):
+    """Two parts the same distance apart in both classes, always joined by a bar; for two parts the
+    bar is broken by a gap (its pieces widened). Spread, area, perimeter and moments
+    then carry (almost) no label: only whether the bar is whole."""
     n = len(labels)
     px = _px(size)
     gap_min = max(2.5, 3.0 * px)
@@ -238,15 +259,10 @@ def _gen_connectivity(rng, labels, size, variant, scale):
     R2 = rng.uniform("R2", None, lo, hi) * size
     l1 = _outline(rng, "part1", n, variant, 0.3)
     l2 = _outline(rng, "part2", n, variant, 0.3)
-    z = torch.zeros(n, 2)
-    rin1, rin2 = _inradius(l1, z) * R1, _inradius(l2, z) * R2
     connected = labels == 0
-    by_bar = rng.bernoulli("bar", 0.5)
-    gap = rng.uniform("gap", None, 0.0, 1.0) * max(0.0, 0.14 * size - gap_min) + gap_min
-    # overlap of the inscribed discs by at least 1.5 px keeps the two parts one raster component
-    D_overlap = torch.minimum(rng.uniform("overlap", None, 0.3, 0.8) * (rin1 + rin2), rin1 + rin2 - 1.5).clamp_min(0)
-    D_apart = R1 + R2 + gap
-    D = torch.where(connected & ~by_bar, D_overlap, D_apart)
+    # the free stretch between the parts' circumcircles holds the break with room either side
+    free = gap_min + 1.0 + rng.uniform("gap", None, 0.0, 1.0) * max(0.0, 0.18 * size - gap_min - 1.0)
+    D = R1 + R2 + free
     phi = rng.uniform("phi", None, 0.0, 2 * math.pi)
     u = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
     # centres relative to the midpoint, then a midpoint that keeps both parts inside the image
@@ -259,49 +275,177 @@ def _gen_connectivity(rng, labels, size, variant, scale):
     a1 = rng.uniform("angle1", None, 0, 2 * math.pi)
     a2 = rng.uniform("angle2", None, 0, 2 * math.pi)
     p1, p2 = transform(l1, a1, R1, c1), transform(l2, a2, R2, c2)
-    width = (rng.uniform("bar.w", None, 2.2, 3.5) * max(1.0, px))
-    # bar from c1: all the way into part 2 (connected), or a stub ending gap-before part 2's disc
-    stub_end = c2 - u * (R2 + gap)[:, None]
-    bar_end = torch.where(connected[:, None], c2, stub_end)
-    draw_bar = by_bar  # connected-by-bar, or a disconnected pair with a stub
-    bar = _bar(c1, bar_end, width)
+    width = rng.uniform("bar.w", None, 2.2, 4.0) * max(1.0, px)
+    # the break: gap_min long, somewhere in the free stretch (R1 .. D - R2 from c1)
+    b0 = R1 + 0.5 + rng.uniform("break", None, 0.0, 1.0) * (free - gap_min - 1.0)
+    bar_a = _bar(c1, c1 + u * torch.where(connected, D, b0)[:, None], width)
+    # the broken bar's pieces are widened so that area and perimeter, against the spread, do not
+    # give the break away: 1.6 left the shortcut floor lowest among 1.0-1.7 (measured, 2,000 test images)
+    wide = width * 1.6
+    bar_a = torch.where(connected[:, None, None], bar_a, _bar(c1, c1 + u * b0[:, None], wide))
+    bar_b = _bar(c1 + u * (b0 + gap_min)[:, None], c2, wide)
     cov = torch.maximum(fill_coverage(polygon_sdf_image(p1, size)), fill_coverage(polygon_sdf_image(p2, size)))
-    bar_cov = fill_coverage(polygon_sdf_image(bar, size)) * draw_bar.float()[:, None, None]
+    bar_cov = torch.maximum(fill_coverage(polygon_sdf_image(bar_a, size)),
+                            fill_coverage(polygon_sdf_image(bar_b, size)) * (~connected).float()[:, None, None])
     img = torch.maximum(cov, bar_cov)
-    bars = [bar[i] if draw_bar[i] else None for i in range(n)]
-    return _Batch(img[:, None], dict(vertices=[p1, p2], bar=bars, centre=torch.stack([c1, c2], 1), scale=torch.stack([R1, R2], 1), angle=torch.stack([a1, a2], 1), filled=torch.ones(n, dtype=torch.bool)))
+    bars = [bar_a[i][None] if connected[i] else torch.stack([bar_a[i], bar_b[i]]) for i in range(n)]  # (pieces, 4, 2)
+    return _Batch(img[:, None], dict(vertices=[p1, p2], bar=bars, centre=torch.stack([c1, c2], 1), scale=torch.stack([R1, R2], 1),
+                                      angle=torch.stack([a1, a2], 1), filled=torch.ones(n, dtype=torch.bool)))
+
+
+def _enclosed(background: torch.Tensor) -> torch.Tensor:
+    """(n, S, S) bool: background pixels not 4-connected to the image border (flood fill from it)."""
+    reach = torch.zeros_like(background)
+    reach[:, 0], reach[:, -1], reach[:, :, 0], reach[:, :, -1] = background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]
+    while True:
+        grown = reach.clone()
+        grown[:, 1:] |= reach[:, :-1]
+        grown[:, :-1] |= reach[:, 1:]
+        grown[:, :, 1:] |= reach[:, :, :-1]
+        grown[:, :, :-1] |= reach[:, :, 1:]
+        grown &= background
+        if torch.equal(grown, reach):
+            return background & ~reach
+        reach = grown
 
 
 def _gen_inside(rng, labels, size, variant, scale):
+    """A dot inside a closed contour, or inside a contour whose outline has a gap (so the dot is
+    outside: its region reaches the border). Every image holds one closed and one open contour,
+    apart and anywhere, and the dot sits in one of them (the larger enough to hold it; the other is
+    any size) at a depth drawn from one range for both classes: the dot's position, its nearness to an outline and the drawing's area, extent and
+    moments then carry (almost) no label — only whether *its* contour is closed. Where two
+    contours do not fit (small images), the dot's contour is drawn alone. The label is checked on
+    the drawing by a flood fill from the border."""
     n = len(labels)
     px = _px(size)
-    lo, hi = _scale_range(scale, (0.25, 0.38))
+    lo, hi = _scale_range(scale, (0.12, 0.17))
     stroke = (rng.uniform("stroke", None, 1.5, 2.5) * px).clamp_min(1.5)
     rd = (rng.uniform("dot.r", None, 1.5, 2.2) * px).clamp_min(1.2)
     clear = stroke / 2 + rd + max(1.5, 2.0 * px)
-    local = _outline(rng, "contour", n, variant, 0.45)
-    # grow contours too small to hold a dot with clearance, but keep them well inside the image
-    room = _inradius(local, torch.zeros(n, 2))  # inscribed radius at circumradius 1
-    R = torch.maximum(rng.uniform("R", None, lo, hi) * size, (clear + 1) / room).clamp(max=0.4 * size)
-    centre = size / 2 + rng.uniform("centre", 2, -0.06, 0.06) * size
-    angle = rng.uniform("angle", None, 0, 2 * math.pi)
-    contour = transform(local, angle, R, centre)
+    gap = max(2.5, 3.0 * px)
+    locals_, radii, rooms = [], [], []
+    for j in range(2):
+        local = _outline(rng, f"contour{j}", n, variant, 0.3, _REGULAR_SIDES[1:])  # no triangles: room for a dot
+        room = _inradius(local, torch.zeros(n, 2))  # inscribed radius at circumradius 1
+        R = rng.uniform(f"R{j}", None, lo, hi) * size
+        if j == 0:  # the dot's contour, grown where too small to hold it with clearance
+            R = torch.maximum(R, (clear + 1) / room).clamp(max=0.4 * size)
+        else:  # the other one: any size that still reads as a contour
+            R = R.clamp_min(2 * gap)
+        locals_.append(local), radii.append(R), rooms.append(room)
+    # both centres at once: the first of 64 candidate pairs whose contours stay apart
     K = 64
+    lo0, lo1 = (radii[0] + stroke + 1.0)[:, None, None], (radii[1] + stroke + 1.0)[:, None, None]
+    cand0 = lo0 + rng.uniform("centre0", 2 * K).view(n, K, 2) * (size - 2 * lo0).clamp_min(0)
+    cand1 = lo1 + rng.uniform("centre1", 2 * K).view(n, K, 2) * (size - 2 * lo1).clamp_min(0)
+    apart = (cand0 - cand1).norm(dim=-1) >= (radii[0] + radii[1] + stroke + gap)[:, None]
+    two = apart.any(dim=1)
+    k = apart.float().argmax(dim=1)
+    centres = [cand0[torch.arange(n), k], cand1[torch.arange(n), k]]
+    angles = [rng.uniform(f"angle{j}", None, 0, 2 * math.pi) for j in range(2)]
+    polys = [transform(locals_[j], angles[j], radii[j], centres[j]) for j in range(2)]
+    # the first contour holds the dot; the open one (a gap: a bar from its centre outwards) is the
+    # other one (inside) or this one (outside)
+    holder = torch.zeros(n, dtype=torch.long)
     inside = labels == 0
-    box_in = centre[:, None, :] + rng.uniform("cand.in", 2 * K, -1, 1).view(n, K, 2) * R[:, None, None]
-    m = (rd + 1.0)[:, None, None]
-    box_out = m + rng.uniform("cand.out", 2 * K).view(n, K, 2) * (size - 2 * m)
-    cand = torch.where(inside[:, None, None], box_in, box_out)
-    sd = signed_distance(contour, cand)
-    ok = torch.where(inside[:, None], sd <= -clear[:, None], sd >= clear[:, None])
-    first = ok.float().argmax(dim=1)
-    dot = cand[torch.arange(n), first]
-    # fallbacks (rare): the centre is inside with room, a corner is far outside the contour
-    fallback = torch.where(inside[:, None], centre, m[:, 0].expand(n, 2))
-    dot = torch.where(ok.any(dim=1)[:, None], dot, fallback)
+    open_one = torch.where(inside, 1 - holder, holder)
+    psi = rng.uniform("gap.psi", None, 0.0, 2 * math.pi)
+    u = torch.stack([torch.cos(psi), torch.sin(psi)], -1)
+    oc = torch.where((open_one == 0)[:, None], centres[0], centres[1])
+    oR = torch.where(open_one == 0, radii[0], radii[1])
+    cut = _bar(oc, oc + u * (oR + stroke + 1.0)[:, None], torch.full((n,), gap))
+    cut_cov = fill_coverage(polygon_sdf_image(cut, size))
+    drawn = [torch.ones(n, dtype=torch.bool), two]
+    has_open = (open_one == 0) | two  # alone and inside: no open contour is drawn
+    strokes = []
+    for j in range(2):
+        cov = stroke_coverage(polygon_sdf_image(polys[j], size), stroke) * drawn[j].float()[:, None, None]
+        opened = ((open_one == j) & has_open).float()[:, None, None]
+        strokes.append(cov * (1 - opened * cut_cov))
+    outline = torch.maximum(strokes[0], strokes[1])
+    # the dot: in its contour's interior, clear of the outline, at a depth from one range for both
+    # classes; a random pixel among equals
+    hp = torch.where((holder == 0)[:, None, None], polys[0], polys[1])
+    depth = -polygon_sdf_image(hp, size)
+    room_px = torch.where(holder == 0, rooms[0] * radii[0], rooms[1] * radii[1])
+    target = clear + rng.uniform("dot.d", None, 0.0, 1.0) * (room_px - clear).clamp_min(0.0)
+    grid = torch.arange(size, dtype=torch.float32) + 0.5
+    ok = (depth >= clear[:, None, None]) & (_enclosed(outline < 0.5) == inside[:, None, None])
+    jitter = rng.uniform("dot.pick", size * size).view(n, size, size) * 0.5
+    miss = torch.where(ok, (depth - target[:, None, None]).abs() + jitter, torch.full_like(depth, float("inf"))).view(n, -1)
+    best = miss.argmin(dim=1)
+    found = torch.isfinite(miss[torch.arange(n), best])
+    if not bool(found.all()):
+        raise RuntimeError(f"inside/outside: no room for a dot in {int((~found).sum())} images at size {size}; use a larger size or scale")
+    dot = torch.stack([grid[best % size], grid[best // size]], -1)
     dot_poly = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dot)
-    cov = torch.maximum(stroke_coverage(polygon_sdf_image(contour, size), stroke), fill_coverage(polygon_sdf_image(dot_poly, size)))
-    return _Batch(cov[:, None], dict(vertices=[contour], dot=dot, dot_radius=rd, centre=centre, scale=R, angle=angle, stroke=stroke, filled=torch.zeros(n, dtype=torch.bool)))
+    cov = torch.maximum(outline, fill_coverage(polygon_sdf_image(dot_poly, size)))
+    polys[1] = torch.where(two[:, None, None], polys[1], torch.full_like(polys[1], float("nan")))  # not drawn
+    return _Batch(cov[:, None], dict(vertices=polys, dot=dot, dot_radius=rd, centre=torch.stack(centres, 1), scale=torch.stack(radii, 1),
+                                      angle=torch.stack(angles, 1), stroke=stroke, gap=[cut[i] if has_open[i] else None for i in range(n)],
+                                      filled=torch.zeros(n, dtype=torch.bool)))
+
+
+def _gen_curve(rng, labels, size, variant, scale):
+    """Two long wavy curves across the whole image, never touching, and two dots on them, one in
+    each outer third: on the same curve or on different ones. Deciding needs the curves followed
+    from one dot to the other, across the image — beyond the receptive fields of small networks'
+    late layers — while the drawing's statistics and the dots' positions carry no label (the waves
+    are taller than the curves' spacing). ``scale`` is the wave amplitude (fraction of the size);
+    ``irregular`` adds higher, jagged harmonics."""
+    n = len(labels)
+    px = _px(size)
+    lo, hi = _scale_range(scale, (0.16, 0.24))
+    stroke = (rng.uniform("stroke", None, 1.5, 2.2) * px).clamp_min(1.5)
+    rd = (rng.uniform("dot.r", None, 2.0, 2.6) * px).clamp_min(1.8)  # wider than the stroke: a visible dot
+    V = 65
+    t = torch.linspace(0.0, 1.0, V)
+    amp = rng.uniform("amp", None, lo, hi) * size
+    freq = rng.uniform("freq", None, 0.8, 1.6)
+    ph = rng.uniform("phase", None, 0.0, 2 * math.pi)
+    wave = amp[:, None] * torch.sin(2 * math.pi * freq[:, None] * t[None] + ph[:, None])
+    if variant == "irregular":  # jagged: two higher harmonics of random phase
+        for k, f in (("h1", 3.0), ("h2", 4.0)):
+            a2 = rng.uniform(k + ".a", None, 0.08, 0.16) * amp
+            wave = wave + a2[:, None] * torch.sin(2 * math.pi * f * freq[:, None] * t[None] + rng.uniform(k + ".ph", None, 0, 2 * math.pi)[:, None])
+    spacing = stroke + rd * 2 + max(2.5, 3.0 * px)  # room for a dot on one curve clear of the other
+    xs = t * (size + 2.0) - 1.0  # from edge to edge
+    # the curves are vertical translates: where they are steep their gap narrows by cos(slope)
+    steep = (wave.diff(dim=1).abs() / (xs[1] - xs[0])).amax(dim=1)
+    sep = spacing * (1 + steep**2).sqrt() + rng.uniform("sep", None, 0.0, 1.0) * 0.12 * size
+    room = size - 2 * (rd + 1.0)
+    shrink = ((room - sep) / (wave.amax(1) - wave.amin(1)).clamp_min(1e-6)).clamp(max=1.0)  # (rare) keep both in the image
+    wave, sep = wave * shrink[:, None], torch.minimum(sep, room)
+    span = wave.amax(1) - wave.amin(1) + sep
+    base = (rd + 1.0) + rng.uniform("base", None) * (size - 2 * (rd + 1.0) - span).clamp_min(0) - wave.amin(1)
+    ya = base[:, None] + wave
+    curves = [torch.stack([xs.expand(n, V), ya], -1), torch.stack([xs.expand(n, V), ya + sep[:, None]], -1)]
+    # the dots: one in the left third, one in the right third, on curve `first` and on `second`
+    first = rng.integers("first", 2)
+    second = torch.where(labels == 0, first, 1 - first)
+    # the second dot: in the right third, where its height above the first is nearest a target
+    # drawn from one range for both classes (else "different" shows as a jump of one spacing)
+    rows = torch.arange(n)
+    i1 = (rng.uniform("x1", None, 0.1, 0.33) * (V - 1)).round().long()
+    y1 = ya[rows, i1] + first.float() * sep
+    cand = torch.arange(round(0.67 * (V - 1)), round(0.9 * (V - 1)) + 1)
+    y2 = ya[:, cand] + second.float()[:, None] * sep[:, None]
+    target = rng.uniform("dy", None, -1.0, 1.0) * amp
+    jitter = rng.uniform("x2.pick", len(cand)).view(n, -1) * 0.25
+    i2 = cand[((y2 - y1[:, None]) - target[:, None]).abs().add(jitter).argmin(dim=1)]
+    dots = [torch.stack([xs[i1], y1], -1), torch.stack([xs[i2], ya[rows, i2] + second.float() * sep], -1)]
+    # half of the images transposed: the curves run top to bottom
+    flip = rng.bernoulli("transpose", 0.5)
+    swap = lambda v: torch.where(flip.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)  # noqa: E731
+    curves, dots = [swap(c) for c in curves], [swap(d) for d in dots]
+    cov = torch.maximum(stroke_coverage(polygon_sdf_image(curves[0], size, closed=False), stroke),
+                        stroke_coverage(polygon_sdf_image(curves[1], size, closed=False), stroke))
+    for d in dots:
+        disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, d)
+        cov = torch.maximum(cov, fill_coverage(polygon_sdf_image(disc, size)))
+    return _Batch(cov[:, None], dict(vertices=curves, dots=torch.stack(dots, 1), dot_curves=torch.stack([first, second], 1),
+                                      stroke=stroke, scale=amp, filled=torch.zeros(n, dtype=torch.bool)))
 
 
 def _hsv_to_rgb(h, s, v):
@@ -395,6 +539,7 @@ _GENERATORS = {
     "hole": _gen_hole,
     "connectivity": _gen_connectivity,
     "inside": _gen_inside,
+    "curve": _gen_curve,
     "shapes10": _gen_shapes10,
 }
 

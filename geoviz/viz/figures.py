@@ -340,28 +340,37 @@ def learning_curves_grid(runs: list[dict], *, title: str, n_cols: int = 3) -> go
     return finish(fig, title, height=300 * rows + 120, legend_title="network · start")
 
 
-def transfer_bars(table: list[dict], verdicts: dict, *, title: str) -> go.Figure:
-    """Accuracy on the training distribution vs on the transfer set, per experiment and network."""
+def transfer_bars(table: list[dict], verdicts: list[dict], *, title: str, floors: list[dict] | None = None,
+                  transfer_sets=("style", "size", "both")) -> go.Figure:
+    """Accuracy on the training distribution and on each transfer set, per experiment and network
+    (mean over seeds), with each experiment's chance and shortcut floor as markers; the subtitle
+    gives the overall verdicts."""
     starts = list(dict.fromkeys(r["start"] for r in table))
-    fig = make_subplots(rows=len(starts), cols=1, subplot_titles=[f"start: {s}" for s in starts], vertical_spacing=0.18)
-    colors = class_colors(4)
+    fig = make_subplots(rows=len(starts), cols=1, subplot_titles=[f"start: {s}" for s in starts], vertical_spacing=0.2)
+    colors = class_colors(len(transfer_sets) + 1)
+    floor = {f["experiment"]: f for f in floors or []}
     for i, s in enumerate(starts):
         rows = [r for r in table if r["start"] == s]
         x = [[r["experiment"] for r in rows], [r["architecture"] for r in rows]]
-        fig.add_trace(go.Bar(x=x, y=[r["train_acc"] for r in rows], name="training distribution", marker_color=colors[1],
+        fig.add_trace(go.Bar(x=x, y=[r["train_acc"] for r in rows], name="training distribution", marker_color=colors[0],
                              showlegend=i == 0, legendgroup="train"), row=i + 1, col=1)
-        fig.add_trace(go.Bar(x=x, y=[r["transfer_acc"] for r in rows], name="transfer set (new shapes)", marker_color=colors[0],
-                             text=[f"×{r['transfer_ratio']:.2f}" for r in rows], textposition="outside", showlegend=i == 0, legendgroup="transfer"), row=i + 1, col=1)
-        fig.update_yaxes(title_text="test accuracy (fraction)", range=[0, 1.15], row=i + 1, col=1)
+        for k, t in enumerate(transfer_sets):
+            fig.add_trace(go.Bar(x=x, y=[r[f"{t}_acc"] for r in rows], name=f"transfer: {t}", marker_color=colors[k + 1],
+                                 customdata=[r[f"{t}_cc"] for r in rows], showlegend=i == 0, legendgroup=t,
+                                 hovertemplate="%{y:.3f} (chance-corrected transfer %{customdata:.2f})<extra>" + t + "</extra>"), row=i + 1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[r["chance"] for r in rows], mode="markers", name="chance", marker={"symbol": "line-ew-open", "size": 28, "color": "black"},
+                                 showlegend=i == 0, legendgroup="chance"), row=i + 1, col=1)
+        if floor:
+            fig.add_trace(go.Scatter(x=x, y=[floor.get(r["experiment"], {}).get("shortcut_floor") for r in rows], mode="markers", name="shortcut floor",
+                                     marker={"symbol": "line-ew-open", "size": 28, "color": "#CC3311", "line": {"width": 3}}, showlegend=i == 0,
+                                     legendgroup="floor"), row=i + 1, col=1)
+        fig.update_yaxes(title_text="test accuracy (fraction)", range=[0, 1.05], row=i + 1, col=1)
+        fig.update_xaxes(title_text="experiment / network", row=i + 1, col=1)
     fig.update_layout(barmode="group")
-    lines = []
-    for key, label in (("H1_local_transfers_better", "H1 local transfers better than global"),
-                       ("H2_deeper_transfers_global_better", "H2 deeper transfers global better"),
-                       ("C_pretrained_faster_local_scratch_faster_global", "C pretrained faster on local, scratch on global")):
-        if key in verdicts:
-            lines.append(f"{label}: <b>{verdicts[key]['verdict']}</b>")
+    lines = [f"{v['hypothesis'].split(' ')[0]} ({v['transfer_set']}): <b>{v['verdict']}</b>" for v in verdicts
+             if v["scope"] == "overall" and (v["hypothesis"].startswith("H") or v["hypothesis"].startswith("C (both"))]
     sub = "<br><sup>" + " · ".join(lines) + "</sup>" if lines else ""
-    return finish(fig, title + sub, height=330 * len(starts) + 140, legend_title="test set")
+    return finish(fig, title + sub, height=340 * len(starts) + 160, legend_title="test set")
 
 
 def probe_depth_lines(probes: list[dict], *, title: str) -> go.Figure:
