@@ -165,3 +165,111 @@ def test_mnist_reads_idx_files_and_digits_are_embedded(tmp_path):
         get_dataset("mnist", root=tmp_path / "nowhere")
     d = get_dataset("digits", "train")
     assert len(d) == 1257 and d[0][0].shape == (1, 28, 28) and d.classes[7] == "7"
+
+
+def _one(ae, entries, size=(28, 28)):
+    maps = torch.zeros(1, ae.num_types, *size)
+    for t, y, x, v in entries:
+        maps[0, t, y, x] += v
+    return maps
+
+
+def test_block_decoder_draws_one_block_per_keypoint_that_scales_and_adds():
+    torch.manual_seed(0)
+    ae = SparseKeypointAE("AF4")  # decoder="blocks": the default
+    with torch.no_grad():
+        ae.decoder[0].bias.fill_(0.1)
+    bias = ae.decode(torch.zeros(1, 4, 28, 28))
+    a, b = _one(ae, [(1, 12, 13, 0.7)]), _one(ae, [(2, 14, 15, 1.3), (1, 20, 6, 0.4)])  # overlapping blocks
+    da, db, dab = ae.decode(a) - bias, ae.decode(b) - bias, ae.decode(a + b) - bias
+    assert torch.allclose(dab, da + db, atol=1e-6)  # blocks add
+    assert torch.allclose(ae.decode(2 * a) - bias, 2 * da, atol=1e-6)  # intensity scales the block
+    # the block is the type's kernel itself, placed at the keypoint (independent of the decoder code)
+    w = ae.decoder[0].weight[1, 0].detach()
+    p = w.shape[-1] // 2
+    assert torch.allclose(da[0, 0, 12 - p:12 + p + 1, 13 - p:13 + p + 1], 0.7 * w, atol=1e-6)
+    assert float(da[0, 0].abs().sum()) == pytest.approx(float(da[0, 0, 12 - p:12 + p + 1, 13 - p:13 + p + 1].abs().sum()), rel=1e-6)
+    # the nonlinear decoder does neither (so these checks can fail)
+    # building_block is that block alone (no bias), scaled by the intensity
+    blk = ae.building_block(1, intensity=2.0)
+    assert torch.allclose(blk[0, 14 - p:14 + p + 1, 14 - p:14 + p + 1], 2.0 * w, atol=1e-6) and blk.abs().sum() == pytest.approx(2.0 * w.abs().sum().item(), rel=1e-5)
+    nl = SparseKeypointAE("AF4", decoder="nonlinear")
+    nb = nl.decode(torch.zeros(1, 4, 28, 28))
+    big = _one(nl, [(1, 12, 13, 3.0)])
+    assert not torch.allclose(nl.decode(2 * big) - nb, 2 * (nl.decode(big) - nb), atol=1e-3)
+    with pytest.raises(ValueError, match="unknown decoder 'mlp'"):
+        SparseKeypointAE("AF4", decoder="mlp")
+
+
+def test_keypoints_move_with_a_shifted_image(images):
+    """MF4 (fixed filters, local maxima, no budget cut): shifting the image shifts every keypoint."""
+    canvas = torch.zeros(4, 1, 44, 44)
+    canvas[:, :, 8:36, 8:36] = images[:4]
+    ae = SparseKeypointAE("MF4", max_keypoints=10_000, threshold=1e-4).eval()
+    shifted = torch.roll(canvas, shifts=(3, -2), dims=(2, 3))  # the content stays clear of the border
+    k0, k1 = ae.encode(canvas), ae.encode(shifted)
+    a = {(int(i), int(t), int(y) + 3, int(x) - 2, round(float(v), 4)) for i, t, y, x, v in zip(k0.image, k0.type, k0.y, k0.x, k0.intensity)}
+    b = {(int(i), int(t), int(y), int(x), round(float(v), 4)) for i, t, y, x, v in zip(k1.image, k1.type, k1.y, k1.x, k1.intensity)}
+    assert len(a) > 20 and a == b
+
+
+def test_autoencoder_beats_the_mean_image_after_training(run_root):
+    from geoviz.runs import RunDir
+
+    train, test = get_dataset("digits", "train"), get_dataset("digits", "test", n=100)
+    xtr = torch.stack([train[i][0] for i in range(len(train))])
+    xte = torch.stack([test[i][0] for i in range(len(test))])
+    torch.manual_seed(0)
+    ae = SparseKeypointAE("AF4", max_keypoints=24)  # defaults: block decoder, hidden 48, gradients to kept keypoints
+    fit(ae, train, None, objective="reconstruction", terms=["reconstruction"], epochs=4, optimizer="adamw", lr=5e-3, weight_decay=0.0,
+        batch_size=64, device="cpu", run=RunDir("ae-beats-mean", run_root), seed=0, progress=False)
+    mse = F.mse_loss(ae.eval().decode(ae.encode(xte)), xte).item()
+    floor = F.mse_loss(xtr.mean(0, keepdim=True).expand_as(xte), xte).item()
+    assert mse < 0.75 * floor, (mse, floor)
+
+
+def test_fista_matches_sklearn_lasso_and_refit_is_least_squares():
+    from sklearn.linear_model import Lasso
+
+    torch.manual_seed(0)
+    coder = ConvSparseCoder(n_atoms=2, atom_size=3)
+    a = torch.randn(2, 1, 3, 3)
+    coder.atoms = a / a.flatten(1).norm(dim=1)[:, None, None, None]
+    x = torch.rand(2, 1, 8, 8)
+    lam = 0.2
+    z = coder.code_l1(x, lam, iters=3000)
+    eye = torch.eye(2 * 64).view(-1, 2, 8, 8)
+    D = F.conv_transpose2d(eye, coder.atoms, padding=1).reshape(-1, 64).T.double().numpy()
+    for i in range(2):
+        y = x[i].reshape(-1).double().numpy()
+        ref = Lasso(alpha=lam / 64, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(D, y).coef_  # sklearn: (1/2n)||y-Dw||² + α||w||₁
+        assert np.allclose(z[i].reshape(-1).double().numpy(), ref, atol=2e-3)
+        support = np.flatnonzero(z[i].reshape(-1).numpy())
+        ls = np.linalg.lstsq(D[:, support], y, rcond=None)[0]
+        got = coder.refit(x[i:i + 1], z[i:i + 1]).reshape(-1).double().numpy()
+        assert np.allclose(got[support], ls, atol=1e-4) and np.count_nonzero(got) <= len(support)
+    # the per-image bisection: every image at most the asked number of non-zeros, none empty
+    lam5 = coder.penalty_for(x, 5, iters=300)
+    counts = (coder.code_l1(x, lam5, 300).abs() > 1e-6).flatten(1).sum(1)
+    assert lam5.shape == (2,) and (counts <= 5).all() and (counts >= 2).all()
+    # momentum: after 30 steps FISTA's objective is below that of plain ISTA (same step), both from 0
+    def objective(z):
+        return 0.5 * (coder.reconstruct(z) - x).pow(2).sum().item() + lam * z.abs().sum().item()
+    step = 1.0 / coder._lipschitz(x.shape[-2:])
+    z_ista = torch.zeros(2, 2, 8, 8)
+    for _ in range(30):
+        g = z_ista - step * coder._adjoint(coder.reconstruct(z_ista) - x)
+        z_ista = torch.sign(g) * (g.abs() - step * lam).clamp_min(0.0)
+    assert objective(coder.code_l1(x, lam, iters=30)) < objective(z_ista)
+
+
+def test_bits_and_quantisation():
+    from geoviz.methods.keypoints import bits_per_nonzero, quantize
+
+    assert bits_per_nonzero(28, 28, 4) == 10 + 2 + 8 and bits_per_nonzero(28, 28, 8, signed=True) == 10 + 3 + 8 + 1
+    z = torch.randn(3, 4, 5, 5) * (torch.rand(3, 4, 5, 5) > 0.8)
+    q = quantize(z, 8)
+    step = z.flatten(1).abs().amax(1) / 255
+    assert ((q - z).abs().flatten(1).amax(1) <= step / 2 + 1e-7).all() and ((q != 0) <= (z != 0)).all()
+    levels = q.abs() / z.flatten(1).abs().amax(1).view(-1, 1, 1, 1) * 255  # 8 bits: integer levels 0..255
+    assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.max() <= 255 + 1e-3

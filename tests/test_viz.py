@@ -97,3 +97,14 @@ def test_transfer_bars_show_every_set_the_floors_and_the_verdicts():
     assert list(fig.data[5].y) == [0.95, 0.55] and "H1 (style): <b>undecided</b>" in fig.layout.title.text
     assert "supported" not in fig.layout.title.text  # per-network rows stay out of the headline
     assert fig.layout.yaxis.title.text == "test accuracy (fraction)"
+
+
+def test_rate_distortion_plots_both_axes_with_seed_spread():
+    from geoviz.viz import rate_distortion
+
+    rows = [{"method": m, "setting": f"{k}", "nonzeros_per_image": float(k), "bits_per_image": 20.0 * k, "mse": 0.1 / k, "mse_std": 0.01}
+            for m in ("AF4 (retrained)", "sparse coding, OMP") for k in (4, 8, 16)]
+    fig = rate_distortion(rows, title="RD", floor=0.05)
+    assert len(fig.data) == 4 and [t.name for t in fig.data] == ["AF4 (retrained)"] * 2 + ["sparse coding, OMP"] * 2
+    assert list(fig.data[1].x) == [80.0, 160.0, 320.0] and list(fig.data[0].error_y.array) == [0.01] * 3
+    assert fig.layout.xaxis2.title.text.startswith("bits per image") and fig.layout.xaxis.type == "log"

@@ -138,6 +138,13 @@ def digits(split: str = "train", n: int | None = None, seed: int = 0, *, size: i
     return TensorImages(images, lab, DIGIT_CLASSES, name=f"digits[{split}]")
 
 
+def mnist_present(root: str | Path | None = None) -> bool:
+    """Whether MNIST's four idx files (or their .gz) are in ``<root>/MNIST/raw``."""
+    raw = (resolve_in_root(root) if root is not None else data_root()) / "MNIST" / "raw"
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    return all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for n in names)
+
+
 def load_mnist(root: str | Path | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 1, 28, 28), labels) from ``<root>/MNIST/raw`` (torchvision's layout; the
     ``.gz`` files are unpacked beside themselves the first time), read by torchvision."""

@@ -222,18 +222,21 @@ def _gen_hole(rng, labels, size, variant, scale):
     width = rng.uniform("channel.w", None, 2.2, 3.0) * max(1.0, px)
     reach = ((centre - cut_centre) * u).sum(-1) + R + 2.0  # past the outline along u
     start = torch.where(has_hole, rho + margin, torch.zeros(n))
-    # where the ray leaves the outline: the dent is widened so that both channels remove the same
-    # area of the shape (length inside the outline x width)
-    t = torch.linspace(0, 1, 65)[None, :] * reach[:, None]
-    ray = cut_centre[:, None, :] + t[..., None] * u[:, None, :]
-    leave = torch.where(signed_distance(outer, ray) > 0, t, reach[:, None]).amin(dim=1)
-    cut_along = 0.5 * (rho + cut_rin)  # between the cut's inscribed and circumscribed radius
-    dent = (leave - rho - margin).clamp_min(0.5)
-    width = torch.where(has_hole, width * ((leave - cut_along) / dent).clamp(1.0, 2.0), width)
+    # one width distribution for both classes (a wider dent would be a one-pixel cue of its own)
     channel = _bar(cut_centre + u * start[:, None], cut_centre + u * reach[:, None], width)
     cov = fill_coverage(polygon_sdf_image(outer, size))
     cut_cov = fill_coverage(polygon_sdf_image(core, size) - round_r)
     chan_cov = fill_coverage(polygon_sdf_image(channel, size))
+    # and, in both classes alike, up to three more dents from outside that stop short of the cut:
+    # the open channel removes a little more area than a dent, and these random dents drown that
+    for j in range(3):
+        psi_j = rng.uniform(f"dent{j}.psi", None, 0.0, 2 * math.pi)
+        u_j = torch.stack([torch.cos(psi_j), torch.sin(psi_j)], -1)
+        far = ((centre - cut_centre) * u_j).sum(-1) + R + 2.0
+        stop = rho + margin + rng.uniform(f"dent{j}.stop", None, 0.0, 1.0) * (far - rho - margin - 2.0).clamp_min(0) * 0.6
+        w_j = rng.uniform(f"dent{j}.w", None, 2.2, 3.0) * max(1.0, px)
+        dent = _bar(cut_centre + u_j * stop[:, None], cut_centre + u_j * far[:, None], w_j)
+        chan_cov = torch.maximum(chan_cov, fill_coverage(polygon_sdf_image(dent, size)) * rng.bernoulli(f"dent{j}", 0.5).float()[:, None, None])
     img = torch.minimum(cov, 1 - torch.maximum(cut_cov, chan_cov))
     return _Batch(img[:, None], dict(vertices=[outer], cut=[cut[i] for i in range(n)], cut_centre=cut_centre, channel=[channel[i] for i in range(n)],
                                       centre=centre, scale=R, angle=angle, filled=torch.ones(n, dtype=torch.bool)))
@@ -249,7 +252,7 @@ def _bar(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
 
 def _gen_connectivity(rng, labels, size, variant, scale):
     """Two parts the same distance apart in both classes, always joined by a bar; for two parts the
-    bar is broken by a gap (its pieces widened). Spread, area, perimeter and moments
+    bar is broken by a gap; random dead-end spurs on the parts in both classes. Spread, area, perimeter and moments
     then carry (almost) no label: only whether the bar is whole."""
     n = len(labels)
     px = _px(size)
@@ -261,7 +264,8 @@ def _gen_connectivity(rng, labels, size, variant, scale):
     l2 = _outline(rng, "part2", n, variant, 0.3)
     connected = labels == 0
     # the free stretch between the parts' circumcircles holds the break with room either side
-    free = gap_min + 1.0 + rng.uniform("gap", None, 0.0, 1.0) * max(0.0, 0.18 * size - gap_min - 1.0)
+    # a wide range of spreads: the break then changes the visible bar by a small part of its length
+    free = gap_min + 1.0 + rng.uniform("gap", None, 0.0, 1.0) * max(0.0, 0.4 * size - gap_min - 1.0)
     D = R1 + R2 + free
     phi = rng.uniform("phi", None, 0.0, 2 * math.pi)
     u = torch.stack([torch.cos(phi), torch.sin(phi)], -1)
@@ -279,14 +283,24 @@ def _gen_connectivity(rng, labels, size, variant, scale):
     # the break: gap_min long, somewhere in the free stretch (R1 .. D - R2 from c1)
     b0 = R1 + 0.5 + rng.uniform("break", None, 0.0, 1.0) * (free - gap_min - 1.0)
     bar_a = _bar(c1, c1 + u * torch.where(connected, D, b0)[:, None], width)
-    # the broken bar's pieces are widened so that area and perimeter, against the spread, do not
-    # give the break away: 1.6 left the shortcut floor lowest among 1.0-1.7 (measured, 2,000 test images)
-    wide = width * 1.6
-    bar_a = torch.where(connected[:, None, None], bar_a, _bar(c1, c1 + u * b0[:, None], wide))
-    bar_b = _bar(c1 + u * (b0 + gap_min)[:, None], c2, wide)
+    # one width for both pieces and both classes (a wider broken bar would be a cue of its own)
+    bar_b = _bar(c1 + u * (b0 + gap_min)[:, None], c2, width)
     cov = torch.maximum(fill_coverage(polygon_sdf_image(p1, size)), fill_coverage(polygon_sdf_image(p2, size)))
     bar_cov = torch.maximum(fill_coverage(polygon_sdf_image(bar_a, size)),
                             fill_coverage(polygon_sdf_image(bar_b, size)) * (~connected).float()[:, None, None])
+    # in both classes alike, up to three spurs: dead-end bars from a part, pointing away from the
+    # other one. A break adds two bar ends (perimeter) and removes a little area; random spurs
+    # drown that, and bar ends alone stop telling the class
+    for j in range(3):
+        on_second = rng.bernoulli(f"spur{j}.part", 0.5)
+        base = torch.where(on_second[:, None], c2, c1)
+        away = torch.where(on_second[:, None], u, -u)  # from the part, away from the other one
+        turn = rng.uniform(f"spur{j}.turn", None, -1.0, 1.0)
+        ang = torch.atan2(away[:, 1], away[:, 0]) + turn
+        v = torch.stack([torch.cos(ang), torch.sin(ang)], -1)
+        reach = torch.where(on_second, R2, R1) + rng.uniform(f"spur{j}.len", None, 1.5, 6.0) * max(1.0, px)
+        spur = _bar(base, base + v * reach[:, None], rng.uniform(f"spur{j}.w", None, 2.2, 4.0) * max(1.0, px))
+        bar_cov = torch.maximum(bar_cov, fill_coverage(polygon_sdf_image(spur, size)) * rng.bernoulli(f"spur{j}", 0.5).float()[:, None, None])
     img = torch.maximum(cov, bar_cov)
     bars = [bar_a[i][None] if connected[i] else torch.stack([bar_a[i], bar_b[i]]) for i in range(n)]  # (pieces, 4, 2)
     return _Batch(img[:, None], dict(vertices=[p1, p2], bar=bars, centre=torch.stack([c1, c2], 1), scale=torch.stack([R1, R2], 1),
@@ -320,9 +334,10 @@ def _gen_inside(rng, labels, size, variant, scale):
     n = len(labels)
     px = _px(size)
     lo, hi = _scale_range(scale, (0.12, 0.17))
-    stroke = (rng.uniform("stroke", None, 1.5, 2.5) * px).clamp_min(1.5)
+    # strokes of >= 2 px and >= 2 px of clearance: the topology holds whatever grey level one reads
+    stroke = (rng.uniform("stroke", None, 1.5, 2.5) * px).clamp_min(2.0)
     rd = (rng.uniform("dot.r", None, 1.5, 2.2) * px).clamp_min(1.2)
-    clear = stroke / 2 + rd + max(1.5, 2.0 * px)
+    clear = stroke / 2 + rd + max(2.0, 2.0 * px)
     gap = max(2.5, 3.0 * px)
     locals_, radii, rooms = [], [], []
     for j in range(2):
@@ -391,8 +406,9 @@ def _gen_curve(rng, labels, size, variant, scale):
     """Two long wavy curves across the whole image, never touching, and two dots on them, one in
     each outer third: on the same curve or on different ones. Deciding needs the curves followed
     from one dot to the other, across the image — beyond the receptive fields of small networks'
-    late layers — while the drawing's statistics and the dots' positions carry no label (the waves
-    are taller than the curves' spacing). ``scale`` is the wave amplitude (fraction of the size);
+    late layers. The drawing's statistics carry almost no label, but the dots' positions within it
+    still do (which curve a dot is on shows in where it sits: a shortcut floor of ~0.8 with them,
+    ~0.53 without, at 64 px — shown as that task's floor). ``scale`` is the wave amplitude (fraction of the size);
     ``irregular`` adds higher, jagged harmonics."""
     n = len(labels)
     px = _px(size)

@@ -24,10 +24,12 @@ Each run is scored on three transfer sets (``style``, ``size``, ``both``; see
 random-network linear probe (the best block of the scratch start's frozen network).
 
 The paper's two hypotheses (which it rejected) and its companion finding are decided by
-``probe_verdicts`` with bootstrap intervals over seeds and test images, three-valued
-(supported / contradicted / undecided): H1 local invariants transfer better than global ones;
-H2 deeper networks transfer global invariants better (needs >= 3 depths); C pretrained networks
-learn local tasks faster and networks from scratch learn global tasks faster.
+``probe_verdicts`` with paired intervals over seeds (the seed is the unit of replication; a
+percentile bootstrap over so few seeds calls too much), three-valued (supported / contradicted /
+undecided): H1 local invariants transfer better than global ones; H2 deeper networks transfer
+global invariants better (an exact permutation over architectures, decided only with >= 5
+depths, descriptive below); C pretrained networks learn local tasks faster and networks from
+scratch learn global tasks faster.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.probes import pooled_features, probe_layers
 from ..config import ExperimentConfig
 from ..analysis.floors import mask_statistics, shortcut_floor
-from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, TRANSFER_SETS, ProbeDataset, get_experiment
+from ..analysis.statistics import paired_difference
+from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, PROBE_MIN_SIZE, TRANSFER_SETS, ProbeDataset, get_experiment
 from ..engine import fit
 from ..inference import predict
 from ..models import block_layers, build_model, list_models, save_model, weight_layers
@@ -50,7 +53,7 @@ from . import SavesSummary
 
 STARTS = ("pretrained", "scratch")
 MIN_SEEDS = 3  # fewer seeds cannot decide a hypothesis
-MIN_DEPTHS = 3  # H2 needs at least three depths
+MIN_DEPTHS = 5  # H2: with fewer architectures an exact permutation p cannot fall below 0.025
 PAPER_ARCHITECTURES = ("tv:alexnet", "tv:vgg16", "tv:resnet101", "inception_resnet_v2")
 
 
@@ -91,7 +94,6 @@ class ProbesConfig(ExperimentConfig):
     pretrain_n: int = 2000
     transfer_sets: tuple = TRANSFER_SETS
     floor_n_per_class: int = 300  # training images per class of the shortcut floor's classifier
-    bootstrap: int = 2000
     confidence: float = 0.95
     weights: dict = field(default_factory=dict)  # architecture → local weights file ("DEFAULT": the torch hub cache)
     probe_n_per_class: int = 60
@@ -100,7 +102,7 @@ class ProbesConfig(ExperimentConfig):
 
     PROFILE_OVERRIDES = {
         "smoke": dict(experiments=("E1", "E3"), architectures=("resnet8",), n_per_class=30, n_val_per_class=10, n_test_per_class=20,
-                      epochs=2, seeds=(0,), pretrain_epochs=1, pretrain_n=200, probe_n_per_class=15, floor_n_per_class=40, bootstrap=200),
+                      epochs=2, seeds=(0,), pretrain_epochs=1, pretrain_n=200, probe_n_per_class=15, floor_n_per_class=40),
         "full": dict(experiments=tuple(EXPERIMENTS), architectures=PAPER_ARCHITECTURES, image_size=224, n_per_class=500, n_val_per_class=100, n_test_per_class=200,
                      epochs=10, batch_size=64, lr=0.01, seeds=(0, 1, 2, 3, 4), probe_n_per_class=200),
     }
@@ -116,12 +118,8 @@ class ProbesConfig(ExperimentConfig):
         bad = [t for t in self.transfer_sets if t not in TRANSFER_SETS]
         if bad or not self.transfer_sets:
             raise ValueError(f"unknown transfer sets {bad}; allowed: {TRANSFER_SETS}")
-        from ..datasets.shapes import TASK_MIN_SIZE
-
-        need = max([32] + [TASK_MIN_SIZE.get(t, 0) for e in self.experiments for t, _ in get_experiment(e).sources])
-        if self.image_size < need:
-            raise ValueError(f"image_size must be >= {need} for experiments {list(self.experiments)} (inside/outside needs 32 px, "
-                             f"same_curve 64 px: room for their dots), got {self.image_size}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32 (the shape tasks need room for their holes and dots), got {self.image_size}")
 
 
 def _nanmean(x, axis=None):
@@ -133,7 +131,7 @@ def _nanmean(x, axis=None):
         return np.nanmean(x, axis=axis)
 
 
-LEARNT = 0.2  # a run has learnt its task when it is this far from chance towards 1 (else its transfer is undefined)
+LEARNT = 0.5  # a run has learnt its task when it is this far from chance towards 1 (else its transfer is undefined)
 
 
 def _learnt(train_acc, chance):
@@ -147,111 +145,122 @@ def chance_corrected(acc: float, train_acc: float, chance: float) -> float:
     return (acc - chance) / (train_acc - chance) if _learnt(train_acc, chance) else float("nan")
 
 
-def _interval_verdict(lo: float, hi: float) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "undecided"
-    return "supported" if lo > 0 else "contradicted" if hi < 0 else "undecided"
+def _group_cc(rs: list[dict], t: str) -> tuple[float, int]:
+    """Chance-corrected transfer of a group of runs of one experiment, as a ratio of means over the
+    runs that learnt (their inclusion fixed by the observed training accuracy); and how many did."""
+    ok = [r for r in rs if _learnt(r["train_acc"], r["chance"])]
+    if not ok:
+        return float("nan"), 0
+    c = ok[0]["chance"]
+    return (np.mean([r["transfer_acc"][t] for r in ok]) - c) / (np.mean([r["train_acc"] for r in ok]) - c), len(ok)
 
 
-def _replicates(correct: np.ndarray, B: int, rng) -> np.ndarray:
-    """(B,) accuracies of the test images resampled with replacement."""
-    c = np.asarray(correct, dtype=np.float64)
-    return c[rng.integers(0, len(c), size=(B, len(c)))].mean(axis=1)
+def _per_seed(runs, seeds, select, value) -> tuple[np.ndarray, int, int]:
+    """One value per seed: the mean over experiments of ``value(runs of that experiment and seed)``."""
+    out, used, total = [], 0, 0
+    for sd in seeds:
+        rs = [r for r in runs if r["seed"] == sd and select(r)]
+        vals = []
+        for e in dict.fromkeys(r["experiment"] for r in rs):
+            v, k = value([r for r in rs if r["experiment"] == e])
+            used, total = used + k, total + len([r for r in rs if r["experiment"] == e])
+            vals.append(v)
+        vals = [v for v in vals if np.isfinite(v)]
+        out.append(float(np.mean(vals)) if vals else float("nan"))
+    return np.array(out), used, total
 
 
-def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> list[dict]:
-    """H1, H2 and C from fine-tuning runs, with bootstrap intervals over seeds and test images.
+def _auc(rs):
+    """Mean validation accuracy over the learning curve, chance-corrected to put tasks on one scale."""
+    return float(np.mean([(r["curve_auc"] - r["chance"]) / (1 - r["chance"]) for r in rs])), len(rs)
+
+
+def _decide(a: np.ndarray, b: np.ndarray, confidence: float) -> dict:
+    """Paired over seeds (the t interval decides: ``analysis.statistics.paired_difference``)."""
+    keep = np.isfinite(a) & np.isfinite(b)
+    n = int(keep.sum())
+    if n < MIN_SEEDS:
+        est = float(np.mean(a[keep] - b[keep])) if n else float("nan")
+        return {"estimate": est, "ci": [float("nan"), float("nan")], "bootstrap_ci": [float("nan"), float("nan")], "p_value": float("nan"),
+                "n_seeds": n, "verdict": f"undecided ({n} seed{'s' if n != 1 else ''})"}
+    d = paired_difference(a[keep], b[keep], confidence=confidence)
+    return {"estimate": d["mean"], "ci": d["ci"], "bootstrap_ci": d["bootstrap_ci"], "p_value": d["p_value"], "n_seeds": n, "verdict": d["verdict"]}
+
+
+def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, confidence: float = 0.95) -> list[dict]:
+    """H1, H2 and C from fine-tuning runs.
 
     Each run needs ``experiment``, ``invariant`` ("local" / "global"), ``architecture``, ``start``,
-    ``seed``, ``depth``, ``chance``, ``curve_auc`` and ``correct``: per test set ("test" and each
-    transfer set) a 0/1 list, one entry per image. A bootstrap replicate resamples the images of
-    every test set (so chance-corrected transfer is recomputed) and then the seeds. Rows: one per
-    (hypothesis, transfer set, scope = "overall" or an architecture) with the point estimate, the
-    interval and a verdict — supported (interval above 0), contradicted (below 0), undecided (it
-    contains 0), or undecided with the reason when there are fewer than ``MIN_SEEDS`` seeds (or,
-    for H2, fewer than ``MIN_DEPTHS`` depths).
+    ``seed``, ``depth``, ``chance``, ``train_acc``, ``transfer_acc`` (per transfer set) and
+    ``curve_auc``. The unit of replication is the seed: per seed, chance-corrected transfer of each
+    experiment (a ratio of means over the runs that learnt — ``LEARNT`` of the way from chance to
+    1 —, which stays stable where single runs sit near chance), averaged over the local and over
+    the global experiments; H1 is their paired difference over seeds, decided by the paired t
+    interval (``paired_difference``; a percentile bootstrap over 3 seeds makes a wrong call about
+    a quarter of the time — measured). C compares the chance-corrected learning-curve area of the
+    two starts the same way. H2's unit is the architecture: Spearman's rho between depth and global
+    transfer, with an exact permutation p over architectures, decided only with >= ``MIN_DEPTHS``
+    depths (fewer cannot reach p < 0.025 in either direction) and otherwise descriptive.
+    Rows: one per (hypothesis, transfer set, scope = "overall" or an architecture).
     """
-    rng = np.random.default_rng(seed)
-    alpha = (1 - confidence) / 2
     seeds = sorted({r["seed"] for r in runs})
     archs = list(dict.fromkeys(r["architecture"] for r in runs))
-    B = n_boot
-    few = f"undecided ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})" if len(seeds) < MIN_SEEDS else None
-    # image-level replicates of chance-corrected transfer, per run and set: (B,) arrays (+ point value)
-    cc = {}
-    for i, r in enumerate(runs):
-        train_b = _replicates(r["correct"]["test"], B, rng)
-        train = float(np.mean(r["correct"]["test"]))
-        for t in transfer_sets:
-            acc_b = _replicates(r["correct"][t], B, rng)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rep = np.where(_learnt(train_b, r["chance"]), (acc_b - r["chance"]) / (train_b - r["chance"]), np.nan)
-            cc[(i, t)] = (chance_corrected(float(np.mean(r["correct"][t])), train, r["chance"]), rep)
-    seed_draws = rng.integers(0, len(seeds), size=(B, len(seeds)))
-
-    def per_seed(select, value):
-        """(point, (B,) replicate) of the mean over seeds of value(runs of that seed), seeds resampled."""
-        pts, reps = [], []
-        for sd in seeds:
-            idx = [i for i, r in enumerate(runs) if r["seed"] == sd and select(r)]
-            if not idx:
-                return float("nan"), np.full(B, np.nan)
-            p, rep = value(idx)
-            pts.append(p), reps.append(rep)
-        reps = np.stack(reps, 1)  # (B, seeds)
-        return float(np.mean(pts)), np.take_along_axis(reps, seed_draws, 1).mean(axis=1)
-
-    def mean_cc(t):
-        return lambda idx: (_nanmean([cc[(i, t)][0] for i in idx]), _nanmean(np.stack([cc[(i, t)][1] for i in idx]), 0))
-
-    def row(hyp, t, scope, point, rep, extra=None, reason=None):
-        lo, hi = (np.nanquantile(rep, [alpha, 1 - alpha]) if np.isfinite(rep).any() else (np.nan, np.nan))
-        verdict = reason or _interval_verdict(lo, hi)
-        return {"hypothesis": hyp, "transfer_set": t, "scope": scope, "estimate": point, "ci": [float(lo), float(hi)],
-                "n_seeds": len(seeds), "verdict": verdict, **(extra or {})}
-
     out = []
     for t in transfer_sets:
+        value = (lambda rs, t=t: _group_cc(rs, t))
         for scope in ["overall"] + (archs if len(archs) > 1 else []):
             in_scope = (lambda r: True) if scope == "overall" else (lambda r, a=scope: r["architecture"] == a)
-            lp, lrep = per_seed(lambda r: in_scope(r) and r["invariant"] == "local", mean_cc(t))
-            gp, grep_ = per_seed(lambda r: in_scope(r) and r["invariant"] == "global", mean_cc(t))
-            out.append(row("H1 local transfers better than global", t, scope, lp - gp, lrep - grep_,
-                           {"local": lp, "global": gp, "statistic": "chance-corrected transfer, local minus global"}, few))
-        # H2: Spearman correlation of depth and global transfer across architectures
+            loc, lu, lt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "local", value)
+            glo, gu, gt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "global", value)
+            out.append({"hypothesis": "H1 local transfers better than global", "transfer_set": t, "scope": scope,
+                        "local": float(np.nanmean(loc)) if np.isfinite(loc).any() else float("nan"),
+                        "global": float(np.nanmean(glo)) if np.isfinite(glo).any() else float("nan"),
+                        "learnt": f"local {lu}/{lt}, global {gu}/{gt}", "statistic": "chance-corrected transfer, local minus global",
+                        **_decide(loc, glo, confidence)})
+        # H2 across architectures
         depth = {a: next(r["depth"] for r in runs if r["architecture"] == a) for a in archs}
-        vals = {a: per_seed(lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", mean_cc(t)) for a in archs}
+        glob = {a: float(np.nanmean(v)) if np.isfinite(v := _per_seed(runs, seeds, lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", value)[0]).any()
+                else float("nan") for a in archs}
         n_depths = len(set(depth.values()))
-        reason = few or (f"undecided ({n_depths} depth{'s' if n_depths != 1 else ''})" if n_depths < MIN_DEPTHS else None)
-        if n_depths >= 2:
+        rho, p_up, p_down = float("nan"), float("nan"), float("nan")
+        usable = [a for a in archs if np.isfinite(glob[a])]
+        if len({depth[a] for a in usable}) >= 2:
+            from itertools import permutations
+
             from scipy.stats import spearmanr
 
-            d = np.array([depth[a] for a in archs], dtype=float)
-            point = float(spearmanr(d, [vals[a][0] for a in archs])[0])
-            reps = np.stack([vals[a][1] for a in archs], 1)
-            rep = np.array([spearmanr(d, reps[b])[0] if np.isfinite(reps[b]).all() and np.ptp(reps[b]) > 0 else np.nan for b in range(B)])
+            d = np.array([depth[a] for a in usable], float)
+            g = np.array([glob[a] for a in usable])
+            rho = float(spearmanr(d, g)[0])
+            perms = [float(spearmanr(d, g[list(pi)])[0]) for pi in permutations(range(len(g)))] if len(g) <= 8 else []
+            if perms:
+                p_up = float(np.mean([x >= rho - 1e-12 for x in perms]))
+                p_down = float(np.mean([x <= rho + 1e-12 for x in perms]))
+        alpha = (1 - confidence) / 2
+        if n_depths < MIN_DEPTHS:
+            verdict = f"undecided ({n_depths} depth{'s' if n_depths != 1 else ''}: descriptive)"
         else:
-            point, rep = float("nan"), np.full(B, np.nan)
-        out.append(row("H2 deeper transfers global better", t, "overall", point, rep,
-                       {"depths": depth, "global_by_architecture": {a: vals[a][0] for a in archs}, "statistic": "Spearman rho, depth vs global chance-corrected transfer"}, reason))
-    # C: learning speed (mean validation accuracy over the curve), paired per seed
+            verdict = "supported" if p_up < alpha else "contradicted" if p_down < alpha else "undecided"
+        out.append({"hypothesis": "H2 deeper transfers global better", "transfer_set": t, "scope": "overall", "estimate": rho,
+                    "ci": [float("nan"), float("nan")], "p_value": p_up, "p_value_decreasing": p_down, "n_seeds": len(seeds),
+                    "depths": depth, "global_by_architecture": glob, "statistic": "Spearman rho, depth vs global chance-corrected transfer",
+                    "verdict": verdict})
+    # C: learning speed, paired per seed
     for scope in ["overall"] + (archs if len(archs) > 1 else []):
         in_scope = (lambda r: True) if scope == "overall" else (lambda r, a=scope: r["architecture"] == a)
 
         def auc(start, inv):
-            return per_seed(lambda r: in_scope(r) and r["start"] == start and r["invariant"] == inv,
-                            lambda idx: (float(np.mean([runs[i]["curve_auc"] for i in idx])), np.full(B, np.mean([runs[i]["curve_auc"] for i in idx]))))
+            return _per_seed(runs, seeds, lambda r: in_scope(r) and r["start"] == start and r["invariant"] == inv, _auc)[0]
 
-        pl, pl_r = auc("pretrained", "local")
-        sl, sl_r = auc("scratch", "local")
-        sg, sg_r = auc("scratch", "global")
-        pg, pg_r = auc("pretrained", "global")
-        local_row = row("C pretrained learns local tasks faster", "-", scope, pl - sl, pl_r - sl_r, {"statistic": "curve AUC, pretrained minus scratch"}, few)
-        global_row = row("C scratch learns global tasks faster", "-", scope, sg - pg, sg_r - pg_r, {"statistic": "curve AUC, scratch minus pretrained"}, few)
-        both = ("supported" if local_row["verdict"] == global_row["verdict"] == "supported" else
-                "contradicted" if "contradicted" in (local_row["verdict"], global_row["verdict"]) else few or "undecided")
+        local_row = {"hypothesis": "C pretrained learns local tasks faster", "transfer_set": "-", "scope": scope,
+                     "statistic": "chance-corrected learning-curve area, pretrained minus scratch", **_decide(auc("pretrained", "local"), auc("scratch", "local"), confidence)}
+        global_row = {"hypothesis": "C scratch learns global tasks faster", "transfer_set": "-", "scope": scope,
+                      "statistic": "chance-corrected learning-curve area, scratch minus pretrained", **_decide(auc("scratch", "global"), auc("pretrained", "global"), confidence)}
+        parts = (local_row["verdict"], global_row["verdict"])
+        both = ("supported" if parts == ("supported", "supported") else "contradicted" if "contradicted" in parts
+                else next((v for v in parts if v.startswith("undecided (")), "undecided"))
         out += [local_row, global_row, {"hypothesis": "C (both parts)", "transfer_set": "-", "scope": scope, "estimate": float("nan"),
-                                        "ci": [float("nan"), float("nan")], "n_seeds": len(seeds), "verdict": both}]
+                                        "ci": [float("nan"), float("nan")], "n_seeds": local_row["n_seeds"], "verdict": both}]
     return out
 
 
@@ -287,9 +296,9 @@ class ProbesResult(SavesSummary):
         return out
 
     def verdicts(self) -> list[dict]:
-        """H1, H2 and C, decided with bootstrap intervals (``probe_verdicts``)."""
+        """H1, H2 and C, decided over seeds (``probe_verdicts``)."""
         cfg = self.config
-        return probe_verdicts(self.runs, transfer_sets=cfg.transfer_sets, n_boot=cfg.bootstrap, confidence=cfg.confidence)
+        return probe_verdicts(self.runs, transfer_sets=cfg.transfer_sets, confidence=cfg.confidence)
 
     # ---------------------------------------------------------------- on demand
     def embedding(self, experiment: str, architecture: str, start: str, layer: str, method: str = "umap"):
@@ -309,7 +318,7 @@ class ProbesResult(SavesSummary):
     def gallery(self, experiment: str, per_class: int = 3):
         """Images for ``viz.ShapeGallery``: per class a row of training images, then each transfer set's."""
         exp = get_experiment(experiment)
-        size = max(32, min(self.config.image_size, 64))  # the look of the task, at a browsable size
+        size = max(image_size(self.config, exp.key), min(self.config.image_size, 64))  # the look of the task, at a browsable size
         sets = [("train", ProbeDataset(exp.key, "train", n_per_class=per_class, size=size, split="test", channels=1))]
         sets += [(t, ProbeDataset(exp.key, t, n_per_class=per_class, size=size, split="test", channels=1)) for t in self.config.transfer_sets]
         images, captions = [], []
@@ -331,8 +340,14 @@ class ProbesResult(SavesSummary):
 
 
 # -------------------------------------------------------------------- helpers
+def image_size(cfg: ProbesConfig, experiment: str) -> int:
+    """The config's image size, raised where a task needs more (``PROBE_MIN_SIZE``: inside/outside
+    48 px, same_curve 64 px); the networks pool globally, so sizes may differ between experiments."""
+    return max([cfg.image_size] + [PROBE_MIN_SIZE.get(t, 0) for t, _ in get_experiment(experiment).sources])
+
+
 def _probe_data(cfg: ProbesConfig, experiment: str, architecture: str, which: str, n: int, split: str) -> ProbeDataset:
-    return ProbeDataset(experiment, which, n_per_class=n, size=cfg.image_size, split=split, seed=0, imagenet_norm=_imagenet(architecture))
+    return ProbeDataset(experiment, which, n_per_class=n, size=image_size(cfg, experiment), split=split, seed=0, imagenet_norm=_imagenet(architecture))
 
 
 def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
@@ -410,8 +425,8 @@ def task_floors(cfg: ProbesConfig) -> list[dict]:
     out = []
     for e in cfg.experiments:
         exp = get_experiment(e)
-        train = ProbeDataset(e, "train", n_per_class=cfg.floor_n_per_class, size=cfg.image_size, split="train", channels=1)
-        test = ProbeDataset(e, "train", n_per_class=cfg.n_test_per_class, size=cfg.image_size, split="test", channels=1)
+        train = ProbeDataset(e, "train", n_per_class=cfg.floor_n_per_class, size=image_size(cfg, e), split="train", channels=1)
+        test = ProbeDataset(e, "train", n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1)
         acc = shortcut_floor(mask_statistics(train.images, train.dots), train.labels.numpy(), mask_statistics(test.images, test.dots), test.labels.numpy())
         out.append({"experiment": exp.key, "invariant": exp.invariant, "chance": 1.0 / len(exp.classes), "shortcut_floor": acc})
     return out

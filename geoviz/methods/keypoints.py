@@ -12,13 +12,19 @@ How the sparsity is enforced is open in the paper; ours (every part a parameter)
 2. local-maximum suppression: a value survives only if it is the maximum of its ``window``×``window``
    neighbourhood in its own map and exceeds ``threshold``;
 3. a per-image budget: the ``max_keypoints`` strongest survivors over all maps;
-4. a straight-through gradient (``ste=True``): the forward pass is sparse, the backward pass is
-   that of the dense maps, so the encoder learns where keypoints should be; ``ste=False`` passes
-   gradients to the kept keypoints only;
+4. gradients to the kept keypoints only (``ste=False``, the default), or a straight-through
+   gradient (``ste=True``: the forward pass is sparse, the backward pass that of the dense maps);
+   measured on digits, the straight-through AF4 stayed at the mean-image floor;
 5. optionally an L1 penalty on the code (the engine's ``code_l1`` term).
 
-The decoder's response to one keypoint alone at the centre is that feature's visual building
-block (``building_block``).
+The decoder (``decoder="blocks"``, the default) is the paper's: each keypoint type draws one
+learned block (a transposed convolution with one ``decoder_kernel``² kernel per type), scaled by
+the keypoint's intensity, and blocks add; then a bias and an optional output non-linearity
+(``output="linear"`` by default; ``"sigmoid"`` squashes the sum, so superposition then holds before
+it). ``decoder="nonlinear"`` is our earlier three-layer decoder, kept as an option: there a
+block's shape changes with its intensity and overlapping keypoints do not add. The decoder's
+response to one keypoint alone at the centre is that feature's visual building block
+(``building_block``).
 """
 from __future__ import annotations
 
@@ -133,9 +139,9 @@ class SparseKeypointAE(nn.Module):
     in ``last_code``; ``encode`` gives ``Keypoints``; ``decode`` maps keypoints (or sparse maps)
     back to images."""
 
-    def __init__(self, setup: str = "AF4", *, num_types: int | None = None, in_chans: int = 1, hidden: int = 24,
+    def __init__(self, setup: str = "AF4", *, num_types: int | None = None, in_chans: int = 1, hidden: int = 48,
                  window: int = 5, max_keypoints: int = 24, threshold: float = 0.0, dropout: float = 0.1,
-                 filter_size: int = 7, decoder_kernel: int = 5, ste: bool = True):
+                 filter_size: int = 7, decoder: str = "blocks", decoder_kernel: int | None = None, output: str = "linear", ste: bool = False):
         super().__init__()
         if setup not in SETUPS:
             raise ValueError(f"unknown set-up {setup!r}; allowed: {tuple(SETUPS)} (MF4: fixed line filters; AF4/AF5: learned)")
@@ -153,6 +159,13 @@ class SparseKeypointAE(nn.Module):
             raise ValueError(f"window must be an odd number >= 1, got {window}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if decoder not in ("blocks", "nonlinear"):
+            raise ValueError(f"unknown decoder {decoder!r}; allowed: 'blocks' (one learned block per keypoint type, the paper's), 'nonlinear'")
+        if output not in ("linear", "sigmoid"):
+            raise ValueError(f"unknown output {output!r}; allowed: 'linear', 'sigmoid'")
+        decoder_kernel = (11 if decoder == "blocks" else 5) if decoder_kernel is None else decoder_kernel
+        if decoder_kernel < 1 or decoder_kernel % 2 == 0:
+            raise ValueError(f"decoder_kernel must be an odd number >= 1, got {decoder_kernel}")
         self.setup, self.num_types, self.in_chans = setup, k, in_chans
         self.window, self.max_keypoints, self.threshold, self.ste = window, max_keypoints, threshold, ste
         if spec["learned"]:
@@ -168,15 +181,21 @@ class SparseKeypointAE(nn.Module):
             conv.weight.requires_grad_(False)
             self.encoder = nn.Sequential(conv)
         p = decoder_kernel // 2
-        self.decoder = nn.Sequential(
-            nn.Conv2d(k, hidden, decoder_kernel, padding=p), nn.PReLU(hidden), nn.Dropout2d(dropout),
-            nn.Conv2d(hidden, hidden, decoder_kernel, padding=p), nn.PReLU(hidden),
-            nn.Conv2d(hidden, in_chans, decoder_kernel, padding=p), nn.Sigmoid(),
-        )
+        if decoder == "blocks":  # image = bias + Σ_keypoints intensity · block[type] placed at (y, x)
+            layers = [nn.ConvTranspose2d(k, in_chans, decoder_kernel, padding=p)]
+            layers += [nn.Sigmoid()] if output == "sigmoid" else []
+            self.decoder = nn.Sequential(*layers)
+        else:
+            self.decoder = nn.Sequential(
+                nn.Conv2d(k, hidden, decoder_kernel, padding=p), nn.PReLU(hidden), nn.Dropout2d(dropout),
+                nn.Conv2d(hidden, hidden, decoder_kernel, padding=p), nn.PReLU(hidden),
+                nn.Conv2d(hidden, in_chans, decoder_kernel, padding=p), nn.Sigmoid(),
+            )
         self.last_code: torch.Tensor | None = None
         self.build_args = {"name": "keypoint_ae", "setup": setup, "num_types": k, "in_chans": in_chans, "hidden": hidden,
                            "window": window, "max_keypoints": max_keypoints, "threshold": threshold, "dropout": dropout,
-                           "filter_size": filter_size, "decoder_kernel": decoder_kernel, "ste": ste}
+                           "filter_size": filter_size, "decoder": decoder, "decoder_kernel": decoder_kernel, "output": output, "ste": ste}
+        self.decoder_kind, self.output = decoder, output
 
     # ---------------------------------------------------------------- pieces
     def _check(self, x: torch.Tensor) -> None:
@@ -230,12 +249,30 @@ class SparseKeypointAE(nn.Module):
             return torch.cat([self.decoder(maps[i : i + batch_size].to(dev)).cpu() for i in range(0, len(maps), batch_size)])
 
     def building_block(self, type: int, intensity: float = 1.0, size: tuple[int, int] = (28, 28)) -> torch.Tensor:
-        """The decoder's output (C, H, W) for one keypoint of ``type`` at the centre."""
+        """What one keypoint of ``type`` at the centre adds to the decoder's empty-canvas output
+        (C, H, W): for the block decoder, ``intensity`` × that type's kernel."""
         if not 0 <= type < self.num_types:
             raise ValueError(f"type must be in [0, {self.num_types}), got {type}")
-        maps = torch.zeros(1, self.num_types, *size)
+        maps = torch.zeros(2, self.num_types, *size)
         maps[0, type, size[0] // 2, size[1] // 2] = intensity
-        return self.decode(maps)[0]
+        out = self.decode(maps)
+        # the block alone: what the keypoint adds to the empty canvas (the decoder's bias removed)
+        return out[0] - out[1]
+
+
+# -------------------------------------------------------------------- rate
+def bits_per_nonzero(height: int, width: int, n_types: int, value_bits: int = 8, signed: bool = False) -> int:
+    """Bits to store one non-zero of a sparse code: its position, its type (keypoint type or atom
+    index) and its value quantised to ``value_bits`` (+1 sign bit for signed coefficients)."""
+    return math.ceil(math.log2(height * width)) + math.ceil(math.log2(max(n_types, 2))) + value_bits + int(signed)
+
+
+def quantize(code: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Uniform quantisation of a sparse code's values to ``bits`` (magnitudes; sign kept), with
+    one scale per image (its largest magnitude, 32 bits a image: negligible)."""
+    scale = code.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, *([1] * (code.dim() - 1)))
+    levels = 2**bits - 1
+    return torch.sign(code) * (code.abs() / scale * levels).round() / levels * scale
 
 
 # -------------------------------------------------------------------- features for classifiers
@@ -270,7 +307,7 @@ class ConvSparseCoder:
         if atom_size % 2 == 0:
             raise ValueError(f"atom_size must be odd, got {atom_size}")
         if method not in ("omp", "iht"):
-            raise ValueError(f"unknown sparse coding method {method!r}; allowed: 'omp', 'iht'")
+            raise ValueError(f"unknown sparse coding method {method!r}; allowed: 'omp', 'iht' (FISTA: code_l1)")
         self.n_atoms, self.atom_size, self.n_nonzero, self.iters, self.seed = n_atoms, atom_size, n_nonzero, iters, seed
         self.method = method
         self.atoms: torch.Tensor | None = None
@@ -281,7 +318,7 @@ class ConvSparseCoder:
         for _ in range(20):
             z = self._adjoint(self.reconstruct(z))
             z = z / z.norm()
-        return float(self._adjoint(self.reconstruct(z)).norm())
+        return 1.1 * float(self._adjoint(self.reconstruct(z)).norm())  # power iteration underestimates L: keep the step below 1/L
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(z, self.atoms, padding=self.atom_size // 2)
@@ -328,6 +365,56 @@ class ConvSparseCoder:
             idx = flat.abs().topk(min(n, flat.shape[1]), dim=1).indices
             z = torch.zeros_like(flat).scatter_(1, idx, flat.gather(1, idx)).view_as(z)
         return z
+
+    def code_l1(self, x: torch.Tensor, lam: float, iters: int = 100) -> torch.Tensor:
+        """Convolutional basis pursuit denoising by FISTA (Beck & Teboulle 2009):
+        min_z ½‖x − Σ_m d_m ⊛ z_m‖² + lam·‖z‖₁, step 1/L. The number of non-zeros follows from
+        ``lam`` (not fixed): compare with OMP at the non-zeros it gives."""
+        if self.atoms is None:
+            raise ValueError("the dictionary is not learned yet: call fit(images) first")
+        step = 1.0 / self._lipschitz(x.shape[-2:])
+        lam = torch.as_tensor(lam, dtype=torch.float32).reshape(-1, 1, 1, 1)  # one penalty, or one per image
+        z = y = torch.zeros(x.shape[0], self.n_atoms, *x.shape[-2:])
+        t = 1.0
+        for _ in range(iters):
+            g = y - step * self._adjoint(self.reconstruct(y) - x)
+            z_new = torch.sign(g) * (g.abs() - step * lam).clamp_min(0.0)
+            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            y = z_new + ((t - 1) / t_new) * (z_new - z)
+            z, t = z_new, t_new
+        return z
+
+    def refit(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Least-squares coefficients on the support of ``z`` (debiasing: L1 shrinks every kept
+        coefficient towards 0, which at a few non-zeros costs more than the support is worth)."""
+        if len(z) > 32:  # bounded memory: the columns are (images × non-zeros × pixels)
+            return torch.cat([self.refit(x[i:i + 32], z[i:i + 32]) for i in range(0, len(z), 32)])
+        b, m, h, w = z.shape
+        flat = z.flatten(1)
+        k = int((flat != 0).sum(1).max()) if len(flat) else 0
+        if k == 0:
+            return z.clone()
+        val, idx = flat.abs().topk(k, dim=1)
+        live = val > 0
+        one = torch.zeros(b * k, m * h * w)
+        one[torch.arange(b * k), idx.reshape(-1)] = live.reshape(-1).float()
+        cols = self.reconstruct(one.view(b * k, m, h, w)).view(b, k, h * w).transpose(1, 2).double()  # (b, hw, k); dead columns are 0
+        coef = torch.linalg.lstsq(cols, x.reshape(b, h * w, 1).double(), driver="gelsd").solution[..., 0].float()
+        out = torch.zeros_like(flat)
+        out[torch.arange(b)[:, None], idx] = coef * live
+        return out.view_as(z)
+
+    def penalty_for(self, x: torch.Tensor, nonzeros: int, iters: int = 150, steps: int = 10, tol: float = 1e-6) -> torch.Tensor:
+        """One L1 penalty per image: the smallest (on a log grid, by bisection) at which FISTA's code
+        of that image has at most ``nonzeros`` entries above ``tol`` — the per-image budget OMP gets.
+        (One penalty for all images left half of them with an empty code at a mean of 4.)"""
+        top = self._adjoint(x).flatten(1).abs().amax(1).clamp_min(1e-12)
+        lo, hi = torch.log(1e-4 * top), torch.log(top)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            nz = (self.code_l1(x, mid.exp(), iters).abs() > tol).flatten(1).sum(1)
+            lo, hi = torch.where(nz > nonzeros, mid, lo), torch.where(nz > nonzeros, hi, mid)
+        return hi.exp()
 
     def fit(self, images: torch.Tensor, epochs: int = 3, batch_size: int = 128, lr: float = 0.01) -> "ConvSparseCoder":
         g = torch.Generator().manual_seed(self.seed)

@@ -19,6 +19,7 @@ from .figures import (
     embedding_scatter,
     embedding_traces,
     error_vs_budget,
+    rate_distortion,
     fraction_curves,
     patch_figure,
     results_table,
@@ -36,7 +37,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
-    "KeypointExplorer", "error_vs_budget",
+    "KeypointExplorer", "error_vs_budget", "rate_distortion",
     "ActivationEmbeddingApp", "ShapeGallery", "learning_curves_grid", "probe_depth_lines", "transfer_bars",
     "AngleConfusionExplorer", "angle_confusion_heatmaps", "angle_confusion_scatter", "band_curves", "image_mosaic", "table_figure",
     "TransferExplorer", "alignment_heatmap", "claims_table", "convergence_curves", "pair_trajectory", "fraction_curves", "results_table",

@@ -385,7 +385,7 @@ class KeypointExplorer(_WidgetApp):
         self.setup = W.Dropdown(options=setups, value=setup or setups[-1], description="set-up", layout=W.Layout(width="200px"))
         n = len(result.test_images)
         self.image = W.IntSlider(min=0, max=n - 1, value=0, description="image", continuous_update=False, layout=W.Layout(width="360px"))
-        kmax = result.config.max_keypoints
+        kmax = self._most_keypoints(setup or setups[-1], 0)
         self.keep = W.IntSlider(min=0, max=kmax, value=kmax, description="keep", continuous_update=False, layout=W.Layout(width="360px"))
         self.types_box = W.HBox()
         self._make_type_boxes()
@@ -402,8 +402,8 @@ class KeypointExplorer(_WidgetApp):
             fig.update_yaxes(showgrid=False, autorange="reversed", scaleanchor="x" if c == 1 else "x2", title_text="y (px)", row=1, col=c)
         finish(fig, "keypoints and reconstruction", height=440, width=900, legend_title="feature type")
         self.fig = go.FigureWidget(fig)
-        for w in (self.image, self.keep):
-            w.observe(self._draw, names="value")
+        self.keep.observe(self._draw, names="value")
+        self.image.observe(self._new_image, names="value")
         self.setup.observe(self._new_setup, names="value")
         self._draw()
         self.widget = W.VBox([W.HBox([self.setup, self.image, self.keep]), self.types_box, self.fig])
@@ -417,8 +417,23 @@ class KeypointExplorer(_WidgetApp):
             c.observe(self._draw, names="value")
         self.types_box.children = self.types
 
+    def _most_keypoints(self, setup: str, image: int = 0) -> int:
+        """The slider's range: the keypoints this test image has under this set-up (the budget is
+        an upper bound that local-maximum suppression often leaves unreached)."""
+        return max(1, len(self.result.keypoints[setup].of_image(image)))
+
+    def _fit_keep(self):
+        kmax = self._most_keypoints(self.setup.value, self.image.value)
+        with self.keep.hold_trait_notifications():
+            self.keep.max, self.keep.value = kmax, kmax
+
     def _new_setup(self, *_):
+        self._fit_keep()
         self._make_type_boxes()
+        self._draw()
+
+    def _new_image(self, *_):
+        self._fit_keep()
         self._draw()
 
     def _draw(self, *_):

@@ -175,9 +175,11 @@ def claims_table(claims: dict, *, title: str) -> go.Figure:
     return table_figure(header, rows, title=title)
 
 
-def convergence_curves(runs: dict[str, list[dict]], *, title: str, key: str = "val_acc") -> go.Figure:
-    """Validation accuracy per epoch of several runs (e.g. the teacher, and ce on all the data
-    with its budget and twice it): has accuracy stopped rising?"""
+def convergence_curves(runs: dict[str, list[dict]], *, title: str, key: str = "val_acc", y_title: str = "validation accuracy (fraction)",
+                       floor: tuple[str, float] | None = None) -> go.Figure:
+    """A validation measure per epoch of several runs (e.g. the teacher, and ce on all the data
+    with its budget and twice it): has it stopped moving? ``floor`` = (name, value) draws a level
+    every run must beat."""
     colors, symbols = class_colors(max(4, len(runs))), class_symbols(len(runs))
     fig = go.Figure()
     for i, (name, history) in enumerate(runs.items()):
@@ -185,7 +187,32 @@ def convergence_curves(runs: dict[str, list[dict]], *, title: str, key: str = "v
         if pts:
             fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name, mode="lines+markers",
                                      marker={"symbol": symbols[i], "color": colors[i]}, line={"color": colors[i]}))
-    return finish(fig, title, "epoch", "validation accuracy (fraction)", height=400, legend_title="run")
+    if floor is not None:
+        fig.add_hline(y=floor[1], line_dash="dot", line_color="black", annotation_text=floor[0], annotation_position="top right")
+    return finish(fig, title, "epoch", y_title, height=400, legend_title="run")
+
+
+def rate_distortion(rows: list[dict], *, title: str, floor: float | None = None) -> go.Figure:
+    """Reconstruction error (mean ± std over seeds) against non-zeros per image (left) and bits per
+    image (right), one line per method (``KeypointsResult.rd_table()`` rows)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    colors, symbols = class_colors(max(4, len(methods))), class_symbols(len(methods))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("at equal non-zeros", "at equal bits"), horizontal_spacing=0.1)
+    for i, m in enumerate(methods):
+        rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["nonzeros_per_image"])
+        for j, xkey in enumerate(("nonzeros_per_image", "bits_per_image")):
+            fig.add_trace(go.Scatter(x=[r[xkey] for r in rs], y=[r["mse"] for r in rs], error_y={"type": "data", "array": [r["mse_std"] for r in rs]},
+                                     name=m, legendgroup=m, showlegend=j == 0, mode="lines+markers", text=[r["setting"] for r in rs],
+                                     marker={"symbol": symbols[i], "size": 9, "color": colors[i]}, line={"color": colors[i]},
+                                     hovertemplate="%{text}: %{y:.4f}<extra>" + m + "</extra>"), row=1, col=j + 1)
+    for j in (1, 2):
+        if floor is not None:
+            fig.add_hline(y=floor, line_dash="dot", line_color="black", annotation_text="mean image", row=1, col=j)
+        fig.update_xaxes(type="log", row=1, col=j)
+        fig.update_yaxes(title_text="reconstruction error (MSE per pixel, 8-bit code values)", row=1, col=j)
+    fig.update_xaxes(title_text="non-zeros per image (log scale)", row=1, col=1)
+    fig.update_xaxes(title_text="bits per image (position + type + value; log scale)", row=1, col=2)
+    return finish(fig, title, height=450, legend_title="code")
 
 
 def results_table(table: list[dict], *, title: str, value: str = "test accuracy") -> go.Figure:
