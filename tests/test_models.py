@@ -97,6 +97,6 @@ def test_timm_weights_that_do_not_fit_are_refused(tmp_path, monkeypatch):
     torch.save(Net(1000).state_dict(), good)
     torch.save({"backbone.conv.weight": torch.zeros(1)}, other)
     m = build_model("timm:tiny", 5, weights=str(good))
-    assert m.head.out_features == 5 and torch.equal(m.stem.weight, torch.load(good)["stem.weight"])
+    assert m.head.out_features == 5 and torch.equal(m.stem.weight, torch.load(good, weights_only=True)["stem.weight"])
     with pytest.raises(ValueError, match=r"does not fit timm:tiny: missing \['stem.weight', .*unexpected \['backbone.conv.weight'\]"):
         build_model("timm:tiny", 5, weights=str(other))
