@@ -362,28 +362,23 @@ def _gen_inside(rng, labels, size, variant, scale):
     polys = [transform(locals_[j], angles[j], radii[j], centres[j]) for j in range(2)]
     # the first contour holds the dot; the open one (a gap: a bar from its centre outwards) is the
     # other one (inside) or this one (outside)
-    holder = torch.zeros(n, dtype=torch.long)
     inside = labels == 0
-    open_one = torch.where(inside, 1 - holder, holder)
+    first_open = ~inside
     psi = rng.uniform("gap.psi", None, 0.0, 2 * math.pi)
     u = torch.stack([torch.cos(psi), torch.sin(psi)], -1)
-    oc = torch.where((open_one == 0)[:, None], centres[0], centres[1])
-    oR = torch.where(open_one == 0, radii[0], radii[1])
+    oc = torch.where(first_open[:, None], centres[0], centres[1])
+    oR = torch.where(first_open, radii[0], radii[1])
     cut = _bar(oc, oc + u * (oR + stroke + 1.0)[:, None], torch.full((n,), gap))
     cut_cov = fill_coverage(polygon_sdf_image(cut, size))
     drawn = [torch.ones(n, dtype=torch.bool), two]
-    has_open = (open_one == 0) | two  # alone and inside: no open contour is drawn
-    strokes = []
-    for j in range(2):
-        cov = stroke_coverage(polygon_sdf_image(polys[j], size), stroke) * drawn[j].float()[:, None, None]
-        opened = ((open_one == j) & has_open).float()[:, None, None]
-        strokes.append(cov * (1 - opened * cut_cov))
+    opened = [first_open, ~first_open & two]  # alone and inside: no open contour is drawn
+    strokes = [stroke_coverage(polygon_sdf_image(polys[j], size), stroke) * drawn[j].float()[:, None, None]
+               * (1 - opened[j].float()[:, None, None] * cut_cov) for j in range(2)]
     outline = torch.maximum(strokes[0], strokes[1])
     # the dot: in its contour's interior, clear of the outline, at a depth from one range for both
     # classes; a random pixel among equals
-    hp = torch.where((holder == 0)[:, None, None], polys[0], polys[1])
-    depth = -polygon_sdf_image(hp, size)
-    room_px = torch.where(holder == 0, rooms[0] * radii[0], rooms[1] * radii[1])
+    depth = -polygon_sdf_image(polys[0], size)
+    room_px = rooms[0] * radii[0]
     target = clear + rng.uniform("dot.d", None, 0.0, 1.0) * (room_px - clear).clamp_min(0.0)
     grid = torch.arange(size, dtype=torch.float32) + 0.5
     ok = (depth >= clear[:, None, None]) & (_enclosed(outline < 0.5) == inside[:, None, None])
@@ -398,7 +393,7 @@ def _gen_inside(rng, labels, size, variant, scale):
     cov = torch.maximum(outline, fill_coverage(polygon_sdf_image(dot_poly, size)))
     polys[1] = torch.where(two[:, None, None], polys[1], torch.full_like(polys[1], float("nan")))  # not drawn
     return _Batch(cov[:, None], dict(vertices=polys, dot=dot, dot_radius=rd, centre=torch.stack(centres, 1), scale=torch.stack(radii, 1),
-                                      angle=torch.stack(angles, 1), stroke=stroke, gap=[cut[i] if has_open[i] else None for i in range(n)],
+                                      angle=torch.stack(angles, 1), stroke=stroke, gap=[cut[i] if opened[0][i] or opened[1][i] else None for i in range(n)],
                                       filled=torch.zeros(n, dtype=torch.bool)))
 
 

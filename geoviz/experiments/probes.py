@@ -33,6 +33,7 @@ scratch learn global tasks faster.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -213,14 +214,13 @@ def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, confidence:
             loc, lu, lt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "local", value)
             glo, gu, gt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "global", value)
             out.append({"hypothesis": "H1 local transfers better than global", "transfer_set": t, "scope": scope,
-                        "local": float(np.nanmean(loc)) if np.isfinite(loc).any() else float("nan"),
-                        "global": float(np.nanmean(glo)) if np.isfinite(glo).any() else float("nan"),
+                        "local": float(_nanmean(loc)), "global": float(_nanmean(glo)),
                         "learnt": f"local {lu}/{lt}, global {gu}/{gt}", "statistic": "chance-corrected transfer, local minus global",
                         **_decide(loc, glo, confidence)})
         # H2 across architectures
         depth = {a: next(r["depth"] for r in runs if r["architecture"] == a) for a in archs}
-        glob = {a: float(np.nanmean(v)) if np.isfinite(v := _per_seed(runs, seeds, lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", value)[0]).any()
-                else float("nan") for a in archs}
+        glob = {a: float(_nanmean(_per_seed(runs, seeds, lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", value)[0]))
+                for a in archs}
         n_depths = len(set(depth.values()))
         rho, p_up, p_down = float("nan"), float("nan"), float("nan")
         usable = [a for a in archs if np.isfinite(glob[a])]
@@ -347,7 +347,14 @@ def image_size(cfg: ProbesConfig, experiment: str) -> int:
 
 
 def _probe_data(cfg: ProbesConfig, experiment: str, architecture: str, which: str, n: int, split: str) -> ProbeDataset:
-    return ProbeDataset(experiment, which, n_per_class=n, size=image_size(cfg, experiment), split=split, seed=0, imagenet_norm=_imagenet(architecture))
+    return _probe_dataset(experiment, which, n, image_size(cfg, experiment), split, _imagenet(architecture))
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_dataset(experiment: str, which: str, n: int, size: int, split: str, imagenet_norm: bool) -> ProbeDataset:
+    """One generation per data set: every (network, start, seed) of an experiment reads the same
+    images (a few hundred uint8 images each; read-only)."""
+    return ProbeDataset(experiment, which, n_per_class=n, size=size, split=split, seed=0, imagenet_norm=imagenet_norm)
 
 
 def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
