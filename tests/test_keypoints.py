@@ -273,3 +273,32 @@ def test_bits_and_quantisation():
     assert ((q - z).abs().flatten(1).amax(1) <= step / 2 + 1e-7).all() and ((q != 0) <= (z != 0)).all()
     levels = q.abs() / z.flatten(1).abs().amax(1).view(-1, 1, 1, 1) * 255  # 8 bits: integer levels 0..255
     assert torch.allclose(levels, levels.round(), atol=1e-3) and levels.max() <= 255 + 1e-3
+
+
+def test_keypoints_run_takes_mnist_from_data_when_present(tmp_path, monkeypatch, run_root):
+    """dataset="auto" (the default) reads MNIST from data/ when its four files are there, and the
+    digits otherwise; a mutant that ignores data/ would run on the digits."""
+    from geoviz.experiments.keypoints import KeypointsConfig, run_keypoints
+
+    data = tmp_path / "data"
+    raw = data / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n_train = 5000 + 300  # MNIST's validation hold-out is 5,000 training images
+    # images that differ by class (a bright bar at a class-dependent row), as a file MNIST ships
+    tr = rng.integers(0, 40, (n_train, 28, 28))
+    tr[np.arange(n_train), 2 + 2 * (np.arange(n_train) % 10)] = 250
+    te = rng.integers(0, 40, (100, 28, 28))
+    te[np.arange(100), 2 + 2 * (np.arange(100) % 10)] = 250
+    write_idx(raw / "train-images-idx3-ubyte.gz", tr, 2051)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", np.arange(n_train) % 10, 2049)
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", te, 2051)
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(100) % 10, 2049)
+    monkeypatch.setenv("GEOVIZ_DATA", str(data))
+    cfg = KeypointsConfig.from_profile("smoke", setups=("AF4",), max_keypoints=6, n_train=100, n_test=40, budgets=(4,))
+    res = run_keypoints(cfg, run_root=run_root, progress=False)
+    assert res.dataset == "mnist" and "mnist" in res.experiment.path.name
+    x = res.test_images.numpy() * 255  # the file's bytes (the digits have 17 grey levels, none above 40 but the bars')
+    assert res.test_images.shape[1:] == (1, 28, 28) and np.allclose(x, np.round(x), atol=1e-3) and (np.unique(np.round(x)).size > 17)
+    monkeypatch.setenv("GEOVIZ_DATA", str(tmp_path / "empty"))
+    assert run_keypoints(cfg, run_root=run_root, progress=False).dataset == "digits"

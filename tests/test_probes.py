@@ -291,3 +291,31 @@ def test_companion_finding_needs_both_parts():
     half = {**paper, ("scratch", "global"): 0.7}  # pretrained faster on both: the second part is contradicted
     rows = probe_verdicts(_synthetic_runs(acc, auc=half))
     assert _verdict(rows, "C pretrained")["verdict"] == "supported" and _verdict(rows, "C (both")["verdict"] == "contradicted"
+
+
+def test_transfer_set_floors_come_from_one_classifier_trained_on_the_training_distribution():
+    """shortcut_floors fits once and scores every set: with a set's labels flipped its accuracy is
+    one minus the other's (a classifier refitted per set would score high on both)."""
+    from geoviz.analysis.floors import shortcut_floors
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] > 0).astype(int)
+    xt = rng.normal(size=(200, 3))
+    yt = (xt[:, 0] > 0).astype(int)
+    got = shortcut_floors(x, y, {"same": (xt, yt), "flipped": (xt, 1 - yt)})
+    assert got["same"] > 0.9 and abs(got["same"] + got["flipped"] - 1.0) < 1e-9
+
+
+def test_mask_statistics_give_the_dots_polar_positions_about_the_centroid():
+    ds = ProbeDataset("E7", "train", n_per_class=3, size=64, split="val", channels=1)
+    got = mask_statistics(ds.images, ds.dots)
+    assert got.shape[1] == 13 + 4 + 9
+    for img, dots, row in zip(ds.images, ds.dots, got):
+        yy, xx = np.nonzero(img[0].numpy() > 127)
+        cx, cy = xx.mean() + 0.5, yy.mean() + 0.5  # pixel centres, as the dots are given
+        (x1, y1), (x2, y2) = dots[:2], dots[2:]
+        a1, a2 = np.arctan2(y1 - cy, x1 - cx), np.arctan2(y2 - cy, x2 - cx)
+        want = [np.hypot(x1 - cx, y1 - cy), np.cos(a1), np.sin(a1), np.hypot(x2 - cx, y2 - cy), np.cos(a2), np.sin(a2),
+                np.hypot(x2 - x1, y2 - y1), np.cos(a2 - a1), np.sin(a2 - a1)]
+        np.testing.assert_allclose(row[17:], want, rtol=1e-4, atol=1e-4)

@@ -212,11 +212,11 @@ def test_meta_records_the_drawn_polygons():
 
 @pytest.mark.parametrize("variant", ["regular", "irregular"])
 def test_curve_labels_are_true(variant):
-    """Same curve ⇔ both dots in one connected component of the drawing (two curves, never touching)."""
+    """Same arm ⇔ both dots in one connected component of the drawing (two arms, never touching)."""
     images, labels, meta = make_shapes("curve", 200, size=64, seed=6, variant=variant)
     for img, y, m in zip(images, labels, meta):
         comp, n = ndimage.label(img[0].numpy() > 0.5, structure=EIGHT)
         (x1, y1), (x2, y2) = m["dots"]
         c1, c2 = comp[int(y1), int(x1)], comp[int(y2), int(x2)]
         assert n == 2 and c1 > 0 and c2 > 0 and (c1 == c2) == (int(y) == 0)
-        assert abs(x2 - x1) > 20 or abs(y2 - y1) > 20  # the dots sit in opposite thirds
+        assert np.hypot(x2 - x1, y2 - y1) >= m["scale"] * 64 / 3 - 0.5  # far apart: a third of the outer radius or more

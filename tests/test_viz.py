@@ -91,10 +91,14 @@ def test_transfer_bars_show_every_set_the_floors_and_the_verdicts():
              for e in ("E1", "E3") for s in ("pretrained", "scratch")]
     verdicts = [{"hypothesis": "H1 local transfers better than global", "transfer_set": "style", "scope": "overall", "verdict": "undecided"},
                 {"hypothesis": "H1 local transfers better than global", "transfer_set": "style", "scope": "resnet14", "verdict": "supported"}]
-    fig = transfer_bars(table, verdicts, title="T", floors=[{"experiment": "E1", "shortcut_floor": 0.95}, {"experiment": "E3", "shortcut_floor": 0.55}])
-    names = [t.name for t in fig.data[:6]]
-    assert names == ["training distribution", "transfer: style", "transfer: size", "transfer: both", "chance", "shortcut floor"]
+    floors = [{"experiment": "E1", "shortcut_floor": 0.95, "shortcut_floor_style": 0.6, "shortcut_floor_size": float("nan"), "shortcut_floor_both": 0.7},
+              {"experiment": "E3", "shortcut_floor": 0.55}]
+    fig = transfer_bars(table, verdicts, title="T", floors=floors)
+    names = [t.name for t in fig.data[:7]]
+    assert names[:6] == ["training distribution", "transfer: style", "transfer: size", "transfer: both", "chance", "shortcut floor"]
     assert list(fig.data[5].y) == [0.95, 0.55] and "H1 (style): <b>undecided</b>" in fig.layout.title.text
+    assert list(fig.data[6].y) == [0.7, None]  # the highest set's floor, NaN-safe; none where no set has one
+    assert fig.data[1].customdata[0][1] == 0.6 and fig.data[3].customdata[0][1] == 0.7  # each set's floor on its bars
     assert "supported" not in fig.layout.title.text  # per-network rows stay out of the headline
     assert fig.layout.yaxis.title.text == "test accuracy (fraction)"
 

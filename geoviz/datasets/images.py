@@ -138,6 +138,12 @@ def digits(split: str = "train", n: int | None = None, seed: int = 0, *, size: i
     return TensorImages(images, lab, DIGIT_CLASSES, name=f"digits[{split}]")
 
 
+def cifar10_present(root: str | Path | None = None) -> bool:
+    """Whether CIFAR-10's python batches are in ``<root>/cifar-10-batches-py``."""
+    folder = (resolve_in_root(root) if root is not None else data_root()) / "cifar-10-batches-py"
+    return all((folder / n).is_file() for n in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))))
+
+
 def mnist_present(root: str | Path | None = None) -> bool:
     """Whether MNIST's four idx files (or their .gz) are in ``<root>/MNIST/raw``."""
     raw = (resolve_in_root(root) if root is not None else data_root()) / "MNIST" / "raw"

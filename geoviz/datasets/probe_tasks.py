@@ -20,8 +20,9 @@ E3    hole                    global     no_hole, hole
 E4    connectivity            global     connected, disconnected
 E5    inside                  global     inside, outside (a dot and two contours, one open)
 E6    global_combined         global     the six classes of E3–E5 in one task
-E7    same_curve              global     same, different (two dots on two curves across the
-                                         image: beyond the paper, global at every scale)
+E7    same_curve              global     same, different (two dots on the same or on different
+                                         arms of a double spiral: beyond the paper, global at
+                                         every scale)
 ====  ======================  =========  =================================================
 
 ``PRETRAINING`` is the class set the small networks' "pretrained" start learns first: the
@@ -40,7 +41,7 @@ from torch.utils.data import Dataset
 from .._utils import unknown_name_message
 from .shapes import SPLIT_OFFSET, TASKS, make_shapes
 
-TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.43, 0.48), "connectivity": (0.07, 0.1), "inside": (0.16, 0.19), "curve": (0.1, 0.15)}
+TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.43, 0.48), "connectivity": (0.07, 0.1), "inside": (0.16, 0.19), "curve": (0.24, 0.28)}
 # probes draw inside/outside at >= 48 px: at 32 px the centroid shifts towards the closed contour
 # by the gap's missing stroke, and simple statistics reach ~0.65 (0.55 at 48 px)
 PROBE_MIN_SIZE = {"inside": 48, "curve": 64}
@@ -83,7 +84,7 @@ EXPERIMENTS: dict[str, ProbeExperiment] = {e.key: e for e in [
     _exp("E5", "inside", "global", [("inside", c) for c in TASKS["inside"]], "a dot inside or outside a closed contour"),
     _exp("E6", "global_combined", "global", [(t, c) for t in ("hole", "connectivity", "inside") for c in TASKS[t]], "E3, E4 and E5 in one six-way task"),
     _exp("E7", "same_curve", "global", [("curve", c) for c in TASKS["curve"]],
-         "two dots on the same or on different curves that run across the whole image (beyond the paper: global at every scale)"),
+         "two dots on the same or on different arms of a double spiral (Minsky and Papert's figure; beyond the paper: global at every scale)"),
 ]}
 
 

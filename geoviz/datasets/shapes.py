@@ -9,14 +9,14 @@ Tasks (``TASKS`` maps each to its class names):
 - ``connectivity``: one connected part / two separate parts, at the same spread, joined by a bar
   that is whole or broken by a gap.
 - ``inside``: a dot inside a closed contour / inside one whose outline has a gap (outside).
-- ``curve``: two dots on the same / on different curves running across the image (>= 64 px).
+- ``curve``: a double spiral (two interleaved arms) with two dots on the same / on different arms (>= 64 px).
 - ``shapes10``: 32×32 RGB, ten shape classes (tilted up to ±25°) with colour, stripe texture,
   background gradient, clutter and noise, with near-confusable pairs (square/rectangle, circle/ellipse,
   pentagon/hexagon, trapezoid/parallelogram): a stand-in for CIFAR-10 that needs no download.
 
 ``variant="irregular"`` draws the same classes from irregular outlines — hand-drawn wobbly edges
 for ``quad`` (corners, hence the class geometry, are kept), smooth random non-convex blobs for the
-global tasks, jagged waves for ``curve`` — so that training on ``regular`` and testing on
+global tasks, arms that wobble along their length for ``curve`` — so that training on ``regular`` and testing on
 ``irregular`` measures transfer. The global tasks are drawn so that simple statistics of the
 drawing (area, perimeter, extent, moments; ``analysis.floors``) carry as little of the label as
 we could make them (each generator says how).
@@ -63,7 +63,7 @@ DEFAULT_SIZE = {"shapes10": 32}
 MIN_SIZE = 16
 # A hole or a dot needs ~2 px of clearance on every side to survive rasterisation; below these
 # sizes there is no room for that, so the labels could not be guaranteed.
-TASK_MIN_SIZE = {"hole": 24, "inside": 32, "curve": 64}  # curve: waves taller than the curves' spacing
+TASK_MIN_SIZE = {"hole": 24, "inside": 32, "curve": 64}  # curve: room for turns of a double spiral
 SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
 _BATCH = 1024
 SHAPES10_MAX_TILT = 25.0  # degrees either way
@@ -398,65 +398,96 @@ def _gen_inside(rng, labels, size, variant, scale):
 
 
 def _gen_curve(rng, labels, size, variant, scale):
-    """Two long wavy curves across the whole image, never touching, and two dots on them, one in
-    each outer third: on the same curve or on different ones. Deciding needs the curves followed
-    from one dot to the other, across the image — beyond the receptive fields of small networks'
-    late layers. The drawing's statistics carry almost no label, but the dots' positions within it
-    still do (which curve a dot is on shows in where it sits: a shortcut floor of ~0.8 with them,
-    ~0.53 without, at 64 px — shown as that task's floor). ``scale`` is the wave amplitude (fraction of the size);
-    ``irregular`` adds higher, jagged harmonics."""
+    """Minsky and Papert's double spiral: two interleaved arms that never touch, and two dots on
+    them, on the same arm or one on each. Whether the dots share an arm shows by following the arms
+    around the turns between them; nearby, both arms look alike (parallel strokes). The dots' distance
+    is drawn from the range points of both arms cover, so the spacing carries no label. Which arm a
+    dot sits on would follow from its polar position about the centre if the spiral were
+    Archimedean (a fixed pitch): the radius grows as a random power of the angle instead (r ∝ θ^γ,
+    γ in 0.7–1.5, the windings spreading or crowding outwards), with as many turns as keep the arms
+    clear of each other. Even so, with about one turn at 64 px the dots' polar positions about the
+centroid give the label away to a gradient-boosted classifier ~0.82 of the time (its shortcut
+floor; 0.52 from raw positions).
+    ``scale``: the outer radius (fraction of the size; the figure scaled as a whole);
+    ``irregular``: each arm wobbles along its length (waves of 6–10 px, ±1 px at 64 px)."""
     n = len(labels)
-    px = _px(size)
-    lo, hi = _scale_range(scale, (0.16, 0.24))
-    stroke = (rng.uniform("stroke", None, 1.5, 2.2) * px).clamp_min(1.5)
-    rd = (rng.uniform("dot.r", None, 2.0, 2.6) * px).clamp_min(1.8)  # wider than the stroke: a visible dot
-    V = 65
-    t = torch.linspace(0.0, 1.0, V)
-    amp = rng.uniform("amp", None, lo, hi) * size
-    freq = rng.uniform("freq", None, 0.8, 1.6)
-    ph = rng.uniform("phase", None, 0.0, 2 * math.pi)
-    wave = amp[:, None] * torch.sin(2 * math.pi * freq[:, None] * t[None] + ph[:, None])
-    if variant == "irregular":  # jagged: two higher harmonics of random phase
-        for k, f in (("h1", 3.0), ("h2", 4.0)):
-            a2 = rng.uniform(k + ".a", None, 0.08, 0.16) * amp
-            wave = wave + a2[:, None] * torch.sin(2 * math.pi * f * freq[:, None] * t[None] + rng.uniform(k + ".ph", None, 0, 2 * math.pi)[:, None])
-    spacing = stroke + rd * 2 + max(2.5, 3.0 * px)  # room for a dot on one curve clear of the other
-    xs = t * (size + 2.0) - 1.0  # from edge to edge
-    # the curves are vertical translates: where they are steep their gap narrows by cos(slope)
-    steep = (wave.diff(dim=1).abs() / (xs[1] - xs[0])).amax(dim=1)
-    sep = spacing * (1 + steep**2).sqrt() + rng.uniform("sep", None, 0.0, 1.0) * 0.12 * size
-    room = size - 2 * (rd + 1.0)
-    shrink = ((room - sep) / (wave.amax(1) - wave.amin(1)).clamp_min(1e-6)).clamp(max=1.0)  # (rare) keep both in the image
-    wave, sep = wave * shrink[:, None], torch.minimum(sep, room)
-    span = wave.amax(1) - wave.amin(1) + sep
-    base = (rd + 1.0) + rng.uniform("base", None) * (size - 2 * (rd + 1.0) - span).clamp_min(0) - wave.amin(1)
-    ya = base[:, None] + wave
-    curves = [torch.stack([xs.expand(n, V), ya], -1), torch.stack([xs.expand(n, V), ya + sep[:, None]], -1)]
-    # the dots: one in the left third, one in the right third, on curve `first` and on `second`
+    default = (0.34, 0.42)
+    lo, hi = _scale_range(scale, default)
+    # another size is a scaled copy (strokes, dots and gaps too): the same number of turns
+    px = _px(size) * (lo + hi) / sum(default)
+    stroke = (rng.uniform("stroke", None, 1.5, 2.2) * px).clamp_min(1.0)
+    rd = (rng.uniform("dot.r", None, 2.0, 2.6) * px).clamp_min(1.5)  # wider than the stroke: a visible dot
+    wob = 1.0 * px
+    # the arms' centre lines at least `half` apart: a dot on one arm stays clear of the other,
+    # wobbles included (one rule for both variants, so that "irregular" changes the style alone)
+    half = rd + stroke / 2 + max(1.2, 2.0 * px) + 2 * wob
+    R = rng.uniform("radius", None, lo, hi) * size
+    r0 = half * rng.uniform("r0", None, 0.5, 0.8)  # the arms' inner ends, opposite each other
+    gamma = rng.uniform("gamma", None, 0.7, 1.5)
+    # the most turns whose neighbouring windings (arm 0 at θ, arm 1 at θ + π) stay `half` apart
+    cand = torch.arange(0.75, 4.0, 0.05)
+    tmax = 2 * math.pi * cand  # (T,)
+    g = torch.linspace(0, 1, 64)
+    th = (tmax[None, :, None] - math.pi) * g  # (1, T, G)
+    grow = lambda t, tm: (t / tm).clamp(0, 1) ** gamma[:, None, None]  # noqa: E731
+    gap = (R - r0)[:, None, None] * (grow(th + math.pi, tmax[None, :, None]) - grow(th, tmax[None, :, None]))
+    ok = gap.amin(dim=2) >= half[:, None]  # (n, T)
+    best = torch.where(ok, cand[None], torch.full_like(ok, 0.75, dtype=torch.float32)).amax(dim=1)
+    turns = (best * rng.uniform("turns", None, 0.85, 1.0)).clamp_min(0.75)
+    V = 192
+    u = torch.linspace(0.0, 1.0, V)
+    theta = 2 * math.pi * turns[:, None] * u[None]  # (n, V): angle along each arm
+    rad = r0[:, None] + (R - r0)[:, None] * u[None] ** gamma[:, None]
+    rot = rng.uniform("rotation", None, 0.0, 2 * math.pi)
+    hand = torch.where(rng.bernoulli("mirror", 0.5), -1.0, 1.0)
+    margin = R + rd + wob + 1.0
+    centre = torch.stack([margin + rng.uniform(k, None) * (size - 2 * margin).clamp_min(0) for k in ("cx", "cy")], -1)
+    arms = []
+    for a in range(2):
+        r = rad
+        if variant == "irregular":  # jagged: a wave along the arc, of random wavelength and phase
+            arc = torch.cumsum(torch.cat([torch.zeros(n, 1), (rad[:, 1:] + rad[:, :-1]) / 2 * theta.diff(dim=1)], 1), 1)
+            lam = rng.uniform(f"wave{a}", None, 6.0, 10.0) * px
+            r = rad + wob * torch.sin(2 * math.pi * arc / lam[:, None] + rng.uniform(f"wave{a}.ph", None, 0, 2 * math.pi)[:, None])
+        phi = rot[:, None] + hand[:, None] * theta + a * math.pi  # arm 1: arm 0 turned half a turn
+        arms.append(centre[:, None] + r[..., None] * torch.stack([phi.cos(), phi.sin()], -1))
+    # the dots: the first on arm `first` past its inner quarter turn, the second on arm `second`
+    # where its distance from the first is nearest a target (else "different" would show in the
+    # dots' spacing)
     first = rng.integers("first", 2)
     second = torch.where(labels == 0, first, 1 - first)
-    # the second dot: in the right third, where its height above the first is nearest a target
-    # drawn from one range for both classes (else "different" shows as a jump of one spacing)
     rows = torch.arange(n)
-    i1 = (rng.uniform("x1", None, 0.1, 0.33) * (V - 1)).round().long()
-    y1 = ya[rows, i1] + first.float() * sep
-    cand = torch.arange(round(0.67 * (V - 1)), round(0.9 * (V - 1)) + 1)
-    y2 = ya[:, cand] + second.float()[:, None] * sep[:, None]
-    target = rng.uniform("dy", None, -1.0, 1.0) * amp
-    jitter = rng.uniform("x2.pick", len(cand)).view(n, -1) * 0.25
-    i2 = cand[((y2 - y1[:, None]) - target[:, None]).abs().add(jitter).argmin(dim=1)]
-    dots = [torch.stack([xs[i1], y1], -1), torch.stack([xs[i2], ya[rows, i2] + second.float() * sep], -1)]
-    # half of the images transposed: the curves run top to bottom
-    flip = rng.bernoulli("transpose", 0.5)
-    swap = lambda v: torch.where(flip.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)  # noqa: E731
-    curves, dots = [swap(c) for c in curves], [swap(d) for d in dots]
-    cov = torch.maximum(stroke_coverage(polygon_sdf_image(curves[0], size, closed=False), stroke),
-                        stroke_coverage(polygon_sdf_image(curves[1], size, closed=False), stroke))
-    for d in dots:
-        disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, d)
+    pts = torch.stack(arms, 1)  # (n, 2, V, 2)
+    start = (0.25 / turns * (V - 1)).ceil().long().clamp(max=V - 2)  # vertex index a quarter turn out
+    idx = torch.arange(V)
+    valid = idx[None] >= start[:, None]  # (n, V)
+    # the second dot's distance from the first: drawn from the range that points of *both* arms
+    # cover (so that it does not depend on the label), at least a third of the outer radius; of K
+    # candidate first dots, the first whose range is not empty
+    K = 8
+    i1 = start[:, None] + (rng.uniform("d1", K) * (V - 1 - start)[:, None]).long()  # (n, K)
+    d1 = pts[rows[:, None], first[:, None], i1]  # (n, K, 2)
+    dist = (pts[:, None] - d1[:, :, None, None]).norm(dim=-1)  # (n, K, 2, V)
+    inf = torch.tensor(float("inf"))
+    near = torch.where(valid[:, None, None], dist, inf).amin(dim=3).amax(dim=2)
+    reach = torch.where(valid[:, None, None], dist, -inf).amax(dim=3).amin(dim=2)
+    lo_d = torch.maximum(near, torch.maximum(R / 3, 1.5 * half)[:, None])  # not neighbours across one gap
+    k = (reach > lo_d).float().argmax(dim=1)  # the first with a range (0 if none: rare)
+    i1, d1, dist, lo_d, reach = i1[rows, k], d1[rows, k], dist[rows, k, second], lo_d[rows, k], reach[rows, k]
+    target = lo_d + rng.uniform("dist", None) * (reach - lo_d).clamp_min(0)
+    cost = (dist - target[:, None]).abs() + rng.uniform("d2.pick", V).view(n, V) * 0.5 * px
+    cost = torch.where(valid, cost, inf)
+    i2 = cost.argmin(dim=1)
+    cand = pts[rows, second]
+    d2 = cand[rows, i2]
+    cov = torch.maximum(stroke_coverage(polygon_sdf_image(arms[0], size, closed=False), stroke),
+                        stroke_coverage(polygon_sdf_image(arms[1], size, closed=False), stroke))
+    dots = torch.stack([d1, d2], 1)
+    for k in range(2):
+        disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dots[:, k])
         cov = torch.maximum(cov, fill_coverage(polygon_sdf_image(disc, size)))
-    return _Batch(cov[:, None], dict(vertices=curves, dots=torch.stack(dots, 1), dot_curves=torch.stack([first, second], 1),
-                                      stroke=stroke, scale=amp, filled=torch.zeros(n, dtype=torch.bool)))
+    return _Batch(cov[:, None], dict(vertices=arms, dots=dots, dot_curves=torch.stack([first, second], 1), centre=centre,
+                                      stroke=stroke, scale=R / size, gamma=gamma, turns=turns, filled=torch.zeros(n, dtype=torch.bool)))
 
 
 def _hsv_to_rgb(h, s, v):

@@ -42,7 +42,7 @@ from torch import nn
 from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.probes import pooled_features, probe_layers
 from ..config import ExperimentConfig
-from ..analysis.floors import mask_statistics, shortcut_floor
+from ..analysis.floors import mask_statistics, shortcut_floors
 from ..analysis.statistics import paired_difference
 from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, PROBE_MIN_SIZE, TRANSFER_SETS, ProbeDataset, get_experiment
 from ..engine import fit
@@ -427,15 +427,21 @@ def check_pretrained_weights(cfg: ProbesConfig) -> None:
 
 def task_floors(cfg: ProbesConfig) -> list[dict]:
     """The shortcut floor of every experiment: a gradient-boosted classifier on mask statistics
-    (plus the dot's position for inside/outside), trained on ``floor_n_per_class`` images per class
-    and scored on the networks' own test images."""
+    (plus the dots' positions for inside/outside and same_curve), trained on ``floor_n_per_class``
+    images per class of the training distribution and scored on the networks' own test images of
+    the training distribution (``shortcut_floor``) and of each transfer set (``shortcut_floor_<set>``),
+    the levels the networks' accuracies there must beat."""
     out = []
     for e in cfg.experiments:
         exp = get_experiment(e)
         train = ProbeDataset(e, "train", n_per_class=cfg.floor_n_per_class, size=image_size(cfg, e), split="train", channels=1)
-        test = ProbeDataset(e, "train", n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1)
-        acc = shortcut_floor(mask_statistics(train.images, train.dots), train.labels.numpy(), mask_statistics(test.images, test.dots), test.labels.numpy())
-        out.append({"experiment": exp.key, "invariant": exp.invariant, "chance": 1.0 / len(exp.classes), "shortcut_floor": acc})
+        tests = {}
+        for which in ("train", *cfg.transfer_sets):
+            test = ProbeDataset(e, which, n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1)
+            tests[which] = (mask_statistics(test.images, test.dots), test.labels.numpy())
+        acc = shortcut_floors(mask_statistics(train.images, train.dots), train.labels.numpy(), tests)
+        out.append({"experiment": exp.key, "invariant": exp.invariant, "chance": 1.0 / len(exp.classes), "shortcut_floor": acc.pop("train"),
+                    **{f"shortcut_floor_{t}": v for t, v in acc.items()}})
     return out
 
 

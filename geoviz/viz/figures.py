@@ -382,15 +382,21 @@ def transfer_bars(table: list[dict], verdicts: list[dict], *, title: str, floors
         fig.add_trace(go.Bar(x=x, y=[r["train_acc"] for r in rows], name="training distribution", marker_color=colors[0],
                              showlegend=i == 0, legendgroup="train"), row=i + 1, col=1)
         for k, t in enumerate(transfer_sets):
+            fl = [floor.get(r["experiment"], {}).get(f"shortcut_floor_{t}", np.nan) for r in rows]
             fig.add_trace(go.Bar(x=x, y=[r[f"{t}_acc"] for r in rows], name=f"transfer: {t}", marker_color=colors[k + 1],
-                                 customdata=[r[f"{t}_cc"] for r in rows], showlegend=i == 0, legendgroup=t,
-                                 hovertemplate="%{y:.3f} (chance-corrected transfer %{customdata:.2f})<extra>" + t + "</extra>"), row=i + 1, col=1)
+                                 customdata=np.stack([[r[f"{t}_cc"] for r in rows], fl], 1), showlegend=i == 0, legendgroup=t,
+                                 hovertemplate="%{y:.3f} (chance-corrected transfer %{customdata[0]:.2f}; this set's shortcut floor "
+                                               "%{customdata[1]:.3f})<extra>" + t + "</extra>"), row=i + 1, col=1)
         fig.add_trace(go.Scatter(x=x, y=[r["chance"] for r in rows], mode="markers", name="chance", marker={"symbol": "line-ew-open", "size": 28, "color": "black"},
                                  showlegend=i == 0, legendgroup="chance"), row=i + 1, col=1)
-        if floor:
+        if floor:  # the training distribution's floor as a bar-wide line, each transfer set's as a diamond
             fig.add_trace(go.Scatter(x=x, y=[floor.get(r["experiment"], {}).get("shortcut_floor") for r in rows], mode="markers", name="shortcut floor",
                                      marker={"symbol": "line-ew-open", "size": 28, "color": "#CC3311", "line": {"width": 3}}, showlegend=i == 0,
                                      legendgroup="floor"), row=i + 1, col=1)
+            high = [np.nanmax([floor.get(r["experiment"], {}).get(f"shortcut_floor_{t}", np.nan) for t in transfer_sets] + [-np.inf]) for r in rows]
+            fig.add_trace(go.Scatter(x=x, y=[v if np.isfinite(v) else None for v in high], mode="markers", name="shortcut floor, highest transfer set (each set's on hover)",
+                                     marker={"symbol": "diamond-open", "size": 9, "color": "#CC3311"}, showlegend=i == 0,
+                                     legendgroup="floor_t"), row=i + 1, col=1)
         fig.update_yaxes(title_text="test accuracy (fraction)", range=[0, 1.05], row=i + 1, col=1)
         fig.update_xaxes(title_text="experiment / network", row=i + 1, col=1)
     fig.update_layout(barmode="group")
