@@ -48,6 +48,7 @@ bench: install
 	$(PY) benchmarks/keypoints.py
 	$(PY) benchmarks/reliability.py
 	$(PY) benchmarks/geometry_variants.py
+	$(PY) benchmarks/pruning.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

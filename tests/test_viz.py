@@ -112,3 +112,31 @@ def test_rate_distortion_plots_both_axes_with_seed_spread():
     assert len(fig.data) == 4 and [t.name for t in fig.data] == ["AF4 (retrained)"] * 2 + ["sparse coding, OMP"] * 2
     assert list(fig.data[1].x) == [80.0, 160.0, 320.0] and list(fig.data[0].error_y.array) == [0.01] * 3
     assert fig.layout.xaxis2.title.text.startswith("bits per image") and fig.layout.xaxis.type == "log"
+
+
+def test_pruning_figures_and_the_correlation_explorer():
+    import torch
+    from torch import nn
+
+    from geoviz.methods.pruning import channel_correlation, layer_spectra, prunable_layers
+    from geoviz.viz import CorrelationExplorer, accuracy_vs_flops
+    from geoviz.viz import layer_spectra as spectra_figure
+
+    table = [{"method": m, "speedup": s, "flops": f, "acc_pruned": a, "acc_pruned_std": 0.01, "acc_finetuned": a + 0.1, "acc_finetuned_std": 0.02}
+             for m, s, f, a in [("unpruned", 1.0, 8e7, 0.8), ("l1", 2.0, 4e7, 0.2), ("l1", 3.0, 2.7e7, 0.1), ("decorrelated-outputs", 2.0, 4e7, 0.6)]]
+    fig = accuracy_vs_flops(table, title="T", chance=0.1)
+    names = [t.name for t in fig.data]
+    assert names.count("l1") == 2 and names.count("unpruned") == 2 and list(fig.data[0].x) == [27.0, 40.0]  # sorted by FLOPs
+    assert fig.layout.xaxis.title.text == "FLOPs per image (millions, measured)" and fig.layout.yaxis.title.text == "test accuracy (fraction)"
+    net = nn.Sequential()
+    net.conv1, net.bn1, net.conv2, net.bn2 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 6, 3, padding=1), nn.BatchNorm2d(6)
+    torch.manual_seed(0)
+    sp = layer_spectra(net.eval(), torch.randn(16, 3, 8, 8), prunable_layers(net, ["conv1", "conv2"]), progress=False)
+    fig = spectra_figure(sp, {"conv1": 3, "conv2": None}, title="S")
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["conv1", "conv2"] and list(fig.data[1].x) == [3]
+    app = CorrelationExplorer({"outputs": sp}, channel_correlation, layer="conv1")
+    before = np.array(app.fig.data[0].z)
+    assert before.shape == (8, 8) and "conv1" in app.fig.layout.title.text
+    app.layer.value = "conv2"
+    assert np.array(app.fig.data[0].z).shape == (6, 6) and "conv2" in app.fig.layout.title.text
+    assert np.allclose(np.array(app.fig.data[1].z), np.diag(np.diag(np.array(app.fig.data[1].z))), atol=1e-6)

@@ -456,3 +456,50 @@ class KeypointExplorer(_WidgetApp):
             self.fig.data[6].z = self._rgb(rec)
             self.fig.layout.title.text = (f"{s}: test image {i} (class {label}) — {len(kp)} keypoints kept of {len(r.keypoints[s].of_image(i))}; "
                                           f"reconstruction MSE {mse:.4f}")
+
+
+class CorrelationExplorer(_WidgetApp):
+    """A layer's channel correlation matrix in its original basis beside the same in the
+    decorrelated basis (``mode``: outputs or inputs), with its explained-energy curve: a dropdown
+    picks the layer. ``spectra``: ``{mode: {layer: LayerSpectrum}}`` (``PruningResult.spectra``)
+    and ``correlation(spectrum, basis)`` (``methods.pruning.channel_correlation``), passed in so
+    that viz imports nothing that computes."""
+
+    def __init__(self, spectra: dict, correlation, layer: str | None = None):
+        import ipywidgets as W
+        from plotly.subplots import make_subplots
+
+        self.spectra, self.correlation = spectra, correlation
+        modes = list(spectra)
+        layers = list(spectra[modes[0]])
+        self.mode = W.Dropdown(options=modes, value=modes[0], description="space", layout=W.Layout(width="220px"))
+        self.layer = W.Dropdown(options=layers, value=layer or layers[len(layers) // 2], description="layer", layout=W.Layout(width="300px"))
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("channel correlation, original basis", "in the decorrelated basis", "explained energy"),
+                            horizontal_spacing=0.09, column_widths=[0.36, 0.36, 0.28])
+        for c in (1, 2):
+            fig.add_trace(go.Heatmap(z=[[0.0]], zmin=-1, zmax=1, colorscale="RdBu_r", showscale=c == 1,  # diverging red–blue: CVD-safe
+                                     colorbar={"title": "correlation", "x": 0.69, "len": 0.8},
+                                     hovertemplate="channels %{y} and %{x}: %{z:.2f}<extra></extra>"), row=1, col=c)
+            fig.update_xaxes(title_text="channel" if c == 1 else "direction", row=1, col=c)
+            fig.update_yaxes(title_text="channel" if c == 1 else "direction", autorange="reversed", row=1, col=c)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", marker={"size": 4, "color": "#0072B2"}, showlegend=False,
+                                 hovertemplate="%{x} directions: %{y:.3f}<extra></extra>"), row=1, col=3)
+        fig.update_xaxes(title_text="directions kept", row=1, col=3)
+        fig.update_yaxes(title_text="energy (fraction)", range=[0, 1.02], row=1, col=3)
+        finish(fig, "channel correlation", height=430, width=1050)
+        self.fig = go.FigureWidget(fig)
+        self.mode.observe(self._draw, names="value")
+        self.layer.observe(self._draw, names="value")
+        self._draw()
+        self.widget = W.VBox([W.HBox([self.mode, self.layer]), self.fig])
+
+    def _draw(self, *_):
+        s = self.spectra[self.mode.value][self.layer.value]
+        orig, dec = self.correlation(s, basis="original"), self.correlation(s, basis="decorrelated")
+        off = lambda m: float(np.abs(m - np.diag(np.diag(m))).mean())  # noqa: E731
+        e = s.energy()
+        with self.fig.batch_update():
+            self.fig.data[0].z, self.fig.data[1].z = orig, dec
+            self.fig.data[2].x, self.fig.data[2].y = np.arange(1, len(e) + 1), e
+            self.fig.layout.title.text = (f"{self.layer.value} ({self.mode.value}, {s.channels} channels): mean |off-diagonal correlation| "
+                                          f"{off(orig):.3f} → {off(dec):.3f} in the decorrelated basis")

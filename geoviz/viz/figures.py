@@ -448,3 +448,48 @@ def error_vs_budget(curves: dict[str, dict], *, title: str) -> go.Figure:
     fig.update_xaxes(type="log", tickvals=sorted({k for c in curves.values() for k in c["keep"]}))
     return finish(fig, title, "keypoints (non-zeros) kept per image, strongest first (log scale)", "reconstruction error (MSE per pixel, intensities in [0, 1])",
                   height=420, legend_title="code")
+
+
+def accuracy_vs_flops(table: list[dict], *, title: str, chance: float | None = None) -> go.Figure:
+    """Test accuracy (mean ± std over seeds) against measured FLOPs per image, before (left) and
+    after (right) fine-tuning, one line per pruning method; the unpruned network as a star
+    (``PruningResult.table()`` rows)."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in table) if m != "unpruned"]
+    colors, symbols = class_colors(max(4, len(methods))), class_symbols(len(methods))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("pruned, before fine-tuning", "after fine-tuning"), shared_yaxes=True, horizontal_spacing=0.06)
+    base = [r for r in table if r["method"] == "unpruned"]
+    for j, key in enumerate(("acc_pruned", "acc_finetuned")):
+        for i, m in enumerate(methods):
+            rs = sorted((r for r in table if r["method"] == m), key=lambda r: r["flops"])
+            fig.add_trace(go.Scatter(x=[r["flops"] / 1e6 for r in rs], y=[r[key] for r in rs], error_y={"type": "data", "array": [r[key + "_std"] for r in rs]},
+                                     name=m, legendgroup=m, showlegend=j == 0, mode="lines+markers", text=[f"{r['speedup']:g}× target" for r in rs],
+                                     marker={"symbol": symbols[i], "size": 10, "color": colors[i]}, line={"color": colors[i]},
+                                     hovertemplate="%{text}: %{x:.2f} MFLOPs, accuracy %{y:.3f}<extra>" + m + "</extra>"), row=1, col=j + 1)
+        if base:
+            fig.add_trace(go.Scatter(x=[base[0]["flops"] / 1e6], y=[base[0]["acc_finetuned"]], error_y={"type": "data", "array": [base[0]["acc_finetuned_std"]]},
+                                     name="unpruned", legendgroup="unpruned", showlegend=j == 0, mode="markers",
+                                     marker={"symbol": "star", "size": 14, "color": "#000000"}), row=1, col=j + 1)
+        if chance is not None:
+            fig.add_hline(y=chance, line_dash="dot", line_color="black", annotation_text="chance", row=1, col=j + 1)
+        fig.update_xaxes(title_text="FLOPs per image (millions, measured)", row=1, col=j + 1)
+    fig.update_yaxes(title_text="test accuracy (fraction)", row=1, col=1)
+    return finish(fig, title, height=440, legend_title="method")
+
+
+def layer_spectra(spectra: dict, ranks: dict | None = None, *, title: str) -> go.Figure:
+    """Explained-energy fraction against the number of kept directions, one line per layer
+    (``{layer: LayerSpectrum}``), the chosen rank of each layer marked (``ranks``: layer → r, None
+    where the layer was kept whole)."""
+    names = list(spectra)
+    colors = class_colors(max(4, len(names)))
+    fig = go.Figure()
+    for i, n in enumerate(names):
+        e = spectra[n].energy()
+        fig.add_trace(go.Scatter(x=np.arange(1, len(e) + 1), y=e, name=n, legendgroup=n, mode="lines", line={"color": colors[i], "width": 1.5},
+                                 hovertemplate="%{x} directions: %{y:.3f} of the energy<extra>" + n + "</extra>"))
+        r = (ranks or {}).get(n)
+        if r is not None:
+            fig.add_trace(go.Scatter(x=[r], y=[e[r - 1]], legendgroup=n, showlegend=False, mode="markers",
+                                     marker={"symbol": "diamond", "size": 10, "color": colors[i], "line": {"width": 1, "color": "#000000"}},
+                                     hovertemplate="kept %{x}: %{y:.3f} of the energy<extra>" + n + "</extra>"))
+    return finish(fig, title, "directions kept (rank r)", "explained energy (fraction of the variance)", height=460, legend_title="layer (◆ chosen rank)")

@@ -1,0 +1,212 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from geoviz.methods import pruning as P
+from geoviz.models import build_model, load_model, save_model
+from geoviz.models.surgery import get_module
+
+
+class _Layer(nn.Module):
+    """conv1 → bn1 → relu → conv2 (+ bn2): the sibling naming the method folds by."""
+
+    def __init__(self, cin=6, cmid=10, cout=7, k=3, stride=1, padding=1, bias=False, bn2=True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cmid, k, stride, padding, bias=bias)
+        self.bn1 = nn.BatchNorm2d(cmid)
+        self.conv2 = nn.Conv2d(cmid, cout, k, 1, k // 2, bias=bias)
+        self.bn2 = nn.BatchNorm2d(cout) if bn2 else nn.Identity()
+
+    def forward(self, x):
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+
+def _trained_bn(net, x):
+    torch.manual_seed(0)
+    for m in net.modules():  # BatchNorm with statistics and affine parameters far from identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 2.0)
+            m.bias.data.normal_()
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(x)
+    return net.eval()
+
+
+@pytest.mark.parametrize("mode", P.MODES)
+@pytest.mark.parametrize("shape", [dict(), dict(k=3, stride=2, padding=1, bias=True), dict(k=5, padding=2, cin=4, cmid=12), dict(k=3, padding=0, bias=True)])
+def test_full_rank_reexpression_reproduces_the_layer(mode, shape):
+    torch.manual_seed(1)
+    x = torch.randn(16, shape.get("cin", 6), 13, 13)
+    net = _trained_bn(_Layer(**shape), x)
+    spectra = P.layer_spectra(net, x, P.prunable_layers(net, ["conv1", "conv2"]), mode, progress=False)
+    full = {n: s.channels for n, s in spectra.items()}
+    pruned = P.decorrelate(net, spectra, full, only_if_cheaper=False)
+    assert isinstance(pruned.conv1, nn.Sequential) and isinstance(pruned.bn1, nn.BatchNorm2d)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), net(x), atol=1e-4), (pruned(x) - net(x)).abs().max()
+
+
+def _bn_outputs(net, x, name):
+    got = []
+    h = get_module(net, name).register_forward_hook(lambda m, i, o: got.append(o.detach()))
+    with torch.no_grad():
+        net(x)
+    h.remove()
+    return got[0].double().permute(0, 2, 3, 1).reshape(-1, got[0].shape[1]).numpy()
+
+
+def test_energy_accounting_equals_the_pca_eigenvalues_and_the_tail_is_the_error():
+    from sklearn.decomposition import PCA
+
+    torch.manual_seed(2)
+    x = torch.randn(24, 6, 12, 12)
+    net = _trained_bn(_Layer(), x)
+    spectra = P.layer_spectra(net, x, P.prunable_layers(net, ["conv1"]), "outputs", progress=False)
+    s = spectra["conv1"]
+    y = _bn_outputs(net, x, "bn1")
+    pca = PCA().fit(y)
+    n = len(y)
+    np.testing.assert_allclose(s.eigvals, pca.explained_variance_ * (n - 1) / n, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(s.energy(), np.cumsum(pca.explained_variance_ratio_), rtol=1e-6)
+    for r in (2, 5):  # the pair's output misses exactly the dropped eigenvalues (mean squared error summed over channels)
+        pruned = P.decorrelate(net, spectra, {"conv1": r}, only_if_cheaper=False)
+        out = []
+        h = pruned.conv1.register_forward_hook(lambda m, i, o: out.append(o.detach()))
+        with torch.no_grad():
+            pruned(x)
+        h.remove()
+        yr = out[0].double().permute(0, 2, 3, 1).reshape(-1, y.shape[1]).numpy()
+        assert math.isclose(((y - yr) ** 2).sum(1).mean(), s.eigvals[r:].sum(), rel_tol=1e-3)
+
+
+def test_input_mode_uses_the_uncentred_second_moment():
+    torch.manual_seed(3)
+    x = torch.randn(20, 6, 10, 10) + 1.5
+    net = _trained_bn(_Layer(), x)
+    s = P.layer_spectra(net, x, P.prunable_layers(net, ["conv2"]), "inputs", progress=False)["conv2"]
+    with torch.no_grad():
+        a = torch.relu(net.bn1(net.conv1(x))).double().permute(0, 2, 3, 1).reshape(-1, 10).numpy()
+    want = np.sort(np.linalg.eigvalsh(a.T @ a / len(a)))[::-1]
+    np.testing.assert_allclose(s.eigvals, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", P.MODES)
+def test_flops_agree_with_flop_counter(mode):
+    torch.manual_seed(4)
+    x = torch.randn(12, 6, 15, 15)
+    net = _trained_bn(_Layer(stride=2), x)
+    spectra = P.layer_spectra(net, x, P.prunable_layers(net, ["conv1", "conv2"]), mode, progress=False)
+    for name, s in spectra.items():
+        for r in (None, 1, 3):
+            pruned = net if r is None else P.decorrelate(net, spectra, {name: r}, only_if_cheaper=False)
+            layer = get_module(pruned, name)
+            inp = x if name == "conv1" else torch.zeros(1, 10, 8, 8)
+            with FlopCounterMode(display=False) as fc:
+                layer(inp[:1])
+            assert s.flops(r) == fc.get_total_flops(), (name, r)
+
+
+def test_flops_budget_is_met_and_spent_where_energy_is():
+    torch.manual_seed(5)
+    m = _trained_bn(build_model("resnet14"), torch.randn(32, 3, 32, 32))
+    x = torch.randn(64, 3, 32, 32)
+    total = P.measure_flops(m)
+    for s in (2.0, 3.0):
+        pr = P.prune_decorrelated(m, x, speedup=s, progress=False)
+        got = P.measure_flops(pr.model)
+        assert total / s * 0.97 <= got <= total / s, (s, total / got)
+    # a larger budget never keeps fewer directions
+    sp = pr.spectra
+    small, big = P.ranks_for_flops(sp, 3e6), P.ranks_for_flops(sp, 8e6)
+    assert all(big[n] >= small[n] for n in sp) and sum(big.values()) > sum(small.values())
+    with pytest.raises(ValueError, match="below what one direction per layer costs"):
+        P.ranks_for_flops(sp, 10.0)
+
+
+def test_pruned_models_round_trip_as_config_plus_state_dict(tmp_path):
+    torch.manual_seed(6)
+    m = _trained_bn(build_model("resnet8"), torch.randn(32, 3, 32, 32))
+    x = torch.randn(64, 3, 32, 32)
+    for pr in (P.prune_decorrelated(m, x, mode="outputs", speedup=2.0, progress=False), P.prune_decorrelated(m, x, mode="inputs", energy=0.9, progress=False),
+               P.prune_structured(m, "l1", 2.0), P.prune_structured(m, "fpgm", 3.0)):
+        args = pr.model.build_args
+        assert args["name"] == "pruned" and json.loads(json.dumps(args)) == args  # plain JSON: no pickled modules
+        save_model(pr.model, tmp_path / "p.pt")
+        back = load_model(tmp_path / "p.pt").eval()
+        with torch.no_grad():
+            assert torch.allclose(back(x), pr.model.eval()(x), atol=1e-6), pr.method
+        assert P.measure_flops(back) == P.measure_flops(pr.model)
+
+
+def test_torch_pruning_baselines_reach_the_flops_target():
+    torch.manual_seed(7)
+    m = _trained_bn(build_model("resnet20"), torch.randn(32, 3, 32, 32))
+    total = P.measure_flops(m)
+    for imp in P.BASELINES:
+        pr = P.prune_structured(m, imp, 3.0)
+        got = P.measure_flops(pr.model)
+        assert total / 3.0 * 0.85 <= got <= total / 3.0, (imp, total / got)
+        assert pr.model.conv1.out_channels < 16 or pr.model.layer3[0].conv1.out_channels < 64  # channels removed, not masked
+
+
+def test_bad_input_fails_early_with_a_message():
+    x = torch.randn(8, 6, 9, 9)
+    net = _Layer()
+    for bad in (0.5, 1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="speedup must be a number > 1"):
+            P.prune_decorrelated(net, x, speedup=bad, layers=["conv1"], progress=False)
+    with pytest.raises(ValueError, match="give one of speedup"):
+        P.prune_decorrelated(net, x, layers=["conv1"], progress=False)
+    with pytest.raises(ValueError, match="fewer than layer 'conv1'.s 10 channels"):
+        P.layer_spectra(net, x, P.prunable_layers(net, ["conv1"]), progress=False)
+    with pytest.raises(KeyError, match="conv1"):
+        P.prunable_layers(net, ["conv_1"])
+    grouped = _Layer()
+    grouped.conv2 = nn.Conv2d(10, 10, 3, padding=1, groups=10)
+    with pytest.raises(ValueError, match="'conv2' is a grouped/depthwise convolution"):
+        P.prunable_layers(grouped, ["conv2"])
+    with pytest.raises(ValueError, match="'conv2' has no BatchNorm beside it.*fold_bn=False"):
+        P.prunable_layers(_Layer(bn2=False), ["conv2"])
+    assert P.prunable_layers(_Layer(bn2=False), ["conv2"], fold_bn=False) == {"conv2": None}
+    with pytest.raises(ValueError, match="energy threshold must be in"):
+        P.ranks_for_energy({}, 1.5)
+
+
+def test_correlation_is_diagonal_in_the_decorrelated_basis():
+    torch.manual_seed(8)
+    x = torch.randn(24, 6, 10, 10)
+    net = _trained_bn(_Layer(), x)
+    s = P.layer_spectra(net, x, P.prunable_layers(net, ["conv1"]), progress=False)["conv1"]
+    orig, dec = P.channel_correlation(s), P.channel_correlation(s, basis="decorrelated")
+    y = _bn_outputs(net, x, "bn1")
+    np.testing.assert_allclose(orig, np.corrcoef(y.T), atol=1e-6)
+    off = dec - np.diag(np.diag(dec))
+    assert np.abs(off).max() < 1e-6 and np.abs(orig - np.eye(len(orig))).max() > 0.05
+
+
+def test_pruning_study_smoke_decides_the_claim_from_paired_seeds(run_root):
+    from geoviz.experiments.pruning import PruningConfig, run_pruning
+
+    cfg = PruningConfig.from_profile("smoke", methods=("decorrelated-inputs", "l1", "fpgm"))
+    assert cfg.primary == "decorrelated-inputs"  # the first decorrelated method asked for
+    res = run_pruning(cfg, run_root=run_root, progress=False)
+    table = {(r["method"], r["speedup"]): r for r in res.table()}
+    assert set(table) == {("unpruned", 1.0), ("decorrelated-inputs", 2.0), ("l1", 2.0), ("fpgm", 2.0)}
+    assert abs(table[("decorrelated-inputs", 2.0)]["flops_reduction"] - 2.0) < 0.06 and table[("l1", 2.0)]["flops_reduction"] >= 2.0
+    claims = res.claims()
+    assert [c["stage"] for c in claims] == ["after fine-tuning", "before fine-tuning"] and claims[0]["n_seeds"] == 2
+    best = max(("l1", "fpgm"), key=lambda m: table[(m, 2.0)]["acc_finetuned"])
+    assert claims[0]["best_baseline"] == best and claims[0]["verdict"] in ("better", "worse", "undecided")
+    a = [r["acc_finetuned"] for r in res.rows if r["method"] == "decorrelated-inputs"]
+    b = [r["acc_finetuned"] for r in res.rows if r["method"] == best]
+    assert np.isclose(claims[0]["mean"], np.mean(np.subtract(a, b)))
+    assert (res.experiment.path / "l1-2x-s1" / "pruned.pt").is_file()
+    with pytest.raises(ValueError, match="hold no decorrelated method"):
+        PruningConfig(methods=("l1",))
