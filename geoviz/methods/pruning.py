@@ -110,7 +110,7 @@ class LayerSpectrum:
     mean: np.ndarray
     cin: int
     cout: int
-    kernel: int
+    kernel_area: int  # kh · kw
     in_hw: int
     out_hw: int
     n_positions: int
@@ -130,7 +130,7 @@ class LayerSpectrum:
     def flops(self, r: int | None = None) -> int:
         """FLOPs per image (2 per multiply–add, as FlopCounterMode counts) of the layer (r=None)
         or of its low-rank pair at rank r."""
-        k2 = self.kernel**2
+        k2 = self.kernel_area
         if r is None:
             return 2 * self.cout * self.cin * k2 * self.out_hw
         if self.mode == "outputs":
@@ -172,6 +172,8 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
             hooks.append(modules[bn or name].register_forward_hook(lambda m, i, o, n=name: accumulate(n, o)))
     if torch.is_tensor(data):
         data = torch.utils.data.TensorDataset(data)
+    if hasattr(data, "__len__"):  # refuse before the pass when the set is known to be too small
+        _check_calibration(min(len(data), max_images or len(data)), layers, modules, mode, max_images)
     seen = 0
     try:
         with torch.inference_mode():
@@ -186,14 +188,10 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
     finally:
         for h in hooks:
             h.remove()
+    _check_calibration(seen, layers, modules, mode, max_images)
     out = {}
     for name, bn in layers.items():
         conv = modules[name]
-        c = conv.in_channels if mode == "inputs" else conv.out_channels
-        if seen < c:
-            raise ValueError(f"the calibration set has {seen} images, fewer than layer {name!r}'s {c} channels: its "
-                             f"{'second moment' if mode == 'inputs' else 'covariance'} would rest on too few independent samples; "
-                             f"give at least {c} images (max_images={max_images})")
         s = sums[name]
         mean = s["s"] / s["n"]
         m2 = s["ss"] / s["n"]
@@ -201,8 +199,18 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
         lam, vec = torch.linalg.eigh(cov)
         order = torch.argsort(lam, descending=True)
         out[name] = LayerSpectrum(name, bn, mode, lam[order].numpy(), vec[:, order].numpy(), mean.numpy(), conv.in_channels, conv.out_channels,
-                                  conv.kernel_size[0], shapes[name][0], shapes[name][1], int(s["n"]))
+                                  conv.kernel_size[0] * conv.kernel_size[1], shapes[name][0], shapes[name][1], int(s["n"]))
     return out
+
+
+def _check_calibration(n: int, layers, modules, mode: str, max_images) -> None:
+    for name in layers:
+        conv = modules[name]
+        c = conv.in_channels if mode == "inputs" else conv.out_channels
+        if n < c:
+            raise ValueError(f"the calibration set has {n} images, fewer than layer {name!r}'s {c} channels: its "
+                             f"{'second moment' if mode == 'inputs' else 'covariance'} would rest on too few independent samples; "
+                             f"give at least {c} images (max_images={max_images})")
 
 
 # ----------------------------------------------------------------------------- ranks
@@ -216,7 +224,20 @@ def ranks_for_energy(spectra: dict[str, LayerSpectrum], threshold: float) -> dic
 def ranks_for_flops(spectra: dict[str, LayerSpectrum], budget: float) -> dict[str, int]:
     """Ranks whose low-rank pairs cost at most ``budget`` FLOPs per image in all (the prunable
     layers' share of the model's target). Directions are taken across layers in order of explained
-    energy fraction per FLOP (within a layer that order follows the eigenvalues), while they fit."""
+    energy fraction per FLOP (within a layer that order follows the eigenvalues), while they fit. A
+    layer that reaches its break-even rank is kept whole (rank = its channels) at its own cost, and
+    what that frees is spent again on the others."""
+    whole: set = set()
+    while True:
+        active = {n: s for n, s in spectra.items() if n not in whole}
+        ranks = _greedy_ranks(active, budget - sum(spectra[n].flops() for n in whole)) if active else {}
+        newly = {n for n, r in ranks.items() if r >= spectra[n].break_even()}
+        if not newly:
+            return {**ranks, **{n: spectra[n].channels for n in whole}}
+        whole |= newly
+
+
+def _greedy_ranks(spectra: dict[str, LayerSpectrum], budget: float) -> dict[str, int]:
     need = sum(s.flops(1) for s in spectra.values())
     if budget < need:
         raise ValueError(f"a FLOPs budget of {budget:,.0f} per image for the prunable layers is below what one direction per layer costs "
@@ -255,6 +276,7 @@ class PruneResult:
     ranks: dict = field(default_factory=dict)  # decorrelated: layer → kept directions (None: kept whole)
     spectra: dict = field(default_factory=dict)
     seconds: float = 0.0
+    channel_ratio: float | None = None  # structured baselines: the ratio the FLOPs bisection found
 
 
 def decorrelate(model: nn.Module, spectra: dict[str, LayerSpectrum], ranks: dict[str, int], *, only_if_cheaper: bool = True) -> nn.Module:
@@ -292,12 +314,20 @@ def decorrelate(model: nn.Module, spectra: dict[str, LayerSpectrum], ranks: dict
     return net
 
 
-def prune_decorrelated(model: nn.Module, data, *, mode: str = "outputs", speedup: float | None = None, energy: float | None = None,
-                       layers=None, input_size=(3, 32, 32), max_images: int | None = 512, device="auto", progress: bool = True) -> PruneResult:
-    """Prune ``model`` in its decorrelated space: ``speedup`` (whole-model FLOPs ÷ this) or an
-    ``energy`` threshold per layer, one of the two."""
-    if (speedup is None) == (energy is None):
-        raise ValueError("give one of speedup= (a FLOPs reduction for the whole model, > 1) or energy= (a per-layer threshold in (0, 1])")
+def prune_decorrelated(model: nn.Module, data, *, mode: str = "outputs", speedup: float | None = None, budget: float | None = None,
+                       energy: float | None = None, target_flops: int | None = None, layers=None, input_size=(3, 32, 32),
+                       max_images: int | None = 512, device="auto", progress: bool = True) -> PruneResult:
+    """Prune ``model`` in its decorrelated space: ``speedup`` (whole-model FLOPs ÷ this), ``budget``
+    (the fraction of the model's FLOPs to keep, in (0, 1): ``1 / speedup``), ``target_flops`` (FLOPs
+    per image of the pruned model, e.g. a baseline's measured count) or an ``energy`` threshold per
+    layer, one of the four."""
+    if sum(v is not None for v in (speedup, budget, energy, target_flops)) != 1:
+        raise ValueError("give one of speedup= (a FLOPs reduction for the whole model, > 1), budget= (the fraction of FLOPs to keep, "
+                         "in (0, 1)), target_flops= (FLOPs per image) or energy= (a per-layer threshold in (0, 1])")
+    if budget is not None:
+        if not (isinstance(budget, (int, float)) and 0 < budget < 1):
+            raise ValueError(f"budget must be the fraction of the model's FLOPs to keep, in (0, 1) (0.33 for a 3x speed-up), got {budget!r}")
+        speedup = 1.0 / budget
     if speedup is not None:
         check_speedup(speedup)
     t = time.perf_counter()
@@ -308,7 +338,7 @@ def prune_decorrelated(model: nn.Module, data, *, mode: str = "outputs", speedup
     else:
         total = measure_flops(model, input_size)
         fixed = total - sum(s.flops() for s in spectra.values())
-        ranks = ranks_for_flops(spectra, total / speedup - fixed)
+        ranks = ranks_for_flops(spectra, (target_flops if target_flops is not None else total / speedup) - fixed)
     net = decorrelate(model, spectra, ranks)
     return PruneResult(net, f"decorrelated-{mode}", {n: (r if r < spectra[n].break_even() else None) for n, r in ranks.items()}, spectra,
                        time.perf_counter() - t)
@@ -348,7 +378,7 @@ def prune_structured(model: nn.Module, importance: str, speedup: float, *, input
         mid = (lo + hi) / 2
         net, f = pruned(mid)
         if f <= target:
-            best, hi = (net, f), mid
+            best, hi = (net, f, mid), mid
             if f >= target * (1 - tol):
                 break
         else:
@@ -361,7 +391,7 @@ def prune_structured(model: nn.Module, importance: str, speedup: float, *, input
         before = channel_shapes(base)
         net.build_args = {"name": "pruned", "num_classes": args.get("num_classes", 10), "base": args,
                           "shapes": {k: v for k, v in channel_shapes(net).items() if before.get(k) != v}}
-    return PruneResult(net, importance, seconds=time.perf_counter() - t)
+    return PruneResult(net, importance, seconds=time.perf_counter() - t, channel_ratio=best[2])
 
 
 # ----------------------------------------------------------------------------- costs
@@ -397,26 +427,29 @@ def measure_latency(model: nn.Module, input_size=(3, 32, 32), *, batch: int = 1,
 
 
 def model_costs(model: nn.Module, input_size=(3, 32, 32), *, batches=(1, 64), device="cpu", repeats: int = 20) -> dict:
-    """FLOPs per image, parameters, bytes of parameters and buffers, latency (ms per batch)."""
+    """FLOPs per image, parameters, bytes of parameters and buffers, latency (ms per batch and per
+    image)."""
     net = unwrap(model)
     out = {"flops": measure_flops(net, input_size), "params": int(sum(p.numel() for p in net.parameters())),
            "bytes": int(sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()]))}
     for b in batches:
         out[f"latency_ms_b{b}"] = measure_latency(net, input_size, batch=b, device=device, repeats=repeats)
+        out[f"latency_ms_per_image_b{b}"] = out[f"latency_ms_b{b}"] / b
     return out
 
 
 def channel_correlation(spec: LayerSpectrum, *, basis: str = "original") -> np.ndarray:
     """The layer's channel correlation matrix in its original basis, or in the decorrelated one
-    (``basis="decorrelated"``: diagonal up to rounding for ``outputs``)."""
+    (``basis="decorrelated"``: diagonal up to rounding for ``outputs``; for ``inputs`` the basis
+    diagonalises the uncentred second moment, so the centred correlation keeps the mean's share)."""
     lam, vec, mean = spec.eigvals, spec.eigvecs, spec.mean
     m = (vec * lam) @ vec.T  # the matrix whose eigen-decomposition this is
+    if spec.mode == "inputs":  # a second moment: centred, a covariance (not diagonal in the V basis)
+        m = m - np.outer(mean, mean)
     if basis == "decorrelated":
         m = vec.T @ m @ vec
     elif basis != "original":
         raise ValueError(f"basis must be 'original' or 'decorrelated', got {basis!r}")
-    if spec.mode == "inputs" and basis == "original":  # a second moment: centre it for a correlation
-        m = m - np.outer(mean, mean)
     d = np.sqrt(np.clip(np.diag(m), 1e-30, None))
     return m / d[:, None] / d[None, :]
 
