@@ -49,6 +49,7 @@ bench: install
 	$(PY) benchmarks/reliability.py
 	$(PY) benchmarks/geometry_variants.py
 	$(PY) benchmarks/pruning.py
+	$(PY) benchmarks/corruptions.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs
