@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._utils import eval_mode, resolve_device
 
-__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "predict", "evaluate", "evaluate_reconstruction"]
+__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -77,6 +77,15 @@ def evaluate(model: nn.Module, data, *, device: str | torch.device = "auto", bat
     """``{"loss": mean cross-entropy, "acc": top-1 accuracy}`` on a data set."""
     logits, labels = predict(model, data, device=device, batch_size=batch_size)
     return {"loss": F.cross_entropy(logits, labels).item(), "acc": (logits.argmax(1) == labels).float().mean().item()}
+
+
+def evaluate_regression(model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256) -> dict:
+    """``{"loss": mean squared error, "mae": mean absolute error}`` of a one-output regressor
+    (its first output is the prediction)."""
+    out, y = predict(model, data, device=device, batch_size=batch_size)
+    pred = out.reshape(len(y), -1)[:, 0]
+    y = y.float()
+    return {"loss": F.mse_loss(pred, y).item(), "mae": (pred - y).abs().mean().item()}
 
 
 @torch.no_grad()

@@ -145,13 +145,13 @@ def plasma_fractal(mapsize, wibbledecay, rng):
 def fog(x, c, rng):
     mx = x.max()
     h, w = x.shape[:2]
-    x = x + c[0] * plasma_fractal(256, c[1], rng)[:h, :w][..., None]
+    x = x + c[0] * plasma_fractal(32, c[1], rng)[:h, :w][..., None]  # make_cifar_c.py: mapsize=32
     return np.clip(x * mx / (mx + c[0]), 0, 1)
 
 
 def elastic_transform(x, c, rng):
-    """The reference's random affine (cv2.warpAffine, reflected borders) and displacement field,
-    with scipy's affine_transform and map_coordinates (order 1, mode "mirror" = reflect-101)."""
+    """The reference's random affine (cv2.warpAffine, BORDER_REFLECT_101: scipy's "mirror") and
+    displacement field (scikit-image's gaussian and map_coordinates with mode "reflect")."""
     h, w = x.shape[:2]
     alpha, sigma, aff = (v * h for v in c)
     centre = np.float64([w // 2, h // 2])
@@ -167,7 +167,7 @@ def elastic_transform(x, c, rng):
     if alpha > 0:
         dx = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
         dy = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
-        x = np.stack([ndimage.map_coordinates(x[..., ch], [yy + dy, xx + dx], order=1, mode="mirror") for ch in range(3)], -1)
+        x = np.stack([ndimage.map_coordinates(x[..., ch], [yy + dy, xx + dx], order=1, mode="reflect") for ch in range(3)], -1)
     return np.clip(x, 0, 1)
 
 

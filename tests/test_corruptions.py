@@ -134,6 +134,23 @@ def test_random_corruptions_match_the_reference_in_distribution():
             assert abs(ours - theirs) < (1.5 if name in ("fog", "elastic_transform") else 0.6), (name, s, ours, theirs)
 
 
+def test_fog_layer_has_the_reference_fractal_statistics():
+    """make_cifar_c.py's fog: plasma_fractal(mapsize=32); its spread against the reference's maps."""
+    from geoviz.datasets.corruptions import plasma_fractal
+
+    rng = np.random.default_rng(0)
+    ours = plasma_fractal(200, 32, 2.0, torch.Generator().manual_seed(0), "cpu").numpy()
+    theirs = np.stack([ref.plasma_fractal(32, 2.0, rng) for _ in range(200)])
+    assert abs(ours.std(axis=(1, 2)).mean() / theirs.std(axis=(1, 2)).mean() - 1) < 0.1
+    assert ours.min() == 0 and ours.max() == 1
+
+
+def test_non_square_images_keep_their_shape():
+    x = torch.rand(2, 3, 24, 40)
+    for name in CORRUPTIONS:
+        assert corrupt(x, name, 3).shape == x.shape, name
+
+
 def test_bad_input_is_refused_with_the_allowed_values():
     x = _images(2)
     with pytest.raises(ValueError, match="unknown corruption 'gausian_noise'"):
@@ -198,5 +215,11 @@ def test_robustness_report_runs_a_model_over_the_table():
     cd = CorruptedImages(ds, "brightness", 5)
     want = float((Mean()(torch.stack([cd[i][0] for i in range(20)])).argmax(1) != torch.arange(20) % 10).float().mean())
     assert rep["errors"]["brightness"][5] == pytest.approx(want)
-    rep2 = robustness_report(Mean(), ds, ("contrast", "brightness"), (1, 5), reference=rep, progress=False, device="cpu")
-    assert rep2["mce"] == pytest.approx(1.0)
+    class Zero(torch.nn.Module):  # a reference that always says class 0
+        def forward(self, z):
+            return torch.nn.functional.one_hot(torch.zeros(len(z), dtype=torch.long), 10).float()
+
+    ref_rep = robustness_report(Zero(), ds, ("contrast", "brightness"), (1, 5), progress=False, device="cpu")
+    rep2 = robustness_report(Mean(), ds, ("contrast", "brightness"), (1, 5), reference=ref_rep, progress=False, device="cpu")
+    want = np.mean([sum(rep["errors"][c].values()) / sum(ref_rep["errors"][c].values()) for c in ("contrast", "brightness")])
+    assert ref_rep["clean"] == pytest.approx(0.9) and rep2["mce"] == pytest.approx(want)

@@ -140,3 +140,15 @@ def test_pruning_figures_and_the_correlation_explorer():
     app.layer.value = "conv2"
     assert np.array(app.fig.data[0].z).shape == (6, 6) and "conv2" in app.fig.layout.title.text
     assert np.allclose(np.array(app.fig.data[1].z), np.diag(np.diag(np.array(app.fig.data[1].z))), atol=1e-6)
+
+
+def test_robustness_figures_label_their_axes_and_values():
+    from geoviz.viz import group_error_bars, robustness_heatmap
+
+    m = np.arange(6.0).reshape(3, 2)
+    fig = robustness_heatmap(m, ["fog", "snow", "contrast"], [1, 5], title="H")
+    assert np.array_equal(np.array(fig.data[0].z), m) and list(fig.data[0].y) == ["fog", "snow", "contrast"] and list(fig.data[0].x) == ["1", "5"]
+    assert fig.layout.xaxis.title.text.startswith("severity") and fig.data[0].colorbar.title.text == "MAE (px)"
+    rows = [{"model": "teacher", "clean": 1.0, "groups": {"noise": 2.0, "blur": 1.5}}, {"model": "s", "clean": 1.2, "groups": {"noise": 2.5, "blur": 2.0}}]
+    fig = group_error_bars(rows, title="G")
+    assert [t.name for t in fig.data] == ["teacher", "s"] and list(fig.data[1].x) == ["clean", "noise", "blur"] and list(fig.data[1].y) == [1.2, 2.5, 2.0]

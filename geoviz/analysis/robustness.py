@@ -48,7 +48,7 @@ def summarize_errors(errors: dict, clean: float, reference: dict | None = None) 
         for c in names:
             den = sum(ref[c][s] - ref_clean for s in errors[c])
             rel[c] = sum(errors[c][s] - clean for s in errors[c]) / den if abs(den) > 1e-12 else float("nan")
-        out.update(ce=ce, mce=float(np.mean(list(ce.values()))), relative_ce=rel, relative_mce=float(np.nanmean(list(rel.values()))),
+        out.update(ce=ce, mce=float(np.mean(list(ce.values()))), relative_ce=rel, relative_mce=float(np.mean(list(rel.values()))),
                    group_ce={g: float(np.mean([ce[c] for c in cs])) for g, cs in groups.items() if cs})
     return out
 
@@ -65,7 +65,9 @@ def robustness_report(model, dataset, corruptions=CORRUPTIONS, severities=SEVERI
     errors = {c: {} for c in corruptions}
     jobs = [(c, s) for c in corruptions for s in severities]
     for c, s in progress_bar(jobs, desc="corruptions", enabled=progress, leave=False):
-        errors[c][s] = model_error(model, CorruptedImages(dataset, c, s, seed=seed, batch=batch_size), task=task, device=device, batch_size=batch_size)
+        # the corrupted images do not depend on batch_size (a fixed block size): a reference scored
+        # with another batch size saw the same images
+        errors[c][s] = model_error(model, CorruptedImages(dataset, c, s, seed=seed), task=task, device=device, batch_size=batch_size)
     rep = summarize_errors(errors, clean, reference)
     rep["groups"] = {c: GROUP_OF[c] for c in corruptions}
     return rep

@@ -78,14 +78,23 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True)
 
 
+def _pad_symmetric(x: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    """scipy's "reflect" (half-sample symmetric: the edge pixel repeated), for pads up to the size."""
+    x = torch.cat([x[..., :, :left].flip(-1), x, x[..., :, x.shape[-1] - right :].flip(-1)], -1)
+    return torch.cat([x[..., :top, :].flip(-2), x, x[..., x.shape[-2] - bottom :, :].flip(-2)], -2)
+
+
 def _conv_same(x: torch.Tensor, k: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
-    """Each channel filtered by the 2-D kernel ``k`` (kh, kw), borders by ``mode`` (reflect = 101)."""
+    """Each channel filtered by the 2-D kernel ``k`` (kh, kw), borders by ``mode`` (torch's:
+    "reflect" = reflect-101, OpenCV's default; or "symmetric" = scipy's "reflect")."""
     n, c, h, w = x.shape
     kh, kw = k.shape
     ph, pw = kh // 2, kw // 2
-    if mode == "reflect" and (ph >= h or pw >= w):
+    if mode in ("reflect", "symmetric") and (ph >= h or pw >= w):
         mode = "replicate"
-    xp = F.pad(x.reshape(n * c, 1, h, w), (pw, kw - 1 - pw, ph, kh - 1 - ph), mode=mode)
+    pads = (pw, kw - 1 - pw, ph, kh - 1 - ph)
+    flat = x.reshape(n * c, 1, h, w)
+    xp = _pad_symmetric(flat, *pads) if mode == "symmetric" else F.pad(flat, pads, mode=mode)
     return F.conv2d(xp, k.to(x)[None, None]).reshape(n, c, h, w)
 
 
@@ -193,15 +202,16 @@ def motion_blur(x, c, g):
 
 
 def _clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
-    """scipy.ndimage.zoom (order 1) of the centre crop, trimmed back to the image size."""
-    h = x.shape[-1]
-    ch = int(math.ceil(h / z))
-    top = (h - ch) // 2
-    crop = x[..., top : top + ch, top : top + ch]
-    size = int(round(ch * z))
-    up = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=True)
-    trim = (size - h) // 2
-    return up[..., trim : trim + h, trim : trim + h]
+    """scipy.ndimage.zoom (order 1) of the centre crop, trimmed back to the image size (each side
+    on its own, so non-square images work)."""
+    h, w = x.shape[-2:]
+    ch, cw = int(math.ceil(h / z)), int(math.ceil(w / z))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top : top + ch, left : left + cw]
+    sh, sw = int(round(ch * z)), int(round(cw * z))
+    up = F.interpolate(crop, size=(sh, sw), mode="bilinear", align_corners=True)
+    th, tw = (sh - h) // 2, (sw - w) // 2
+    return up[..., th : th + h, tw : tw + w]
 
 
 def zoom_blur(x, c, g):
@@ -314,8 +324,8 @@ def plasma_fractal(n: int, mapsize: int, wibbledecay: float, g: torch.Generator,
 
 def fog(x, c, g):
     n, ch, h, w = x.shape
-    size = max(256, 1 << int(math.ceil(math.log2(max(h, w)))))
-    chunk = max(1, (1 << 20) // (size * size))  # 16 maps of 256² at a time: bounded memory, and faster (cache-sized)
+    size = 1 << int(math.ceil(math.log2(max(h, w))))  # CIFAR-10-C: plasma_fractal(mapsize=32) at 32 px
+    chunk = max(1, (1 << 20) // (size * size))  # bounded memory (2²⁰ values at a time), and cache-sized
     layer = torch.cat([plasma_fractal(min(chunk, n - i), size, c[1], g, x.device)[:, None, :h, :w] for i in range(0, n, chunk)])
     mx = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + c[0] * layer) * mx / (mx + c[0])
@@ -358,15 +368,20 @@ def elastic_transform(x, c, g):
     hom = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)
     src = (hom @ inv.transpose(1, 2)).view(n, h, w, 2)
 
-    def sample(img, sx, sy):
-        grid = torch.stack([sx / max(w - 1, 1) * 2 - 1, sy / max(h - 1, 1) * 2 - 1], -1)
-        return F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+    def sample(img, sx, sy, centres):
+        # reflection about the border pixels' centres (reflect-101: warpAffine) or about the
+        # image's edges (half-sample symmetric: scipy's map_coordinates mode "reflect")
+        if centres:
+            grid = torch.stack([sx / max(w - 1, 1) * 2 - 1, sy / max(h - 1, 1) * 2 - 1], -1)
+        else:
+            grid = torch.stack([(sx + 0.5) / w * 2 - 1, (sy + 0.5) / h * 2 - 1], -1)
+        return F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=centres)
 
-    x = sample(x, src[..., 0], src[..., 1])
+    x = sample(x, src[..., 0], src[..., 1], True)
     if alpha > 0:
         noise = torch.rand((n, 2, h, w), generator=g, device=x.device) * 2 - 1
-        d = _gaussian_blur(noise, sigma, mode="reflect", truncate=3.0) * alpha
-        x = sample(x, xs[None] + d[:, 0], ys[None] + d[:, 1])
+        d = _gaussian_blur(noise, sigma, mode="symmetric", truncate=3.0) * alpha
+        x = sample(x, xs[None] + d[:, 0], ys[None] + d[:, 1], False)
     return x
 
 
@@ -427,14 +442,15 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0) ->
     x = images.float() / 255 if is_u8 else images.float()
     g = _generator(seed, name, x.device)
     out = _OPS[name](x.clone(), PARAMS[name][severity - 1], g).clamp(0, 1)
-    if is_u8:
-        return (out * 255).round().to(torch.uint8)
+    if is_u8:  # the reference's np.uint8(x * 255): truncation
+        return (out * 255).floor().to(torch.uint8)
     return out.to(images.dtype)
 
 
 class CorruptedImages(torch.utils.data.Dataset):
     """``base`` (an image data set of (image in [0, 1], target) pairs) corrupted on the fly, in
-    batches of ``batch`` images for speed and determinism (image i is always corrupted alike)."""
+    blocks of ``batch`` images for speed; image i is always corrupted alike for one (seed, batch),
+    so compare models at the same ``batch`` (``robustness_report`` keeps the default)."""
 
     def __init__(self, base, name: str, severity: int, *, seed: int = 0, batch: int = 256):
         choice("corruption", name, CORRUPTIONS)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from .._io import to_jsonable
 from .._utils import check_number, choice, eval_mode, progress_bar, seed_everything
 from ..capture import ActivationRecorder, resolve_layers
-from ..inference import AMP_MODES, amp_dtype, as_loader, evaluate, evaluate_reconstruction
+from ..inference import AMP_MODES, amp_dtype, as_loader, evaluate, evaluate_reconstruction, evaluate_regression
 from ..losses.terms import Term, build_term
 from ..runs import RunDir
 from .checkpoints import check_settings, deterministic_mode, load_model_state, model_signature, rng_state, set_rng_state
@@ -82,6 +82,15 @@ class _Options:
     def recon(self) -> bool:
         return self.objective == "reconstruction"
 
+    @property
+    def regression(self) -> bool:
+        return self.objective == "regression"
+
+    @property
+    def metric(self) -> str:
+        """What an epoch reports and selects on: accuracy (higher is better), MSE or MAE (lower)."""
+        return {"classification": "acc", "reconstruction": "loss", "regression": "mae"}[self.objective]
+
 
 # ----------------------------------------------------------------------------- checks
 def _check_options(o: _Options) -> None:
@@ -122,6 +131,8 @@ def build_terms(terms, model: nn.Module, teacher: nn.Module | None, teacher_cach
     terms = list(terms)
     if objective == "reconstruction" and [t for t in terms] == ["ce"]:
         terms = ["reconstruction"]
+    if objective == "regression" and [t for t in terms] == ["ce"]:
+        terms = ["mse"]
     terms = [build_term(t) for t in terms]
     if not terms:
         raise ValueError("no loss terms: pass at least terms=['ce']")
@@ -294,14 +305,16 @@ class _Training:
             tot_loss += loss.item() * n
             for t, v in parts:
                 sums[t.name] += v.item() * n
-            if not o.recon:
+            if o.regression:  # tot_correct holds the summed absolute error
+                tot_correct += (logits.reshape(n, -1)[:, 0].float() - y).abs().sum().item()
+            elif not o.recon:
                 tot_correct += (logits.argmax(1) == y).sum().item()
             seen += n
-            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", **({} if o.recon else {"acc": f"{tot_correct / seen:.3f}"}))
+            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", **({} if o.recon else {o.metric: f"{tot_correct / seen:.3f}"}))
         metrics = {"epoch": epoch, "train_loss": tot_loss / max(1, seen), "lr": self.opt.param_groups[0]["lr"],
                    "epoch_seconds": time.perf_counter() - t0}
         if not o.recon:
-            metrics["train_acc"] = tot_correct / max(1, seen)
+            metrics[f"train_{o.metric}"] = tot_correct / max(1, seen)
         if len(self.terms) > 1:
             metrics.update({f"loss/{k}": v / max(1, seen) for k, v in sums.items()})
         if self.scaler is not None:
@@ -317,6 +330,10 @@ class _Training:
             v = evaluate_reconstruction(self.model, self.val_loader, device=self.dev)
             metrics.update(val_loss=v["loss"])
             score, key = -v["loss"], [-v["loss"], -v["loss"]]
+        elif o.regression:  # select on -MAE (the metric reported), ties to the lower MSE
+            v = evaluate_regression(self.model, self.val_loader, device=self.dev)
+            metrics.update(val_loss=v["loss"], val_mae=v["mae"])
+            score, key = -v["mae"], [-v["mae"], -v["loss"]]
         else:
             v = evaluate(self.model, self.val_loader, device=self.dev)
             metrics.update(val_loss=v["loss"], val_acc=v["acc"])
@@ -364,18 +381,23 @@ class _Training:
     def summary(self) -> dict:
         """Final numbers: the last epoch's, the selected epoch's, and test scores of both models."""
         o, history = self.o, self.history
-        key, sel = ("loss", "val_loss") if o.recon else ("acc", "val_acc")
+        key = o.metric
+        sel = f"val_{key}"
+        lower = o.recon or o.regression
         last = history[-1] if history else {}
         summary = {"epochs": o.epochs, f"train_{key}_last": last.get(f"train_{key}")}
         if self.val_loader is not None:
-            summary[f"val_{key}_best"] = -self.best_score if o.recon else self.best_score
+            summary[f"val_{key}_best"] = -self.best_score if lower else self.best_score
             evaluated = [r for r in history if sel in r]
-            pick = (min if o.recon else max)(evaluated, key=lambda r: (r[sel], -r["val_loss"]) if not o.recon else r[sel]) if evaluated else None
+            order = (lambda r: (r[sel], r["val_loss"])) if o.regression else (lambda r: r[sel]) if o.recon else (lambda r: (r[sel], -r["val_loss"]))
+            pick = (min if lower else max)(evaluated, key=order) if evaluated else None
             summary["best_epoch"] = pick["epoch"] if pick else None
         if self.test_loader is not None:
             def score(m):
                 if o.recon:
                     return evaluate_reconstruction(m, self.test_loader, device=self.dev)["loss"]
+                if o.regression:
+                    return evaluate_regression(m, self.test_loader, device=self.dev)["mae"]
                 return evaluate(m, self.test_loader, device=self.dev)["acc"]
 
             summary[f"test_{key}_last"] = score(self.model)

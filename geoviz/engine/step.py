@@ -13,7 +13,7 @@ from ..capture import ActivationRecorder
 from ..losses.terms import Term, TermInputs
 from .teacher_cache import TeacherCache
 
-OBJECTIVES = ("classification", "reconstruction")
+OBJECTIVES = ("classification", "reconstruction", "regression")
 
 
 class Trainable(nn.Module):
@@ -55,6 +55,7 @@ class TrainStep:
                  scaler: torch.amp.GradScaler | None = None):
         self.wrapped, self.student, self.terms, self.opt, self.sched = wrapped, student, list(terms), opt, sched
         self.reconstruct = choice("objective", objective, OBJECTIVES) == "reconstruction"
+        self.regression = objective == "regression"
         self.teacher, self.cache, self.dev, self.amp_dtype = teacher, teacher_cache, torch.device(device), amp_dtype
         self.scaler = scaler
         self.student_layers = sorted({l for t in self.terms for l in t.student_layers})
@@ -89,6 +90,8 @@ class TrainStep:
         dev = self.dev
         x = batch[0].to(dev, non_blocking=True)
         y = x if self.reconstruct else batch[1].to(dev, non_blocking=True)
+        if self.regression:
+            y = y.float()
         n_labelled = x.shape[0]
         if unlabelled is not None:
             x = torch.cat([x, unlabelled[0].to(dev, non_blocking=True)])

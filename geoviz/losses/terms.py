@@ -98,6 +98,17 @@ class Reconstruction(Term):
         return F.mse_loss(inp.logits.float(), inp.targets.float())
 
 
+class MSE(Term):
+    """Mean squared error between a regressor's first output and the (real-valued) targets
+    (``fit(objective="regression")``; pseudo-labels from a teacher are targets like any other)."""
+
+    name = "mse"
+
+    def forward(self, inp):
+        pred = inp.labelled_logits.float()
+        return F.mse_loss(pred.reshape(len(pred), -1)[:, 0], inp.targets.float())
+
+
 class CodeL1(Term):
     """L1 penalty on an autoencoder's code: the mean absolute value of ``model.last_code``."""
 
@@ -250,7 +261,7 @@ class ICAL(Term):
         return {**super().spec(), "pairs": self.pairs_mode, "momentum": self.momentum}
 
 
-TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, Reconstruction, CodeL1, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
+TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, Reconstruction, MSE, CodeL1, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
 
 
 def build_term(spec) -> Term:

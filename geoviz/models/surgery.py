@@ -79,3 +79,26 @@ def pruned(base: dict, num_classes: int = 10, lowrank: dict | None = None, shape
     model = build_model(args.pop("name"), args.pop("num_classes", num_classes), **args)
     apply_shapes(model, shapes or {})
     return apply_lowrank(model, lowrank or {})
+
+
+class InputResize(nn.Module):
+    """Runs ``net`` on the input resized to ``size`` × ``size`` (bilinear, antialiased): the same
+    network at another input resolution, as paper 4's students at two input sizes."""
+
+    def __init__(self, net: nn.Module, size: int):
+        super().__init__()
+        self.net, self.size = net, int(size)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return self.net(x)
+
+
+@register_model("resized")
+def resized(base: dict, size: int, num_classes: int = 10) -> nn.Module:
+    """``base`` (a model's build_args) fed images resized to ``size`` px."""
+    args = dict(base)
+    return InputResize(build_model(args.pop("name"), args.pop("num_classes", num_classes), **args), size)

@@ -493,3 +493,28 @@ def layer_spectra(spectra: dict, ranks: dict | None = None, *, title: str) -> go
                                      marker={"symbol": "diamond", "size": 10, "color": colors[i], "line": {"width": 1, "color": "#000000"}},
                                      hovertemplate="kept %{x}: %{y:.3f} of the energy<extra>" + n + "</extra>"))
     return finish(fig, title, "directions kept (rank r)", "explained energy (fraction of the variance)", height=460, legend_title="layer (◆ chosen rank)")
+
+
+def robustness_heatmap(matrix, corruptions: Sequence[str], severities: Sequence[int], *, title: str, value: str = "MAE (px)") -> go.Figure:
+    """(corruption × severity) errors of one model as a heatmap (CVD-safe sequential colours)."""
+    from .style import SEQUENTIAL
+
+    m = np.asarray(matrix, dtype=float)
+    fig = go.Figure(go.Heatmap(z=m, x=[str(s) for s in severities], y=list(corruptions), colorscale=SEQUENTIAL, colorbar={"title": value},
+                               text=np.round(m, 2), texttemplate="%{text}", hovertemplate="%{y}, severity %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    return finish(fig, title, "severity (1 = mildest)", "corruption", height=max(380, 26 * len(corruptions) + 140))
+
+
+def group_error_bars(rows: list[dict], *, title: str, value: str = "mean MAE (px)") -> go.Figure:
+    """Mean error per corruption group (noise / blur / weather / digital) and clean, one bar group
+    per model: ``rows`` = [{"model", "clean", "groups": {group: value}, "clean_std", "groups_std"}]."""
+    groups = ["clean"] + list(dict.fromkeys(g for r in rows for g in r["groups"]))
+    colors = class_colors(max(4, len(rows)))
+    fig = go.Figure()
+    for i, r in enumerate(rows):
+        ys = [r["clean"]] + [r["groups"].get(g) for g in groups[1:]]
+        err = [r.get("clean_std", 0.0)] + [r.get("groups_std", {}).get(g, 0.0) for g in groups[1:]]
+        fig.add_trace(go.Bar(x=groups, y=ys, name=r["model"], marker_color=colors[i], error_y={"type": "data", "array": err}))
+    fig.update_layout(barmode="group")
+    return finish(fig, title, "images", value, height=430, legend_title="model")

@@ -1,0 +1,257 @@
+"""Compact students by offline distillation, and their robustness to corruptions (paper 4).
+
+Greco et al. regress real-valued ages: a large teacher pseudo-labels a big unlabelled set, small
+students regress those labels (MSE) and are then fine-tuned on the labelled set; robustness is
+measured on corrupted images grouped as blur / noise / digital (and weather here). No face data is
+reachable, so the task is ``shape_size`` (a shape's size in px, label noise on the training
+labels; ``datasets.regression``), and the pipeline is general.
+
+Per seed (quick: one teacher, the first seed's, for all seeds, which then vary the students): the
+teacher (a wide ResNet) is trained on the labelled set; it labels the unlabelled pool once (stored
+with the run, resumable); each student (a small ResNet, a MobileNetV2-like at two
+input sizes, a VGG-like) is trained twice from the same initialisation: distilled (pool
+pseudo-labels, then fine-tuning on the labelled set) and on the labelled set alone for as many
+images seen (optimisation steps) as both distillation stages together. Measured per model: parameters, FLOPs
+(``FlopCounterMode``), CPU images/s at batch 1 and 64 (CUDA too when present), speed-up over the
+teacher, MAE clean and under every corruption × severity (``analysis.robustness``), mCE relative
+to the teacher. Claims, paired by seed (t interval, three-valued): each student's gap to the
+teacher (clean and corrupted), and distillation vs the labelled set alone. The floor: the MAE of
+predicting the training mean.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._utils import progress_bar, resolve_device, seed_everything
+from ..analysis.robustness import robustness_report
+from ..analysis.statistics import paired_difference
+from ..config import ExperimentConfig
+from ..datasets import get_dataset
+from ..datasets.corruptions import CORRUPTIONS, SEVERITIES
+from ..engine import distill_offline, evaluate_regression, fit
+from ..methods.pruning import measure_flops, measure_latency
+from ..models import build_model
+from ..runs import RunDir, config_hash
+from . import SavesSummary
+
+# name → (zoo model, build kwargs, input size or None)
+STUDENTS = {
+    "resnet8": ("resnet8", {}, None),
+    "mobilenetv2_half@32": ("mobilenetv2_half", {}, None),
+    "mobilenetv2_half@24": ("mobilenetv2_half", {}, 24),
+    "vgg8": ("vgg8", {}, None),
+}
+
+
+def _build(model: str, kwargs: dict, size: int | None) -> torch.nn.Module:
+    if size is None:
+        return build_model(model, 1, **kwargs)
+    return build_model("resized", 1, base={"name": model, "num_classes": 1, **kwargs}, size=size)
+
+
+@dataclass(frozen=True)
+class StudentsConfig(ExperimentConfig):
+    teacher: str = "wrn_16_2"
+    students: tuple = ("resnet8", "mobilenetv2_half@24")  # quick: two of the four (all four: full)
+    n_labelled: int = 1000
+    n_pool: int = 1500  # unlabelled images the teacher labels
+    n_val: int = 200
+    n_test: int = 200
+    label_noise: float = 0.5  # px, on the training and validation targets
+    teacher_epochs: int = 10  # wrn_16_2 on 1,000 images: 8 left the validation MAE still falling
+    teacher_per_seed: bool = False  # quick: one teacher (the first seed's) for every seed: the seeds vary the students
+    pretrain_epochs: int = 4  # students on the pseudo-labels (3 left resnet8 above the mean-predictor floor)
+    finetune_epochs: int = 2  # then on the labelled set; "labelled only" sees as many images in all
+    batch_size: int = 64
+    # AdamW: SGD at 0.05 on the MSE of sizes in px diverged (the teacher ended at the mean predictor)
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    finetune_lr: float = 5e-4
+    weight_decay: float = 1e-4
+    corruptions: tuple = CORRUPTIONS
+    severities: tuple = (1, 3, 5)
+    seeds: tuple = (0, 1, 2)
+    latency_repeats: int = 10
+    confidence: float = 0.95
+    device: str = "auto"
+
+    PROFILE_OVERRIDES = {
+        "smoke": dict(teacher="resnet14", students=("resnet8", "mobilenetv2_half@24"), n_labelled=96, n_pool=128, n_val=48, n_test=40,
+                      teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1, corruptions=("gaussian_noise", "defocus_blur", "fog", "contrast"),
+                      severities=(1, 5), seeds=(0, 1), latency_repeats=2),
+        "full": dict(teacher="wrn_40_2", students=tuple(STUDENTS), severities=SEVERITIES, n_labelled=5000, n_pool=50000, n_val=1000, n_test=2000,
+                     teacher_epochs=60, teacher_per_seed=True, pretrain_epochs=30, finetune_epochs=10, batch_size=128, seeds=(0, 1, 2, 3, 4),
+                     latency_repeats=50),
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        bad = [s for s in self.students if s not in STUDENTS]
+        if bad or not self.students:
+            raise ValueError(f"unknown students {bad}; allowed: {tuple(STUDENTS)}")
+
+
+@dataclass
+class StudentsResult(SavesSummary):
+    config: StudentsConfig
+    rows: list[dict]  # per (seed, model, arm): MAE clean, robustness report, costs
+    floor_mae: float
+    histories: dict
+    test_images: torch.Tensor
+    test_targets: np.ndarray
+    models: dict = field(default_factory=dict)  # first seed: name → model (for the prediction widget)
+    experiment: RunDir | None = None
+
+    def table(self) -> list[dict]:
+        """Per (model, arm): MAE clean and mean over corruptions (mean ± std over seeds), relative
+        mCE against the teacher, params, FLOPs, images/s, speed-up."""
+        out = []
+        for key in dict.fromkeys((r["model"], r["arm"]) for r in self.rows):
+            rs = [r for r in self.rows if (r["model"], r["arm"]) == key]
+            row = {"model": key[0], "arm": key[1], "n": len(rs)}
+            for k in ("mae", "corrupted_mae", "mce", "relative_mce"):
+                v = np.array([r[k] for r in rs], dtype=np.float64)
+                row[k], row[k + "_std"] = float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
+            for k in ("params", "flops", "images_per_s_b1", "images_per_s_b64", "speedup_b1", "speedup_b64", "cuda_images_per_s_b64"):
+                row[k] = rs[0].get(k)
+            out.append(row)
+        return out
+
+    def heatmap(self, model: str, arm: str) -> np.ndarray:
+        """(corruptions × severities) MAE, mean over seeds."""
+        rs = [r for r in self.rows if r["model"] == model and r["arm"] == arm]
+        return np.array([[np.mean([r["report"]["errors"][c][s] for r in rs]) for s in self.config.severities] for c in self.config.corruptions])
+
+    def corrupted(self, image: int, corruption: str, severity: int, seed: int = 0) -> tuple[torch.Tensor, dict, float]:
+        """One test image under a corruption, and every kept model's prediction for it."""
+        from ..datasets.corruptions import corrupt
+
+        x = corrupt(self.test_images[image : image + 1], corruption, severity, seed=seed)
+        with torch.no_grad():
+            preds = {k: float(m.eval()(x).reshape(-1)[0]) for k, m in self.models.items()}
+        return x[0], preds, float(self.test_targets[image])
+
+    def group_rows(self) -> list[dict]:
+        """Per (model, arm): clean MAE and mean MAE per corruption group, mean ± std over seeds."""
+        out = []
+        for key in dict.fromkeys((r["model"], r["arm"]) for r in self.rows):
+            rs = [r for r in self.rows if (r["model"], r["arm"]) == key]
+            groups = list(rs[0]["report"]["group_mean_error"])
+            g = {k: [r["report"]["group_mean_error"][k] for r in rs] for k in groups}
+            out.append({"model": key[0] if key[1] == "teacher" else f"{key[0]} ({key[1]})", "clean": float(np.mean([r["mae"] for r in rs])),
+                        "clean_std": float(np.std([r["mae"] for r in rs])), "groups": {k: float(np.mean(v)) for k, v in g.items()},
+                        "groups_std": {k: float(np.std(v)) for k, v in g.items()}})
+        return out
+
+    def claims(self) -> list[dict]:
+        cfg, out = self.config, []
+        res = 1e-6
+
+        def per_seed(model, arm, key):
+            return [next(r[key] for r in self.rows if r["model"] == model and r["arm"] == arm and r["seed"] == s) for s in cfg.seeds]
+
+        for st in cfg.students:
+            for key, what in (("mae", "clean"), ("corrupted_mae", "corrupted (mean over corruptions × severities)")):
+                # lower MAE is better: "a − b > 0" with a = teacher, b = student asks "student worse than teacher?"
+                gap = paired_difference(per_seed(st, "distilled", key), per_seed("teacher", "teacher", key), confidence=cfg.confidence, resolution=res) \
+                    if len(cfg.seeds) > 1 else None
+                out.append({"claim": f"{st} (distilled) MAE minus the teacher's, {what}", "mean": gap["mean"] if gap else float("nan"),
+                            "ci": gap["ci"] if gap else [float("nan")] * 2, "n_seeds": len(cfg.seeds),
+                            "verdict": {"supported": "student worse", "contradicted": "student better"}.get(gap["verdict"], "undecided") if gap else "undecided"})
+            d = paired_difference(per_seed(st, "labelled only", "mae"), per_seed(st, "distilled", "mae"), confidence=cfg.confidence, resolution=res) \
+                if len(cfg.seeds) > 1 else None
+            out.append({"claim": f"{st}: distillation beats the labelled set alone (MAE labelled-only minus distilled)", "mean": d["mean"] if d else float("nan"),
+                        "ci": d["ci"] if d else [float("nan")] * 2, "n_seeds": len(cfg.seeds), "verdict": d["verdict"] if d else "undecided"})
+        return out
+
+    def summary(self) -> dict:
+        rows = [{k: v for k, v in r.items() if k != "report"} | {"errors": r["report"]["errors"]} for r in self.rows]
+        return {"table": self.table(), "claims": self.claims(), "floor_mae": self.floor_mae, "rows": json.loads(json.dumps(rows, default=str))}
+
+
+def run_students(cfg: StudentsConfig, *, run_root=None, progress: bool = True) -> StudentsResult:
+    device = resolve_device(cfg.device)
+    kw = dict(label_noise=cfg.label_noise)
+    labelled = get_dataset("shape_size", "train", n=cfg.n_labelled, seed=0, **kw)
+    pool = get_dataset("shape_size", "train", n=cfg.n_pool, seed=1, **kw)  # another index stream: no image in both
+    val = get_dataset("shape_size", "val", n=cfg.n_val, seed=0, **kw)
+    test = get_dataset("shape_size", "test", n=cfg.n_test, seed=0, **kw)
+    floor = test.mean_predictor_mae(float(labelled.targets.mean()))
+    exp = RunDir(f"students-{config_hash(cfg)}", run_root)
+    exp.write_config(cfg)
+    in_size = tuple(labelled[0][0].shape)
+    rows, histories, models, speed = [], {}, {}, {}
+    cuda = device.type == "cuda"
+
+    def costs(name, net):
+        if name not in speed:
+            c = {"params": int(sum(p.numel() for p in net.parameters())), "flops": measure_flops(net, in_size)}
+            for b in (1, 64):
+                c[f"images_per_s_b{b}"] = b / (measure_latency(net, in_size, batch=b, device="cpu", repeats=cfg.latency_repeats) / 1e3)
+            if cuda:
+                c["cuda_images_per_s_b64"] = 64 / (measure_latency(net, in_size, batch=64, device=device, repeats=cfg.latency_repeats) / 1e3)
+            speed[name] = c
+        return speed[name]
+
+    def measure(name, arm, sd, net, reference):
+        net = net.cpu().eval()
+        rep = robustness_report(net, test, cfg.corruptions, cfg.severities, task="regression", reference=reference, seed=sd, device=device, progress=False)
+        c = costs(name, net)
+        row = {"seed": sd, "model": name, "arm": arm, "mae": rep["clean"], "corrupted_mae": rep["mean_corruption_error"],
+               "mce": rep.get("mce", 1.0), "relative_mce": rep.get("relative_mce", 1.0), "report": rep, **c}
+        rows.append(row)
+        if sd == cfg.seeds[0]:
+            models[f"{name} ({arm})" if arm != "teacher" else name] = net
+        return rep
+
+    jobs = len(cfg.seeds) * (1 + 2 * len(cfg.students))
+    bar = progress_bar(total=jobs, desc="students", enabled=progress)
+    opt = dict(optimizer=cfg.optimizer, weight_decay=cfg.weight_decay)
+    teacher = None
+    for sd in cfg.seeds:
+        td = sd if cfg.teacher_per_seed else cfg.seeds[0]
+        bar.set_postfix_str(f"teacher, seed {td}")
+        if teacher is None or cfg.teacher_per_seed:
+            seed_everything(td)
+            teacher = build_model(cfg.teacher, 1)
+            res = fit(teacher, labelled, val, objective="regression", epochs=cfg.teacher_epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device,
+                      run=RunDir(f"teacher-s{td}", exp.path), seed=td, progress=False, **opt)
+            histories[f"teacher-s{td}"] = res.history
+        t_rep = measure("teacher", "teacher", sd, teacher, None)
+        bar.update()
+        for st in cfg.students:
+            model, kwargs, size = STUDENTS[st]
+            seed_everything(sd)
+            init = _build(model, kwargs, size)
+            bar.set_postfix_str(f"{st} distilled, seed {sd}")
+            net = copy.deepcopy(init)
+            out = distill_offline(net, teacher, labelled, pool, val, run=RunDir(f"{st.replace('@', '-at')}-distilled-s{sd}", exp.path),
+                                  labels_run=RunDir(f"teacher-s{td}", exp.path), pretrain_epochs=cfg.pretrain_epochs,
+                                  finetune_epochs=cfg.finetune_epochs, lr=cfg.lr, finetune_lr=cfg.finetune_lr, batch_size=cfg.batch_size,
+                                  device=device, seed=sd, progress=False, **opt)
+            histories[f"{st} distilled-s{sd}"] = out["history"]["pretrain"] + out["history"]["finetune"]
+            measure(st, "distilled", sd, net, t_rep)
+            bar.update()
+            bar.set_postfix_str(f"{st} labelled only, seed {sd}")
+            net = copy.deepcopy(init)
+            seen = cfg.pretrain_epochs * len(pool) + cfg.finetune_epochs * len(labelled)  # the distilled student's images
+            res = fit(net, labelled, val, objective="regression", epochs=max(1, round(seen / len(labelled))), lr=cfg.lr, batch_size=cfg.batch_size,
+                      device=device, run=RunDir(f"{st.replace('@', '-at')}-labelled-s{sd}", exp.path), seed=sd, progress=False, **opt)
+            histories[f"{st} labelled only-s{sd}"] = res.history
+            measure(st, "labelled only", sd, net, t_rep)
+            bar.update()
+    bar.close()
+    t_speed = speed["teacher"]
+    for r in rows:
+        for b in (1, 64):
+            r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    return StudentsResult(cfg, rows, floor, histories, x, test.targets.numpy(), models, exp)
+
+
+__all__ = ["STUDENTS", "StudentsConfig", "StudentsResult", "run_students", "evaluate_regression"]
