@@ -19,7 +19,8 @@ import torch
 from _common import bench_setup
 
 from geoviz.datasets import get_dataset
-from geoviz.methods.pruning import measure_flops, measure_latency, prune_decorrelated, prune_structured
+from geoviz.costs import measure_flops, measure_latency
+from geoviz.methods.pruning import prune_decorrelated, prune_structured
 from geoviz.models import build_model
 
 

@@ -29,6 +29,13 @@ def verdict(low: float, high: float, threshold: float = 0.0) -> str:
     return "undecided"
 
 
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for one value) of per-seed values, NaNs left
+    out: the "mean ± std over seeds" every study table reports."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
+
+
 def paired_difference(a, b, *, threshold: float = 0.0, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0,
                       resolution: float = 0.0) -> dict:
     """Is ``a`` larger than ``b`` + ``threshold``, seed by seed?

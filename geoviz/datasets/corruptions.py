@@ -71,6 +71,11 @@ def _generator(seed: int, name: str, device) -> torch.Generator:
     return g
 
 
+def _pixel_grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) float coordinates of every pixel, each (h, w)."""
+    return torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
@@ -186,7 +191,7 @@ def _line_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Te
     wts = torch.exp(-(i**2) / (2 * sigma**2))
     wts = wts / wts.sum()
     th = angle_deg.to(x.device).float() * math.pi / 180
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float32), torch.arange(w, device=x.device, dtype=torch.float32), indexing="ij")
+    ys, xs = _pixel_grid(h, w, x.device)
     out = torch.zeros_like(x)
     for k in range(width):
         sx = xs[None] + i[k] * torch.cos(th)[:, None, None]
@@ -241,7 +246,7 @@ def frost_texture(n: int, h: int, w: int, g: torch.Generator, device, feature: i
     network (edges of random Voronoi cells); fine grain; bluish white. ``feature``: the size the
     needles and cells are drawn for (the image size the layer is cropped to)."""
     feature = feature or min(h, w)
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = _pixel_grid(h, w, device)
     pts = torch.stack([xs, ys], -1).view(1, -1, 1, 2)  # (1, P, 1, 2)
     k = int(h * w * (6 + 0.01 * feature**2) / feature**2)
     seeds = torch.rand((n, k, 2), generator=g, device=device) * torch.tensor([w, h], device=device, dtype=torch.float32)
@@ -364,7 +369,7 @@ def elastic_transform(x, c, g):
     p2 = p1 + (torch.rand((n, 3, 2), generator=g, device=x.device) * 2 - 1) * affine
     # warpAffine samples the source at M⁻¹·(output pixel): the map from p2 back to p1
     inv = _affine_from_points(p2, p1)
-    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float32), torch.arange(w, device=x.device, dtype=torch.float32), indexing="ij")
+    ys, xs = _pixel_grid(h, w, x.device)
     hom = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3)
     src = (hom @ inv.transpose(1, 2)).view(n, h, w, 2)
 

@@ -31,7 +31,7 @@ import torch
 
 from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.angles import AngleConfusionTracker, angle_confusion_correlation, class_vector_angles, confusion_rates
-from ..analysis.statistics import mantel, paired_difference
+from ..analysis.statistics import mantel, mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, num_classes
 from ..engine import fit, predict
@@ -155,17 +155,13 @@ class AnglesResult(SavesSummary):
             if not rs:
                 continue
 
-            def stat(vals):
-                vals = np.asarray(vals, dtype=float)
-                return float(np.nanmean(vals)), float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0
-
             row = {"method": m, "n": len(rs)}
             for key, vals in (("test_acc_best_val", [r.summary["test_acc_best_val"] for r in rs]),
                               ("test_acc_last", [r.summary["test_acc_last"] for r in rs]),
                               ("pearson_r", [r.test_correlation["pearson"] for r in rs]),
                               ("spearman_rho", [r.test_correlation["spearman"] for r in rs]),
                               ("mean_angle_deg", [float(np.mean(r.test_angles[np.triu_indices(len(r.test_angles), 1)])) for r in rs])):
-                row[key], row[key + "_std"] = stat(vals)
+                row[key], row[key + "_std"] = mean_std(vals)
             out.append(row)
         return out
 

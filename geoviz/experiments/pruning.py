@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.statistics import paired_difference
+from ..analysis.statistics import mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, num_classes
 from ..datasets.images import cifar10_present
 from ..engine import evaluate, fit
-from ..methods.pruning import BASELINES, MODES, measure_flops, model_costs, prune_decorrelated, prune_structured
+from ..costs import model_costs
+from ..methods.pruning import BASELINES, MODES, prune_decorrelated, prune_structured
 from ..models import build_model, save_model
 from ..runs import RunDir, config_hash
 from . import SavesSummary
@@ -107,8 +108,7 @@ class PruningResult(SavesSummary):
             rs = [r for r in self.rows if (r["method"], r["speedup"]) == key]
             row = {"method": key[0], "speedup": key[1], "n": len(rs)}
             for k in ("acc_pruned", "acc_finetuned", "flops", "params", "bytes", "flops_reduction"):
-                v = np.array([r[k] for r in rs], dtype=np.float64)
-                row[k], row[k + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+                row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
             for k in ("latency_ms_b1", "latency_ms_b64", "latency_ms_per_image_b64", "latency_cuda_ms_b64"):
                 v = [r[k] for r in rs if r.get(k) is not None]
                 row[k] = float(np.mean(v)) if v else None
@@ -211,8 +211,10 @@ def run_pruning(cfg: PruningConfig, *, run_root=None, progress: bool = True) -> 
                         ranks[(m, s)] = pr.ranks
                 else:
                     pr = prune_structured(base, m, s, input_size=in_size)
-                    matched = measure_flops(pr.model, in_size) if matched is None else min(matched, measure_flops(pr.model, in_size))
                 net = pr.model
+                c = costs(net)  # the architecture's: fine-tuning changes weights only
+                if m in BASELINES:
+                    matched = c["flops"] if matched is None else min(matched, c["flops"])
                 before = evaluate(net, test, device=device)["acc"]
                 terms = ["ce"] if not cfg.kd else ["ce", {"name": "kd", "T": 4.0}]
                 run = RunDir(f"{m}-{s:g}x-s{sd}", exp.path)
@@ -223,7 +225,6 @@ def run_pruning(cfg: PruningConfig, *, run_root=None, progress: bool = True) -> 
                 net = net.cpu().eval()
                 save_model(net, run.path / "pruned.pt")
                 after = evaluate(net, test, device=device)["acc"]
-                c = costs(net)
                 rows.append({"seed": sd, "method": m, "speedup": s, "acc_pruned": before, "acc_finetuned": after, "n_test": len(test),
                              "flops_reduction": base_flops / c["flops"], "prune_seconds": pr.seconds, **c})
                 bar.update()

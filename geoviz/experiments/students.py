@@ -29,12 +29,12 @@ import torch
 
 from .._utils import progress_bar, resolve_device, seed_everything
 from ..analysis.robustness import robustness_report
-from ..analysis.statistics import paired_difference
+from ..analysis.statistics import mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset
 from ..datasets.corruptions import CORRUPTIONS, SEVERITIES
-from ..engine import distill_offline, evaluate_regression, fit
-from ..methods.pruning import measure_flops, measure_latency
+from ..costs import measure_flops, measure_latency
+from ..engine import distill_offline, fit
 from ..models import build_model
 from ..runs import RunDir, config_hash
 from . import SavesSummary
@@ -115,8 +115,7 @@ class StudentsResult(SavesSummary):
             rs = [r for r in self.rows if (r["model"], r["arm"]) == key]
             row = {"model": key[0], "arm": key[1], "n": len(rs)}
             for k in ("mae", "corrupted_mae", "mce", "relative_mce"):
-                v = np.array([r[k] for r in rs], dtype=np.float64)
-                row[k], row[k + "_std"] = float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
+                row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
             for k in ("params", "flops", "images_per_s_b1", "images_per_s_b64", "speedup_b1", "speedup_b64", "cuda_images_per_s_b64"):
                 row[k] = rs[0].get(k)
             out.append(row)
@@ -254,4 +253,4 @@ def run_students(cfg: StudentsConfig, *, run_root=None, progress: bool = True) -
     return StudentsResult(cfg, rows, floor, histories, x, test.targets.numpy(), models, exp)
 
 
-__all__ = ["STUDENTS", "StudentsConfig", "StudentsResult", "run_students", "evaluate_regression"]
+__all__ = ["STUDENTS", "StudentsConfig", "StudentsResult", "run_students"]
