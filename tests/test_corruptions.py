@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import corruption_refs as ref
-from geoviz.analysis.robustness import robustness_report, summarize_errors
+from geoviz.analysis.robustness import robustness_report, robustness_reports, summarize_errors
 from geoviz.datasets.corruptions import CORRUPTIONS, GROUPS, PARAMS, SEVERITIES, CorruptedImages, corrupt, gallery, load_cifar10c
 from geoviz.datasets.images import TensorImages
 
@@ -223,3 +223,37 @@ def test_robustness_report_runs_a_model_over_the_table():
     rep2 = robustness_report(Mean(), ds, ("contrast", "brightness"), (1, 5), reference=ref_rep, progress=False, device="cpu")
     want = np.mean([sum(rep["errors"][c].values()) / sum(ref_rep["errors"][c].values()) for c in ("contrast", "brightness")])
     assert ref_rep["clean"] == pytest.approx(0.9) and rep2["mce"] == pytest.approx(want)
+
+
+def test_models_scored_together_see_the_same_images_as_alone_and_match_numpy_for_regression():
+    torch.manual_seed(0)
+    x = torch.rand(300, 3, 8, 8)  # two blocks of CorruptedImages (256 + 44)
+    y = x.mean((1, 2, 3)) * 10 + 0.3 * torch.randn(300)
+    ds = torch.utils.data.TensorDataset(x, y)
+
+    class Scaled(torch.nn.Module):  # a fixed regressor: k × the mean brightness
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, z):
+            return (z.mean((1, 2, 3)) * self.k)[:, None]
+
+    table, sev = ("gaussian_noise", "contrast", "fog"), (1, 4)
+    reps = robustness_reports({"a": Scaled(10.0), "b": Scaled(8.0)}, ds, table, sev, task="regression", reference="a", seed=3,
+                              progress=False, device="cpu")
+    yn = y.numpy().astype(np.float64)
+    err = {}
+    for k, f in (("a", 10.0), ("b", 8.0)):
+        err[k] = {c: {s: np.abs(np.array([CorruptedImages(ds, c, s, seed=3)[i][0].numpy().mean() for i in range(300)]) * f - yn).mean()
+                      for s in sev} for c in table}
+        clean = np.abs(x.numpy().mean((1, 2, 3)) * f - yn).mean()
+        assert reps[k]["clean"] == pytest.approx(clean, rel=1e-5)
+        for c in table:
+            assert reps[k]["errors"][c] == pytest.approx(err[k][c], rel=1e-5)
+        alone = robustness_report(Scaled(f), ds, table, sev, task="regression", seed=3, progress=False, device="cpu")
+        assert alone["errors"] == reps[k]["errors"]  # the same images, the same arithmetic
+    ce_b = np.mean([sum(err["b"][c].values()) / sum(err["a"][c].values()) for c in table])
+    assert reps["b"]["mce"] == pytest.approx(ce_b, rel=1e-5) and reps["a"]["mce"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reference 'c' is not one of the models"):
+        robustness_reports({"a": Scaled(1.0)}, ds, table, sev, task="regression", reference="c", progress=False)

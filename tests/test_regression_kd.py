@@ -77,8 +77,49 @@ def test_regression_kd_runs_end_to_end_and_resumes(tmp_path):
     out = distill_offline(student, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False)
     assert len(out["pseudo_labels"]) == 128 and [h["epoch"] for h in out["history"]["pretrain"]] == [1, 2]
     assert (run.path / "pretrain" / "last.pt").is_file() and (run.path / "finetune" / "last.pt").is_file()
-    # a rerun resumes: the finished runs are not trained again (same summaries)
+    # a rerun resumes: nothing is trained or labelled again (no checkpoint or label file rewritten)
+    files = [run.path / "pretrain" / "last.pt", run.path / "finetune" / "last.pt", run.path / "pseudo_labels.npy"]
+    stamps = [f.stat().st_mtime_ns for f in files]
     student2 = build_model("resnet8", 1, width=0.5)
     out2 = distill_offline(student2, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
     assert out2["finetune"]["val_mae_best"] == pytest.approx(out["finetune"]["val_mae_best"])
     np.testing.assert_array_equal(out2["pseudo_labels"], out["pseudo_labels"])
+    for a, b in zip(student.state_dict().values(), student2.state_dict().values()):  # the finished student, read back
+        assert torch.equal(a, b)
+    # another pool in the same labels run is refused, not mixed
+    with pytest.raises(ValueError, match="another teacher, pool"):
+        pseudo_label(teacher, get_dataset("shape_size", "train", n=128, seed=2), run, progress=False)
+
+
+def _claim_rows(teacher, distilled, labelled_only):
+    rows = []
+    for sd, (t, d, lo) in enumerate(zip(teacher, distilled, labelled_only)):
+        rows += [{"seed": sd, "model": "teacher", "arm": "teacher", "mae": t, "corrupted_mae": 2 * t},
+                 {"seed": sd, "model": "resnet8", "arm": "distilled", "mae": d, "corrupted_mae": 2 * d},
+                 {"seed": sd, "model": "resnet8", "arm": "labelled only", "mae": lo, "corrupted_mae": 2 * lo}]
+    return rows
+
+
+@pytest.mark.parametrize("distilled, labelled_only, near, helps", [
+    ([1.03, 1.05, 1.04], [1.30, 1.36, 1.33], "supported", "supported"),  # within 10 % of 1.0; distillation 0.29 px better
+    ([1.50, 1.62, 1.55], [1.20, 1.28, 1.25], "contradicted", "contradicted"),  # 55 % off the teacher; the labelled set alone better
+    ([1.02, 1.19, 1.08], [1.00, 1.25, 1.02], "undecided", "undecided"),  # straddles the margin; differences of both signs
+])
+def test_student_claims_are_three_valued_with_the_right_signs(distilled, labelled_only, near, helps):
+    from scipy import stats
+
+    from geoviz.experiments.students import StudentsConfig, StudentsResult
+
+    cfg = StudentsConfig(students=("resnet8",), seeds=(0, 1, 2), near_teacher_margin=0.10)
+    res = StudentsResult(cfg, _claim_rows([1.0, 1.0, 1.0], distilled, labelled_only), 2.5, {}, torch.zeros(1), np.zeros(1))
+    got = {c["claim"]: c for c in res.claims()}
+    clean = got["resnet8 (distilled) within 10% of the teacher's MAE, clean"]
+    # independently: the t interval of 1.1·teacher − student over the three seeds
+    d = 1.1 - np.array(distilled)
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=d.std(ddof=1) / np.sqrt(3))
+    assert clean["ci"] == pytest.approx([lo, hi]) and clean["verdict"] == near
+    assert clean["gap_mean"] == pytest.approx(np.mean(distilled) - 1.0)
+    assert got["resnet8 (distilled) within 10% of the teacher's MAE, corrupted"]["verdict"] == near  # the same rows × 2
+    assert got["resnet8: distillation beats the labelled set alone"]["verdict"] == helps
+

@@ -13,6 +13,7 @@ E is the error rate for classification and the mean absolute error for regressio
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .._utils import choice, progress_bar
 from ..datasets.corruptions import CORRUPTIONS, GROUP_OF, GROUPS, SEVERITIES, CorruptedImages
@@ -21,13 +22,23 @@ from ..inference import predict
 TASKS = ("classification", "regression")
 
 
+def _per_image_error(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "classification":
+        return (out.argmax(1) != y).float()
+    return (out.reshape(len(y), -1)[:, 0] - y.float()).abs()
+
+
+def _amp(task: str) -> str:
+    # bf16 keeps 8 bits of mantissa: a 10 px prediction rounds to 0.03–0.06 px, the size of the
+    # differences compared; a class decision survives it
+    return "off" if task == "regression" else "auto"
+
+
 def model_error(model, data, *, task: str = "classification", device="auto", batch_size: int = 256) -> float:
     """1 − accuracy (classification) or the mean absolute error (regression) on ``data``."""
     choice("task", task, TASKS)
-    out, y = predict(model, data, device=device, batch_size=batch_size)
-    if task == "classification":
-        return float((out.argmax(1) != y).float().mean())
-    return float((out.reshape(len(y), -1)[:, 0] - y.float()).abs().mean())
+    out, y = predict(model, data, device=device, batch_size=batch_size, amp=_amp(task))
+    return float(_per_image_error(out, y, task).mean())
 
 
 def summarize_errors(errors: dict, clean: float, reference: dict | None = None) -> dict:
@@ -53,24 +64,49 @@ def summarize_errors(errors: dict, clean: float, reference: dict | None = None) 
     return out
 
 
+def robustness_reports(models: dict, dataset, corruptions=CORRUPTIONS, severities=SEVERITIES, *, task: str = "classification",
+                       reference: str | dict | None = None, seed: int = 0, device="auto", batch_size: int = 256, progress: bool = True) -> dict:
+    """Every model in ``models`` (name → model) scored on the same corrupted images, each corrupted
+    set made once (the corruptions cost as much as a small model's forward pass); ``reference``: one
+    of the names, or another model's report, to normalise by. Returns name → report."""
+    choice("task", task, TASKS)
+    for c in corruptions:
+        choice("corruption", c, CORRUPTIONS)
+    if isinstance(reference, str) and reference not in models:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(models)}")
+    clean = {k: model_error(m, dataset, task=task, device=device, batch_size=batch_size) for k, m in models.items()}
+    errors = {k: {c: {} for c in corruptions} for k in models}
+    jobs = [(c, s) for c in corruptions for s in severities]
+    for c, s in progress_bar(jobs, desc="corruptions", enabled=progress, leave=False):
+        # the corrupted images do not depend on batch_size (a fixed block size): a reference scored
+        # with another batch size saw the same images
+        data = CorruptedImages(dataset, c, s, seed=seed)
+        total, n = dict.fromkeys(models, 0.0), 0
+        for lo in range(0, len(data), data.batch):  # one block of corrupted images at a time, shared by all models
+            hi = min(len(data), lo + data.batch)
+            x, y = torch.utils.data.default_collate([data[i] for i in range(lo, hi)])[:2]
+            block = torch.utils.data.TensorDataset(x, y)
+            for k, m in models.items():
+                out, _ = predict(m, block, device=device, batch_size=batch_size, amp=_amp(task))
+                total[k] += float(_per_image_error(out, y, task).sum())
+            n += hi - lo
+        for k in models:
+            errors[k][c][s] = total[k] / n
+    ref = {"errors": errors[reference], "clean": clean[reference]} if isinstance(reference, str) else reference
+    reps = {}
+    for k in models:
+        reps[k] = summarize_errors(errors[k], clean[k], ref)
+        reps[k]["groups"] = {c: GROUP_OF[c] for c in corruptions}
+    return reps
+
+
 def robustness_report(model, dataset, corruptions=CORRUPTIONS, severities=SEVERITIES, *, task: str = "classification", reference: dict | None = None,
                       seed: int = 0, device="auto", batch_size: int = 256, progress: bool = True) -> dict:
     """``model``'s error on ``dataset`` (images in [0, 1] with targets) clean and under each
     corruption × severity (corrupted on the fly, deterministic per seed), summarised as above;
     ``reference``: another model's report on the same table, for CE / mCE and their relative forms."""
-    choice("task", task, TASKS)
-    for c in corruptions:
-        choice("corruption", c, CORRUPTIONS)
-    clean = model_error(model, dataset, task=task, device=device, batch_size=batch_size)
-    errors = {c: {} for c in corruptions}
-    jobs = [(c, s) for c in corruptions for s in severities]
-    for c, s in progress_bar(jobs, desc="corruptions", enabled=progress, leave=False):
-        # the corrupted images do not depend on batch_size (a fixed block size): a reference scored
-        # with another batch size saw the same images
-        errors[c][s] = model_error(model, CorruptedImages(dataset, c, s, seed=seed), task=task, device=device, batch_size=batch_size)
-    rep = summarize_errors(errors, clean, reference)
-    rep["groups"] = {c: GROUP_OF[c] for c in corruptions}
-    return rep
+    return robustness_reports({"model": model}, dataset, corruptions, severities, task=task, reference=reference, seed=seed, device=device,
+                              batch_size=batch_size, progress=progress)["model"]
 
 
-__all__ = ["model_error", "summarize_errors", "robustness_report", "TASKS"]
+__all__ = ["model_error", "summarize_errors", "robustness_report", "robustness_reports", "TASKS"]

@@ -24,9 +24,11 @@ from .loop import fit
 
 
 def _fingerprint(model: torch.nn.Module, pool, chunk: int) -> dict:
-    """The teacher's weights, every pool image and the chunk size the parts were written with."""
-    h = hashlib.sha256()
-    for k, v in sorted(unwrap(model).state_dict().items()):
+    """The teacher (class, build arguments, weights), every pool image and the chunk size the parts
+    were written with: the same weights in another wrapper (e.g. another input size) label otherwise."""
+    net = unwrap(model)
+    h = hashlib.sha256(f"{type(net).__qualname__}:{sorted(getattr(net, 'build_args', {}).items())!r}".encode())
+    for k, v in sorted(net.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     p = hashlib.sha256()
