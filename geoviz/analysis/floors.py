@@ -63,6 +63,33 @@ def mask_statistics(images: torch.Tensor, extras: np.ndarray | None = None, thre
     return out
 
 
+IMAGE_STATISTICS = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "grey_p1", "grey_p5", "grey_p50", "grey_p95", "grey_p99",
+                    "gradient_mean", "gradient_p99", *(f"hist_{k}" for k in range(16)))
+
+
+def image_statistics(images: torch.Tensor) -> np.ndarray:
+    """(n, 29) float64: simple statistics of whole images — per-channel mean and contrast (std),
+    grey-level percentiles, mean and 99th-percentile gradient magnitude, a 16-bin grey histogram
+    of the image's own range. A texture task whose floor on these is near chance needs the
+    defect's shape, not its brightness or its contrast."""
+    x = images.float()
+    if images.dtype == torch.uint8:
+        x = x / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    n = len(x)
+    grey = x.mean(1)
+    flat = grey.reshape(n, -1)
+    pct = torch.quantile(flat, torch.tensor([0.01, 0.05, 0.5, 0.95, 0.99]), dim=1).T
+    gy, gx = grey[:, 1:, :-1] - grey[:, :-1, :-1], grey[:, :-1, 1:] - grey[:, :-1, :-1]
+    grad = (gx**2 + gy**2).sqrt().reshape(n, -1)
+    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
+    bins = ((flat - lo) / (hi - lo).clamp_min(1e-6) * 16).long().clamp(0, 15)
+    hist = torch.zeros(n, 16).scatter_add_(1, bins, torch.ones_like(flat)) / flat.shape[1]
+    cols = [x.mean((2, 3)), x.std((2, 3)), pct, grad.mean(1, keepdim=True), torch.quantile(grad, 0.99, dim=1)[:, None], hist]
+    return torch.cat(cols, 1).double().numpy()
+
+
 def _polar(dots: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
     """Each dot's distance from the mask's centroid and direction (cos, sin), and for two dots
     their distance and the angle between their directions (cos, sin): a classifier gets the dots'

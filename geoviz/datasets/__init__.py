@@ -3,7 +3,7 @@ from ..paths import data_root
 from .registry import dataset_arguments, get_dataset, list_datasets, num_classes, register_dataset
 from .shapes import TASKS, VARIANTS, ShapesDataset, make_shapes
 from .splits import balanced_holdout, labels_of, train_fraction
-from . import images, regression  # noqa: E402,F401  (registers cifar10, mnist, digits, shape_size)
+from . import defects, images, regression  # noqa: E402,F401  (registers cifar10, mnist, digits, shape_size, leather, mvtec_leather, defect_folder)
 
 __all__ = [
     "TASKS", "VARIANTS", "ShapesDataset", "make_shapes",

@@ -47,7 +47,7 @@ from ..analysis.statistics import paired_difference
 from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, PROBE_MIN_SIZE, TRANSFER_SETS, ProbeDataset, get_experiment
 from ..engine import fit
 from ..inference import predict
-from ..models import block_layers, build_model, list_models, save_model, weight_layers
+from ..models import block_layers, build_model, list_models, load_backbone, save_model, weight_layers
 from ..models import timm_available
 from ..runs import RunDir, config_hash
 from . import SavesSummary
@@ -374,20 +374,6 @@ def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
     return str(path)
 
 
-def _load_backbone(model: nn.Module, path: str) -> None:
-    """Pretrained weights except the classifier (the task has other classes)."""
-    from .._io import load_weights_only
-
-    blob = load_weights_only(path)
-    state = blob.get("state_dict", blob)
-    own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in keep and not k.startswith("fc.")]
-    if missing:
-        raise ValueError(f"{path} lacks weights for {missing[:5]} of this architecture")
-    model.load_state_dict(keep, strict=False)
-
-
 def _make_model(arch: str, start: str, k: int, cfg: ProbesConfig, frozen: dict, seed: int = 0) -> nn.Module:
     name, _ = resolve_architecture(arch)
     key = (arch, start, seed if start == "scratch" else 0)
@@ -468,7 +454,7 @@ def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> Pr
                 seed_everything(4321 + seed)
                 m = build_model(name, 10)
                 if start == "pretrained":
-                    _load_backbone(m, _pretrain(name, cfg, device, run_root))
+                    load_backbone(m, _pretrain(name, cfg, device, run_root))
                 frozen[(arch, start, seed)] = {k: v.clone() for k, v in m.state_dict().items()}
     if any(s == "pretrained" for s in cfg.starts) and any(not _imagenet(resolve_architecture(a)[0]) for a in cfg.architectures):
         notes.append("zoo networks: 'pretrained' = pretrained by geoviz on shapes10 classes no experiment uses "

@@ -119,6 +119,20 @@ def load_state(model: nn.Module, path) -> nn.Module:
     return model
 
 
+def load_backbone(model: nn.Module, path) -> nn.Module:
+    """Pretrained weights from ``path`` for everything but the classifier (the new task has other
+    classes): fine-tuning starts from them."""
+    blob = load_weights_only(path)
+    state = blob.get("state_dict", blob)
+    own = model.state_dict()
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in keep and not k.startswith("fc.")]
+    if missing:
+        raise ValueError(f"{path} lacks weights for {missing[:5]} of this architecture")
+    model.load_state_dict(keep, strict=False)
+    return model
+
+
 def load_model(path, **overrides) -> nn.Module:
     """Rebuild a model saved by ``save_model`` and load its weights."""
     blob = load_weights_only(path)
