@@ -8,3 +8,24 @@ class SavesSummary:
     def save_metrics(self) -> dict:
         """Write ``summary()`` into the experiment's ``metrics.json`` and return what was written."""
         return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
+
+
+def pretrained_once(arch: str, num_classes: int, make_data, *, name: str, settings: dict, epochs: int, lr: float, batch_size: int, device,
+                    run_root=None) -> str:
+    """Train zoo network ``arch`` on a source task once and cache it under ``runs/<name>-<hash of
+    settings>/model.pt`` (``make_data()`` → (train, val), called only when training); returns the
+    file, from which ``models.load_backbone`` starts a fine-tuning."""
+    from .._utils import seed_everything
+    from ..engine import fit
+    from ..models import build_model, save_model
+    from ..runs import RunDir, config_hash
+
+    run = RunDir(f"{name}-{arch.replace(':', '_')}-{config_hash(dict(settings, arch=arch, epochs=epochs, lr=lr))}", run_root)
+    path = run.path / "model.pt"
+    if not path.is_file():
+        seed_everything(1234)
+        model = build_model(arch, num_classes)
+        train, val = make_data()
+        fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, device=device, run=run, seed=1234, progress=False)
+        save_model(model, path)
+    return str(path)

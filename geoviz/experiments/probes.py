@@ -47,10 +47,10 @@ from ..analysis.statistics import paired_difference
 from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, PROBE_MIN_SIZE, TRANSFER_SETS, ProbeDataset, get_experiment
 from ..engine import fit
 from ..inference import predict
-from ..models import block_layers, build_model, list_models, load_backbone, save_model, weight_layers
+from ..models import block_layers, build_model, list_models, load_backbone, weight_layers
 from ..models import timm_available
 from ..runs import RunDir, config_hash
-from . import SavesSummary
+from . import SavesSummary, pretrained_once
 
 STARTS = ("pretrained", "scratch")
 MIN_SEEDS = 3  # fewer seeds cannot decide a hypothesis
@@ -358,20 +358,16 @@ def _probe_dataset(experiment: str, which: str, n: int, size: int, split: str, i
 
 
 def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
-    """Pretrain a zoo network on ``PRETRAINING`` (shapes10 classes no probe uses) once, cached by
-    its settings; returns its model file."""
-    settings = {"arch": arch, "n": cfg.pretrain_n, "epochs": cfg.pretrain_epochs, "size": cfg.image_size, "classes": PRETRAINING.classes}
-    run = RunDir(f"probes-pretrain-{arch}-{config_hash(settings)}", run_root)
-    path = run.path / "model.pt"
-    if not path.is_file():
-        seed_everything(1234)
-        k = len(PRETRAINING.classes)
-        model = build_model(arch, k)
-        train = ProbeDataset(PRETRAINING, "train", n_per_class=max(1, cfg.pretrain_n // k), size=cfg.image_size, split="train")
-        val = ProbeDataset(PRETRAINING, "train", n_per_class=max(10, cfg.pretrain_n // (10 * k)), size=cfg.image_size, split="val")
-        fit(model, train, val, epochs=cfg.pretrain_epochs, lr=0.05, batch_size=cfg.batch_size, device=device, run=run, seed=1234, progress=False)
-        save_model(model, path)
-    return str(path)
+    """A zoo network pretrained on ``PRETRAINING`` (shapes10 classes no probe uses), once."""
+    k = len(PRETRAINING.classes)
+
+    def data():
+        return (ProbeDataset(PRETRAINING, "train", n_per_class=max(1, cfg.pretrain_n // k), size=cfg.image_size, split="train"),
+                ProbeDataset(PRETRAINING, "train", n_per_class=max(10, cfg.pretrain_n // (10 * k)), size=cfg.image_size, split="val"))
+
+    settings = {"n": cfg.pretrain_n, "size": cfg.image_size, "classes": PRETRAINING.classes}
+    return pretrained_once(arch, k, data, name="probes-pretrain", settings=settings, epochs=cfg.pretrain_epochs, lr=0.05,
+                           batch_size=cfg.batch_size, device=device, run_root=run_root)
 
 
 def _make_model(arch: str, start: str, k: int, cfg: ProbesConfig, frozen: dict, seed: int = 0) -> nn.Module:
