@@ -3,7 +3,7 @@ network's decision for a class rests on.
 
 Grad-CAM at a layer with activations ``A_k`` (channels k): weights ``α_k`` = the spatial mean of
 ∂score/∂A_k, map = ReLU(Σ_k α_k A_k), upsampled bilinearly to the image and divided by its maximum.
-The layer defaults to a zoo network's last stage (``FeatureNet.stage_names[-1]``).
+The layer defaults to a zoo network's ``cam_layer`` (its last stage; MobileNetV2's ``conv_last``).
 """
 from __future__ import annotations
 
@@ -16,19 +16,21 @@ from ..inference import unwrap
 
 def last_stage(model: nn.Module) -> nn.Module:
     net = unwrap(model)
+    if hasattr(net, "cam_layer"):
+        return net.cam_layer
     names = getattr(net, "stage_names", ())
     if not names:
         raise ValueError(f"{type(net).__name__} has no stage_names: pass the layer to explain (a module of the model)")
     return getattr(net, names[-1])
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.Module | None = None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(maps (B, H, W) in [0, 1] on the CPU, the explained classes (B,)); ``target`` None explains
-    each image's predicted class."""
+    each image's predicted class. The model stays where it is (and in its mode); the images go to it."""
     from captum.attr import LayerAttribution, LayerGradCam
 
-    net = unwrap(model).to(device)
-    x = images.to(device)
+    net = unwrap(model)
+    x = images.to(next(net.parameters()).device)
     with eval_mode(net):
         if target is None:
             with torch.no_grad():

@@ -20,7 +20,8 @@ def pretrained_once(arch: str, num_classes: int, make_data, *, name: str, settin
     from ..models import build_model, save_model
     from ..runs import RunDir, config_hash
 
-    run = RunDir(f"{name}-{arch.replace(':', '_')}-{config_hash(dict(settings, arch=arch, epochs=epochs, lr=lr))}", run_root)
+    key = dict(settings, arch=arch, num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, device=str(device))
+    run = RunDir(f"{name}-{arch.replace(':', '_')}-{config_hash(key)}", run_root)
     path = run.path / "model.pt"
     if not path.is_file():
         seed_everything(1234)

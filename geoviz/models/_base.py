@@ -54,6 +54,12 @@ class FeatureNet(nn.Module):
         return self.fc
 
     @property
+    def cam_layer(self) -> nn.Module:
+        """Grad-CAM's default layer: the last stage (a model with layers after it, such as
+        MobileNetV2's ``conv_last``, names its own)."""
+        return getattr(self, self.stage_names[-1])
+
+    @property
     def feature_layers(self) -> tuple[str, ...]:
         return self.stage_names
 

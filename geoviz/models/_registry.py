@@ -125,7 +125,8 @@ def load_backbone(model: nn.Module, path) -> nn.Module:
     blob = load_weights_only(path)
     state = blob.get("state_dict", blob)
     own = model.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # the head is never kept, even when its shape fits (a source task with as many classes)
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("fc.")}
     missing = [k for k in own if k not in keep and not k.startswith("fc.")]
     if missing:
         raise ValueError(f"{path} lacks weights for {missing[:5]} of this architecture")

@@ -66,6 +66,10 @@ class MobileNetV2(FeatureNet):
     def forward_final(self, x):
         return self.conv_last(x)
 
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.conv_last  # the last stage is a linear bottleneck; conv_last's map is the one pooled
+
 
 @register_model("mobilenetv2")
 def mobilenetv2(num_classes: int = 10, in_chans: int = 3, width: float = 1.0) -> MobileNetV2:
