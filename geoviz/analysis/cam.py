@@ -14,7 +14,8 @@ from .._utils import eval_mode
 from ..inference import unwrap
 
 
-def last_stage(model: nn.Module) -> nn.Module:
+def cam_layer(model: nn.Module) -> nn.Module:
+    """The layer a model is explained at by default: its ``cam_layer``, else its last stage."""
     net = unwrap(model)
     if hasattr(net, "cam_layer"):
         return net.cam_layer
@@ -36,11 +37,11 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.M
             with torch.no_grad():
                 target = net(x).argmax(1)
         target = torch.as_tensor(target, device=x.device).reshape(-1).expand(len(x))
-        attr = LayerGradCam(net, layer if layer is not None else last_stage(net)).attribute(x, target=target, relu_attributions=True)
+        attr = LayerGradCam(net, layer if layer is not None else cam_layer(net)).attribute(x, target=target, relu_attributions=True)
         up = LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
     up = up.detach().clamp_min(0).cpu()
     peak = up.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     return up / peak, target.cpu()
 
 
-__all__ = ["grad_cam", "last_stage"]
+__all__ = ["grad_cam", "cam_layer"]

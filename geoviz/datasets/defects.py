@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .._counter_rng import CounterRNG
 from .._utils import choice
 from ..paths import data_root, resolve_in_root
-from ._raster import fill_coverage, pixel_centres, radial_polygon, signed_distance, transform
+from ._raster import fill_coverage, pixel_centres, radial_polygon, signed_distance, stroke_coverage, transform
 from .images import TensorImages
 from .registry import register_dataset
 from .shapes import SPLIT_OFFSET, _hsv_to_rgb
@@ -63,10 +63,10 @@ def _worley_creases(rng: CounterRNG, size: int, cells: int) -> tuple[torch.Tenso
     pix = pixel_centres(size)  # (P, 2)
     crease, bump = [], []
     spacing = size / math.sqrt(cells)
+    # the pattern tiles: cells near an edge see the points across it, so no border artefact
+    shifts = torch.tensor([[dx, dy] for dx in (-size, 0, size) for dy in (-size, 0, size)], dtype=torch.float32)
     for s in range(0, rng.n, _CELL_CHUNK):
         p = pts[s : s + _CELL_CHUNK]
-        # the pattern tiles: cells near an edge see the points across it, so no border artefact
-        shifts = torch.tensor([[dx, dy] for dx in (-size, 0, size) for dy in (-size, 0, size)], dtype=torch.float32)
         p9 = (p[:, None] + shifts[None, :, None]).reshape(len(p), -1, 2)
         d = torch.cdist(pix[None].expand(len(p), -1, -1), p9)  # (b, P, 9·cells)
         two = d.topk(2, dim=-1, largest=False).values
@@ -114,8 +114,7 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
     for j in range(2):
         c = _centre(rng, f"look.spot{j}", size, 0.1)
         r = rng.uniform(f"look.spot_r{j}", None, 1.3, 2.6)[:, None, None] * px
-        d = (pix[None] - c[:, None]).norm(dim=-1).view(n, size, size)
-        spots = torch.maximum(spots, (r + 0.5 - d).clamp(0, 1) * rng.bernoulli(f"look.spot_on{j}", 0.5).float()[:, None, None])
+        spots = torch.maximum(spots, fill_coverage(_point_distance(c, size) - r) * rng.bernoulli(f"look.spot_on{j}", 0.5).float()[:, None, None])
     img = img * (1 - 0.85 * s[:, None] * spots[:, None])
     specks = torch.zeros(n, size, size)
     for j in range(6):  # as many bright pixels as a scratch's three strokes, each stroke on its own
@@ -123,7 +122,7 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
         u, _ = _direction(rng, f"look.speck_dir{j}")
         half = rng.uniform(f"look.speck_len{j}", None, 2.0, 5.0)[:, None] * px
         d = _polyline_distance(_line(c - u * half, c + u * half, 2), size)
-        specks = torch.maximum(specks, (0.45 * px + 0.5 - d).clamp(0, 1))
+        specks = torch.maximum(specks, stroke_coverage(d, 0.9 * px))
     img = img + (1 - img) * 0.55 * s[:, None] * (specks * on("specks"))[:, None]
     # a curled hair: most of a circle, radius 3–6 px
     c = _centre(rng, "look.hair", size, 0.15)
@@ -131,7 +130,7 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
     a0 = rng.uniform("look.hair_a", None, 0, 2 * math.pi)[:, None]
     t = a0 + torch.linspace(0, 1.6 * math.pi, 24)[None]
     verts = c[:, None] + r[..., None] * torch.stack([torch.cos(t), torch.sin(t)], -1)
-    hair = (rng.uniform("look.hair_w", None, 0.9, 1.7)[:, None, None] * px / 2 + 0.5 - _polyline_distance(verts, size)).clamp(0, 1)
+    hair = stroke_coverage(_polyline_distance(verts, size), rng.uniform("look.hair_w", None, 0.9, 1.7) * px)
     img = img * (1 - 0.8 * s[:, None] * (hair * on("hair"))[:, None])
     patch = _blob(rng, "look.patch", size, 0.06, 0.15) * on("patch")
     img = img * (1 + (0.15 + 0.25 * s[:, None]) * patch[:, None])
@@ -142,8 +141,7 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
     centre = c[:, None, None] + v[:, None, None] * rad[..., None]
     d = (pix.view(1, size, size, 2) - centre).norm(dim=-1) - rad  # signed distance to the arc
     z = d / (rng.uniform("look.wrinkle_w", None, 2.5, 4.5)[:, None, None] * px)
-    ridge = (z.abs() < 2.2).float() * 2.2 * z * torch.exp(-z * z)
-    img = img * (1 + 0.45 * s[:, None] * (ridge * on("wrinkle"))[:, None])
+    img = img * (1 + 0.45 * s[:, None] * (_ridge(z) * on("wrinkle"))[:, None])
     # vein fragments: a growth mark's darkness in short, unpaired wavy pieces
     veins = torch.zeros(n, size, size)
     for j in range(5):
@@ -152,10 +150,10 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
         t = torch.linspace(-0.5, 0.5, 10)[None, :, None] * rng.uniform(f"look.vein_len{j}", None, 0.2, 0.35)[:, None, None] * size
         wave = rng.uniform(f"look.vein_amp{j}", None, 0.5, 2.0)[:, None, None] * px * torch.sin(t / (3 * px) + rng.uniform(f"look.vein_ph{j}", None, 0, 6.3)[:, None, None])
         verts = c[:, None] + u[:, None] * t + v[:, None] * wave
-        veins = torch.maximum(veins, (0.7 * px + 0.5 - _polyline_distance(verts, size)).clamp(0, 1))
+        veins = torch.maximum(veins, stroke_coverage(_polyline_distance(verts, size), 1.4 * px))
     img = img * (1 - 0.3 * s[:, None] * (veins * on("veins"))[:, None])
     c = _centre(rng, "look.blotch", size, 0.2)
-    d = (pix[None] - c[:, None]).norm(dim=-1).view(n, size, size) / (rng.uniform("look.blotch_r", None, 0.07, 0.18)[:, None, None] * size)
+    d = _point_distance(c, size) / (rng.uniform("look.blotch_r", None, 0.07, 0.18)[:, None, None] * size)
     img = img * (1 - 0.45 * s[:, None] * (torch.exp(-d * d) * on("blotch"))[:, None])
     return img.clamp(0, 1)
 
@@ -168,6 +166,17 @@ def _line(p0: torch.Tensor, p1: torch.Tensor, k: int = 8) -> torch.Tensor:
 
 def _polyline_distance(verts: torch.Tensor, size: int) -> torch.Tensor:
     return signed_distance(verts, pixel_centres(size), closed=False).view(-1, size, size)
+
+
+def _point_distance(c: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size, size): each pixel centre's distance to the image's point ``c`` (n, 2)."""
+    return (pixel_centres(size)[None] - c[:, None]).norm(dim=-1).view(len(c), size, size)
+
+
+def _ridge(z: torch.Tensor) -> torch.Tensor:
+    """A fold's profile across its axis (z in half-widths): lit on one side, shaded on the other,
+    nothing beyond |z| = 2.2."""
+    return (z.abs() < 2.2).float() * 2.2 * z * torch.exp(-z * z)
 
 
 def _centre(rng: CounterRNG, key: str, size: int, margin: float) -> torch.Tensor:
@@ -206,9 +215,9 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
     if cls == "poke":
         c = _centre(rng, "poke.c", size, 0.15)
         r = rng.uniform("poke.r", None, 1.3, 2.6)[:, None, None] * px
-        d = (pixel_centres(size)[None] - c[:, None]).norm(dim=-1).view(n, size, size)
-        hole = (r + 0.5 - d).clamp(0, 1)
-        rim = ((r + 1.5 - d).clamp(0, 1) - hole).clamp(0, 1)
+        d = _point_distance(c, size)
+        hole = fill_coverage(d - r)
+        rim = (fill_coverage(d - r - 1) - hole).clamp(0, 1)
         out = img * (1 - hole[:, None] * (0.85 * strength[:, None])) * (1 + 0.35 * strength[:, None] * rim[:, None])
         return out, torch.maximum(hole, rim)
     u, v = _direction(rng, f"{cls}.dir")
@@ -217,8 +226,7 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
         half = rng.uniform("cut.len", None, 0.15, 0.3)[:, None] * size
         bend = rng.uniform("cut.bend", None, -0.25, 0.25)[:, None] * half
         verts = torch.cat([_line(c - u * half, c + v * bend), _line(c + v * bend, c + u * half)], 1)
-        w = rng.uniform("cut.w", None, 0.9, 1.7)[:, None, None] * px
-        m = (w / 2 + 0.5 - _polyline_distance(verts, size)).clamp(0, 1)
+        m = stroke_coverage(_polyline_distance(verts, size), rng.uniform("cut.w", None, 0.9, 1.7) * px)
         return img * (1 - 0.8 * strength[:, None] * m[:, None]), m
     if cls == "fold":
         half = rng.uniform("fold.len", None, 0.3, 0.5)[:, None, None] * size
@@ -229,8 +237,7 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
         taper = (1 - (along.abs() / half) ** 4).clamp(0, 1)
         z = across / w
         m = taper * (z.abs() < 2.2).float()
-        ridge = m * 2.2 * z * torch.exp(-z * z)  # lit on one side, shaded on the other; nothing beyond the mask
-        return img * (1 + 0.45 * strength[:, None] * ridge[:, None]), m
+        return img * (1 + 0.45 * strength[:, None] * (taper * _ridge(z))[:, None]), m
     if cls == "scratch":
         k = 3
         half = rng.uniform("scratch.len", None, 0.07, 0.14)[:, None] * size
@@ -239,7 +246,7 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
         for j in range(k):
             o = c + v * gap * (j - 1) + u * rng.uniform(f"scratch.o{j}", None, -0.3, 0.3)[:, None] * half
             d = _polyline_distance(_line(o - u * half, o + u * half, 2), size)
-            m = torch.maximum(m, (0.45 * px + 0.5 - d).clamp(0, 1))
+            m = torch.maximum(m, stroke_coverage(d, 0.9 * px))
         return img + (1 - img) * 0.55 * strength[:, None] * m[:, None], m
     if cls == "growth":
         m = torch.zeros(n, size, size)
@@ -252,7 +259,7 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
             wave = amp * torch.sin(2 * math.pi * freq * t / size + ph) + off
             verts = c[:, None] + u[:, None] * t + v[:, None] * wave
             d = _polyline_distance(verts, size)
-            m = torch.maximum(m, (0.7 * px + 0.5 - d).clamp(0, 1))
+            m = torch.maximum(m, stroke_coverage(d, 1.4 * px))
         return img * (1 - 0.3 * strength[:, None] * m[:, None]), m
     raise ValueError(f"unknown defect {cls!r}")
 

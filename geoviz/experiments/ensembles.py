@@ -111,9 +111,6 @@ class EnsemblesResult(SavesSummary):
     def _per_seed(self, start, name):
         return [next(r["acc"] for r in self.rows if r["seed"] == sd and r["start"] == start and r["name"] == name) for sd in self.config.seeds]
 
-    def _best_member(self, seed, start):
-        ms = [r for r in self.rows if r["seed"] == seed and r["start"] == start and r["kind"] == "member"]
-        return max(ms, key=lambda r: r["val_acc"])  # chosen on validation, scored on test
 
     def claims(self) -> list[dict]:
         cfg, out = self.config, []
@@ -136,7 +133,7 @@ class EnsemblesResult(SavesSummary):
                 claim(f"{start}: {name} beats the image-statistics floor ({self.floors['image_statistics']:.3f})", acc,
                       [self.floors["image_statistics"]] * len(acc))
         for start in cfg.starts:
-            best = [self._best_member(sd, start)["acc"] for sd in cfg.seeds]
+            best = [best_member(self.rows, sd, start)["acc"] for sd in cfg.seeds]
             for f in cfg.fusions:
                 claim(f"{start}: the {f} ensemble beats its best member (chosen on validation)", self._per_seed(start, f), best)
         return out
@@ -157,6 +154,12 @@ class EnsemblesResult(SavesSummary):
         return {"table": self.table(), "claims": self.claims(), "floors": self.floors, "diversity": self.diversity, "classes": self.classes,
                 "diversity_vs_gain": {f: self.diversity_vs_gain(f) for f in self.config.fusions}, "source_val_acc": self.source_val_acc,
                 "confusion": {f"{s}/{n}": c.tolist() for (s, n), c in self.confusion.items()}}
+
+
+def best_member(rows: list[dict], seed: int, start: str) -> dict:
+    """The member row of (seed, start) with the highest validation accuracy: chosen on
+    validation, scored on test."""
+    return max((r for r in rows if r["seed"] == seed and r["start"] == start and r["kind"] == "member"), key=lambda r: r["val_acc"])
 
 
 def _probabilities(model, data, device) -> tuple[np.ndarray, np.ndarray]:
@@ -185,10 +188,13 @@ def _keep_eval(module, _inputs):
     module.training = False  # fit() calls model.train() every epoch; a frozen BN keeps its running statistics
 
 
-def image_floor(cfg: EnsemblesConfig, test) -> float:
-    """Held-out accuracy of a gradient-boosted classifier on whole-image statistics."""
-    tr = get_dataset(cfg.dataset, "train", n=cfg.floor_n, size=cfg.image_size)
-    return shortcut_floor(image_statistics(tr.images), tr.labels.numpy(), image_statistics(test.images), test.labels.numpy())
+def image_floor(cfg: EnsemblesConfig, train, test) -> float:
+    """Held-out accuracy of a gradient-boosted classifier on whole-image statistics, fitted on the
+    first ``floor_n`` training images (generated again only when the training set is smaller)."""
+    if cfg.floor_n > len(train):
+        train = get_dataset(cfg.dataset, "train", n=cfg.floor_n, size=cfg.image_size)
+    images, labels = train.images[: cfg.floor_n], train.labels[: cfg.floor_n]
+    return shortcut_floor(image_statistics(images), labels.numpy(), image_statistics(test.images), test.labels.numpy())
 
 
 def run_ensembles(cfg: EnsemblesConfig, *, run_root=None, progress: bool = True) -> EnsemblesResult:
@@ -198,7 +204,7 @@ def run_ensembles(cfg: EnsemblesConfig, *, run_root=None, progress: bool = True)
     val = get_dataset(cfg.dataset, "val", n=cfg.n_val, **kw)
     test = get_dataset(cfg.dataset, "test", n=cfg.n_test, **kw)
     classes, k = list(train.classes), len(train.classes)
-    floors = {"chance": 1.0 / k, "image_statistics": image_floor(cfg, test)}
+    floors = {"chance": 1.0 / k, "image_statistics": image_floor(cfg, train, test)}
     exp = RunDir(f"ensembles-{config_hash(cfg)}", run_root)
     exp.write_config(cfg)
     source = {}
@@ -249,12 +255,12 @@ def run_ensembles(cfg: EnsemblesConfig, *, run_root=None, progress: bool = True)
                 if sd == cfg.seeds[0]:
                     confusion[(st, f)] = _confusion(yt, pred, k)
             d = pairwise_diversity(pt.argmax(2) == yt[None])
-            best = max((r for r in rows if r["seed"] == sd and r["start"] == st and r["kind"] == "member"), key=lambda r: r["val_acc"])
+            best = best_member(rows, sd, st)
             diversity.append({"seed": sd, "start": st, "disagreement": mean_pairwise(d["disagreement"]), "q": mean_pairwise(d["q"]),
                               "error_correlation": mean_pairwise(d["error_correlation"]), "best_member": best["name"], "best_member_acc": best["acc"],
                               **{f"gain_{f}": accs[f] - best["acc"] for f in cfg.fusions}})
     bar.close()
-    x = torch.stack([test[i][0] for i in range(len(test))])
+    x = test.images.float() / 255  # as test[i] gives them
     return EnsemblesResult(cfg, rows, diversity, floors, classes, histories, confusion, models, x, test.labels.numpy(), source_val_acc, exp)
 
 
@@ -272,4 +278,4 @@ def _confusion(y, pred, k) -> np.ndarray:
     return confusion_matrix(y, pred, labels=list(range(k)))
 
 
-__all__ = ["STARTS", "FINETUNE", "EnsemblesConfig", "EnsemblesResult", "run_ensembles", "image_floor"]
+__all__ = ["STARTS", "FINETUNE", "EnsemblesConfig", "EnsemblesResult", "run_ensembles", "image_floor", "best_member"]
