@@ -22,7 +22,7 @@ def cam_layer(model: nn.Module) -> nn.Module:
     names = getattr(net, "stage_names", ())
     if not names:
         raise ValueError(f"{type(net).__name__} has no stage_names: pass the layer to explain (a module of the model)")
-    return getattr(net, names[-1])
+    return net.get_submodule(names[-1])  # torchvision's stages may be nested ("features.18")
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:

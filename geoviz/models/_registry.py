@@ -122,12 +122,15 @@ def load_state(model: nn.Module, path) -> nn.Module:
 def load_backbone(model: nn.Module, path) -> nn.Module:
     """Pretrained weights from ``path`` for everything but the classifier (the new task has other
     classes): fine-tuning starts from them."""
+    from .torchvision_models import _last_linear
+
     blob = load_weights_only(path)
     state = blob.get("state_dict", blob)
     own = model.state_dict()
+    head = _last_linear(model)[0] + "."  # "fc." in the zoo, "classifier.1." in torchvision's MobileNets
     # the head is never kept, even when its shape fits (a source task with as many classes)
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("fc.")}
-    missing = [k for k in own if k not in keep and not k.startswith("fc.")]
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(head)}
+    missing = [k for k in own if k not in keep and not k.startswith(head)]
     if missing:
         raise ValueError(f"{path} lacks weights for {missing[:5]} of this architecture")
     model.load_state_dict(keep, strict=False)

@@ -569,3 +569,65 @@ class RobustnessExplorer(_WidgetApp):
             self.fig.data[2].y = [truth] * len(preds)
             self.fig.layout.title.text = (f"predictions under {self.corruption.value}, severity {self.severity.value}: test image {self.image.value}, "
                                           f"true {self.value} {truth:.2f}")
+
+
+class CamExplorer(_WidgetApp):
+    """Pick a test image and an ensemble member: the image, the member's Grad-CAM over it (for the
+    predicted class, or a class chosen in ``explain``) and the member's class probabilities (the
+    true class in vermillion); below, every member's prediction for the image. ``result``
+    provides ``models`` ({(start, member): model}), ``classes``, ``test_images`` and
+    ``cam(index, start, member, target)`` → {"image", "map", "probabilities", "explained", "label"}."""
+
+    def __init__(self, result):
+        import ipywidgets as W
+        from plotly.subplots import make_subplots
+
+        from .style import OKABE_ITO, SEQUENTIAL
+
+        self.result, self.classes = result, list(result.classes)
+        keys = list(result.models)
+        self.image = W.IntSlider(min=0, max=len(result.test_images) - 1, value=0, description="image", continuous_update=False, layout=W.Layout(width="360px"))
+        self.member = W.Dropdown(options=[(f"{m} ({s})", (s, m)) for s, m in keys], value=keys[0], description="member", layout=W.Layout(width="300px"))
+        self.target = W.Dropdown(options=[("predicted class", -1)] + [(c, i) for i, c in enumerate(self.classes)], value=-1, description="explain",
+                                 layout=W.Layout(width="300px"))
+        size = tuple(result.test_images.shape[-2:])
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("test image", "Grad-CAM over the image", "the member's class probabilities"),
+                            column_widths=[0.27, 0.27, 0.46], horizontal_spacing=0.14)
+        blank = np.zeros((*size, 3), np.uint8)
+        fig.add_trace(go.Image(z=blank, hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(go.Image(z=blank, hoverinfo="skip"), row=1, col=2)
+        fig.add_trace(go.Heatmap(z=np.zeros(size), zmin=0, zmax=1, opacity=0.55, colorscale=SEQUENTIAL, colorbar={"title": {"text": "Grad-CAM<br>(÷ max)"}, "x": 0.54, "len": 0.8, "thickness": 12},
+                                 hovertemplate="x %{x}, y %{y}: %{z:.2f}<extra></extra>"), row=1, col=2)
+        fig.add_trace(go.Bar(x=self.classes, y=[0.0] * len(self.classes), marker_color=[OKABE_ITO[4]] * len(self.classes), name="probability",
+                             hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=3)
+        for c in (1, 2):
+            fig.update_xaxes(showgrid=False, title_text="x (px)", row=1, col=c)
+            fig.update_yaxes(showgrid=False, autorange="reversed", title_text="y (px)", row=1, col=c)
+        fig.update_xaxes(title_text="class", row=1, col=3)
+        fig.update_yaxes(title_text="probability", range=[0, 1], row=1, col=3)
+        finish(fig, "Grad-CAM", height=430, width=1080)
+        fig.update_layout(showlegend=False)
+        self.fig = go.FigureWidget(fig)
+        self._true_colour, self._other_colour = OKABE_ITO[5], OKABE_ITO[4]
+        self.info = W.HTML()
+        for w in (self.image, self.member, self.target):
+            w.observe(self._draw, names="value")
+        self._draw()
+        self.widget = W.VBox([W.HBox([self.image, self.member, self.target]), self.fig, self.info])
+
+    def _draw(self, *_):
+        start, member = self.member.value
+        target = None if self.target.value < 0 else self.target.value
+        c = self.result.cam(self.image.value, start, member, target)
+        probs, label, explained = c["probabilities"], c["label"], c["explained"]
+        pred = int(np.argmax(probs))
+        img = to_rgb_uint8(c["image"])
+        with self.fig.batch_update():
+            self.fig.data[0].z, self.fig.data[1].z, self.fig.data[2].z = img, img, c["map"]
+            self.fig.data[3].y = probs
+            self.fig.data[3].marker.color = [self._true_colour if i == label else self._other_colour for i in range(len(probs))]
+            self.fig.layout.title.text = (f"Grad-CAM of {member} ({start}) on test image {self.image.value}: true {self.classes[label]}, predicted "
+                                          f"{self.classes[pred]} ({probs[pred]:.2f}), explaining {self.classes[explained]}")
+        votes = [f"{m} ({s}): {self.classes[int(np.argmax(p))]} {np.max(p):.2f}" + (" ✓" if int(np.argmax(p)) == label else " ✗")
+                 for (s, m), p in self.result.member_probabilities(self.image.value).items()]
+        self.info.value = "<b>every member on this image</b> (predicted class, probability): " + " · ".join(votes)

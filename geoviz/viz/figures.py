@@ -313,14 +313,27 @@ def band_curves(series: dict[str, dict], *, title: str, x: str, y: str) -> go.Fi
     return finish(fig, title, x, y, height=400, legend_title="method")
 
 
-def image_mosaic(images, captions: Sequence[str], *, n_cols: int = 4, title: str, pad: int = 2, scale: int = 3) -> go.Figure:
-    """Images in a grid (one ``go.Image``, so a widget can swap it in one update), a caption under each."""
+def image_mosaic(images, captions: Sequence[str], *, n_cols: int = 4, title: str, pad: int = 2, scale: int = 3, png: bool = False) -> go.Figure:
+    """Images in a grid (one ``go.Image``, so a widget can swap it in one update), a caption under each.
+    ``png``: the grid as an embedded PNG (``source``) instead of a pixel array, 20-50× smaller in
+    a notebook or an HTML export; for figures no widget updates (widgets set ``z``)."""
     z, anns = mosaic_data(images, captions, n_cols=n_cols, pad=pad, scale=scale)
-    fig = go.Figure(go.Image(z=z, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=_png_uri(z), hoverinfo="skip") if png else go.Image(z=z, hoverinfo="skip"))
     fig.update_layout(annotations=anns)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
     return finish(fig, title, height=max(260, z.shape[0] + 110), width=max(420, z.shape[1] + 60))
+
+
+def _png_uri(rgb: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def mosaic_data(images, captions, *, n_cols: int = 4, pad: int = 2, scale: int = 3, label_px: int = 14):
@@ -518,3 +531,66 @@ def group_error_bars(rows: list[dict], *, title: str, value: str = "mean MAE (px
         fig.add_trace(go.Bar(x=groups, y=ys, name=r["model"], marker_color=colors[i], error_y={"type": "data", "array": err}))
     fig.update_layout(barmode="group")
     return finish(fig, title, "images", value, height=430, legend_title="model")
+
+
+def ensemble_accuracy_bars(table: list[dict], floors: dict, *, title: str) -> go.Figure:
+    """Test accuracy (mean ± std over seeds) of every member and fusion rule, one bar per start
+    (``EnsemblesResult.table()`` rows), with chance and the image-statistics floor as lines."""
+    starts = list(dict.fromkeys(r["start"] for r in table))
+    names = list(dict.fromkeys((r["name"], r["kind"]) for r in table))
+    x = [[kind for _, kind in names], [name for name, _ in names]]
+    colors = class_colors(max(4, len(starts)))
+    fig = go.Figure()
+    for i, s in enumerate(starts):
+        by = {(r["name"], r["kind"]): r for r in table if r["start"] == s}
+        rs = [by.get(k) for k in names]
+        fig.add_trace(go.Bar(x=x, y=[r["acc"] if r else None for r in rs], error_y={"type": "data", "array": [r["acc_std"] if r else 0 for r in rs]},
+                             name=s, marker_color=colors[i], customdata=[r["n"] if r else 0 for r in rs],
+                             hovertemplate="%{x}: %{y:.3f} (mean of %{customdata} seeds)<extra>" + s + "</extra>"))
+    for name, value, dash, where in (("chance", floors.get("chance"), "dot", "bottom right"),
+                                     ("image-statistics floor", floors.get("image_statistics"), "dash", "top left")):
+        if value is not None:  # labels on opposite sides, so two close levels stay readable
+            fig.add_hline(y=value, line_dash=dash, line_color="#000000", annotation_text=f"{name} {value:.3f}", annotation_position=where)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(rangemode="tozero")
+    return finish(fig, title, "member network / fusion rule", "test accuracy (fraction)", height=440, legend_title="start")
+
+
+def confusion_grid(matrices: dict[str, np.ndarray], class_names: Sequence[str], *, title: str, n_cols: int = 2) -> go.Figure:
+    """Row-normalised confusion matrices (rows: true class, so each row sums to 1), one panel each."""
+    names, keys = list(class_names), list(matrices)
+    rows = (len(keys) + n_cols - 1) // n_cols
+    fig = make_subplots(rows=rows, cols=n_cols, subplot_titles=keys, horizontal_spacing=0.14, vertical_spacing=0.16)
+    for k, key in enumerate(keys):
+        m = np.asarray(matrices[key], float)
+        frac = m / np.maximum(m.sum(1, keepdims=True), 1)
+        r, c = divmod(k, n_cols)
+        fig.add_trace(go.Heatmap(z=frac, x=names, y=names, zmin=0, zmax=1, colorscale=SEQUENTIAL, showscale=k == 0, customdata=m,
+                                 colorbar={"title": {"text": "fraction of<br>the true class"}},
+                                 hovertemplate="true %{y}, predicted %{x}: %{z:.2f} (%{customdata:.0f} images)<extra></extra>"), row=r + 1, col=c + 1)
+        fig.update_xaxes(title_text="predicted class", row=r + 1, col=c + 1)
+        fig.update_yaxes(title_text="true class", autorange="reversed", row=r + 1, col=c + 1)
+    return finish(fig, title, height=420 * rows + 80)
+
+
+def diversity_gain_scatter(diversity: list[dict], fusions: Sequence[str], *, title: str, correlations: dict | None = None) -> go.Figure:
+    """Each (seed, start) as points: the members' mean pairwise disagreement on the test images
+    against each fusion rule's gain over the best member (chosen on validation); Spearman's ρ per
+    rule in the legend when given."""
+    colors = class_colors(max(4, len(fusions)))
+    starts = list(dict.fromkeys(d["start"] for d in diversity))
+    symbols = class_symbols(len(starts))
+    fig = go.Figure()
+    for i, f in enumerate(fusions):
+        rho = (correlations or {}).get(f, {}).get("rho")
+        label = f if rho is None or not np.isfinite(rho) else f"{f} (Spearman ρ {rho:+.2f})"
+        for j, s in enumerate(starts):
+            ds = [d for d in diversity if d["start"] == s]
+            fig.add_trace(go.Scatter(x=[d["disagreement"] for d in ds], y=[d[f"gain_{f}"] for d in ds], mode="markers", name=label,
+                                     legendgroup=f, showlegend=j == 0, text=[f"seed {d['seed']}, {s}, best member {d['best_member']}" for d in ds],
+                                     marker={"color": colors[i], "symbol": symbols[j], "size": 11, "line": {"width": 0.5, "color": "#333333"}},
+                                     hovertemplate="%{text}<br>disagreement %{x:.3f}, gain %{y:+.3f}<extra>" + f + "</extra>"))
+    fig.add_hline(y=0, line_color="#999999", line_width=1)
+    sym = ", ".join(f"{s}: {m}" for s, m in zip(starts, symbols))
+    return finish(fig, f"{title}<br><sup>marker shape by start ({sym})</sup>", "mean pairwise disagreement of the members (fraction of test images)",
+                  "ensemble accuracy − best member's (fraction)", height=440, legend_title="fusion rule")
