@@ -50,6 +50,7 @@ bench: install
 	$(PY) benchmarks/geometry_variants.py
 	$(PY) benchmarks/pruning.py
 	$(PY) benchmarks/corruptions.py
+	$(PY) benchmarks/ensembles.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs
