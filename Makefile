@@ -51,6 +51,7 @@ bench: install
 	$(PY) benchmarks/pruning.py
 	$(PY) benchmarks/corruptions.py
 	$(PY) benchmarks/ensembles.py
+	$(PY) benchmarks/cnnmda.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

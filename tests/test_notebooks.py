@@ -16,6 +16,7 @@ OVERRIDES = {
     "05_pruning": {"methods": ["decorrelated-inputs", "l1", "fpgm"], "speedups": [3.0], "seeds": [0, 1]},
     "06_students_robustness": {"students": ["resnet8"], "corruptions": ["contrast", "fog"], "seeds": [0, 1]},
     "07_ensembles_defects": {"members": ["resnet8", "wrn_16_1"], "finetune": "last", "seeds": [0, 1]},
+    "08_cnnmda": {"mirna_similarity": "misim", "folds": 2, "rank": 3},
 }
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
@@ -36,6 +37,9 @@ EXPECTED_SUMMARY = {
     == [(st, n) for st in ("transfer", "scratch") for n in ("resnet8", "wrn_16_1", "mean", "vote", "weighted", "stack")]
     and len(s["claims"]) == 15 and {c["verdict"] for c in s["claims"]} <= {"supported", "contradicted", "undecided"}
     and "last stage only" in s["claims"][0]["claim"] and len(s["diversity"]) == 4 and 0 < s["floors"]["image_statistics"] <= 1,
+    "08_cnnmda": lambda s: [r["method"] for r in s["table"]] == ["cnnmda", "nmf", "neighbours", "logistic", "popularity"] and len(s["folds"]) == 2
+    and s["similarity"] == "misim" and len(s["claims"]) == 8 and {c["verdict"] for c in s["claims"]} <= {"supported", "contradicted", "undecided"}
+    and all(0 <= r["auc"] <= 1 for r in s["table"]) and len(s["top"]) == 5,
     "05_pruning": lambda s: [(r["method"], r["speedup"]) for r in s["table"]] == [("unpruned", 1.0), ("l1", 3.0), ("fpgm", 3.0), ("decorrelated-inputs", 3.0)]
     and [c["speedup"] for c in s["claims"]] == [3.0, 3.0] and s["claims"][0]["method"] == "decorrelated-inputs"
     and s["claims"][0]["best_baseline"] == max(("l1", "fpgm"), key=lambda m: next(r["acc_finetuned"] for r in s["table"] if r["method"] == m)),

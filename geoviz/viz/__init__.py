@@ -1,5 +1,5 @@
 """Plotly figures (pure functions) and ipywidgets apps. ``viz`` displays; it never trains."""
-from .apps import ActivationEmbeddingApp, AngleConfusionExplorer, CamExplorer, CorrelationExplorer, RobustnessExplorer, EmbeddingExplorer, KeypointExplorer, ShapeGallery, TransferExplorer
+from .apps import ActivationEmbeddingApp, AngleConfusionExplorer, CamExplorer, CandidateExplorer, CorrelationExplorer, RobustnessExplorer, EmbeddingExplorer, KeypointExplorer, ShapeGallery, TransferExplorer
 from .figures import (
     alignment_heatmap,
     angle_confusion_heatmaps,
@@ -32,6 +32,7 @@ from .figures import (
     ensemble_accuracy_bars,
     confusion_grid,
     diversity_gain_scatter,
+    roc_pr_curves,
 )
 from .style import OKABE_ITO, TOL_MUTED, class_colors, class_symbols, finish
 
@@ -44,7 +45,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
-    "CorrelationExplorer", "CamExplorer", "ensemble_accuracy_bars", "confusion_grid", "diversity_gain_scatter", "accuracy_vs_flops", "layer_spectra", "robustness_heatmap", "group_error_bars", "RobustnessExplorer",
+    "CorrelationExplorer", "CamExplorer", "CandidateExplorer", "roc_pr_curves", "ensemble_accuracy_bars", "confusion_grid", "diversity_gain_scatter", "accuracy_vs_flops", "layer_spectra", "robustness_heatmap", "group_error_bars", "RobustnessExplorer",
     "KeypointExplorer", "error_vs_budget", "rate_distortion",
     "ActivationEmbeddingApp", "ShapeGallery", "learning_curves_grid", "probe_depth_lines", "transfer_bars",
     "AngleConfusionExplorer", "angle_confusion_heatmaps", "angle_confusion_scatter", "band_curves", "image_mosaic", "table_figure",

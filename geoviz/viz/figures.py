@@ -594,3 +594,31 @@ def diversity_gain_scatter(diversity: list[dict], fusions: Sequence[str], *, tit
     sym = ", ".join(f"{s}: {m}" for s, m in zip(starts, symbols))
     return finish(fig, f"{title}<br><sup>marker shape by start ({sym})</sup>", "mean pairwise disagreement of the members (fraction of test images)",
                   "ensemble accuracy − best member's (fraction)", height=440, legend_title="fusion rule")
+
+
+def roc_pr_curves(folds: list[dict], methods: Sequence[str], *, title: str) -> go.Figure:
+    """ROC (left) and precision–recall (right) curves of every method, one thin line per fold;
+    the legend gives each method's AUC / AUPR, mean ± std over folds (``CnnmdaResult.folds``)."""
+    colors, dashes = class_colors(max(4, len(methods))), ["solid", "dash", "dot", "dashdot"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("ROC", "precision–recall"), horizontal_spacing=0.1)
+    for i, m in enumerate(methods):
+        auc = [f[m]["auc"] for f in folds]
+        aupr = [f[m]["aupr"] for f in folds]
+        label = f"{m}: AUC {np.mean(auc):.3f} ± {np.std(auc, ddof=1) if len(auc) > 1 else 0:.3f}, AUPR {np.mean(aupr):.3f} ± {np.std(aupr, ddof=1) if len(aupr) > 1 else 0:.3f}"
+        for k, f in enumerate(folds):
+            c = f["curves"][m]
+            style = {"color": colors[i], "width": 1.5, "dash": dashes[i % len(dashes)]}
+            fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", line=style, name=label, legendgroup=m, showlegend=k == 0,
+                                     hovertemplate=f"{m}, fold {f['fold']}: FPR %{{x:.3f}}, TPR %{{y:.3f}}<extra></extra>"), row=1, col=1)
+            fig.add_trace(go.Scatter(x=c["recall"], y=c["precision"], mode="lines", line=style, name=label, legendgroup=m, showlegend=False,
+                                     hovertemplate=f"{m}, fold {f['fold']}: recall %{{x:.3f}}, precision %{{y:.3f}}<extra></extra>"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "#999999", "dash": "dot", "width": 1}, name="chance (ROC)"), row=1, col=1)
+    prevalence = float(np.mean([f["n_test_pos"] / f["n_eval"] for f in folds]))  # a random ranking's precision
+    fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence] * 2, mode="lines", line={"color": "#999999", "dash": "dot", "width": 1},
+                             name=f"chance (PR: prevalence {prevalence:.4f})"), row=1, col=2)
+    fig.update_xaxes(title_text="false-positive rate (fraction)", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="true-positive rate (fraction)", range=[0, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="recall (fraction)", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="precision (fraction)", rangemode="tozero", row=1, col=2)
+    fig.update_layout(legend={"orientation": "h", "y": -0.25})
+    return finish(fig, title, height=500, legend_title="method (mean ± std over folds)")

@@ -1,0 +1,307 @@
+"""CNNMDA study (paper 7, Xuan et al. 2019): k-fold cross-validation of the dual-branch CNN against
+four baselines on miRNA–disease associations, synthetic (planted truth) or read from ``data/mda``.
+
+Per fold: the fold's known associations are the test positives and are **masked from every
+input** — set to 0 in the association matrix the left rows read, the NMF factorises and, where the
+miRNA similarity is derived from associations (``mirna_similarity="misim"``), that similarity is
+computed from. The training pairs are the other known associations and as many unknown pairs drawn
+at random (balanced negative sampling); the evaluation pairs are the test positives and every
+unknown pair not drawn for training; all of it is chosen from the fold's training associations
+alone. Every method scores the same evaluation pairs: the CNN (trained through the engine, scored
+at its last epoch), the NMF reconstruction (its rank chosen on the training associations), the
+similarity-weighted neighbour score, a logistic regression on the left rows and their product
+(fitted on the same training pairs) and popularity (the product of the two nodes' numbers of
+known associations). AUC and AUPR per fold (scikit-learn).
+
+Claims, paired by fold and three-valued: the CNN beats each baseline, in AUC and in AUPR. The
+folds share training data, so the plain t interval over folds is too narrow; the interval here
+uses Nadeau & Bengio's (2003) corrected variance, sd²·(1/k + n_test/n_train) with n_test/n_train
+= 1/(k − 1). On a synthetic set, recovery of the planted associations that ``A`` never showed is
+reported too (AUC of the hidden truth against the pairs outside the truth, among each fold's
+evaluation pairs). Case study: a model trained on every known association ranks a chosen
+disease's unknown miRNAs (top k).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._utils import progress_bar, resolve_device, seed_everything
+from ..analysis.statistics import verdict
+from ..config import ExperimentConfig
+from ..datasets.associations import AssociationData, load_mda, make_synthetic_mda
+from ..engine import fit
+from ..methods.cnnmda import CNNMDA, PairFeatures, auc_aupr, misim, neighbour_scores, nmf_factors, nmf_scores, score_pairs
+from ..runs import RunDir, config_hash
+from . import SavesSummary
+
+METHODS = ("cnnmda", "nmf", "neighbours", "logistic", "popularity")
+NMF_RANKS = (4, 8, 16, 32)  # the NMF baseline's rank is chosen among these on the training associations
+SIMILARITY = ("auto", "given", "misim")
+
+
+@dataclass(frozen=True)
+class CnnmdaConfig(ExperimentConfig):
+    data: str = "synthetic"  # "files": data/mda/ (HMDD-derived; see data/README.md)
+    n_mirna: int = 495  # synthetic: HMDD v2.0's sizes
+    n_disease: int = 383
+    n_assoc: int = 5430
+    planted_rank: int = 8
+    hidden: float = 0.2  # synthetic: the share of the planted truth A does not show
+    noise: float = 0.5
+    similarity_noise: float = 0.05  # synthetic: how far the similarities stray from the planted factors
+    mirna_similarity: str = "auto"  # "given" (the file / the synthetic factors), "misim" (from each fold's training associations); auto: misim for files
+    rank: int = 16  # NMF rank of the right branch
+    folds: int = 5
+    epochs: int = 12
+    lr: float = 0.002
+    batch_size: int = 64
+    negatives: float = 1.0  # unknown pairs drawn per training association
+    channels: int = 16
+    top_k: int = 20
+    disease: str | None = None  # the case study's disease (None: the one with the most known associations)
+    confidence: float = 0.95
+    device: str = "auto"
+
+    PROFILE_OVERRIDES = {
+        "smoke": dict(n_mirna=60, n_disease=40, n_assoc=300, planted_rank=4, rank=4, folds=3, epochs=1, channels=4, top_k=5),
+        "full": dict(data="files", folds=5, epochs=40, channels=32),  # the HMDD-derived files in data/mda (a GPU helps)
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.data not in ("synthetic", "files"):
+            raise ValueError(f"data must be 'synthetic' or 'files' (data/mda/), got {self.data!r}")
+        if self.mirna_similarity not in SIMILARITY:
+            raise ValueError(f"mirna_similarity must be one of {SIMILARITY}, got {self.mirna_similarity!r}")
+        if self.folds < 2:
+            raise ValueError(f"cross-validation needs at least 2 folds, got {self.folds}")
+
+    @property
+    def similarity(self) -> str:
+        return ("misim" if self.data == "files" else "given") if self.mirna_similarity == "auto" else self.mirna_similarity
+
+
+def load_data(cfg: CnnmdaConfig) -> AssociationData:
+    if cfg.data == "files":
+        return load_mda()
+    return make_synthetic_mda(cfg.n_mirna, cfg.n_disease, cfg.n_assoc, rank=cfg.planted_rank, hidden=cfg.hidden, noise=cfg.noise,
+                              similarity_noise=cfg.similarity_noise, seed=cfg.seed)
+
+
+def fold_positives(A: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The known associations, shuffled and split into ``folds`` (k, 2) index arrays."""
+    pos = np.argwhere(A == 1)
+    pos = pos[np.random.default_rng(seed).permutation(len(pos))]
+    return np.array_split(pos, folds)
+
+
+def fold_inputs(data: AssociationData, test_pos: np.ndarray, cfg: CnnmdaConfig) -> dict:
+    """Everything a fold's methods read, built from the associations with ``test_pos`` masked."""
+    A_train = data.A.copy()
+    A_train[test_pos[:, 0], test_pos[:, 1]] = 0
+    SM = misim(A_train, data.SD) if cfg.similarity == "misim" else data.SM
+    W, H = nmf_factors(A_train, cfg.rank, seed=cfg.seed)
+    return {"A_train": A_train, "SM": SM, "W": W, "H": H, "features": PairFeatures(SM, data.SD, A_train, W, H)}
+
+
+def fold_pairs(A_train: np.ndarray, negatives: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training positives, training negatives, evaluation pairs) from the fold's training
+    associations alone: negatives are drawn among the pairs ``A_train`` shows as unknown (a test
+    association may be drawn, as it would be in use), and every other such pair is evaluated."""
+    pos, unknown = np.argwhere(A_train == 1), np.argwhere(A_train == 0)
+    drawn = rng.choice(len(unknown), min(len(unknown) - 1, int(round(negatives * len(pos)))), replace=False)
+    return pos, unknown[drawn], np.delete(unknown, drawn, axis=0)
+
+
+def choose_nmf_rank(A_train: np.ndarray, ranks=NMF_RANKS, *, seed: int = 0, share: float = 0.1) -> int:
+    """The NMF baseline's rank: hide ``share`` of the training associations, factorise the rest at
+    each rank, keep the rank whose reconstruction ranks the hidden ones highest (AUC against the
+    unknown pairs). Uses the training associations only."""
+    rng = np.random.default_rng(seed)
+    pos = np.argwhere(A_train == 1)
+    hide = pos[rng.choice(len(pos), max(1, int(share * len(pos))), replace=False)]
+    inner = A_train.copy()
+    inner[hide[:, 0], hide[:, 1]] = 0
+    unknown = np.argwhere(A_train == 0)
+    pairs = np.concatenate([hide, unknown])
+    labels = np.r_[np.ones(len(hide)), np.zeros(len(unknown))]
+    aucs = {r: auc_aupr(nmf_scores(*nmf_factors(inner, r, seed=seed), pairs), labels)["auc"] for r in ranks if r < min(A_train.shape)}
+    return max(aucs, key=aucs.get)
+
+
+def popularity_scores(A_train: np.ndarray, pairs) -> np.ndarray:
+    """How many known associations the miRNA and the disease have (the product): a floor that
+    knows nothing about which pairs go together."""
+    p = np.asarray(pairs).reshape(-1, 2)
+    return A_train.sum(1)[p[:, 0]].astype(np.float64) * A_train.sum(0)[p[:, 1]]
+
+
+def corrected_interval(diffs, folds: int, confidence: float = 0.95) -> dict:
+    """Mean paired difference over CV folds with Nadeau & Bengio's corrected t interval."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=np.float64)
+    k = len(d)
+    m = float(d.mean())
+    se = float(d.std(ddof=1)) * np.sqrt(1.0 / k + 1.0 / (folds - 1)) if k > 1 else float("nan")
+    h = float(stats.t.ppf(0.5 + confidence / 2, k - 1)) * se if k > 1 else float("nan")
+    lo, hi = float(m - h), float(m + h)
+    return {"mean": m, "ci": [lo, hi], "verdict": verdict(lo, hi) if np.isfinite(h) else "undecided"}
+
+
+@dataclass
+class CnnmdaResult(SavesSummary):
+    config: CnnmdaConfig
+    data: AssociationData
+    folds: list[dict]  # per fold: n_test_pos, n_eval, per method auc / aupr, curves, planted-truth recovery
+    histories: dict
+    top: list[dict] = field(default_factory=list)  # the case study: the chosen disease's top-k unknown miRNAs
+    disease: str = ""
+    embedding: dict = field(default_factory=dict)  # pair embeddings of the final model: features, kind, names
+    experiment: RunDir | None = None
+    final: tuple | None = None  # (model, PairFeatures) trained on every known association: the case studies
+
+    def top_candidates(self, disease: str, k: int | None = None) -> list[dict]:
+        """The disease's unknown miRNAs ranked by the final model (trained on every known
+        association), best first; synthetic data also say whether each is in the planted truth."""
+        if disease not in self.data.diseases:
+            import difflib
+
+            raise KeyError(f"disease {disease!r} is not in the data; close matches: {difflib.get_close_matches(disease, self.data.diseases, n=5) or 'none'}")
+        model, features = self.final
+        data, j = self.data, self.data.diseases.index(disease)
+        candidates = np.flatnonzero(data.A[:, j] == 0)
+        s = score_pairs(model, features, np.stack([candidates, np.full_like(candidates, j)], 1))
+        order = np.argsort(-s, kind="stable")[: k or self.config.top_k]
+        return [{"rank": r + 1, "mirna": data.mirnas[candidates[o]], "score": float(s[o]),
+                 **({"in_planted_truth": bool(data.truth[candidates[o], j])} if data.truth is not None else {})} for r, o in enumerate(order)]
+
+    def table(self) -> list[dict]:
+        out = []
+        for m in METHODS:
+            row = {"method": m}
+            for key in ("auc", "aupr", "auc_hidden"):
+                v = [f[m][key] for f in self.folds if key in f[m]]
+                if v:
+                    row[key], row[key + "_std"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+            out.append(row)
+        return out
+
+    def claims(self) -> list[dict]:
+        out = []
+        for base in METHODS[1:]:
+            for key in ("auc", "aupr"):
+                diffs = [f["cnnmda"][key] - f[base][key] for f in self.folds]
+                c = corrected_interval(diffs, self.config.folds, self.config.confidence)
+                out.append({"claim": f"CNNMDA beats {base} ({key.upper()}, per fold)", "metric": key, "baseline": base, **c, "n_folds": len(diffs)})
+        return out
+
+    def summary(self) -> dict:
+        folds = [{k: v for k, v in f.items() if k != "curves"} for f in self.folds]
+        return {"table": self.table(), "claims": self.claims(), "folds": folds, "disease": self.disease, "top": self.top,
+                "data": repr(self.data), "similarity": self.config.similarity}
+
+
+def _fit_cnn(cfg, features: PairFeatures, pos: np.ndarray, neg: np.ndarray, device, run, seed: int):
+    pairs = np.concatenate([pos, neg])
+    y = torch.cat([torch.ones(len(pos), dtype=torch.long), torch.zeros(len(neg), dtype=torch.long)])
+    train = torch.utils.data.TensorDataset(features.pairs(pairs), y)
+    seed_everything(seed)
+    model = CNNMDA(features.n_left, features.n_right, channels=cfg.channels)
+    res = fit(model, train, None, epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", weight_decay=1e-4, batch_size=cfg.batch_size,
+              device=device, run=run, seed=seed, progress=False, amp="off")
+    return model, res.history
+
+
+def _logistic(features: PairFeatures, pos, neg, eval_pairs, seed: int, chunk: int = 20000) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    def rows(p):  # the two rows and their element-wise product: Σ_k SM[i,k]·A[k,j] (a neighbour vote) is linear in it
+        x = features.left(p[:, 0], p[:, 1])
+        return torch.cat([x.flatten(1), x[:, 0] * x[:, 1]], 1).numpy()
+
+    pairs = np.concatenate([pos, neg])
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    clf = LogisticRegression(max_iter=1000, C=1.0, random_state=seed).fit(rows(pairs), y)
+    return np.concatenate([clf.predict_proba(rows(eval_pairs[s : s + chunk]))[:, 1] for s in range(0, len(eval_pairs), chunk)])
+
+
+def _curves(scores, labels, points: int = 200) -> dict:
+    """ROC and PR curves thinned to about ``points`` points each (for plotting)."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    prec, rec, _ = precision_recall_curve(labels, scores)
+    keep = lambda n: np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int))  # noqa: E731
+    r, p = keep(len(fpr)), keep(len(rec))
+    return {"fpr": fpr[r].tolist(), "tpr": tpr[r].tolist(), "recall": rec[p].tolist(), "precision": prec[p].tolist()}
+
+
+def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True) -> CnnmdaResult:
+    device = resolve_device(cfg.device)
+    data = load_data(cfg)
+    if cfg.disease is not None and cfg.disease not in data.diseases:
+        import difflib
+
+        close = difflib.get_close_matches(cfg.disease, data.diseases, n=5)
+        raise KeyError(f"disease {cfg.disease!r} is not in the data; close matches: {close or 'none'}")
+    exp = RunDir(f"cnnmda-{config_hash(cfg)}", run_root)
+    exp.write_config(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    folds, histories = [], {}
+    for f, test_pos in enumerate(progress_bar(fold_positives(data.A, cfg.folds, cfg.seed), desc="folds", enabled=progress)):
+        inp = fold_inputs(data, test_pos, cfg)
+        train_pos, neg, eval_pairs = fold_pairs(inp["A_train"], cfg.negatives, rng)
+        labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(int)  # the fold's test associations, as the only positives
+        model, histories[f"fold{f}"] = _fit_cnn(cfg, inp["features"], train_pos, neg, device, RunDir(f"fold{f}", exp.path), cfg.seed + f)
+        nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
+        scores = {"cnnmda": score_pairs(model.to(device), inp["features"], eval_pairs, device=device),
+                  "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
+                  "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
+                  "logistic": _logistic(inp["features"], train_pos, neg, eval_pairs, cfg.seed),
+                  "popularity": popularity_scores(inp["A_train"], eval_pairs)}
+        row = {"fold": f, "n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "curves": {}}
+        for m, s in scores.items():
+            row[m] = auc_aupr(s, labels)
+            row["curves"][m] = _curves(s, labels)
+            if data.truth is not None:  # the planted associations A never showed, against the pairs outside the truth
+                t = data.truth[eval_pairs[:, 0], eval_pairs[:, 1]]
+                hidden = (labels == 0) & (t == 1)
+                outside = t == 0
+                if hidden.any():
+                    row[m]["auc_hidden"] = auc_aupr(s[hidden | outside], hidden[hidden | outside].astype(int))["auc"]
+        folds.append(row)
+    result = CnnmdaResult(cfg, data, folds, histories, experiment=exp)
+    _case_study(result, np.argwhere(data.A == 0), rng, device, exp)
+    return result
+
+
+def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: RunDir) -> None:
+    """A model trained on every known association (nothing masked) ranks the chosen disease's
+    unknown miRNAs; its pair embeddings for the UMAP (known, unknown and top-predicted pairs)."""
+    cfg, data = result.config, result.data
+    j = data.diseases.index(cfg.disease) if cfg.disease is not None else int(np.argmax(data.A.sum(0)))
+    inp = fold_inputs(data, np.zeros((0, 2), int), cfg)
+    pos = np.argwhere(data.A == 1)
+    neg = unknown[rng.choice(len(unknown), min(len(unknown) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]
+    model, result.histories["all"] = _fit_cnn(cfg, inp["features"], pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
+    result.final = (model.cpu().eval(), inp["features"])
+    result.disease = data.diseases[j]
+    result.top = result.top_candidates(result.disease)
+    n = min(600, len(pos))
+    sample_pos = pos[rng.choice(len(pos), n, replace=False)]
+    sample_unk = unknown[rng.choice(len(unknown), n, replace=False)]
+    top_pairs = np.array([(data.mirnas.index(t["mirna"]), j) for t in result.top]).reshape(-1, 2)
+    pairs = np.concatenate([sample_pos, sample_unk, top_pairs])
+    kind = ["known"] * n + ["unknown"] * n + ["top predicted"] * len(top_pairs)
+    with torch.no_grad():
+        feats = torch.cat([model.features(inp["features"].pairs(pairs[s : s + 2048])) for s in range(0, len(pairs), 2048)])
+    result.embedding = {"features": feats.numpy(), "kind": kind, "names": [f"{data.mirnas[i]} – {data.diseases[d]}" for i, d in pairs],
+                        "score": score_pairs(model, inp["features"], pairs)}
+
+
+__all__ = ["CnnmdaConfig", "CnnmdaResult", "run_cnnmda", "fold_positives", "fold_inputs", "fold_pairs", "choose_nmf_rank", "popularity_scores",
+           "corrected_interval", "load_data", "METHODS", "NMF_RANKS"]

@@ -1,0 +1,156 @@
+"""CNNMDA (Xuan et al., IJMS 2019): miRNA–disease association scores from a dual-branch CNN.
+
+For a pair (miRNA i, disease j):
+- the **left** branch sees the pair's biological premises as a 2 × (n_m + n_d) matrix: row 1, the
+  miRNA's similarities to every miRNA and its associations with every disease; row 2, the
+  disease's associations with every miRNA and its similarities to every disease;
+- the **right** branch sees the two nodes' low-dimensional representations from a non-negative
+  factorisation of the whole association matrix, ``A ≈ W H`` (scikit-learn's ``NMF``, rank k):
+  a 2 × k matrix, ``W[i]`` over ``H[:, j]``.
+Each branch is a small convolution module (a 2-row kernel joins the two rows, then 1-D
+convolutions along them); their features are concatenated and a linear head scores the pair
+(two logits: unknown / associated).
+
+Everything that reads associations takes the training associations only (``A_train``: the test
+fold's associations set to 0): the left rows, the NMF factors and, where the miRNA similarity is
+derived from associations (``misim``, Wang et al. 2010's functional similarity), that too.
+
+Baselines: the NMF reconstruction ``(W H)[i, j]``; a similarity-weighted neighbour score; a
+logistic regression on the left branch's flattened rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def misim(A: np.ndarray, SD: np.ndarray) -> np.ndarray:
+    """miRNA functional similarity from associations (Wang et al. 2010): for miRNAs i, k with
+    disease sets D_i, D_k, (Σ_{d∈D_i} max_{d'∈D_k} SD[d, d'] + Σ_{d∈D_k} max_{d'∈D_i} SD[d, d'])
+    / (|D_i| + |D_k|); 0 where both sets are empty, 1 on the diagonal."""
+    A = np.asarray(A, dtype=bool)
+    best = np.zeros(A.shape, np.float64)  # best[k, d] = max over d' ∈ D_k of SD[d, d']
+    for k in np.flatnonzero(A.any(1)):
+        best[k] = SD[:, A[k]].max(1)
+    cross = A.astype(np.float64) @ best.T  # cross[i, k] = Σ_{d∈D_i} best[k, d]
+    deg = A.sum(1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        S = (cross + cross.T) / (deg[:, None] + deg[None, :])
+    S = np.nan_to_num(S, nan=0.0)
+    np.fill_diagonal(S, 1.0)
+    return S
+
+
+def nmf_factors(A_train: np.ndarray, rank: int, *, seed: int = 0, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """``W`` (n_m, rank) and ``H`` (rank, n_d) with ``A_train ≈ W H`` (scikit-learn NMF, NNDSVDa start)."""
+    from sklearn.decomposition import NMF
+
+    model = NMF(n_components=rank, init="nndsvda", random_state=seed, max_iter=max_iter)
+    W = model.fit_transform(np.asarray(A_train, dtype=np.float64))
+    return W, model.components_
+
+
+class PairFeatures:
+    """The inputs of every pair, built on demand from one fold's training inputs."""
+
+    def __init__(self, SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, W: np.ndarray, H: np.ndarray):
+        self.SM = torch.as_tensor(SM, dtype=torch.float32)
+        self.SD = torch.as_tensor(SD, dtype=torch.float32)
+        self.A = torch.as_tensor(np.asarray(A_train), dtype=torch.float32)
+        scale = max(float(np.max(W)), float(np.max(H)), 1e-12)  # one scale for both factors keeps W[i]·H[:, j] comparable
+        self.W = torch.as_tensor(W / scale, dtype=torch.float32)
+        self.H = torch.as_tensor(H.T / scale, dtype=torch.float32)
+        self.n_left = self.SM.shape[0] + self.SD.shape[0]
+        self.n_right = self.W.shape[1]
+
+    def left(self, i, j) -> torch.Tensor:
+        """(B, 2, n_m + n_d): [SM[i], A[i]] over [A[:, j], SD[j]], the pair's own entry A[i, j]
+        set to 0 in both rows: a training positive would otherwise carry its label in its input
+        (a 1 that no test pair, masked, ever shows), and the CNN would learn that shortcut."""
+        i, j = torch.as_tensor(i).reshape(-1), torch.as_tensor(j).reshape(-1)
+        x = torch.stack([torch.cat([self.SM[i], self.A[i]], 1), torch.cat([self.A[:, j].T, self.SD[j]], 1)], 1)
+        b = torch.arange(len(i))
+        x[b, 0, self.SM.shape[0] + j] = 0
+        x[b, 1, i] = 0
+        return x
+
+    def right(self, i, j) -> torch.Tensor:
+        """(B, 2, rank): W[i] over H[:, j]."""
+        i, j = torch.as_tensor(i), torch.as_tensor(j)
+        return torch.stack([self.W[i], self.H[j]], 1)
+
+    def pairs(self, pairs) -> torch.Tensor:
+        """(B, 1, 2, n_left + n_right): both branches' inputs side by side, as ``CNNMDA`` takes them."""
+        p = torch.as_tensor(np.asarray(pairs), dtype=torch.long).reshape(-1, 2)
+        return torch.cat([self.left(p[:, 0], p[:, 1]), self.right(p[:, 0], p[:, 1])], 2)[:, None]
+
+
+class CNNMDA(nn.Module):
+    """The dual-branch CNN. Input (B, 1, 2, n_left + n_right), split at ``n_left``."""
+
+    def __init__(self, n_left: int, n_right: int, *, channels: int = 16, hidden: int = 64, dropout: float = 0.3):
+        super().__init__()
+        self.n_left, self.n_right = n_left, n_right
+        c = channels
+        self.left = nn.Sequential(nn.Conv2d(1, c, (2, 8), stride=(1, 2)), nn.ReLU(inplace=True), nn.MaxPool2d((1, 4), ceil_mode=True),
+                                  nn.Conv2d(c, 2 * c, (1, 5), padding=(0, 2)), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d((1, 8)), nn.Flatten())
+        k = min(3, n_right)
+        self.right = nn.Sequential(nn.Conv2d(1, c, (2, k), padding=(0, k // 2)), nn.ReLU(inplace=True),
+                                   nn.Conv2d(c, 2 * c, (1, 3), padding=(0, 1)), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d((1, 4)), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(2 * c * 12, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 2))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused pair embedding (before the head): the left and right branches' features."""
+        return torch.cat([self.left(x[..., : self.n_left]), self.right(x[..., self.n_left :])], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@torch.no_grad()
+def score_pairs(model: CNNMDA, features: PairFeatures, pairs, *, batch_size: int = 4096, device="cpu") -> np.ndarray:
+    """P(associated) for every pair, in batches (inputs built per batch, so memory stays bounded)."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    was = model.training
+    model.eval()
+    out = []
+    for s in range(0, len(pairs), batch_size):
+        x = features.pairs(pairs[s : s + batch_size]).to(device)
+        out.append(torch.softmax(model(x).float(), 1)[:, 1].cpu())
+    model.train(was)
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def nmf_scores(W: np.ndarray, H: np.ndarray, pairs) -> np.ndarray:
+    p = np.asarray(pairs).reshape(-1, 2)
+    return np.einsum("nk,kn->n", W[p[:, 0]], H[:, p[:, 1]])
+
+
+def neighbour_scores(SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, pairs) -> np.ndarray:
+    """The mean of two similarity-weighted votes: how strongly the miRNA's similar miRNAs are
+    associated with the disease, and the disease's similar diseases with the miRNA (self-similarity
+    left out, each row's weights summing to 1)."""
+    A = np.asarray(A_train, dtype=np.float64)
+    sm, sd = SM.astype(np.float64).copy(), SD.astype(np.float64).copy()
+    np.fill_diagonal(sm, 0)
+    np.fill_diagonal(sd, 0)
+    sm /= np.maximum(sm.sum(1, keepdims=True), 1e-12)
+    sd /= np.maximum(sd.sum(1, keepdims=True), 1e-12)
+    p = np.asarray(pairs).reshape(-1, 2)
+    via_mirnas = np.einsum("nm,mn->n", sm[p[:, 0]], A[:, p[:, 1]])
+    via_diseases = np.einsum("nd,nd->n", A[p[:, 0]], sd[p[:, 1]])
+    return (via_mirnas + via_diseases) / 2
+
+
+def auc_aupr(scores, labels) -> dict:
+    """ROC AUC and average precision (scikit-learn) of scores against 0/1 labels."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y, s = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if y.min() == y.max():
+        raise ValueError("AUC needs both associated and unknown pairs among the scored ones")
+    return {"auc": float(roc_auc_score(y, s)), "aupr": float(average_precision_score(y, s))}
+
+
+__all__ = ["misim", "nmf_factors", "PairFeatures", "CNNMDA", "score_pairs", "nmf_scores", "neighbour_scores", "auc_aupr"]
