@@ -167,12 +167,8 @@ class CnnmdaResult(SavesSummary):
     def top_candidates(self, disease: str, k: int | None = None) -> list[dict]:
         """The disease's unknown miRNAs ranked by the final model (trained on every known
         association), best first; synthetic data also say whether each is in the planted truth."""
-        if disease not in self.data.diseases:
-            import difflib
-
-            raise KeyError(f"disease {disease!r} is not in the data; close matches: {difflib.get_close_matches(disease, self.data.diseases, n=5) or 'none'}")
         model, features = self.final
-        data, j = self.data, self.data.diseases.index(disease)
+        data, j = self.data, _disease_index(self.data, disease)
         candidates = np.flatnonzero(data.A[:, j] == 0)
         s = score_pairs(model, features, np.stack([candidates, np.full_like(candidates, j)], 1))
         order = np.argsort(-s, kind="stable")[: k or self.config.top_k]
@@ -203,6 +199,14 @@ class CnnmdaResult(SavesSummary):
         folds = [{k: v for k, v in f.items() if k != "curves"} for f in self.folds]
         return {"table": self.table(), "claims": self.claims(), "folds": folds, "disease": self.disease, "top": self.top,
                 "data": repr(self.data), "similarity": self.config.similarity}
+
+
+def _disease_index(data: AssociationData, disease: str) -> int:
+    if disease not in data.diseases:
+        import difflib
+
+        raise KeyError(f"disease {disease!r} is not in the data; close matches: {difflib.get_close_matches(disease, data.diseases, n=5) or 'none'}")
+    return data.diseases.index(disease)
 
 
 def _fit_cnn(cfg, features: PairFeatures, pos: np.ndarray, neg: np.ndarray, device, run, seed: int):
@@ -243,11 +247,8 @@ def _curves(scores, labels, points: int = 200) -> dict:
 def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True) -> CnnmdaResult:
     device = resolve_device(cfg.device)
     data = load_data(cfg)
-    if cfg.disease is not None and cfg.disease not in data.diseases:
-        import difflib
-
-        close = difflib.get_close_matches(cfg.disease, data.diseases, n=5)
-        raise KeyError(f"disease {cfg.disease!r} is not in the data; close matches: {close or 'none'}")
+    if cfg.disease is not None:
+        _disease_index(data, cfg.disease)  # an unknown disease fails before any training
     exp = RunDir(f"cnnmda-{config_hash(cfg)}", run_root)
     exp.write_config(cfg)
     rng = np.random.default_rng(cfg.seed)
@@ -283,7 +284,7 @@ def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: Run
     """A model trained on every known association (nothing masked) ranks the chosen disease's
     unknown miRNAs; its pair embeddings for the UMAP (known, unknown and top-predicted pairs)."""
     cfg, data = result.config, result.data
-    j = data.diseases.index(cfg.disease) if cfg.disease is not None else int(np.argmax(data.A.sum(0)))
+    j = _disease_index(data, cfg.disease) if cfg.disease is not None else int(np.argmax(data.A.sum(0)))
     inp = fold_inputs(data, np.zeros((0, 2), int), cfg)
     pos = np.argwhere(data.A == 1)
     neg = unknown[rng.choice(len(unknown), min(len(unknown) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]

@@ -602,9 +602,11 @@ def roc_pr_curves(folds: list[dict], methods: Sequence[str], *, title: str) -> g
     colors, dashes = class_colors(max(4, len(methods))), ["solid", "dash", "dot", "dashdot"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("ROC", "precision–recall"), horizontal_spacing=0.1)
     for i, m in enumerate(methods):
-        auc = [f[m]["auc"] for f in folds]
-        aupr = [f[m]["aupr"] for f in folds]
-        label = f"{m}: AUC {np.mean(auc):.3f} ± {np.std(auc, ddof=1) if len(auc) > 1 else 0:.3f}, AUPR {np.mean(aupr):.3f} ± {np.std(aupr, ddof=1) if len(aupr) > 1 else 0:.3f}"
+        def mean_sd(key):
+            v = [f[m][key] for f in folds]
+            return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+        label = f"{m}: AUC {mean_sd('auc')}, AUPR {mean_sd('aupr')}"
         for k, f in enumerate(folds):
             c = f["curves"][m]
             style = {"color": colors[i], "width": 1.5, "dash": dashes[i % len(dashes)]}
