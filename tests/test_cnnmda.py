@@ -221,3 +221,24 @@ def test_roc_pr_figure_and_candidate_explorer(tmp_path):
     assert f"{hits} of {len(top)} in the planted truth" in app.fig.layout.title.text
     with pytest.raises(KeyError, match="close matches"):
         r.top_candidates("disease-x")
+
+
+def test_the_cnn_is_kept_at_the_epoch_best_on_its_held_out_training_pairs(tmp_path):
+    from geoviz.experiments.cnnmda import _fit_cnn
+
+    d = make_synthetic_mda(60, 40, 300, rank=4, seed=0)
+    cfg = CnnmdaConfig.from_profile("smoke", epochs=4, val_share=0.3)
+    inp = fold_inputs(d, np.zeros((0, 2), int), cfg)
+    pos, unknown = np.argwhere(d.A == 1), np.argwhere(d.A == 0)
+    neg = unknown[np.random.default_rng(0).choice(len(unknown), len(pos), replace=False)]
+    model, history, chosen = _fit_cnn(cfg, inp["features"], pos, neg, "cpu", None, 0)
+    keys = [(h["val_acc"], -h["val_loss"]) for h in history]
+    assert len(history) == 4 and chosen == 1 + max(range(4), key=lambda e: keys[e])
+    # the kept weights score the held-out pairs as that epoch did
+    x, y = inp["features"].pairs(np.concatenate([pos, neg])), np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    held = np.random.default_rng(0).random(len(y)) < 0.3
+    with torch.no_grad():
+        acc = (model.eval()(x[held]).argmax(1).numpy() == y[held]).mean()
+    assert acc == pytest.approx(history[chosen - 1]["val_acc"], abs=1e-6)
+    _, _, last = _fit_cnn(cfg.replace(val_share=0.0), inp["features"], pos, neg, "cpu", None, 0)
+    assert last == 4

@@ -7,8 +7,8 @@ miRNA similarity is derived from associations (``mirna_similarity="misim"``), th
 computed from. The training pairs are the other known associations and as many unknown pairs drawn
 at random (balanced negative sampling); the evaluation pairs are the test positives and every
 unknown pair not drawn for training; all of it is chosen from the fold's training associations
-alone. Every method scores the same evaluation pairs: the CNN (trained through the engine, scored
-at its last epoch), the NMF reconstruction (its rank chosen on the training associations), the
+alone. Every method scores the same evaluation pairs: the CNN (trained through the engine, kept
+at the epoch with the best accuracy on a held-out tenth of its training pairs), the NMF reconstruction (its rank chosen on the training associations), the
 similarity-weighted neighbour score, a logistic regression on the left rows and their product
 (fitted on the same training pairs) and popularity (the product of the two nodes' numbers of
 known associations). AUC and AUPR per fold (scikit-learn).
@@ -55,7 +55,8 @@ class CnnmdaConfig(ExperimentConfig):
     mirna_similarity: str = "auto"  # "given" (the file / the synthetic factors), "misim" (from each fold's training associations); auto: misim for files
     rank: int = 16  # NMF rank of the right branch
     folds: int = 5
-    epochs: int = 12
+    epochs: int = 16  # at most: the epoch is chosen on validation (val_share); 12 epochs without it overfit by 24
+    val_share: float = 0.1  # training pairs held out to choose the epoch (0: keep the last epoch)
     lr: float = 0.002
     batch_size: int = 64
     negatives: float = 1.0  # unknown pairs drawn per training association
@@ -210,14 +211,27 @@ def _disease_index(data: AssociationData, disease: str) -> int:
 
 
 def _fit_cnn(cfg, features: PairFeatures, pos: np.ndarray, neg: np.ndarray, device, run, seed: int):
+    """Train one CNN; with ``val_share`` > 0 that share of the training pairs (positives and
+    negatives alike) is held out and the epoch with the best validation accuracy is kept (the
+    engine's best checkpoint; ties to the lower loss). Returns (model, history, chosen epoch)."""
     pairs = np.concatenate([pos, neg])
     y = torch.cat([torch.ones(len(pos), dtype=torch.long), torch.zeros(len(neg), dtype=torch.long)])
-    train = torch.utils.data.TensorDataset(features.pairs(pairs), y)
+    x = features.pairs(pairs)
+    val = None
+    if cfg.val_share > 0:
+        held = np.random.default_rng(seed).random(len(pairs)) < cfg.val_share
+        val = torch.utils.data.TensorDataset(x[held], y[held])
+        x, y = x[~held], y[~held]
     seed_everything(seed)
     model = CNNMDA(features.n_left, features.n_right, channels=cfg.channels)
-    res = fit(model, train, None, epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", weight_decay=1e-4, batch_size=cfg.batch_size,
-              device=device, run=run, seed=seed, progress=False, amp="off")
-    return model, res.history
+    res = fit(model, torch.utils.data.TensorDataset(x, y), val, epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", weight_decay=1e-4,
+              batch_size=cfg.batch_size, device=device, run=run, seed=seed, progress=False, amp="off")
+    chosen = len(res.history)
+    if val is not None and res.best_state is not None:
+        model.load_state_dict(res.best_state)
+        keys = [(h["val_acc"], -h["val_loss"]) for h in res.history]
+        chosen = keys.index(max(keys)) + 1
+    return model, res.history, chosen
 
 
 def _logistic(features: PairFeatures, pos, neg, eval_pairs, seed: int, chunk: int = 20000) -> np.ndarray:
@@ -257,14 +271,14 @@ def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True) -> Cn
         inp = fold_inputs(data, test_pos, cfg)
         train_pos, neg, eval_pairs = fold_pairs(inp["A_train"], cfg.negatives, rng)
         labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(int)  # the fold's test associations, as the only positives
-        model, histories[f"fold{f}"] = _fit_cnn(cfg, inp["features"], train_pos, neg, device, RunDir(f"fold{f}", exp.path), cfg.seed + f)
+        model, histories[f"fold{f}"], chosen = _fit_cnn(cfg, inp["features"], train_pos, neg, device, RunDir(f"fold{f}", exp.path), cfg.seed + f)
         nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
         scores = {"cnnmda": score_pairs(model.to(device), inp["features"], eval_pairs, device=device),
                   "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
                   "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
                   "logistic": _logistic(inp["features"], train_pos, neg, eval_pairs, cfg.seed),
                   "popularity": popularity_scores(inp["A_train"], eval_pairs)}
-        row = {"fold": f, "n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "curves": {}}
+        row = {"fold": f, "n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "epoch_chosen": chosen, "curves": {}}
         for m, s in scores.items():
             row[m] = auc_aupr(s, labels)
             row["curves"][m] = _curves(s, labels)
@@ -288,7 +302,7 @@ def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: Run
     inp = fold_inputs(data, np.zeros((0, 2), int), cfg)
     pos = np.argwhere(data.A == 1)
     neg = unknown[rng.choice(len(unknown), min(len(unknown) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]
-    model, result.histories["all"] = _fit_cnn(cfg, inp["features"], pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
+    model, result.histories["all"], _ = _fit_cnn(cfg, inp["features"], pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
     result.final = (model.cpu().eval(), inp["features"])
     result.disease = data.diseases[j]
     result.top = result.top_candidates(result.disease)
