@@ -314,8 +314,9 @@ def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: Run
     kind = ["known"] * n + ["unknown"] * n + ["top predicted"] * len(top_pairs)
     with torch.no_grad():
         feats = torch.cat([model.features(inp["features"].pairs(pairs[s : s + 2048])) for s in range(0, len(pairs), 2048)])
+        score = torch.softmax(model.head(feats), 1)[:, 1]  # the head on the embeddings just made, not a second forward pass
     result.embedding = {"features": feats.numpy(), "kind": kind, "names": [f"{data.mirnas[i]} – {data.diseases[d]}" for i, d in pairs],
-                        "score": score_pairs(model, inp["features"], pairs)}
+                        "score": score.numpy()}
 
 
 __all__ = ["CnnmdaConfig", "CnnmdaResult", "run_cnnmda", "fold_positives", "fold_inputs", "fold_pairs", "choose_nmf_rank", "popularity_scores",

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._utils import eval_mode
+
 
 def misim(A: np.ndarray, SD: np.ndarray) -> np.ndarray:
     """miRNA functional similarity from associations (Wang et al. 2010): for miRNAs i, k with
@@ -112,13 +114,11 @@ class CNNMDA(nn.Module):
 def score_pairs(model: CNNMDA, features: PairFeatures, pairs, *, batch_size: int = 4096, device="cpu") -> np.ndarray:
     """P(associated) for every pair, in batches (inputs built per batch, so memory stays bounded)."""
     pairs = np.asarray(pairs).reshape(-1, 2)
-    was = model.training
-    model.eval()
     out = []
-    for s in range(0, len(pairs), batch_size):
-        x = features.pairs(pairs[s : s + batch_size]).to(device)
-        out.append(torch.softmax(model(x).float(), 1)[:, 1].cpu())
-    model.train(was)
+    with eval_mode(model):
+        for s in range(0, len(pairs), batch_size):
+            x = features.pairs(pairs[s : s + batch_size]).to(device)
+            out.append(torch.softmax(model(x).float(), 1)[:, 1].cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
