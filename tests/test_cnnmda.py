@@ -4,7 +4,7 @@ import torch
 
 from geoviz.datasets.associations import load_mda, make_synthetic_mda
 from geoviz.experiments.cnnmda import CnnmdaConfig, corrected_interval, fold_inputs, fold_positives, run_cnnmda
-from geoviz.methods.cnnmda import CNNMDA, PairFeatures, auc_aupr, misim, neighbour_scores, nmf_scores
+from geoviz.methods.cnnmda import CNNMDA, PairFeatures, CrossFitted, align_factors, auc_aupr, misim, neighbour_scores, nmf_scores
 
 
 def write_mda(root, *, mirnas=("miR-1", "miR-2", "miR-3"), diseases=("flu", "gout"), pairs=(("miR-1", "flu"), ("miR-3", "gout")),
@@ -149,6 +149,75 @@ def test_corrected_interval_is_the_nadeau_bengio_formula():
     assert r["ci"] == pytest.approx([d.mean() - half, d.mean() + half]) and r["verdict"] == "supported"
     assert corrected_interval(-d, folds=5)["verdict"] == "contradicted"
     assert corrected_interval(np.array([0.02, -0.03, 0.01, -0.01, 0.0]), folds=5)["verdict"] == "undecided"
+    # repeated k-fold (Bouckaert & Frank): n = r·k differences, variance × (1/n + 1/(k − 1)), n − 1 df
+    d2 = np.r_[d, d[::-1] + 0.01]
+    half = stats.t.ppf(0.975, 9) * d2.std(ddof=1) * np.sqrt(1 / 10 + 1 / 4)
+    assert corrected_interval(d2, folds=5)["ci"] == pytest.approx([d2.mean() - half, d2.mean() + half])
+
+
+def test_align_factors_undoes_a_permutation_and_rescaling_of_components():
+    rng = np.random.default_rng(0)
+    W, H = rng.random((30, 4)), rng.random((4, 20))
+    perm, scale = np.array([2, 0, 3, 1]), np.array([0.5, 3.0, 1.7, 0.2])
+    W2, H2 = W[:, perm] * scale, H[perm] / scale[:, None]
+    np.testing.assert_allclose(W2 @ H2, W @ H)
+    Wa, Ha = align_factors(W2, H2, H)
+    np.testing.assert_allclose(Wa, W, rtol=1e-10)
+    np.testing.assert_allclose(Ha, H, rtol=1e-10)
+    # against a slightly perturbed reference the pairing still follows the closest components
+    Wb, Hb = align_factors(W2, H2, H + 0.01 * rng.random(H.shape))
+    np.testing.assert_allclose(Wb @ Hb, W @ H)
+    assert np.abs(Hb - H).max() < 0.1
+
+
+def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_association():
+    import itertools
+
+    from sklearn.decomposition import NMF
+
+    d = make_synthetic_mda(60, 40, 300, rank=3, seed=1)
+    cfg = CnnmdaConfig.from_profile("smoke", rank=3)
+    features = fold_inputs(d, np.zeros((0, 2), int), cfg)["features"]
+    pos, unknown = np.argwhere(d.A == 1), np.argwhere(d.A == 0)
+    pairs = np.concatenate([pos, unknown[np.random.default_rng(0).choice(len(unknown), len(pos), replace=False)]])
+    cf = CrossFitted(features, 4, seed=7)
+    x = cf.pairs(pairs)
+    right = x[:, 0, :, features.n_left :].numpy().astype(np.float64)  # (n, 2, rank): W[i] over H[:, j], as the pair saw them
+    chunk = np.random.default_rng(7).integers(0, 4, d.A.shape)[pairs[:, 0], pairs[:, 1]]  # the documented split: uniform per pair
+    x_misim = CrossFitted(features, 4, seed=7, similarity=lambda A: misim(A, d.SD)).pairs(pairs)
+    H_ref = np.asarray(features.H).T.astype(np.float64) * features.scale
+    for c in range(4):
+        p = pairs[chunk == c]
+        hidden = np.where(np.random.default_rng(7).integers(0, 4, d.A.shape) == c, 0.0, d.A)
+        assert not hidden[p[:, 0], p[:, 1]].any()  # the chunk's pairs, positives included, are 0 in what they are read through
+        model = NMF(n_components=3, init="nndsvda", random_state=7, max_iter=1000)
+        W = model.fit_transform(hidden)
+        H = model.components_
+        # pair components with the reference's by the best of all permutations (cosine of H's rows), rescale to its norms
+        cos = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
+        best = max(itertools.permutations(range(3)), key=lambda q: sum(cos(H_ref[k], H[q[k]]) for k in range(3)))
+        s = np.linalg.norm(H_ref, axis=1) / np.linalg.norm(H[list(best)], axis=1)
+        Wc, Hc = W[:, list(best)] / s, H[list(best)] * s[:, None]
+        np.testing.assert_allclose(right[chunk == c, 0], Wc[p[:, 0]] / features.scale, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(right[chunk == c, 1], Hc[:, p[:, 1]].T / features.scale, rtol=1e-4, atol=1e-6)
+        # the left rows read the chunk's matrix; a similarity derived from associations is re-derived from it
+        left = x[chunk == c, 0, :, : features.n_left].numpy()
+        np.testing.assert_allclose(left[:, 0, 60:], hidden[p[:, 0]], atol=0)
+        np.testing.assert_allclose(left[:, 1, :60], hidden[:, p[:, 1]].T, atol=0)
+        np.testing.assert_allclose(left[:, 0, :60], d.SM[p[:, 0]], rtol=1e-6)
+        np.testing.assert_allclose(x_misim[chunk == c, 0, 0, :60].numpy(), misim(hidden, d.SD)[p[:, 0]], rtol=1e-5, atol=1e-6)
+    assert len(np.concatenate(cf.alignment)) == 12 and np.concatenate(cf.alignment).max() <= 1 + 1e-9
+    # what cross-fitting is for: training associations read through it are reconstructed about as
+    # weakly as masked test associations are, not as strongly as by the shared NMF that saw them
+    test_pos = fold_positives(d.A, 5, seed=0)[0]
+    inp = fold_inputs(d, test_pos, cfg)
+    f = inp["features"]
+    train_pos = np.argwhere(inp["A_train"] == 1)
+    dot = lambda r: (r[:, 0] * r[:, 1]).sum(1).mean()  # noqa: E731
+    cf = CrossFitted(f, 10, seed=0)
+    shared, shared_test = dot(f.right(train_pos[:, 0], train_pos[:, 1]).numpy()), dot(f.right(test_pos[:, 0], test_pos[:, 1]).numpy())
+    crossfit, crossfit_test = dot(cf.right(train_pos[:, 0], train_pos[:, 1]).numpy()), dot(cf.right(test_pos[:, 0], test_pos[:, 1]).numpy())
+    assert abs(crossfit - crossfit_test) < 0.5 * abs(shared - shared_test), (shared, shared_test, crossfit, crossfit_test)
 
 
 def test_no_test_association_reaches_a_folds_inputs():
@@ -188,6 +257,7 @@ def test_study_scores_every_method_on_the_same_pairs_and_reports_claims(tmp_path
     for f, test_pos in zip(r.folds, folds):  # evaluation: every pair A_train shows as unknown, but the drawn negatives
         train_pos = n_known - len(test_pos)
         assert f["n_eval"] == r.data.A.size - 2 * train_pos and 0 < f["n_test_pos"] <= len(test_pos) and f["nmf_rank"] in (4, 8, 16, 32)
+        assert -1 <= f["alignment_min_cosine"] <= 1 and f["alignment_below_half"].endswith(f"of {10 * cfg.rank}")
     table = {row["method"]: row for row in r.table()}
     assert table["neighbours"]["auc"] > 0.7  # the smoke set is learnable: a simple vote recovers it
     assert len(r.claims()) == 8 and {c["verdict"] for c in r.claims()} <= {"supported", "contradicted", "undecided"}
@@ -198,6 +268,37 @@ def test_study_scores_every_method_on_the_same_pairs_and_reports_claims(tmp_path
     assert r.embedding["features"].shape[0] == len(r.embedding["kind"])
     with pytest.raises(KeyError, match="close matches"):
         run_cnnmda(cfg.replace(disease="disease-1x"), run_root=tmp_path, progress=False)
+    # the final model's negatives avoid the case study's disease, so none of its candidates was trained towards 0
+    negatives = r.final[2]
+    assert len(negatives) == n_known and not (negatives[:, 1] == j).any() and not any(t["trained_as_negative"] for t in r.top)
+    assert (r.data.A[negatives[:, 0], negatives[:, 1]] == 0).all()
+    other = int(np.bincount(negatives[:, 1]).argmax())
+    flagged = {t["mirna"] for t in r.top_candidates(r.data.diseases[other], k=r.data.A.shape[0]) if t["trained_as_negative"]}
+    assert flagged == {r.data.mirnas[i] for i in negatives[negatives[:, 1] == other, 0]}
+    with pytest.raises(ValueError, match="crossfit"):
+        cfg.replace(crossfit=1)
+
+
+def test_repeats_are_new_partitions_of_the_same_data(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from geoviz.experiments.cnnmda import fold_pairs
+
+    cfg = CnnmdaConfig.from_profile("smoke", repeats=2, crossfit=0)
+    r = run_cnnmda(cfg, run_root=tmp_path, progress=False)
+    assert [(f["repeat"], f["fold"]) for f in r.folds] == [(a, b) for a in range(2) for b in range(3)]
+    assert set(r.histories) == {f"repeat{a}-fold{b}" for a in range(2) for b in range(3)} | {"all"}
+    assert all(c["n_folds"] == 6 for c in r.claims())
+    # repeat 1's first fold is the first fold of the partition drawn with seed + 1, scored on the pairs that leaves
+    for repeat in (0, 1):
+        test_pos = fold_positives(r.data.A, 3, cfg.seed + repeat)[0]
+        A_train = r.data.A.copy()
+        A_train[test_pos[:, 0], test_pos[:, 1]] = 0
+        _, _, ev = fold_pairs(A_train, cfg.negatives, np.random.default_rng(cfg.seed + repeat))
+        labels = r.data.A[ev[:, 0], ev[:, 1]]
+        want = roc_auc_score(labels, A_train.sum(1)[ev[:, 0]] * A_train.sum(0)[ev[:, 1]])
+        assert r.folds[3 * repeat]["popularity"]["auc"] == pytest.approx(want)
+    assert r.folds[0]["popularity"]["auc"] != r.folds[3]["popularity"]["auc"]
 
 
 def test_roc_pr_figure_and_candidate_explorer(tmp_path):
@@ -224,21 +325,24 @@ def test_roc_pr_figure_and_candidate_explorer(tmp_path):
 
 
 def test_the_cnn_is_kept_at_the_epoch_best_on_its_held_out_training_pairs(tmp_path):
-    from geoviz.experiments.cnnmda import _fit_cnn
+    from geoviz.experiments.cnnmda import _fit_cnn, cnn_inputs
 
     d = make_synthetic_mda(60, 40, 300, rank=4, seed=0)
     cfg = CnnmdaConfig.from_profile("smoke", epochs=4, val_share=0.3)
     inp = fold_inputs(d, np.zeros((0, 2), int), cfg)
     pos, unknown = np.argwhere(d.A == 1), np.argwhere(d.A == 0)
     neg = unknown[np.random.default_rng(0).choice(len(unknown), len(pos), replace=False)]
-    model, history, chosen = _fit_cnn(cfg, inp["features"], pos, neg, "cpu", None, 0)
+    pairs_in = cnn_inputs(cfg, inp, 0)
+    assert isinstance(pairs_in, CrossFitted) and cnn_inputs(cfg.replace(crossfit=0), inp, 0) is inp["features"]
+    model, history, chosen = _fit_cnn(cfg, pairs_in, pos, neg, "cpu", None, 0)
     keys = [(h["val_acc"], -h["val_loss"]) for h in history]
     assert len(history) == 4 and chosen == 1 + max(range(4), key=lambda e: keys[e])
     # the kept weights score the held-out pairs as that epoch did
-    x, y = inp["features"].pairs(np.concatenate([pos, neg])), np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    x = pairs_in.pairs(np.concatenate([pos, neg]))
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     held = np.random.default_rng(0).random(len(y)) < 0.3
     with torch.no_grad():
         acc = (model.eval()(x[held]).argmax(1).numpy() == y[held]).mean()
     assert acc == pytest.approx(history[chosen - 1]["val_acc"], abs=1e-6)
-    _, _, last = _fit_cnn(cfg.replace(val_share=0.0), inp["features"], pos, neg, "cpu", None, 0)
+    _, _, last = _fit_cnn(cfg.replace(val_share=0.0), pairs_in, pos, neg, "cpu", None, 0)
     assert last == 4

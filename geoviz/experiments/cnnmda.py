@@ -7,19 +7,24 @@ miRNA similarity is derived from associations (``mirna_similarity="misim"``), th
 computed from. The training pairs are the other known associations and as many unknown pairs drawn
 at random (balanced negative sampling); the evaluation pairs are the test positives and every
 unknown pair not drawn for training; all of it is chosen from the fold's training associations
-alone. Every method scores the same evaluation pairs: the CNN (trained through the engine, kept
-at the epoch with the best accuracy on a held-out tenth of its training pairs), the NMF reconstruction (its rank chosen on the training associations), the
+alone. Every method scores the same evaluation pairs: the CNN (trained through the engine on
+cross-fitted inputs, so that no pair's association, training or test, is in its own inputs; kept at the epoch with the best accuracy on a held-out tenth of its training pairs),
+the NMF reconstruction (its rank chosen on the training associations), the
 similarity-weighted neighbour score, a logistic regression on the left rows and their product
-(fitted on the same training pairs) and popularity (the product of the two nodes' numbers of
+(fitted on the same training pairs, through the same cross-fitted inputs) and popularity (the product of the two nodes' numbers of
 known associations). AUC and AUPR per fold (scikit-learn).
 
 Claims, paired by fold and three-valued: the CNN beats each baseline, in AUC and in AUPR. The
 folds share training data, so the plain t interval over folds is too narrow; the interval here
-uses Nadeau & Bengio's (2003) corrected variance, sd²·(1/k + n_test/n_train) with n_test/n_train
-= 1/(k − 1). On a synthetic set, recovery of the planted associations that ``A`` never showed is
+uses Nadeau & Bengio's (2003) corrected variance, sd²·(1/n + n_test/n_train) over the n = r·k
+differences of r repeats of k folds on one data set (Bouckaert & Frank 2004), n_test/n_train =
+1/(k − 1). On synthetic data the claims hold for one draw of the data set (``seed``); whether they
+hold for the generator takes several draws, compared by their per-draw means. The correction
+assumes disjoint test sets; here the unknown pairs are evaluated in every fold, so the interval
+may still be narrow. On a synthetic set, recovery of the planted associations that ``A`` never showed is
 reported too (AUC of the hidden truth against the pairs outside the truth, among each fold's
-evaluation pairs). Case study: a model trained on every known association ranks a chosen
-disease's unknown miRNAs (top k).
+evaluation pairs). Case study: a model trained on every known association (its negatives drawn
+outside the chosen disease) ranks that disease's unknown miRNAs (top k).
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from ..analysis.statistics import verdict
 from ..config import ExperimentConfig
 from ..datasets.associations import AssociationData, load_mda, make_synthetic_mda
 from ..engine import fit
-from ..methods.cnnmda import CNNMDA, PairFeatures, auc_aupr, misim, neighbour_scores, nmf_factors, nmf_scores, score_pairs
+from ..methods.cnnmda import CNNMDA, PairFeatures, auc_aupr, CrossFitted, misim, neighbour_scores, nmf_factors, nmf_scores, score_pairs
 from ..runs import RunDir, config_hash
 from . import SavesSummary
 
@@ -54,7 +59,9 @@ class CnnmdaConfig(ExperimentConfig):
     similarity_noise: float = 0.05  # synthetic: how far the similarities stray from the planted factors
     mirna_similarity: str = "auto"  # "given" (the file / the synthetic factors), "misim" (from each fold's training associations); auto: misim for files
     rank: int = 16  # NMF rank of the right branch
+    crossfit: int = 10  # every pair read through inputs (rows, NMF, a derived similarity) with its chunk of the associations hidden; 0: the paper's one NMF of them all
     folds: int = 5
+    repeats: int = 1  # the k-fold run this many times on the same data, each on a new partition (seed + repeat)
     epochs: int = 16  # at most: the epoch is chosen on validation (val_share); 12 epochs without it overfit by 24
     val_share: float = 0.1  # training pairs held out to choose the epoch (0: keep the last epoch)
     lr: float = 0.002
@@ -68,7 +75,7 @@ class CnnmdaConfig(ExperimentConfig):
 
     PROFILE_OVERRIDES = {
         "smoke": dict(n_mirna=60, n_disease=40, n_assoc=300, planted_rank=4, rank=4, folds=3, epochs=1, channels=4, top_k=5),
-        "full": dict(data="files", folds=5, epochs=40, channels=32),  # the HMDD-derived files in data/mda (a GPU helps)
+        "full": dict(data="files", folds=5, repeats=3, epochs=40, channels=32),  # the HMDD-derived files in data/mda (a GPU helps)
     }
 
     def __post_init__(self):
@@ -79,6 +86,10 @@ class CnnmdaConfig(ExperimentConfig):
             raise ValueError(f"mirna_similarity must be one of {SIMILARITY}, got {self.mirna_similarity!r}")
         if self.folds < 2:
             raise ValueError(f"cross-validation needs at least 2 folds, got {self.folds}")
+        if self.crossfit == 1 or self.crossfit < 0:
+            raise ValueError(f"crossfit is a number of chunks (at least 2) or 0 for the paper's shared NMF, got {self.crossfit}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {self.repeats}")
 
     @property
     def similarity(self) -> str:
@@ -103,9 +114,10 @@ def fold_inputs(data: AssociationData, test_pos: np.ndarray, cfg: CnnmdaConfig) 
     """Everything a fold's methods read, built from the associations with ``test_pos`` masked."""
     A_train = data.A.copy()
     A_train[test_pos[:, 0], test_pos[:, 1]] = 0
-    SM = misim(A_train, data.SD) if cfg.similarity == "misim" else data.SM
+    derive = (lambda A: misim(A, data.SD)) if cfg.similarity == "misim" else None  # noqa: E731
+    SM = derive(A_train) if derive else data.SM
     W, H = nmf_factors(A_train, cfg.rank, seed=cfg.seed)
-    return {"A_train": A_train, "SM": SM, "W": W, "H": H, "features": PairFeatures(SM, data.SD, A_train, W, H)}
+    return {"A_train": A_train, "SM": SM, "W": W, "H": H, "features": PairFeatures(SM, data.SD, A_train, W, H), "similarity": derive}
 
 
 def fold_pairs(A_train: np.ndarray, negatives: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,7 +153,8 @@ def popularity_scores(A_train: np.ndarray, pairs) -> np.ndarray:
 
 
 def corrected_interval(diffs, folds: int, confidence: float = 0.95) -> dict:
-    """Mean paired difference over CV folds with Nadeau & Bengio's corrected t interval."""
+    """Mean paired difference over the folds of (repeated) k-fold CV with Nadeau & Bengio's
+    corrected t interval: variance × (1/n + 1/(k − 1)) for n differences, n − 1 degrees of freedom."""
     from scipy import stats
 
     d = np.asarray(diffs, dtype=np.float64)
@@ -163,17 +176,20 @@ class CnnmdaResult(SavesSummary):
     disease: str = ""
     embedding: dict = field(default_factory=dict)  # pair embeddings of the final model: features, kind, names
     experiment: RunDir | None = None
-    final: tuple | None = None  # (model, PairFeatures) trained on every known association: the case studies
+    final: tuple | None = None  # (model, PairFeatures, its training negatives) trained on every known association: the case studies
 
     def top_candidates(self, disease: str, k: int | None = None) -> list[dict]:
         """The disease's unknown miRNAs ranked by the final model (trained on every known
-        association), best first; synthetic data also say whether each is in the planted truth."""
-        model, features = self.final
+        association), best first, each saying whether the final model was trained on it as a
+        negative (never, for the case study's disease); synthetic data also say whether each is
+        in the planted truth."""
+        model, features, negatives = self.final
         data, j = self.data, _disease_index(self.data, disease)
         candidates = np.flatnonzero(data.A[:, j] == 0)
         s = score_pairs(model, features, np.stack([candidates, np.full_like(candidates, j)], 1))
         order = np.argsort(-s, kind="stable")[: k or self.config.top_k]
-        return [{"rank": r + 1, "mirna": data.mirnas[candidates[o]], "score": float(s[o]),
+        trained_negative = set(negatives[negatives[:, 1] == j, 0].tolist())
+        return [{"rank": r + 1, "mirna": data.mirnas[candidates[o]], "score": float(s[o]), "trained_as_negative": int(candidates[o]) in trained_negative,
                  **({"in_planted_truth": bool(data.truth[candidates[o], j])} if data.truth is not None else {})} for r, o in enumerate(order)]
 
     def table(self) -> list[dict]:
@@ -210,10 +226,19 @@ def _disease_index(data: AssociationData, disease: str) -> int:
     return data.diseases.index(disease)
 
 
-def _fit_cnn(cfg, features: PairFeatures, pos: np.ndarray, neg: np.ndarray, device, run, seed: int):
-    """Train one CNN; with ``val_share`` > 0 that share of the training pairs (positives and
-    negatives alike) is held out and the epoch with the best validation accuracy is kept (the
-    engine's best checkpoint; ties to the lower loss). Returns (model, history, chosen epoch)."""
+def cnn_inputs(cfg: CnnmdaConfig, inp: dict, seed: int):
+    """What the CNN (and the logistic regression) read pairs through: cross-fitted inputs in
+    ``cfg.crossfit`` chunks, or with ``crossfit=0`` the paper's shared ones (``inp`` from ``fold_inputs``)."""
+    if not cfg.crossfit:
+        return inp["features"]
+    return CrossFitted(inp["features"], cfg.crossfit, seed=seed, similarity=inp["similarity"])
+
+
+def _fit_cnn(cfg, features, pos: np.ndarray, neg: np.ndarray, device, run, seed: int):
+    """Train one CNN on ``features`` (``cnn_inputs``); with
+    ``val_share`` > 0 that share of the training pairs (positives and negatives alike) is held out
+    and the epoch with the best validation accuracy is kept (the engine's best checkpoint; ties to
+    the lower loss). Returns (model, history, chosen epoch)."""
     pairs = np.concatenate([pos, neg])
     y = torch.cat([torch.ones(len(pos), dtype=torch.long), torch.zeros(len(neg), dtype=torch.long)])
     x = features.pairs(pairs)
@@ -234,7 +259,8 @@ def _fit_cnn(cfg, features: PairFeatures, pos: np.ndarray, neg: np.ndarray, devi
     return model, res.history, chosen
 
 
-def _logistic(features: PairFeatures, pos, neg, eval_pairs, seed: int, chunk: int = 20000) -> np.ndarray:
+def _logistic(features, pos, neg, eval_pairs, seed: int, chunk: int = 20000) -> np.ndarray:
+    """A logistic regression on the left rows, read through the CNN's inputs (cross-fitted alike)."""
     from sklearn.linear_model import LogisticRegression
 
     def rows(p):  # the two rows and their element-wise product: Σ_k SM[i,k]·A[k,j] (a neighbour vote) is linear in it
@@ -265,45 +291,66 @@ def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True) -> Cn
         _disease_index(data, cfg.disease)  # an unknown disease fails before any training
     exp = RunDir(f"cnnmda-{config_hash(cfg)}", run_root)
     exp.write_config(cfg)
-    rng = np.random.default_rng(cfg.seed)
     folds, histories = [], {}
-    for f, test_pos in enumerate(progress_bar(fold_positives(data.A, cfg.folds, cfg.seed), desc="folds", enabled=progress)):
-        inp = fold_inputs(data, test_pos, cfg)
-        train_pos, neg, eval_pairs = fold_pairs(inp["A_train"], cfg.negatives, rng)
-        labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(int)  # the fold's test associations, as the only positives
-        model, histories[f"fold{f}"], chosen = _fit_cnn(cfg, inp["features"], train_pos, neg, device, RunDir(f"fold{f}", exp.path), cfg.seed + f)
-        nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
-        scores = {"cnnmda": score_pairs(model.to(device), inp["features"], eval_pairs, device=device),
-                  "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
-                  "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
-                  "logistic": _logistic(inp["features"], train_pos, neg, eval_pairs, cfg.seed),
-                  "popularity": popularity_scores(inp["A_train"], eval_pairs)}
-        row = {"fold": f, "n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "epoch_chosen": chosen, "curves": {}}
-        for m, s in scores.items():
-            row[m] = auc_aupr(s, labels)
-            row["curves"][m] = _curves(s, labels)
-            if data.truth is not None:  # the planted associations A never showed, against the pairs outside the truth
-                t = data.truth[eval_pairs[:, 0], eval_pairs[:, 1]]
-                hidden = (labels == 0) & (t == 1)
-                outside = t == 0
-                if hidden.any():
-                    row[m]["auc_hidden"] = auc_aupr(s[hidden | outside], hidden[hidden | outside].astype(int))["auc"]
-        folds.append(row)
+    bar = progress_bar(total=cfg.repeats * cfg.folds, desc="folds", enabled=progress)
+    for r in range(cfg.repeats):
+        rng = np.random.default_rng(cfg.seed + r)
+        for f, test_pos in enumerate(fold_positives(data.A, cfg.folds, cfg.seed + r)):
+            key = f"fold{f}" if cfg.repeats == 1 else f"repeat{r}-fold{f}"
+            folds.append(_fold(cfg, data, test_pos, rng, device, RunDir(key, exp.path), cfg.seed + 100 * r + f, histories, key))
+            folds[-1].update(repeat=r, fold=f)
+            bar.update()
+    bar.close()
     result = CnnmdaResult(cfg, data, folds, histories, experiment=exp)
-    _case_study(result, np.argwhere(data.A == 0), rng, device, exp)
+    _case_study(result, device, exp)
     return result
 
 
-def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: RunDir) -> None:
-    """A model trained on every known association (nothing masked) ranks the chosen disease's
-    unknown miRNAs; its pair embeddings for the UMAP (known, unknown and top-predicted pairs)."""
+def _fold(cfg, data: AssociationData, test_pos: np.ndarray, rng, device, run: RunDir, seed: int, histories: dict, key: str) -> dict:
+    """One fold: every method scores the same evaluation pairs; AUC, AUPR, curves and (synthetic)
+    recovery of the hidden truth."""
+    inp = fold_inputs(data, test_pos, cfg)
+    train_pos, neg, eval_pairs = fold_pairs(inp["A_train"], cfg.negatives, rng)
+    labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(int)  # the fold's test associations, as the only positives
+    pairs_in = cnn_inputs(cfg, inp, seed)
+    model, histories[key], chosen = _fit_cnn(cfg, pairs_in, train_pos, neg, device, run, seed)
+    nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
+    scores = {"cnnmda": score_pairs(model.to(device), pairs_in, eval_pairs, device=device),
+              "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
+              "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
+              "logistic": _logistic(pairs_in, train_pos, neg, eval_pairs, cfg.seed),
+              "popularity": popularity_scores(inp["A_train"], eval_pairs)}
+    row = {"n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "epoch_chosen": chosen, "curves": {}}
+    if isinstance(pairs_in, CrossFitted):  # how well the chunk NMFs' components match the shared one's (cosine per component)
+        cos = np.concatenate(pairs_in.alignment)
+        row.update(alignment_min_cosine=float(cos.min()), alignment_below_half=f"{int((cos < 0.5).sum())} of {len(cos)}")
+    for m, s in scores.items():
+        row[m] = auc_aupr(s, labels)
+        row["curves"][m] = _curves(s, labels)
+        if data.truth is not None:  # the planted associations A never showed, against the pairs outside the truth
+            t = data.truth[eval_pairs[:, 0], eval_pairs[:, 1]]
+            hidden = (labels == 0) & (t == 1)
+            outside = t == 0
+            if hidden.any():
+                row[m]["auc_hidden"] = auc_aupr(s[hidden | outside], hidden[hidden | outside].astype(int))["auc"]
+    return row
+
+
+def _case_study(result: CnnmdaResult, device, exp: RunDir) -> None:
+    """A model trained on every known association (nothing masked, inputs cross-fitted as in the
+    folds) ranks the chosen disease's unknown miRNAs; its pair embeddings for the UMAP (known,
+    unknown and top-predicted pairs). Its negatives are drawn outside the chosen disease, so no
+    candidate there was trained towards 0; for other diseases, candidates that were are marked."""
     cfg, data = result.config, result.data
+    rng = np.random.default_rng(cfg.seed + 1000)
     j = _disease_index(data, cfg.disease) if cfg.disease is not None else int(np.argmax(data.A.sum(0)))
     inp = fold_inputs(data, np.zeros((0, 2), int), cfg)
-    pos = np.argwhere(data.A == 1)
-    neg = unknown[rng.choice(len(unknown), min(len(unknown) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]
-    model, result.histories["all"], _ = _fit_cnn(cfg, inp["features"], pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
-    result.final = (model.cpu().eval(), inp["features"])
+    pos, unknown = np.argwhere(data.A == 1), np.argwhere(data.A == 0)
+    pool = unknown[unknown[:, 1] != j]
+    neg = pool[rng.choice(len(pool), min(len(pool) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]
+    pairs_in = cnn_inputs(cfg, inp, cfg.seed + 1000)
+    model, result.histories["all"], _ = _fit_cnn(cfg, pairs_in, pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
+    result.final = (model.cpu().eval(), pairs_in, neg)
     result.disease = data.diseases[j]
     result.top = result.top_candidates(result.disease)
     n = min(600, len(pos))
@@ -313,7 +360,7 @@ def _case_study(result: CnnmdaResult, unknown: np.ndarray, rng, device, exp: Run
     pairs = np.concatenate([sample_pos, sample_unk, top_pairs])
     kind = ["known"] * n + ["unknown"] * n + ["top predicted"] * len(top_pairs)
     with torch.no_grad():
-        feats = torch.cat([model.features(inp["features"].pairs(pairs[s : s + 2048])) for s in range(0, len(pairs), 2048)])
+        feats = torch.cat([model.features(pairs_in.pairs(pairs[s : s + 2048])) for s in range(0, len(pairs), 2048)])
         score = torch.softmax(model.head(feats), 1)[:, 1]  # the head on the embeddings just made, not a second forward pass
     result.embedding = {"features": feats.numpy(), "kind": kind, "names": [f"{data.mirnas[i]} – {data.diseases[d]}" for i, d in pairs],
                         "score": score.numpy()}

@@ -15,6 +15,13 @@ Everything that reads associations takes the training associations only (``A_tra
 fold's associations set to 0): the left rows, the NMF factors and, where the miRNA similarity is
 derived from associations (``misim``, Wang et al. 2010's functional similarity), that too.
 
+A test pair's association is never in its inputs; a training pair's must not be either, or the CNN
+learns from a signal no test pair carries. The left rows hide the pair's own entry. The NMF cannot
+hide one entry per pair, so pairs are *cross-fitted* (``CrossFitted``): each pair is read through
+inputs built with its chunk of the associations set to 0 (rows, NMF, a derived similarity),
+training and evaluation pairs alike. The paper factorises once, every training association
+included (``PairFeatures`` alone).
+
 Baselines: the NMF reconstruction ``(W H)[i, j]``; a similarity-weighted neighbour score; a
 logistic regression on the left branch's flattened rows.
 """
@@ -53,16 +60,36 @@ def nmf_factors(A_train: np.ndarray, rank: int, *, seed: int = 0, max_iter: int 
     return W, model.components_
 
 
+def align_factors(W: np.ndarray, H: np.ndarray, H_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``W``, ``H`` with their components in the order and at the scale of a reference
+    factorisation's: NMF's components have no fixed order or scale, so those of two slightly
+    different matrices only correspond once paired (Hungarian assignment on the cosine similarity
+    of the rows of ``H`` and ``H_ref``) and rescaled (each row of ``H`` to its partner's norm, ``W``'s
+    column by the inverse: ``W H`` is unchanged)."""
+    from scipy.optimize import linear_sum_assignment
+
+    def unit(M):
+        return M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
+
+    ref, cols = linear_sum_assignment(-(unit(H_ref) @ unit(H).T))
+    order = cols[np.argsort(ref)]
+    W, H = W[:, order], H[order]
+    norm = np.linalg.norm(H, axis=1)
+    s = np.where(norm > 1e-12, np.linalg.norm(H_ref, axis=1) / np.maximum(norm, 1e-12), 1.0)
+    return W / s, H * s[:, None]
+
+
 class PairFeatures:
     """The inputs of every pair, built on demand from one fold's training inputs."""
 
-    def __init__(self, SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, W: np.ndarray, H: np.ndarray):
+    def __init__(self, SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, W: np.ndarray, H: np.ndarray, *, scale: float | None = None):
         self.SM = torch.as_tensor(SM, dtype=torch.float32)
         self.SD = torch.as_tensor(SD, dtype=torch.float32)
         self.A = torch.as_tensor(np.asarray(A_train), dtype=torch.float32)
-        scale = max(float(np.max(W)), float(np.max(H)), 1e-12)  # one scale for both factors keeps W[i]·H[:, j] comparable
-        self.W = torch.as_tensor(W / scale, dtype=torch.float32)
-        self.H = torch.as_tensor(H.T / scale, dtype=torch.float32)
+        # one scale for both factors keeps W[i]·H[:, j] comparable; cross-fitted parts take the shared one
+        self.scale = scale or max(float(np.max(W)), float(np.max(H)), 1e-12)
+        self.W = torch.as_tensor(W / self.scale, dtype=torch.float32)
+        self.H = torch.as_tensor(H.T / self.scale, dtype=torch.float32)
         self.n_left = self.SM.shape[0] + self.SD.shape[0]
         self.n_right = self.W.shape[1]
 
@@ -86,6 +113,62 @@ class PairFeatures:
         """(B, 1, 2, n_left + n_right): both branches' inputs side by side, as ``CNNMDA`` takes them."""
         p = torch.as_tensor(np.asarray(pairs), dtype=torch.long).reshape(-1, 2)
         return torch.cat([self.left(p[:, 0], p[:, 1]), self.right(p[:, 0], p[:, 1])], 2)[:, None]
+
+
+class CrossFitted:
+    """Pair inputs in which no pair's association is in its own inputs, training pair or not: every
+    pair (i, j) gets a chunk ``chunk[i, j]`` (uniform at random over ``chunks``), and is read
+    through inputs built from the training associations with that chunk's associations set to 0:
+    its rows, its NMF (at ``features``' rank, components matched to ``features``' by
+    ``align_factors``) and, where the miRNA similarity is derived from associations,
+    ``similarity(A)`` (e.g. ``lambda A: misim(A, SD)``). A known association sits in one chunk and
+    is hidden from that chunk's inputs; an unknown pair is 0 in all. Training and evaluation pairs
+    therefore see the same mixture of factorisations, however well the components align.
+    The paper factorises once, with every training association in it (``PairFeatures`` alone).
+    Same interface as ``PairFeatures``: ``left``, ``pairs``, ``n_left``, ``n_right``."""
+
+    def __init__(self, features: PairFeatures, chunks: int, *, seed: int = 0, similarity=None):
+        A = features.A.numpy().astype(np.float64)
+        self.chunk = torch.as_tensor(np.random.default_rng(seed).integers(0, chunks, A.shape))
+        self.n_left, self.n_right, self.parts, self.alignment = features.n_left, features.n_right, [], []
+        H_ref = features.H.numpy().T.astype(np.float64) * features.scale
+        for c in range(chunks):
+            hidden = np.where(self.chunk.numpy() == c, 0.0, A)
+            W, H = nmf_factors(hidden, features.n_right, seed=seed)
+            W, H = align_factors(W, H, H_ref)
+            self.alignment.append(_row_cosines(H, H_ref))
+            SM = similarity(hidden) if similarity is not None else features.SM.numpy()
+            self.parts.append(PairFeatures(SM, features.SD.numpy(), hidden, W, H, scale=features.scale))
+
+    def _by_chunk(self, method: str, i, j) -> torch.Tensor:
+        i, j = torch.as_tensor(i).reshape(-1), torch.as_tensor(j).reshape(-1)
+        if len(i) == 0:
+            return getattr(self.parts[0], method)(i, j)
+        chunk = self.chunk[i, j]
+        out = None
+        for c, part in enumerate(self.parts):
+            idx = torch.nonzero(chunk == c).flatten()
+            if len(idx):
+                x = getattr(part, method)(i[idx], j[idx])
+                if out is None:
+                    out = x.new_empty((len(i), *x.shape[1:]))
+                out[idx] = x
+        return out
+
+    def left(self, i, j) -> torch.Tensor:
+        return self._by_chunk("left", i, j)
+
+    def right(self, i, j) -> torch.Tensor:
+        return self._by_chunk("right", i, j)
+
+    def pairs(self, pairs) -> torch.Tensor:
+        p = torch.as_tensor(np.asarray(pairs), dtype=torch.long).reshape(-1, 2)
+        return torch.cat([self.left(p[:, 0], p[:, 1]), self.right(p[:, 0], p[:, 1])], 2)[:, None]
+
+
+def _row_cosines(H: np.ndarray, H_ref: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each component (row of ``H``) with its reference partner."""
+    return (H * H_ref).sum(1) / np.maximum(np.linalg.norm(H, axis=1) * np.linalg.norm(H_ref, axis=1), 1e-12)
 
 
 class CNNMDA(nn.Module):
@@ -138,9 +221,8 @@ def neighbour_scores(SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, pairs)
     sm /= np.maximum(sm.sum(1, keepdims=True), 1e-12)
     sd /= np.maximum(sd.sum(1, keepdims=True), 1e-12)
     p = np.asarray(pairs).reshape(-1, 2)
-    via_mirnas = np.einsum("nm,mn->n", sm[p[:, 0]], A[:, p[:, 1]])
-    via_diseases = np.einsum("nd,nd->n", A[p[:, 0]], sd[p[:, 1]])
-    return (via_mirnas + via_diseases) / 2
+    votes = (sm @ A + A @ sd.T) / 2  # every pair's two votes at once: n_m × n_d, cheaper than gathering rows per pair
+    return votes[p[:, 0], p[:, 1]]
 
 
 def auc_aupr(scores, labels) -> dict:
@@ -153,4 +235,4 @@ def auc_aupr(scores, labels) -> dict:
     return {"auc": float(roc_auc_score(y, s)), "aupr": float(average_precision_score(y, s))}
 
 
-__all__ = ["misim", "nmf_factors", "PairFeatures", "CNNMDA", "score_pairs", "nmf_scores", "neighbour_scores", "auc_aupr"]
+__all__ = ["misim", "nmf_factors", "align_factors", "PairFeatures", "CrossFitted", "CNNMDA", "score_pairs", "nmf_scores", "neighbour_scores", "auc_aupr"]

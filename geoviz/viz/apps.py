@@ -636,8 +636,9 @@ class CamExplorer(_WidgetApp):
 class CandidateExplorer(_WidgetApp):
     """Pick a disease: its top-k unknown miRNAs ranked by a model trained on every known
     association (the paper's case studies), as bars; on synthetic data a bar is dark where the
-    pair is in the planted truth. ``result`` provides ``data.diseases``, ``data.A``, ``disease``
-    (the first shown) and ``top_candidates(disease)``."""
+    pair is in the planted truth. A candidate the model was trained on as a negative is marked.
+    ``result`` provides ``data.diseases``, ``data.A``, ``disease`` (the first shown) and
+    ``top_candidates(disease)``."""
 
     def __init__(self, result):
         import ipywidgets as W
@@ -661,8 +662,10 @@ class CandidateExplorer(_WidgetApp):
         truth = ["in_planted_truth" in t for t in top]
         with self.fig.batch_update():
             self.fig.data[0].x = [t["score"] for t in top]
-            self.fig.data[0].y = [f"{t['rank']}. {t['mirna']}" for t in top]
+            self.fig.data[0].y = [f"{t['rank']}. {t['mirna']}" + (" (trained as negative)" if t.get("trained_as_negative") else "") for t in top]
             self.fig.data[0].marker.color = [self._colours[0] if t.get("in_planted_truth") else self._colours[1] for t in top]
             hit = sum(bool(t.get("in_planted_truth")) for t in top)
             note = f": {hit} of {len(top)} in the planted truth (dark)" if any(truth) else ""
+            negatives = sum(bool(t.get("trained_as_negative")) for t in top)
+            note += f"; {negatives} trained as negatives" if negatives else ""
             self.fig.layout.title.text = f"Top {len(top)} candidate miRNAs for {self.disease.value} (unknown pairs only){note}"
