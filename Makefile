@@ -52,6 +52,7 @@ bench: install
 	$(PY) benchmarks/corruptions.py
 	$(PY) benchmarks/ensembles.py
 	$(PY) benchmarks/cnnmda.py
+	$(PY) benchmarks/geometry.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

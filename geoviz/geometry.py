@@ -2,10 +2,12 @@
 
 All functions take ``(N, C)`` torch tensors (NumPy arrays are accepted) on any device. Distance
 matrices are built in row chunks of at most ``chunk_bytes``, accumulating in float64 so that
-||x||² + ||y||² − 2x·y does not lose the small distances to cancellation.
+||x||² + ||y||² − 2x·y does not lose the small distances to cancellation. ``knn`` finds candidates
+in float32 and certifies them in float64, so it is exact at float32 speed.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -69,6 +71,130 @@ class _DistanceBlocks:
         return d2.clamp_(min=0.0).sqrt_()
 
 
+_U32 = 2.0**-24  # float32 unit roundoff
+
+
+@contextlib.contextmanager
+def _float32_matmul_exact():
+    """float32 GEMMs in full float32 (no TF32 or bf16 passes), which the error bound assumes."""
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+class _Float32Blocks:
+    """Squared distances from blocks of rows of x to all of y in float32 GEMMs, a per-row bound on
+    their error, and the exact float64 values for chosen candidates. Cosine runs as the squared
+    euclidean distance of the unit vectors, ||x̂ − ŷ||² = 2(1 − cos), so it is centred too (a
+    zero vector is at cosine distance 1 from everything, as in scikit-learn)."""
+
+    def __init__(self, y: torch.Tensor, metric: str):
+        self.metric, self.y = metric, y
+        y64 = self._unit(y.double())
+        # centring keeps the norms, and so the float32 error, small; the median, so outliers do not drag it off
+        self.shift = y64.median(0, keepdim=True).values if len(y64) else y64.new_zeros(1, y64.shape[1])
+        y64 = y64 - self.shift
+        # ranking a row needs ||y||² − 2x·y only (||x||² is the row's constant): one GEMM of
+        # [−2x, 1] against [y, ||y||²] gives it with no elementwise pass over the block
+        self.y_aug = torch.cat([y64, (y64 * y64).sum(1, keepdim=True)], 1).float()
+        self.y_zero = (y.abs().amax(1) == 0) if metric == "cosine" else None
+        # a length-n float32 dot product errs by at most γ_n·Σ|a_i b_i| ≤ γ_n·|a||b| (Higham, γ_n ≈ n·u);
+        # the norms and the casts add a few u more
+        self.gamma = (y.shape[1] + 8) * _U32 * 1.05
+
+    def _unit(self, v: torch.Tensor) -> torch.Tensor:
+        return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-300) if self.metric == "cosine" else v
+
+    def __call__(self, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(float32 ||y||² − 2x·y (B, M): the squared distances less ||x||²; ||x||² (B,) and the
+        rows' norms (B,) after centring, float64)."""
+        x64 = self._unit(xb.double()) - self.shift
+        x_sq = (x64 * x64).sum(1)
+        key = torch.cat([-2.0 * x64, torch.ones_like(x64[:, :1])], 1).float() @ self.y_aug.T
+        if self.metric == "cosine":  # zero vectors: cosine distance 1, squared unit distance 2
+            x_zero = xb.abs().amax(1) == 0
+            key[:, self.y_zero] = (2.0 - x_sq).float()[:, None]
+            key[x_zero] = (2.0 - x_sq[x_zero]).float()[:, None]
+        return key, x_sq, x_sq.sqrt()
+
+    def norms(self, xb: torch.Tensor) -> torch.Tensor:
+        """The rows' norms after centring (float64), which the error bound takes."""
+        return (self._unit(xb.double()) - self.shift).norm(dim=1)
+
+    def candidates(self, x: torch.Tensor, c: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's c nearest rows of y by float32 values: (the c-th squared distance (N,),
+        float64; the candidates (N, c))."""
+        n, m = x.shape[0], self.y_aug.shape[0]
+        last = torch.empty(n, dtype=torch.float64, device=x.device)
+        cand = torch.empty(n, c, dtype=torch.long, device=x.device)
+        step = max(1, int(chunk_bytes // max(1, m * 4 * 2)))
+        for s in range(0, n, step):
+            key, x_sq, _ = self(x[s : s + step])
+            v, cand[s : s + step] = torch.topk(key, c, dim=1, largest=False, sorted=True)
+            last[s : s + step] = v[:, -1].double() + x_sq
+        return last, cand
+
+    def self_candidates(self, x: torch.Tensor, c: int, exclude_self: bool, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``candidates`` of x among its own rows, at half the GEMM work: the squared distance is
+        symmetric, so each tile of [−2x, 1, ||x||²] · [x, ||x||², 1]ᵀ above the diagonal serves its
+        rows (top c along them) and its columns (top c down them), merged into running lists."""
+        n = x.shape[0]
+        z = self._unit(x.double()) - self.shift
+        sq = (z * z).sum(1, keepdim=True)
+        A = torch.cat([-2.0 * z, torch.ones_like(sq), sq], 1).float()
+        B = torch.cat([z, sq, torch.ones_like(sq)], 1).float()
+        del z
+        zero = (x.abs().amax(1) == 0) if self.metric == "cosine" else None
+        best_v = torch.full((n, c), math.inf, dtype=torch.float32, device=x.device)
+        best_i = torch.zeros((n, c), dtype=torch.long, device=x.device)
+
+        def merge(s, e, v, i):
+            v, i = torch.cat([best_v[s:e], v], 1), torch.cat([best_i[s:e], i], 1)
+            v, o = torch.topk(v, c, dim=1, largest=False, sorted=True)
+            best_v[s:e], best_i[s:e] = v, i.gather(1, o)
+
+        b = max(1, min(n, int(math.sqrt(chunk_bytes / 8))))
+        for s in range(0, n, b):
+            e = min(n, s + b)
+            D = A[s:e] @ B[s:].T  # rows s:e against columns s:
+            if zero is not None:  # zero vectors: cosine distance 1, squared unit distance 2
+                D[:, zero[s:]] = 2.0
+                D[zero[s:e]] = 2.0
+            r = torch.arange(e - s, device=x.device)
+            D[r, r] = math.inf if exclude_self else -math.inf
+            v, i = torch.topk(D, min(c, n - s), dim=1, largest=False, sorted=True)
+            merge(s, e, v, i + s)
+            if e < n:  # the same tile, read down its columns: rows e: against columns s:e
+                v, i = torch.topk(D[:, e - s :], min(c, e - s), dim=0, largest=False, sorted=True)
+                merge(e, n, v.T, i.T + s)
+        return best_v[:, -1].double(), best_i
+
+    def certified(self, kth: torch.Tensor, last: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
+        """Rows whose k-th exact squared distance ``kth`` no point outside the candidates can beat,
+        given the last candidate's float32 value ``last``. A point z outside either has
+        |z| > |x| + √kth, and then |x − z|² > kth, or its float32 value, ≥ last, errs by at most
+        4γ(|x| + |z|)² ≤ 4γ(2|x| + √kth)²: so kth < last − 4γ(2|x| + √kth)² suffices (the cloud's
+        outliers do not loosen it)."""
+        return kth < last - 4.0 * self.gamma * (2.0 * x_norm + kth.clamp_min(0).sqrt()) ** 2
+
+    def exact(self, xb: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """float64 squared distances of each row to its candidates, from the differences."""
+        d = (self._unit(xb.double())[:, None, :] - self._unit(self.y[cand].double())).square_().sum(2)
+        if self.metric == "cosine":
+            d[self.y_zero[cand] | (xb.abs().amax(1) == 0)[:, None]] = 2.0
+        return d
+
+
+def _sort_by_value_then_index(values: torch.Tensor, index: torch.Tensor):
+    o = torch.argsort(index, dim=1)
+    values, index = values.gather(1, o), index.gather(1, o)
+    o = torch.argsort(values, dim=1, stable=True)
+    return values.gather(1, o), index.gather(1, o)
+
+
 def pairwise_distances(x, y=None, metric: str = "euclidean", *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_bytes: int = 2 * 1024**3) -> torch.Tensor:
     """``(N, M)`` distances between the rows of x and y (y = x when None).
 
@@ -98,31 +224,62 @@ def pairwise_distances(x, y=None, metric: str = "euclidean", *, chunk_bytes: int
     return out
 
 
-def knn(x, k: int, metric: str = "euclidean", *, y=None, exclude_self: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k nearest neighbours: ``(distances, indices)``, each ``(N, k)``, nearest first.
+def knn(x, k: int, metric: str = "euclidean", *, y=None, exclude_self: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        margin: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest neighbours: ``(distances, indices)``, each ``(N, k)``, nearest first, ties
+    in index order.
 
     With ``y`` the neighbours are rows of y; otherwise of x itself, the point excluded unless
-    ``exclude_self=False`` (then it is its own first neighbour, as UMAP expects).
+    ``exclude_self=False`` (then it is its own first neighbour, before its duplicates, as UMAP
+    expects). Cosine distance is 1 − cos (a zero vector is at 1 from everything, as in
+    scikit-learn).
+
+    The bulk runs at float32 speed and the result is still exact: float32 GEMM blocks (the points
+    centred on the median) give each row ``k + margin`` candidates (margin: max(8, k/2)), which are
+    re-ranked by float64 distances computed from the differences themselves. A row is certified
+    when no point left out can be nearer than its k-th, by the float32 error bound (Higham's γ_n
+    for a length-n dot product; ``_Float32Blocks.certified``); the rest (near-ties at the boundary,
+    heavy duplication) are recomputed in float64 against every point. Memory: blocks of at most
+    ``chunk_bytes``.
     """
     x = _points(x, "x")
     same = y is None
     y = x if same else _points(y, "y").to(x.device)
+    metric = choice("metric", metric, METRICS)
     n, m = x.shape[0], y.shape[0]
     avail = m - (1 if same and exclude_self else 0)
     if not isinstance(k, int) or not 1 <= k <= avail:
         raise ValueError(f"k must be a whole number in [1, {avail}] for {m} points, got {k!r}")
-    blocks = _DistanceBlocks(x, y, metric)
+    c = min(avail, k + (max(8, k // 2) if margin is None else margin))
+    blocks = _Float32Blocks(y, metric)
     dist = torch.empty(n, k, dtype=torch.float64, device=x.device)
     idx = torch.empty(n, k, dtype=torch.long, device=x.device)
-    step = _rows_per_chunk(m, chunk_bytes)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        d = blocks(s, e)
+    failed = []
+
+    def rerank(rows: torch.Tensor, cand: torch.Tensor):
+        """The rows' candidates by exact distance, ties in index order."""
+        exact = blocks.exact(x[rows], cand)
         if same:
-            r = torch.arange(s, e, device=x.device)
-            d[r - s, r] = math.inf if exclude_self else -1.0  # self first when kept
-        v, i = torch.topk(d, k, dim=1, largest=False, sorted=True)
-        dist[s:e], idx[s:e] = v.clamp_min(0.0), i
+            exact[cand == rows[:, None]] = math.inf if exclude_self else -1.0  # self first (before duplicates) when kept
+        return _sort_by_value_then_index(exact, cand)
+
+    with _float32_matmul_exact():
+        last, cand = blocks.self_candidates(x, c, exclude_self, chunk_bytes) if same else blocks.candidates(x, c, chunk_bytes)
+    step = max(1, int(chunk_bytes // max(1, c * x.shape[1] * 8 * 2)))
+    for s in range(0, n, step):
+        rows = torch.arange(s, min(n, s + step), device=x.device)
+        ev, ei = rerank(rows, cand[rows])
+        dist[rows], idx[rows] = ev[:, :k], ei[:, :k]
+        if c < avail:  # certified when nothing outside the candidates can be nearer than the k-th
+            failed.append(rows[~blocks.certified(ev[:, k - 1], last[rows], blocks.norms(x[rows]))])
+    failed = torch.cat(failed) if failed else torch.zeros(0, dtype=torch.long, device=x.device)
+    per = max(1, int(chunk_bytes // max(1, m * x.shape[1] * 8 * 2)))
+    for a in range(0, len(failed), per):  # rows not certified: exact distances to every point
+        rows = failed[a : a + per]
+        ev, ei = rerank(rows, torch.arange(m, device=x.device).expand(len(rows), m))
+        dist[rows], idx[rows] = ev[:, :k], ei[:, :k]
+    dist.clamp_(min=0.0)
+    dist = dist.sqrt_() if metric == "euclidean" else dist.mul_(0.5)
     return dist.to(x.dtype), idx
 
 

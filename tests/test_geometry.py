@@ -112,3 +112,61 @@ def test_class_means():
     assert torch.isnan(m[4]).all()
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
         class_means(X, labels, num_classes=3)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _brute_force(x, y, k, metric, same, exclude_self):
+    """float64 distances from the differences, neighbours ordered by (distance, index)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    if metric == "cosine":
+        unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)  # noqa: E731
+        D = ((unit(x)[:, None] - unit(y)[None]) ** 2).sum(2) / 2  # = 1 − cos, with less rounding near 0
+        D[np.abs(x).max(1) == 0] = 1
+        D[:, np.abs(y).max(1) == 0] = 1
+    else:
+        D = np.sqrt(((x[:, None] - y[None]) ** 2).sum(2))
+    if same:
+        np.fill_diagonal(D, np.inf if exclude_self else -1)
+    idx = np.array([np.lexsort((np.arange(len(r)), r))[:k] for r in D])
+    return np.take_along_axis(D, idx, 1), idx
+
+
+def _hard_cloud(metric):
+    r = np.random.default_rng(3)
+    x = r.normal(size=(500, 24)) * 0.01 + 50.0  # far from the origin: the expansion ||x||² + ||y||² − 2x·y cancels
+    if metric == "euclidean":  # lattice points: many exactly equal distances, broken by index (cosine's ties
+        x[:40, :3] = r.integers(0, 3, size=(40, 3))  # by symmetry are not exact in floating point)
+        x[:40, 3:] = 50.0
+    x[100:112] = x[7]  # duplicates
+    x[200:205] = x[9] * np.array([1.0, 2.0, 0.5, 4.0, 8.0])[:, None]  # parallel: cosine ties
+    x[300] = 1e4  # an outlier
+    if metric == "cosine":
+        x[301] = 0.0  # at cosine distance 1 from everything
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(metric, device):
+    x = _hard_cloud(metric)
+    y = x[::3] + np.float32(0.001)
+    for margin in (None, 0, 3):  # margin 0: most rows are not certified and take the float64 path
+        for exclude_self in (True, False):
+            d, i = knn(torch.from_numpy(x).to(device), 12, metric, exclude_self=exclude_self, margin=margin, chunk_bytes=200_000)
+            want_d, want_i = _brute_force(x, x, 12, metric, True, exclude_self)
+            assert np.array_equal(i.cpu().numpy(), want_i), (metric, margin, exclude_self)
+            np.testing.assert_allclose(d.cpu().numpy(), np.maximum(want_d, 0), rtol=1e-6, atol=1e-6)
+        d, i = knn(torch.from_numpy(x).to(device), 5, metric, y=torch.from_numpy(y).to(device), margin=margin)
+        assert np.array_equal(i.cpu().numpy(), _brute_force(x, y, 5, metric, False, True)[1])
+    _, own = knn(torch.from_numpy(x).to(device), 3, metric, exclude_self=False)
+    assert (own[:, 0].cpu().numpy() == np.arange(len(x))).all()  # itself first, before its duplicates
+
+
+def test_knn_float64_input_keeps_small_distances_next_to_a_large_offset():
+    base = np.full((6, 4), 1e6)
+    base[:, 0] += np.array([0, 1e-4, 3e-4, 7e-4, 1.5e-3, 3.1e-3])
+    d, i = knn(torch.from_numpy(base), 2)
+    want_d, want_i = _brute_force(base, base, 2, "euclidean", True, True)
+    assert np.array_equal(i.numpy(), want_i) and np.allclose(d.numpy(), want_d, rtol=1e-6)
