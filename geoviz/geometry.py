@@ -23,6 +23,7 @@ __all__ = [
     "knn",
     "knn_agreement",
     "linear_cka",
+    "MinibatchCKA",
     "angle_matrix",
     "class_means",
 ]
@@ -323,6 +324,62 @@ def linear_cka(x, y) -> torch.Tensor:
     if nx == 0 or ny == 0:
         raise ValueError("linear_cka is undefined for a representation with zero variance")
     return hsic / (nx * ny)
+
+
+def _unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC estimator (Song et al. 2012) of Gram matrices stacked as (P, n, n) and
+    (Q, n, n): the (P, Q) matrix of HSIC_1, needs n ≥ 4. The diagonals are dropped; in float64."""
+    n = K.shape[-1]
+    K, L = K.double().clone(), L.double().clone()
+    K.diagonal(dim1=1, dim2=2).zero_()
+    L.diagonal(dim1=1, dim2=2).zero_()
+    trace = torch.einsum("pij,qij->pq", K, L)  # tr(K L) for symmetric L
+    k1, l1 = K.sum(2), L.sum(2)  # K 1 and L 1, (P, n) and (Q, n)
+    total = k1.sum(1)[:, None] * l1.sum(1)[None, :] / ((n - 1) * (n - 2))
+    cross = 2.0 / (n - 2) * (k1 @ l1.T)  # 1ᵀ K L 1
+    return (trace + total - cross) / (n * (n - 3))
+
+
+class MinibatchCKA:
+    """Linear CKA of every layer of one network against every layer of another, accumulated over
+    minibatches (Nguyen, Raghu & Kornblith 2021): the unbiased HSIC of each batch's Gram matrices
+    summed over batches, CKA = Σ HSIC(K, L) / √(Σ HSIC(K, K) · Σ HSIC(L, L)). Memory does not grow
+    with the number of images; batches need at least 4 images, all of the same size across layers.
+
+    ``update(feats_a, feats_b)`` takes one batch's features per layer (lists of (B, ...) tensors,
+    flattened per image); ``value()`` is the (layers of a, layers of b) matrix.
+    """
+
+    def __init__(self):
+        self.ab = self.aa = self.bb = None
+
+    @staticmethod
+    def _grams(feats) -> torch.Tensor:
+        grams = []
+        for f in feats:
+            f = f.reshape(f.shape[0], -1).double()
+            grams.append(f @ f.T)
+        return torch.stack(grams)
+
+    def update(self, feats_a, feats_b) -> None:
+        Ka = self._grams(feats_a)
+        Kb = self._grams(feats_b).to(Ka.device)
+        if Ka.shape[-1] != Kb.shape[-1]:
+            raise ValueError(f"both networks' features must hold the same images, got batches of {Ka.shape[-1]} and {Kb.shape[-1]}")
+        if Ka.shape[-1] < 4:
+            raise ValueError(f"the unbiased HSIC needs batches of at least 4 images, got {Ka.shape[-1]}")
+        ab = _unbiased_hsic(Ka, Kb)
+        aa = torch.diagonal(_unbiased_hsic(Ka, Ka))
+        bb = torch.diagonal(_unbiased_hsic(Kb, Kb))
+        if self.ab is None:
+            self.ab, self.aa, self.bb = ab, aa, bb
+        else:
+            self.ab, self.aa, self.bb = self.ab + ab, self.aa + aa, self.bb + bb
+
+    def value(self) -> torch.Tensor:
+        if self.ab is None:
+            raise ValueError("MinibatchCKA has seen no batch yet: call update() first")
+        return self.ab / torch.sqrt(self.aa[:, None].clamp_min(1e-300) * self.bb[None, :].clamp_min(1e-300))
 
 
 def angle_matrix(v) -> torch.Tensor:

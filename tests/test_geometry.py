@@ -170,3 +170,53 @@ def test_knn_float64_input_keeps_small_distances_next_to_a_large_offset():
     d, i = knn(torch.from_numpy(base), 2)
     want_d, want_i = _brute_force(base, base, 2, "euclidean", True, True)
     assert np.array_equal(i.numpy(), want_i) and np.allclose(d.numpy(), want_d, rtol=1e-6)
+
+
+def _unbiased_hsic_numpy(X, Y):
+    """Song et al. (2012), transcribed: linear kernels, diagonals zeroed."""
+    n = len(X)
+    K, L = X @ X.T, Y @ Y.T
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    one = np.ones(n)
+    return (np.trace(K @ L) + K.sum() * L.sum() / ((n - 1) * (n - 2)) - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+
+
+def test_minibatch_cka_matches_summed_unbiased_hsic_and_known_invariances():
+    from geoviz.geometry import MinibatchCKA
+
+    r = np.random.default_rng(4)
+    base = r.normal(size=(160, 20))
+    layers_a = [base @ r.normal(size=(20, w)) + 0.3 * r.normal(size=(160, w)) for w in (8, 30)]
+    layers_b = [np.tanh(base[:, :10]), r.normal(size=(160, 12)), np.c_[base, base[:, :3] ** 2]]
+    cka = MinibatchCKA()
+    for s in range(0, 160, 32):
+        cka.update([torch.from_numpy(a[s : s + 32]).float().reshape(32, 2, -1) if a.shape[1] % 2 == 0 else torch.from_numpy(a[s : s + 32]).float()
+                    for a in layers_a], [torch.from_numpy(b[s : s + 32]).float() for b in layers_b])
+    got = cka.value().numpy()
+    x32 = lambda m: m.astype(np.float32).astype(np.float64)  # noqa: E731  (the features went in as float32)
+    for p, a in enumerate(layers_a):
+        for q, b in enumerate(layers_b):
+            hsic = lambda u, v: sum(_unbiased_hsic_numpy(x32(u[s : s + 32]), x32(v[s : s + 32])) for s in range(0, 160, 32))  # noqa: E731
+            assert got[p, q] == pytest.approx(hsic(a, b) / np.sqrt(hsic(a, a) * hsic(b, b)), rel=1e-6, abs=1e-9)
+    # a layer against itself is 1; orthogonal maps and isotropic scaling leave CKA at 1; a general invertible map does not
+    X = r.normal(size=(256, 16))
+    Q, _ = np.linalg.qr(r.normal(size=(16, 16)))
+    M = np.diag(np.linspace(0.05, 5, 16)) @ r.normal(size=(16, 16))
+    c = MinibatchCKA()
+    for s in range(0, 256, 64):
+        xs = X[s : s + 64]
+        c.update([torch.from_numpy(xs)], [torch.from_numpy(f) for f in (xs, 3.0 * xs @ Q, xs @ M)])
+    same, rotated, general = c.value()[0].tolist()
+    assert same == pytest.approx(1.0) and rotated == pytest.approx(1.0) and general < 0.95
+    # unbiased: independent features score near 0 (a biased per-batch estimate would not)
+    c, g = MinibatchCKA(), torch.Generator().manual_seed(0)
+    for _ in range(20):
+        c.update([torch.randn(64, 64, dtype=torch.float64, generator=g)], [torch.randn(64, 64, dtype=torch.float64, generator=g)])
+    assert abs(float(c.value()[0, 0])) < 0.03
+    with pytest.raises(ValueError, match="at least 4"):
+        MinibatchCKA().update([torch.randn(3, 5)], [torch.randn(3, 5)])
+    with pytest.raises(ValueError, match="same images"):
+        MinibatchCKA().update([torch.randn(8, 5)], [torch.randn(6, 5)])
+    with pytest.raises(ValueError, match="no batch yet"):
+        MinibatchCKA().value()
