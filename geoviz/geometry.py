@@ -8,6 +8,7 @@ in float32 and certifies them in float64, so it is exact at float32 speed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -97,10 +98,6 @@ class _Float32Blocks:
         y64 = self._unit(y.double())
         # centring keeps the norms, and so the float32 error, small; the median, so outliers do not drag it off
         self.shift = y64.median(0, keepdim=True).values if len(y64) else y64.new_zeros(1, y64.shape[1])
-        y64 = y64 - self.shift
-        # ranking a row needs ||y||² − 2x·y only (||x||² is the row's constant): one GEMM of
-        # [−2x, 1] against [y, ||y||²] gives it with no elementwise pass over the block
-        self.y_aug = torch.cat([y64, (y64 * y64).sum(1, keepdim=True)], 1).float()
         self.y_zero = (y.abs().amax(1) == 0) if metric == "cosine" else None
         # a length-n float32 dot product errs by at most γ_n·Σ|a_i b_i| ≤ γ_n·|a||b| (Higham, γ_n ≈ n·u);
         # the norms and the casts add a few u more
@@ -109,9 +106,17 @@ class _Float32Blocks:
     def _unit(self, v: torch.Tensor) -> torch.Tensor:
         return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-300) if self.metric == "cosine" else v
 
-    def __call__(self, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(float32 ||y||² − 2x·y (B, M): the squared distances less ||x||²; ||x||² (B,) and the
-        rows' norms (B,) after centring, float64)."""
+    @functools.cached_property
+    def y_aug(self) -> torch.Tensor:
+        """[y, ||y||²] after centring, float32: ranking a row needs ||y||² − 2x·y only (||x||² is the
+        row's constant), and one GEMM of [−2x, 1] against it gives that with no elementwise pass.
+        Built on first use: a cloud against itself never needs it."""
+        y64 = self._unit(self.y.double()) - self.shift
+        return torch.cat([y64, (y64 * y64).sum(1, keepdim=True)], 1).float()
+
+    def __call__(self, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 ||y||² − 2x·y (B, M): the squared distances less ||x||²; ||x||² (B,) after
+        centring, float64)."""
         x64 = self._unit(xb.double()) - self.shift
         x_sq = (x64 * x64).sum(1)
         key = torch.cat([-2.0 * x64, torch.ones_like(x64[:, :1])], 1).float() @ self.y_aug.T
@@ -119,7 +124,7 @@ class _Float32Blocks:
             x_zero = xb.abs().amax(1) == 0
             key[:, self.y_zero] = (2.0 - x_sq).float()[:, None]
             key[x_zero] = (2.0 - x_sq[x_zero]).float()[:, None]
-        return key, x_sq, x_sq.sqrt()
+        return key, x_sq
 
     def norms(self, xb: torch.Tensor) -> torch.Tensor:
         """The rows' norms after centring (float64), which the error bound takes."""
@@ -128,12 +133,12 @@ class _Float32Blocks:
     def candidates(self, x: torch.Tensor, c: int, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's c nearest rows of y by float32 values: (the c-th squared distance (N,),
         float64; the candidates (N, c))."""
-        n, m = x.shape[0], self.y_aug.shape[0]
+        n, m = x.shape[0], self.y.shape[0]
         last = torch.empty(n, dtype=torch.float64, device=x.device)
         cand = torch.empty(n, c, dtype=torch.long, device=x.device)
         step = max(1, int(chunk_bytes // max(1, m * 4 * 2)))
         for s in range(0, n, step):
-            key, x_sq, _ = self(x[s : s + step])
+            key, x_sq = self(x[s : s + step])
             v, cand[s : s + step] = torch.topk(key, c, dim=1, largest=False, sorted=True)
             last[s : s + step] = v[:, -1].double() + x_sq
         return last, cand

@@ -140,30 +140,31 @@ class CrossFitted:
             SM = similarity(hidden) if similarity is not None else features.SM.numpy()
             self.parts.append(PairFeatures(SM, features.SD.numpy(), hidden, W, H, scale=features.scale))
 
-    def _by_chunk(self, method: str, i, j) -> torch.Tensor:
+    def _by_chunk(self, read, i, j) -> torch.Tensor:
+        """``read(part, i, j)`` for every pair, each through its chunk's part."""
         i, j = torch.as_tensor(i).reshape(-1), torch.as_tensor(j).reshape(-1)
         if len(i) == 0:
-            return getattr(self.parts[0], method)(i, j)
+            return read(self.parts[0], i, j)
         chunk = self.chunk[i, j]
         out = None
         for c, part in enumerate(self.parts):
             idx = torch.nonzero(chunk == c).flatten()
             if len(idx):
-                x = getattr(part, method)(i[idx], j[idx])
+                x = read(part, i[idx], j[idx])
                 if out is None:
                     out = x.new_empty((len(i), *x.shape[1:]))
                 out[idx] = x
         return out
 
     def left(self, i, j) -> torch.Tensor:
-        return self._by_chunk("left", i, j)
+        return self._by_chunk(PairFeatures.left, i, j)
 
     def right(self, i, j) -> torch.Tensor:
-        return self._by_chunk("right", i, j)
+        return self._by_chunk(PairFeatures.right, i, j)
 
     def pairs(self, pairs) -> torch.Tensor:
         p = torch.as_tensor(np.asarray(pairs), dtype=torch.long).reshape(-1, 2)
-        return torch.cat([self.left(p[:, 0], p[:, 1]), self.right(p[:, 0], p[:, 1])], 2)[:, None]
+        return self._by_chunk(lambda part, i, j: part.pairs(torch.stack([i, j], 1)), p[:, 0], p[:, 1])
 
 
 def _row_cosines(H: np.ndarray, H_ref: np.ndarray) -> np.ndarray:
