@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import mmap
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from ._counter_rng import CounterRNG
 from ._io import atomic_write_json, read_json
 from ._io import atomic_save_npy
+from .inference import as_loader
 from .paths import resolve_in_root
 from ._utils import eval_mode, format_bytes, progress_bar, unknown_name_message
 
@@ -397,12 +400,15 @@ class FeatureBank:
         return cls(feats, index, labels, shapes, path, info)
 
 
-def _as_loader(data, batch_size: int) -> DataLoader:
+def _as_loader(data, batch_size: int, device: torch.device) -> DataLoader:
+    """A DataLoader in the data set's order; a tensor-backed data set is batched on ``device``."""
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, RandomSampler):
             raise ValueError("collect needs images in a fixed order so points trace back to them: pass a DataLoader without shuffle=True (or the Dataset)")
         return data
-    if isinstance(data, Dataset) or hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+    if isinstance(data, Dataset):
+        return as_loader(data, batch_size, device=device)
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
     raise TypeError(f"collect takes a torch Dataset or DataLoader, got {type(data).__name__}")
 
@@ -445,6 +451,14 @@ def _as_maps(a: torch.Tensor, pool: bool) -> torch.Tensor:
     return a[:, :, None, None] if a.dim() == 2 else a
 
 
+def _release_pages(arr: np.memmap) -> None:
+    """Drop a flushed memory map's pages from this process: what is on disk need not stay resident,
+    so streaming a bank to disk keeps the memory of a few seconds of batches, not of the whole bank."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 class _BankWriter:
     """Where ``collect`` puts rows: arrays in memory, or memory-mapped ``.npy`` files in
     ``<out_dir>.partial/`` with a progress file, renamed to ``out_dir`` when complete."""
@@ -452,6 +466,7 @@ class _BankWriter:
     def __init__(self, config: dict, shapes: dict, per_image: dict, np_dtype, total: int, n_images: int,
                  out_dir=None, max_bytes: int | None = None):
         self.config, self.shapes, self.root, self.work = config, shapes, None, None
+        self._saved = time.monotonic()
         rows = {k: n_images * per_image[k] for k in shapes}
         self.done = 0
         if out_dir is None:
@@ -486,15 +501,21 @@ class _BankWriter:
 
     def _flush(self) -> None:
         for k in self.feats:
-            self.feats[k].flush()
-            self.index[k].flush()
+            for arr in (self.feats[k], self.index[k]):
+                arr.flush()
+                _release_pages(arr)
         atomic_save_npy(self.work / "labels.npy", self.labels)
 
+    CHECKPOINT_SECONDS = 5.0
+
     def checkpoint(self, done: int) -> None:
-        """Everything up to image ``done`` is on disk: an interruption resumes from there."""
-        if self.work is not None:
+        """Everything up to image ``done`` is on disk: an interruption resumes from there. Written at
+        most every ``CHECKPOINT_SECONDS``: flushing the memory maps after every batch cost a fifth
+        of the time of a fast forward pass, and a resume redoes at most those seconds."""
+        if self.work is not None and time.monotonic() - self._saved >= self.CHECKPOINT_SECONDS:
             self._flush()
             atomic_write_json(self.work / "progress.json", {"config": self.config, "done": done})
+            self._saved = time.monotonic()
 
     def finish(self, info: dict) -> "FeatureBank":
         if self.work is None:
@@ -558,12 +579,12 @@ def collect(
         raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
     if dtype not in _NP_DTYPES:
         raise ValueError(f"dtype must be one of {list(_NP_DTYPES)}, got {dtype}")
-    loader = _as_loader(data, batch_size)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    loader = _as_loader(data, batch_size, dev)
     names = resolve_layers(model, layers)
     n_images = min(len(loader.dataset), max_images or len(loader.dataset))
     if n_images == 0:
         raise ValueError("the data set is empty")
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
 
     shapes = _layer_shapes(model, loader.dataset, names, dev, pool)
     per_image = {k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2])) for k, s in shapes.items()}

@@ -3,6 +3,7 @@
     geoviz models | datasets            list what the registries hold
     geoviz train --config FILE.yaml     one training run from a config (also under torchrun)
     geoviz quickstart [--profile P]     the quickstart experiment without a notebook
+    geoviz atlas A B --data D --out F   layer × layer CKA of two networks (names or .pt checkpoints) as one HTML report
     geoviz notebook NAME [-p key value] run one notebook into runs/notebooks/ (+ HTML)
     geoviz demo [--profile P]           run every notebook headless into runs/notebooks/ with HTML
 """
@@ -35,6 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("quickstart", help="run the quickstart experiment headless")
     q.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
     q.add_argument("--seed", type=int, default=0)
+    at = sub.add_parser("atlas", help="compare every layer of network A with every layer of network B: an HTML report")
+    at.add_argument("a", help="network A: a checkpoint (.pt, from geoviz.models.save_model) or a model name (untrained)")
+    at.add_argument("b", help="network B, as A")
+    at.add_argument("--data", default="shapes10", help="data set name (geoviz datasets); its test split is used")
+    at.add_argument("--n-images", type=int, default=2000)
+    at.add_argument("--layers-a", nargs="+", default=["auto"], help="module paths or globs (default: the blocks)")
+    at.add_argument("--layers-b", nargs="+", default=["auto"])
+    at.add_argument("--embedding", choices=("umap", "pca", "none"), default="umap")
+    at.add_argument("--batch-size", type=int, default=128)
+    at.add_argument("--device", default="auto")
+    at.add_argument("--seed", type=int, default=0)
+    at.add_argument("--floor", action="store_true", help="also compare A with B untrained (B's architecture, fresh weights): the baseline")
+    at.add_argument("--out", default="atlas.html")
     nb = sub.add_parser("notebook", help="run one notebook with papermill")
     nb.add_argument("name", help="notebook file, or its name without number (quickstart)")
     nb.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
@@ -73,6 +87,28 @@ def main(argv: list[str] | None = None) -> int:
 
         res = run_quickstart(QuickstartConfig.from_profile(args.profile, seed=args.seed))
         print(json.dumps(res.save_metrics(), indent=1))
+    elif args.cmd == "atlas":
+        from .atlas import compare
+        from .capture import MemoryBudgetError
+        from .datasets import get_dataset
+        from .experiments.atlas import load_network, untrained_like
+        from .viz.atlas import write_atlas_report
+
+        try:
+            if args.n_images < 4:
+                raise ValueError(f"--n-images must be at least 4, got {args.n_images}")
+            data = get_dataset(args.data, "test", n=args.n_images, seed=args.seed)
+            (a, trained_a), (b, trained_b) = load_network(args.a, data, args.seed), load_network(args.b, data, args.seed + 1)
+            layers = lambda v: "auto" if v == ["auto"] else v  # noqa: E731
+            kw = dict(batch_size=args.batch_size, device=args.device, embedding=None if args.embedding == "none" else args.embedding, seed=args.seed)
+            atlas = compare(a, b, data, layers(args.layers_a), layers(args.layers_b), **kw)
+            floor = compare(a, untrained_like(b, args.seed + 1), data, layers(args.layers_a), layers(args.layers_b), **kw) if args.floor else None
+        except (KeyError, TypeError, ValueError, FileNotFoundError, MemoryBudgetError) as err:
+            raise SystemExit(f"geoviz atlas: {err.args[0] if err.args else err}") from None
+        untrained = [s for s, t in ((args.a, trained_a), (args.b, trained_b)) if not t]
+        title = f"Geometry atlas: {args.a} vs {args.b} on {args.data}" + (f" ({', '.join(untrained)} untrained)" if untrained else "")
+        print(write_atlas_report(atlas, args.out, floor=floor, title=title))
+        print(json.dumps({"best_match": atlas.best_match(), "seconds": atlas.seconds}))
     elif args.cmd == "notebook":
         params = {k: _parse_value(v) for k, v in args.parameter}
         out_dir = Path(args.out) if args.out else runs_root() / "notebooks"

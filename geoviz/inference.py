@@ -11,8 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._utils import eval_mode, resolve_device
+from .datasets._batched import BatchSource, batch_source
 
-__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression"]
+__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "DeviceLoader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -41,16 +42,82 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+class DeviceLoader(DataLoader):
+    """A DataLoader over a tensor-backed data set (``geoviz.datasets.batch_source``) whose tensors
+    were moved to ``device`` once: each batch is gathered there by index, converted and augmented
+    as a batch. Its batches are the per-item loader's, index for index and value for value (the
+    augmentation's random draws aside): the same sampler, and the same draw from the generator at
+    the start of each pass, so a run takes the same random path through either loader."""
+
+    def __init__(self, data: Dataset, source: BatchSource, device: torch.device, **kwargs):
+        super().__init__(data, **kwargs)
+        self.source, self.device = source, device
+        images, targets, rows = source.images, source.targets, source.rows
+        if rows is not None and device.type != "cpu":  # only the rows a Subset uses travel to the device
+            images, targets, rows = images[rows], targets[rows], None
+        self._images, self._targets = images.to(device), targets.to(device)
+        self._rows = None if rows is None else rows.to(device)
+
+    def __iter__(self):
+        # the base-seed draw every DataLoader iterator makes when it is created (not at its first
+        # batch: tqdm.auto creates one iterator it never reads), from the global generator when it has none
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return self._batches()
+
+    def _batches(self):
+        src, dev = self.source, self.device
+        for idx in self.batch_sampler:
+            i = torch.as_tensor(idx, dtype=torch.long)
+            di = i.to(dev, non_blocking=True)
+            rows = di if self._rows is None else self._rows[di]
+            x = self._images[rows].float() / 255.0
+            if src.transform is not None:
+                x = src.transform(x)
+            y = self._targets[rows]
+            yield (x, y) if src.ids is None else (x, y, src.ids[i])
+
+
+DEVICE_DATA_SHARE = 0.25  # the most of a GPU's free memory a data set may take before it is read item by item
+
+
+def _fits_on(source: BatchSource, device: torch.device) -> bool:
+    """Whether the rows a loader reads fit in a share of the device's free memory (the CPU: always,
+    its tensors are not copied); otherwise the per-item DataLoader, with a warning."""
+    if device.type != "cuda":
+        return True
+    n = len(source) * source.images[0].numel() * source.images.element_size()
+    free = torch.cuda.mem_get_info(device)[0]
+    if n <= DEVICE_DATA_SHARE * free:
+        return True
+    import warnings
+
+    warnings.warn(f"the data set's {n / 2**20:.0f} MiB of images would take more than {DEVICE_DATA_SHARE:.0%} of the GPU's free "
+                  f"{free / 2**20:.0f} MiB: reading it item by item instead", stacklevel=3)
+    return False
+
+
 def as_loader(data, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
-              drop_last: bool = False, sampler=None, pin_memory: bool = False) -> DataLoader | None:
-    """A DataLoader over ``data`` (a Dataset), ``data`` itself when it is one already, None for None."""
+              drop_last: bool = False, sampler=None, pin_memory: bool = False, device: torch.device | str | None = None,
+              batch_sampler=None) -> DataLoader | None:
+    """A DataLoader over ``data`` (a Dataset), ``data`` itself when it is one already, None for None.
+
+    With ``device``, a tensor-backed data set (shapes, digits, CIFAR-10, MNIST, defects, probe tasks,
+    or a Subset of one) gets a ``DeviceLoader``: its tensors go to the device once and batches are
+    gathered there, instead of a Python call and a collate per image (``num_workers`` and
+    ``pin_memory`` then have nothing to do). ``batch_sampler`` gives the batches as index lists."""
     if data is None or isinstance(data, DataLoader):
         return data
     if not isinstance(data, Dataset):
         raise TypeError(f"expected a torch Dataset or DataLoader, got {type(data).__name__}")
     g = torch.Generator().manual_seed(seed) if shuffle and sampler is None else None
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle and sampler is None, generator=g, sampler=sampler,
-                      num_workers=num_workers, drop_last=drop_last and len(data) > batch_size, pin_memory=pin_memory)
+    kwargs = dict(batch_size=batch_size, shuffle=shuffle and sampler is None, generator=g, sampler=sampler,
+                  drop_last=drop_last and len(data) > batch_size)
+    if batch_sampler is not None:  # the batches themselves (lists of indices)
+        kwargs = dict(batch_sampler=batch_sampler)
+    source = batch_source(data) if device is not None else None
+    if source is not None and _fits_on(source, torch.device(device)):
+        return DeviceLoader(data, source, torch.device(device), **kwargs)
+    return DataLoader(data, num_workers=num_workers, pin_memory=pin_memory, **kwargs)
     # no persistent_workers: persistent workers draw their base seed once, so a resumed run's first
     # epoch would see other worker random streams than the uninterrupted run's
 
@@ -64,12 +131,12 @@ def predict(model: nn.Module, data, *, device: str | torch.device = "auto", batc
     dtype = amp_dtype(amp, dev)
     logits, labels = [], []
     with eval_mode(model):
-        for batch in as_loader(data, batch_size):
+        for batch in as_loader(data, batch_size, device=dev):
             x, y = batch[0], batch[1]
             with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
                 out = model(x.to(dev, non_blocking=True))
             logits.append(out.float().cpu())
-            labels.append(torch.as_tensor(y))
+            labels.append(torch.as_tensor(y).cpu())
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -96,7 +163,7 @@ def evaluate_reconstruction(model: nn.Module, data, *, device: str | torch.devic
     model = unwrap(model)
     tot, n = 0.0, 0
     with eval_mode(model):
-        for batch in as_loader(data, batch_size):
+        for batch in as_loader(data, batch_size, device=dev):
             x = batch[0].to(dev)
             tot += F.mse_loss(model(x).float(), x.float(), reduction="sum").item()
             n += x.numel()

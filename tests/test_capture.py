@@ -232,6 +232,9 @@ def test_collect_to_disk_is_lazy_and_resumes(net, tmp_path, monkeypatch):
         return real_save(file, arr, *a, **kw)
 
     monkeypatch.setattr(np, "save", save_to_memory_only)
+    from geoviz.capture import _BankWriter
+
+    monkeypatch.setattr(_BankWriter, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every batch (normally at most every 5 s)
     g = torch.Generator().manual_seed(1)
     base = TensorDataset(torch.rand(20, 3, 32, 32, generator=g), torch.arange(20) % 4)
     ref = collect(net, base, ["layer2"], positions_per_image=6, batch_size=4)

@@ -220,3 +220,14 @@ def test_curve_labels_are_true(variant):
         c1, c2 = comp[int(y1), int(x1)], comp[int(y2), int(x2)]
         assert n == 2 and c1 > 0 and c2 > 0 and (c1 == c2) == (int(y) == 0)
         assert np.hypot(x2 - x1, y2 - y1) >= m["scale"] * 64 / 3 - 0.5  # far apart: a third of the outer radius or more
+
+
+def test_a_data_set_generated_in_chunks_is_the_one_generated_at_once(monkeypatch):
+    from geoviz.datasets.shapes import ShapesDataset
+
+    whole = ShapesDataset("shapes10", 23, seed=2, split="val", channels=1)
+    monkeypatch.setattr(ShapesDataset, "CHUNK", 5)
+    chunked = ShapesDataset("shapes10", 23, seed=2, split="val", channels=1)
+    assert torch.equal(whole.images, chunked.images) and torch.equal(whole.labels, chunked.labels) and whole.images.shape[1] == 1
+    with pytest.raises(ValueError, match="n must be a whole number"):
+        ShapesDataset("shapes10", 0)

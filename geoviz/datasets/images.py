@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..paths import data_root, resolve_in_root
+from ._batched import BatchSource, random_crop_flip
 from .registry import register_dataset
 from .splits import balanced_holdout
 
@@ -25,7 +26,7 @@ def _missing(name: str, folder: Path, how: str) -> FileNotFoundError:
 
 class TensorImages(Dataset):
     """Images held as a uint8 tensor (N, C, H, W) with integer labels; optional augmentation
-    (random crop with padding 4 and horizontal flip, the standard CIFAR recipe)."""
+    (reflect-pad 4, random crop back to the image's size, horizontal flip: the standard CIFAR recipe)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, *, augment: bool = False, name: str = "images"):
         self.images, self.labels, self.classes = images, labels.long(), list(classes)
@@ -42,12 +43,11 @@ class TensorImages(Dataset):
     def __getitem__(self, i):
         x = self.images[i].float() / 255.0
         if self.augment:
-            x = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
-            dy, dx = torch.randint(0, 9, (2,)).tolist()
-            x = x[:, dy : dy + 32, dx : dx + 32]
-            if torch.rand(()) < 0.5:
-                x = x.flip(-1)
+            x = random_crop_flip(x[None])[0]
         return x, int(self.labels[i])
+
+    def batch_source(self) -> BatchSource:
+        return BatchSource(self.images, self.labels, random_crop_flip if self.augment else None, random=self.augment)
 
     @property
     def targets(self):

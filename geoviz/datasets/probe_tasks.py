@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._utils import unknown_name_message
+from ._batched import BatchSource
 from .shapes import SPLIT_OFFSET, TASKS, make_shapes
 
 TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.43, 0.48), "connectivity": (0.07, 0.1), "inside": (0.16, 0.19), "curve": (0.24, 0.28)}
@@ -153,9 +154,13 @@ class ProbeDataset(Dataset):
 
     def __getitem__(self, i):
         x = self.images[i].float() / 255.0
-        if self.imagenet_norm:
-            x = (x - self._mean) / self._std
-        return x, int(self.labels[i])
+        return (self._normalise(x[None])[0] if self.imagenet_norm else x), int(self.labels[i])
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._mean.to(x.device)) / self._std.to(x.device)
+
+    def batch_source(self) -> BatchSource:
+        return BatchSource(self.images, self.labels, self._normalise if self.imagenet_norm else None)
 
     @property
     def targets(self):

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._utils import choice
+from ._batched import BatchSource
 from .registry import register_dataset
 from .shapes import SPLIT_OFFSET, make_shapes
 
@@ -40,6 +41,9 @@ class ShapeSizeDataset(Dataset):
 
     def __getitem__(self, i):
         return self.images[i].float() / 255.0, self.targets[i]
+
+    def batch_source(self) -> BatchSource:
+        return BatchSource(self.images, self.targets)
 
     def mean_predictor_mae(self, train_mean: float) -> float:
         """The floor: MAE of predicting the training targets' mean for every image."""

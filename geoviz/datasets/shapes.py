@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from .._utils import choice
 from .._counter_rng import CounterRNG
+from ._batched import BatchSource
 from ._raster import (
     fill_coverage,
     pixel_centres,
@@ -681,6 +682,8 @@ class ShapesDataset(Dataset):
     image. ``channels=3`` repeats grey images for RGB networks.
     """
 
+    CHUNK = 4096  # images generated at a time
+
     def __init__(
         self,
         task: str = "shapes10",
@@ -695,16 +698,24 @@ class ShapesDataset(Dataset):
         transform=None,
     ):
         choice("split", split, tuple(SPLIT_OFFSET))
-        images, labels, _ = make_shapes(task, n, size=size, seed=seed, variant=variant, start=SPLIT_OFFSET[split], scale=scale, return_meta=False)
-        if channels is not None:
-            if channels not in (1, 3):
-                raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-            if images.shape[1] == 1 and channels == 3:
-                images = images.expand(-1, 3, -1, -1)
-            elif images.shape[1] == 3 and channels == 1:
-                images = images.mean(dim=1, keepdim=True)
-        self.images = (images * 255).round().to(torch.uint8).contiguous()
-        self.labels = labels
+        if channels is not None and channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+        images, labels = [], []
+        # in chunks: an image depends on its index only, and the float32 rasters of a whole large
+        # set at once (plus the generator's temporaries) would peak at ~25× the uint8 result
+        for s0 in range(0, n, self.CHUNK):
+            x, y, _ = make_shapes(task, min(self.CHUNK, n - s0), size=size, seed=seed, variant=variant, start=SPLIT_OFFSET[split] + s0,
+                                  scale=scale, return_meta=False)
+            if channels == 3 and x.shape[1] == 1:
+                x = x.expand(-1, 3, -1, -1)
+            elif channels == 1 and x.shape[1] == 3:
+                x = x.mean(dim=1, keepdim=True)
+            images.append((x * 255).round().to(torch.uint8))
+            labels.append(y)
+        self.images = torch.cat(images).contiguous()
+        self.labels = torch.cat(labels)
         self.task, self.variant, self.split, self.seed = task, variant, split, seed
         self.classes = list(TASKS[task])
         self.transform = transform
@@ -721,6 +732,10 @@ class ShapesDataset(Dataset):
     @property
     def targets(self) -> list[int]:
         return self.labels.tolist()
+
+    def batch_source(self) -> BatchSource | None:
+        """Batched reading, unless a per-item ``transform`` has to see each image."""
+        return BatchSource(self.images, self.labels) if self.transform is None else None
 
     @property
     def deterministic(self) -> bool:

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from .._io import to_jsonable
 from .._utils import check_number, choice, eval_mode, progress_bar, seed_everything
 from ..capture import ActivationRecorder, resolve_layers
-from ..inference import AMP_MODES, amp_dtype, as_loader, evaluate, evaluate_reconstruction, evaluate_regression
+from ..datasets._batched import batch_source
+from ..inference import AMP_MODES, DeviceLoader, amp_dtype, as_loader, evaluate, evaluate_reconstruction, evaluate_regression
 from ..losses.terms import Term, build_term
 from ..runs import RunDir
 from .checkpoints import check_settings, deterministic_mode, load_model_state, model_signature, rng_state, set_rng_state
@@ -77,6 +78,8 @@ class _Options:
     amp: str | bool
     objective: str
     epoch_size: int | None = None
+    device_data: bool = True
+    compile: bool | str = False
 
     @property
     def recon(self) -> bool:
@@ -109,6 +112,10 @@ def _check_options(o: _Options) -> None:
     for m in o.milestones:
         check_number("each of milestones (fractions of training)", m, low=0, high=1, low_open=True, high_open=True)
     check_number("epoch_size", o.epoch_size, low=o.batch_size, integer=True, allow_none=True)
+    if not isinstance(o.device_data, bool):
+        raise TypeError(f"device_data must be True or False, got {o.device_data!r}")
+    if not isinstance(o.compile, (bool, str)):
+        raise TypeError(f"compile must be True, False or a torch.compile backend name, got {o.compile!r}")
 
 
 def _check_data(name: str, data, required: bool) -> None:
@@ -179,10 +186,11 @@ class _Training:
             self.order = torch.Generator().manual_seed(o.seed)
             self.sampler = RandomSampler(self.train_data, replacement=False, num_samples=o.epoch_size, generator=self.order)
         pin = self.dev.type == "cuda"
+        dev = self.dev if o.device_data else None
         self.train_loader = as_loader(self.train_data, o.batch_size // ctx.world, shuffle=True, seed=o.seed, num_workers=o.num_workers,
-                                      drop_last=True, sampler=self.sampler, pin_memory=pin)
-        self.val_loader = as_loader(val, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin)
-        self.test_loader = as_loader(test, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin)
+                                      drop_last=True, sampler=self.sampler, pin_memory=pin, device=dev)
+        self.val_loader = as_loader(val, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin, device=dev)
+        self.test_loader = as_loader(test, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin, device=dev)
 
     def _unlabelled_loader(self, data, batch_size: int) -> None:
         self.u_sampler = self.u_loader = None
@@ -193,7 +201,8 @@ class _Training:
         if ctx.enabled:
             self.u_sampler = DistributedSampler(data, ctx.world, ctx.rank, shuffle=True, seed=o.seed + 1, drop_last=True)
         self.u_loader = as_loader(data, max(1, batch_size // ctx.world), shuffle=True, seed=o.seed + 1, num_workers=o.num_workers,
-                                  drop_last=True, sampler=self.u_sampler, pin_memory=self.dev.type == "cuda")
+                                  drop_last=True, sampler=self.u_sampler, pin_memory=self.dev.type == "cuda",
+                                  device=self.dev if o.device_data else None)
         self.u_size = (len(data), batch_size)
 
     def _unlabelled_batches(self, epoch: int):
@@ -233,6 +242,8 @@ class _Training:
             t.setup(feats, tfeats)
         self.trainable = Trainable(self.model, self.terms).to(dev)
         self.wrapped = nn.parallel.DistributedDataParallel(self.trainable) if self.ctx.enabled else self.trainable
+        if o.compile:  # the forward only: checkpoints keep saving the uncompiled module's state
+            self.wrapped = torch.compile(self.wrapped, **({"backend": o.compile} if isinstance(o.compile, str) else {}))
         self.opt = make_optimizer(self.trainable.parameters(), o.optimizer, o.lr, o.momentum, o.weight_decay)
         self.sched = make_schedule(self.opt, o.schedule, o.epochs, len(self.train_loader), o.warmup_epochs, o.milestones)
         self.amp_dtype = amp_dtype(o.amp, dev)
@@ -241,7 +252,15 @@ class _Training:
             "epochs": o.epochs, "lr": o.lr, "optimizer": o.optimizer, "momentum": o.momentum, "weight_decay": o.weight_decay,
             "schedule": o.schedule, "milestones": list(o.milestones), "warmup_epochs": o.warmup_epochs, "batch_size": o.batch_size,
             "seed": o.seed, "eval_every": o.eval_every, "objective": o.objective, "epoch_size": o.epoch_size, "terms": [t.spec() for t in self.terms],
-            "model": model_signature(self.model), **({"unlabelled": list(self.u_size)} if self.u_loader is not None else {})})
+            "model": model_signature(self.model), **({"unlabelled": list(self.u_size)} if self.u_loader is not None else {}),
+            **self._augmentation_setting()})
+
+    def _augmentation_setting(self) -> dict:
+        """Random augmentation draws in another order batched than item by item: a resume must not switch."""
+        src = batch_source(self.train_data)
+        if src is None or not src.random:
+            return {}
+        return {"augmentation_draws": "batched" if isinstance(self.train_loader, DeviceLoader) else "per item"}
 
     def _example_features(self) -> tuple[dict, dict]:
         student_layers = sorted({l for t in self.terms for l in t.student_layers})
@@ -441,6 +460,8 @@ def fit(
     unlabelled=None,
     unlabelled_batch_size: int | None = None,
     epoch_size: int | None = None,
+    device_data: bool = True,
+    compile: bool | str = False,
 ) -> FitResult:
     """Train ``model`` (the student) on the weighted sum of ``terms``.
 
@@ -473,9 +494,19 @@ def fit(
     ``objective="reconstruction"`` trains an autoencoder: the targets are the inputs (use a term
     such as ``"reconstruction"``), the model with the lowest validation MSE is selected, and the
     summary reports ``test_loss_best_val`` / ``test_loss_last`` (MSE per pixel) instead of accuracies.
+
+    ``device_data`` (default True): a data set held in tensors (``geoviz.datasets.batch_source``:
+    shapes, digits, CIFAR-10, MNIST, defects, probe tasks, Subsets of them) is moved to the device
+    once and batched there by index, augmentation included, instead of a per-item DataLoader — the
+    same batches, much less Python per image. Other data sets, and ``device_data=False``, use a
+    DataLoader (``num_workers``; pinned memory on a GPU).
+
+    ``compile=True`` runs the training forward through ``torch.compile`` (the first steps pay the
+    compilation; ``benchmarks/geometry.py`` measures whether it pays off); a string names the backend
+    (``"eager"`` traces without compiling, for debugging).
     """
     opts = _Options(epochs, lr, optimizer, momentum, weight_decay, schedule, tuple(milestones), warmup_epochs, batch_size,
-                    seed, eval_every, num_workers, amp, objective, epoch_size)
+                    seed, eval_every, num_workers, amp, objective, epoch_size, device_data, compile)
     _check_options(opts)
     _check_data("train", train, required=True)
     _check_data("val", val, required=False)

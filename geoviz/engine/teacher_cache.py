@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 
+from ..datasets._batched import BatchSource, batch_source
 from .._utils import eval_mode, format_bytes, resolve_device
 from ..capture import ActivationRecorder, MemoryBudgetError
 from ..inference import amp_dtype
@@ -30,6 +31,10 @@ class _Indexed(Dataset):
     def __getitem__(self, i):
         x, y = self.base[i][:2]
         return x, y, i
+
+    def batch_source(self) -> BatchSource | None:
+        inner = batch_source(self.base)
+        return None if inner is None else inner.indexed()
 
 
 def _recorder(teacher: nn.Module, layers: list[str]):

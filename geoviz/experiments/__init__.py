@@ -10,6 +10,17 @@ class SavesSummary:
         return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
 
 
+def train_val_probe(cfg):
+    """Seed everything, then ``cfg``'s device and its data set's training, validation and held-out
+    (test split, ``cfg.n_images``) sets: what a train-then-look runner starts from."""
+    from .._utils import resolve_device, seed_everything
+    from ..datasets import get_dataset
+
+    seed_everything(cfg.seed)
+    data = [get_dataset(cfg.dataset, split, n=n, seed=cfg.seed) for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_images))]
+    return resolve_device(cfg.device), *data
+
+
 def pretrained_once(arch: str, num_classes: int, make_data, *, name: str, settings: dict, epochs: int, lr: float, batch_size: int, device,
                     run_root=None) -> str:
     """Train zoo network ``arch`` on a source task once and cache it under ``runs/<name>-<hash of

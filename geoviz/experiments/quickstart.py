@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import choice, resolve_device, seed_everything
+from .._utils import choice
 from ..capture import FeatureBank, ReceptiveField, collect, receptive_field, resolve_layers
 from ..config import ExperimentConfig, check_range
-from ..datasets import get_dataset, num_classes
+from ..datasets import num_classes
 from ..engine import FitResult, fit
 from ..geometry import knn, knn_agreement
 from ..models import build_model
 from ..projection import METHODS as PROJECTIONS, project
 from ..runs import RunDir, config_hash
+from . import train_val_probe
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,7 @@ class QuickstartResult:
 
 
 def run_quickstart(cfg: QuickstartConfig, *, run_root=None, progress: bool = True) -> QuickstartResult:
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
-    val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=cfg.seed)
-    probe = get_dataset(cfg.dataset, "test", n=cfg.n_images, seed=cfg.seed)
+    device, train, val, probe = train_val_probe(cfg)
     in_chans = probe[0][0].shape[0]
     model = build_model(cfg.model, num_classes(train), in_chans=in_chans)
     resolve_layers(model, list(cfg.layers))  # an unknown layer fails now, with the closest names, not after training

@@ -86,19 +86,45 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+_HEADS = {"fc", "head", "heads", "classifier", "classif", "head_drop", "fc_norm", "global_pool", "avgpool"}
+
+
+def _has_params(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters())
+
+
+def _param_children(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, c) for n, c in m.named_children() if _has_params(c)]
+
+
+def _is_block_sequence(m: nn.Module) -> bool:
+    """A container of blocks (modules with parts of their own), e.g. a ResNet stage; not a
+    conv-BN-activation sequence inside one block."""
+    kids = _param_children(m)
+    return isinstance(m, (nn.Sequential, nn.ModuleList)) and len(kids) > 0 and all(len(list(c.children())) > 0 for _, c in kids)
+
+
+def _blocks(path: str, m: nn.Module, depth: int) -> list[str]:
+    kids = _param_children(m)
+    if _is_block_sequence(m):
+        return [f"{path}.{n}" for n, _ in kids]
+    if depth > 0 and any(_is_block_sequence(c) and len(_param_children(c)) > 1 for _, c in kids):
+        return [b for n, c in kids for b in _blocks(f"{path}.{n}", c, depth - 1)]
+    return [path]
+
+
 def block_layers(model: nn.Module) -> list[str]:
-    """Module paths of the model's blocks, input to output: each residual / inverted-residual
-    block of a stage made of blocks, else the stage itself (a VGG conv group, a pooling output).
-    Works on the zoo and on ``tv:`` models (which carry ``stage_names``)."""
-    stages = list(getattr(model, "stage_names", ()) or [n for n, _ in model.named_children()])
-    layers = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.Dropout)
+    """The blocks of a network, in forward order. Stages are the model's ``stage_names`` (every
+    geoviz, ``tv:`` and ``timm:`` model has them; else its top-level children), without identities
+    and dropout (they repeat their input at inference) and without the classifier. A stage that is a sequence of blocks (residual blocks, transformer
+    layers; also one level down, as in torchvision's ViT ``encoder.layers``) gives its blocks."""
+    names = list(getattr(model, "stage_names", ()) or [n for n, _ in model.named_children()])
     out = []
-    for st in stages:
-        m = model.get_submodule(st)
-        if isinstance(m, nn.Sequential) and len(m) > 0 and not any(isinstance(c, layers) for c in m):
-            out += [f"{st}.{i}" for i in range(len(m))]
-        else:
-            out.append(st)
+    for name in names:
+        stage = model.get_submodule(name)
+        if name.split(".")[-1] in _HEADS or isinstance(stage, (nn.Linear, nn.Identity, nn.Dropout, nn.Dropout2d)):
+            continue
+        out += _blocks(name, stage, depth=1)
     return out
 
 

@@ -34,6 +34,7 @@ from .figures import (
     diversity_gain_scatter,
     roc_pr_curves,
 )
+from .atlas import AtlasExplorer, atlas_best_match, atlas_heatmap, atlas_pair_figure, write_atlas_report
 from .style import OKABE_ITO, TOL_MUTED, class_colors, class_symbols, finish
 
 
@@ -45,6 +46,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "AtlasExplorer", "atlas_best_match", "atlas_heatmap", "atlas_pair_figure", "write_atlas_report",
     "CorrelationExplorer", "CamExplorer", "CandidateExplorer", "roc_pr_curves", "ensemble_accuracy_bars", "confusion_grid", "diversity_gain_scatter", "accuracy_vs_flops", "layer_spectra", "robustness_heatmap", "group_error_bars", "RobustnessExplorer",
     "KeypointExplorer", "error_vs_budget", "rate_distortion",
     "ActivationEmbeddingApp", "ShapeGallery", "learning_curves_grid", "probe_depth_lines", "transfer_bars",

@@ -1,0 +1,162 @@
+"""Geometry atlas: train two networks on the same data, then compare every layer of one with every
+layer of the other (``geoviz.atlas.compare``), next to a floor: the same comparison with network B
+untrained (its initial weights), which says how much of the layer-to-layer similarity training
+made and how much the architectures and the images alone give (random networks already score high
+CKA in early layers). B is initialised and trained with ``seed + 1``, so ``model_a == model_b``
+compares two seeds of one architecture.
+
+Both trainings are runs (``runs/<name>/``) and resume; the atlases are saved with the experiment's
+run (``atlas.json``, ``floor.json``) and reused by a rerun only when they were measured on the
+very same weights (a digest of each network's state).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from .._utils import choice, seed_everything
+from ..atlas import Atlas, compare, weights_digest
+from ..config import ExperimentConfig, check_range
+from ..datasets import num_classes
+from ..engine import fit
+from ..models import build_model
+from ..projection import METHODS as PROJECTIONS
+from ..runs import RunDir, config_hash
+from . import train_val_probe
+
+
+@dataclass(frozen=True)
+class AtlasConfig(ExperimentConfig):
+    dataset: str = "shapes10"
+    model_a: str = "resnet8"
+    model_b: str = "resnet20"
+    n_train: int = 5000
+    n_val: int = 500
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    n_images: int = 2000  # held-out (test split) images both networks see
+    knn_images: int = 256  # of which the first ones give the local features for kNN agreement and pictures
+    knn_points: int = 2000
+    k: int = 10
+    embedding: str = "umap"
+    device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        choice("embedding", self.embedding, PROJECTIONS)
+        for key, low in (("n_train", 1), ("n_val", 1), ("epochs", 1), ("batch_size", 1), ("n_images", 4), ("knn_images", 1), ("k", 1)):
+            check_range(key, getattr(self, key), low)
+        check_range("knn_points", self.knn_points, self.k + 2)
+        check_range("knn_images", self.knn_images, self.k + 2)
+        check_range("lr", self.lr, 0, low_open=True)
+        if self.knn_images > self.n_images:
+            raise ValueError(f"knn_images ({self.knn_images}) must not exceed n_images ({self.n_images})")
+
+    PROFILE_OVERRIDES = {
+        "smoke": dict(n_train=300, n_val=100, epochs=1, n_images=128, knn_images=32, knn_points=400, embedding="pca"),
+        "full": dict(model_a="tv:resnet18", model_b="tv:resnet34", n_train=50000, n_val=5000, epochs=30, batch_size=128, lr=0.1,
+                     n_images=10000, knn_images=512, knn_points=5000),
+    }
+
+
+@dataclass
+class AtlasResult:
+    config: AtlasConfig
+    atlas: Atlas
+    floor: Atlas
+    histories: dict[str, list[dict]]
+    summaries: dict[str, dict]
+    class_names: list[str]
+    metrics: dict = field(default_factory=dict)
+    run: RunDir | None = None
+
+    def save_metrics(self) -> dict:
+        return self.run.write_summary(**self.metrics)["summary"] if self.run else self.metrics
+
+
+def _summary(atlas: Atlas, floor: Atlas) -> dict:
+    best, best_floor = atlas.best_match(), floor.best_match()
+    return {
+        "layers_a": atlas.layers_a, "layers_b": atlas.layers_b, "n_images": atlas.n_images,
+        "best_match": [{"layer_a": a, "layer_b": b, "cka": c, "knn_agreement": atlas.knn.get((a, b)),
+                        "knn_random_sets": atlas.knn_chance((a, b)) if (a, b) in atlas.knn else None,
+                        "floor_layer_b": fb, "floor_cka": fc, "floor_knn_agreement": floor.knn.get((fa, fb))}
+                       for (a, b, c), (fa, fb, fc) in zip(best, best_floor)],
+        "mean_best_cka": sum(c for *_, c in best) / len(best), "mean_best_cka_floor": sum(c for *_, c in best_floor) / len(best_floor),
+        "seconds": atlas.seconds,
+    }
+
+
+def load_network(spec: str, dataset, seed: int = 0):
+    """A network for ``geoviz atlas``: a checkpoint file written by ``models.save_model`` (rebuilt
+    from its metadata), or a model name (``resnet20``, ``tv:resnet18``, ``timm:...``) built with
+    ``seed``'s initial weights for ``dataset``'s classes and channels. Returns (model, trained?)."""
+    from pathlib import Path
+
+    from ..models import load_model
+    from ..paths import resolve_in_root
+
+    path = resolve_in_root(spec) if any(spec.endswith(e) for e in (".pt", ".pth")) else None
+    if path is not None:
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist (a model name such as resnet20 builds an untrained network)")
+        return load_model(path), True
+    if Path(spec).suffix and Path(spec).exists():
+        raise ValueError(f"{spec}: checkpoints must end in .pt or .pth")
+    seed_everything(seed)
+    return build_model(spec, num_classes(dataset), in_chans=dataset[0][0].shape[0]), False
+
+
+def untrained_like(model, seed: int = 0):
+    """A freshly initialised network of ``model``'s architecture (from its ``build_args``): the
+    floor of a comparison with ``model``."""
+    args = dict(getattr(model, "build_args", None) or {})
+    if "name" not in args:
+        raise ValueError(f"{type(model).__name__} carries no build_args: build it with geoviz.models.build_model to get a floor")
+    args.pop("weights", None)
+    seed_everything(seed)
+    return build_model(args.pop("name"), args.pop("num_classes"), **args)
+
+
+def _saved_atlas(path, weights: dict) -> Atlas | None:
+    """The atlas saved at ``path`` when it was measured on these very weights (and is readable)."""
+    if not path.is_file():
+        return None
+    try:
+        atlas = Atlas.load(path)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return atlas if atlas.weights == weights else None
+
+
+def run_atlas(cfg: AtlasConfig, *, run_root=None, progress: bool = True) -> AtlasResult:
+    device, train, val, probe = train_val_probe(cfg)
+    in_chans = probe[0][0].shape[0]
+    run = RunDir(f"atlas-{cfg.model_a.replace(':', '_')}-{cfg.model_b.replace(':', '_')}-{cfg.dataset}-{config_hash(cfg)}", run_root)
+    run.write_config(cfg)
+    models, histories, summaries, initial_b = {}, {}, {}, None
+    for side, name in (("a", cfg.model_a), ("b", cfg.model_b)):
+        # B starts from other weights than A (seed + 1): with model_a == model_b the atlas compares two seeds
+        seed_everything(cfg.seed + (side == "b"))
+        model = build_model(name, num_classes(train), in_chans=in_chans)
+        if side == "b":
+            initial_b = copy.deepcopy(model)  # the floor: B as it was before training
+        res = fit(model, train, val, test=probe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device,
+                  run=RunDir(f"{run.name}-{side}-seed{cfg.seed + (side == 'b')}", run_root), seed=cfg.seed + (side == "b"), progress=progress)
+        if res.best_state is not None:
+            model.load_state_dict(res.best_state)  # the model selected on the validation split
+        models[side], histories[name], summaries[name] = model, res.history, res.summary
+    kw = dict(n_images=cfg.n_images, device=device, k=cfg.k, knn_images=cfg.knn_images, knn_points=cfg.knn_points,
+              embedding=cfg.embedding, seed=cfg.seed, progress=progress)
+    atlases = {}
+    for key, b in (("atlas", models["b"]), ("floor", initial_b)):
+        path = run.path / f"{key}.json"
+        saved = _saved_atlas(path, {"a": weights_digest(models["a"]), "b": weights_digest(b)})
+        if saved is not None:
+            atlases[key] = saved
+            continue
+        atlases[key] = compare(models["a"], b, probe, **kw)
+        atlases[key].save(path)
+    metrics = {**_summary(atlases["atlas"], atlases["floor"]), "training": summaries}
+    return AtlasResult(cfg, atlases["atlas"], atlases["floor"], histories, summaries, list(train.classes), metrics, run)
