@@ -253,7 +253,7 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     need_b = sorted(set(lb if embedding else []) | {b for _, b in chosen}, key=lb.index)
     pair_rows = {p: ([], []) for p in chosen}
     pic_rows = {(s, l): [] for s, names in (("a", la), ("b", lb)) for l in (names if embedding else [])}
-    labels, g = [], torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     if need_a or need_b:
         with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, need_a, device=None) as ra, \
                 ActivationRecorder(model_b, need_b, device=None) as rb:
@@ -271,7 +271,6 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
                     acts = ra.activations if side == "a" else rb.activations
                     feats, img = _sampled(_as_maps(_pick(acts, l)), per_image, g)
                     rows.append((feats, y[img]))
-                labels.append(y)
     for (a, b), (rows_a, rows_b) in pair_rows.items():
         pa, pb = torch.cat(rows_a), torch.cat(rows_b)
         keep = _sample(len(pa), knn_points, seed)

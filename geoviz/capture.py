@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from ._counter_rng import CounterRNG
 from ._io import atomic_write_json, read_json
@@ -580,6 +580,8 @@ def collect(
     if dtype not in _NP_DTYPES:
         raise ValueError(f"dtype must be one of {list(_NP_DTYPES)}, got {dtype}")
     dev = torch.device(device) if device is not None else next(model.parameters()).device
+    if isinstance(data, Dataset) and max_images is not None and max_images < len(data):
+        data = Subset(data, range(max_images))  # a data set batched on the device then moves these images only
     loader = _as_loader(data, batch_size, dev)
     names = resolve_layers(model, layers)
     n_images = min(len(loader.dataset), max_images or len(loader.dataset))

@@ -15,16 +15,16 @@ from typing import Callable
 import torch
 from torch.utils.data import Dataset, Subset
 
-__all__ = ["BatchSource", "batch_source", "crop_flip", "draw_crop_flip"]
+__all__ = ["BatchSource", "batch_source", "crop_flip", "draw_crop_flip", "random_crop_flip"]
 
 
 @dataclass(frozen=True)
 class BatchSource:
     """What a tensor-backed data set is: ``images`` (N, C, H, W) uint8, ``targets`` (N,), and
     ``transform``, a batched function of float images in [0, 1] (B, C, H, W) → model inputs, or
-    None (``random``: it draws random numbers). ``rows`` maps the data set's index to a row of ``images`` (a Subset); ``ids``, when set,
-    are the indices batches carry as a third element (x, y, id), as a teacher cache's indexed data
-    set does (``indexed()``)."""
+    None (``random``: it draws random numbers). ``rows`` maps the data set's index to a row of
+    ``images`` (a Subset); ``ids``, when set, are the indices batches carry as a third element
+    (x, y, id), as a teacher cache's indexed data set does (``indexed()``)."""
 
     images: torch.Tensor
     targets: torch.Tensor
