@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._io import atomic_write_text
 from ._utils import check_number, choice, eval_mode, progress_bar, resolve_device
@@ -165,6 +165,8 @@ def _pick(acts: dict, name: str) -> torch.Tensor:
     if name in acts:
         return acts[name]
     calls = sorted(k for k in acts if k.startswith(name + "#"))
+    if not calls:
+        raise ValueError(f"layer {name!r} did not run in the forward pass (an auxiliary head used in training only?): leave it out")
     raise ValueError(f"layer {name!r} runs {len(calls)} times in one forward pass (a module used more than once): compare its "
                      f"parent block instead, or one call by name ({', '.join(map(repr, calls[:3]))})")
 
@@ -222,12 +224,18 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     check_number("n_images", n_images, low=4, integer=True, allow_none=True)
     if embedding is not None:
         choice("embedding", embedding, PROJECTIONS)
+    if isinstance(data, DataLoader) or not isinstance(data, Dataset):
+        raise TypeError(f"compare takes a Dataset (it batches the images itself), got {type(data).__name__}")
     la, lb = _layers(model_a, layers_a, "a"), _layers(model_b, layers_b, "b")
     n = len(data) if n_images is None else n_images
     if n > len(data):
         raise ValueError(f"n_images={n_images} but the data set holds {len(data)} images")
     if n < 4:
         raise ValueError(f"compare needs at least 4 images (the unbiased HSIC estimator), got {n}")
+    m = min(knn_images, n)
+    if (pairs is not None or embedding is not None) and m < k + 2:
+        raise ValueError(f"kNN agreement and pictures use the first {m} images, and a 1 × 1 layer gives one point per image: "
+                         f"k={k} needs at least {k + 2}; lower k or use more images")
     if pairs not in ("best", None):
         pairs = [tuple(p) for p in pairs]
         for a, b in pairs:
@@ -239,7 +247,8 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     sampler = _batches(n, batch_size)
     with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, la, device=None) as ra, \
             ActivationRecorder(model_b, lb, device=None) as rb:
-        for batch in progress_bar(as_loader(data, batch_size, device=dev, batch_sampler=sampler), desc="atlas: CKA", enabled=progress, leave=False):
+        # a Subset: a data set batched on the device then moves these images only
+        for batch in progress_bar(as_loader(Subset(data, range(n)), batch_size, device=dev, batch_sampler=sampler), desc="atlas: CKA", enabled=progress, leave=False):
             x = batch[0].to(dev)
             model_a(x), model_b(x)
             cka.update([_pick(ra.activations, l) for l in la], [_pick(rb.activations, l) for l in lb])
@@ -247,7 +256,6 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
                   classes=_class_names(data), embedding=embedding, weights={"a": weights_digest(model_a), "b": weights_digest(model_b)})
     t1 = time.perf_counter()
     chosen = [] if pairs is None else [(a, b) for a, b, _ in atlas.best_match()] if pairs == "best" else pairs
-    m = min(knn_images, n)
     per_image = -(-knn_points // m)
     need_a = sorted(set(la if embedding else []) | {a for a, _ in chosen}, key=la.index)
     need_b = sorted(set(lb if embedding else []) | {b for _, b in chosen}, key=lb.index)
@@ -257,7 +265,7 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     if need_a or need_b:
         with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, need_a, device=None) as ra, \
                 ActivationRecorder(model_b, need_b, device=None) as rb:
-            for batch in as_loader(data, batch_size, device=dev, batch_sampler=_batches(m, batch_size)):
+            for batch in as_loader(Subset(data, range(m)), batch_size, device=dev, batch_sampler=_batches(m, batch_size)):
                 x = batch[0].to(dev)
                 model_a(x), model_b(x)
                 y = torch.as_tensor(batch[1]).cpu()

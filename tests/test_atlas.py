@@ -87,6 +87,10 @@ def test_blocks_of_real_architectures():
     assert block_layers(build_model("resnet20", 10)) == [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]
     assert block_layers(build_model("tv:resnet18", 10)) == [f"layer{s}.{i}" for s in (1, 2, 3, 4) for i in range(2)]
     assert block_layers(build_model("tv:mobilenet_v2", 10)) == [f"features.{i}" for i in range(19)]  # residual blocks, not their .conv
+    v3 = build_model("tv:mobilenet_v3_small", 10)
+    assert block_layers(v3) == [f"features.{i}" for i in range(len(v3.features))]  # not the parts of each block (.block.0, ...)
+    g = block_layers(build_model("tv:googlenet", 10))
+    assert "inception3a" in g and not any(n.startswith(("aux", "inception3a.")) for n in g)  # branches run side by side; aux heads train only
     vit = block_layers(build_model("tv:vit_b_16", 10))
     assert vit[0] == "conv_proj" and vit[1:13] == [f"encoder.layers.encoder_layer_{i}" for i in range(12)] and "heads" not in vit
 

@@ -162,6 +162,17 @@ def test_a_subclass_that_reads_items_its_own_way_is_not_batched_around_it():
     ds = Noisy(torch.zeros(6, 1, 4, 4, dtype=torch.uint8), torch.arange(6) % 2, "ab")
     assert batch_source(ds) is None and type(as_loader(ds, 3, device="cpu")) is DataLoader
     assert batch_source(TensorImages(ds.images, ds.labels, "ab")) is not None
+
+    class NoisySubset(Subset):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return x + 0.01, y
+
+        def __getitems__(self, indices):  # torch asks for it beside an overridden __getitem__
+            return [self[i] for i in indices]
+
+    plain = TensorImages(ds.images, ds.labels, "ab")
+    assert batch_source(NoisySubset(plain, [0, 1])) is None and batch_source(Subset(plain, [0, 1])) is not None
     with pytest.raises(TypeError, match="uint8"):
         from geoviz.datasets._batched import BatchSource
 
@@ -194,3 +205,15 @@ def test_compiled_training_with_recorded_layers_matches_eager(monkeypatch):
     assert compiled == [{"backend": "eager"}]  # compiled once, the second run only
     with pytest.raises(TypeError, match="compile must be"):
         fit(build_model("resnet8", 10), data, epochs=1, compile=1, progress=False)
+
+
+def test_a_data_set_too_large_for_the_gpu_is_read_item_by_item(monkeypatch):
+    from geoviz.inference import _fits_on
+
+    source = batch_source(get_dataset("shapes10", "train", n=100))  # 100 × 3 × 32 × 32 bytes = 300 KiB
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2_000_000, 10_000_000))
+    assert _fits_on(source, torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1_000_000, 10_000_000))  # a quarter is 244 KiB
+    with pytest.warns(UserWarning, match="item by item"):
+        assert not _fits_on(source, torch.device("cuda"))
+    assert _fits_on(source.subset(range(50)), torch.device("cuda"))  # only a Subset's rows count

@@ -53,6 +53,8 @@ def batch_source(data) -> BatchSource | None:
     """The ``BatchSource`` of ``data`` (a data set with a ``batch_source()`` method, or a Subset of
     one), None when it is read item by item only (a random per-item transform, files on disk)."""
     if isinstance(data, Subset):
+        if type(data).__getitem__ is not Subset.__getitem__:  # a Subset that reads its items its own way
+            return None
         inner = batch_source(data.dataset)
         return None if inner is None else inner.subset(data.indices)
     get = getattr(data, "batch_source", None)

@@ -146,7 +146,8 @@ def run_atlas(cfg: AtlasConfig, *, run_root=None, progress: bool = True) -> Atla
                   run=RunDir(f"{run.name}-{side}-seed{cfg.seed + (side == 'b')}", run_root), seed=cfg.seed + (side == "b"), progress=progress)
         if res.best_state is not None:
             model.load_state_dict(res.best_state)  # the model selected on the validation split
-        models[side], histories[name], summaries[name] = model, res.history, res.summary
+        key = f"{side.upper()}: {name} (seed {cfg.seed + (side == 'b')})"  # two seeds of one architecture stay apart
+        models[side], histories[key], summaries[key] = model, res.history, res.summary
     kw = dict(n_images=cfg.n_images, device=device, k=cfg.k, knn_images=cfg.knn_images, knn_points=cfg.knn_points,
               embedding=cfg.embedding, seed=cfg.seed, progress=progress)
     atlases = {}

@@ -86,7 +86,8 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_HEADS = {"fc", "head", "heads", "classifier", "classif", "head_drop", "fc_norm", "global_pool", "avgpool"}
+_HEADS = {"fc", "head", "heads", "classifier", "classif", "head_drop", "fc_norm", "global_pool", "avgpool",
+          "aux1", "aux2", "AuxLogits"}  # heads, and auxiliary heads that run in training only
 
 
 def _has_params(m: nn.Module) -> bool:
@@ -97,18 +98,26 @@ def _param_children(m: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, c) for n, c in m.named_children() if _has_params(c)]
 
 
+def _is_block(m: nn.Module) -> bool:
+    """A module with parts of its own, other than a plain run of layers (conv-BN-activation)."""
+    kids = list(m.children())
+    return bool(kids) and not (isinstance(m, nn.Sequential) and all(not list(c.children()) for c in kids))
+
+
 def _is_block_sequence(m: nn.Module) -> bool:
-    """A container of blocks (modules with parts of their own), e.g. a ResNet stage; not a
-    conv-BN-activation sequence inside one block."""
+    """A container of blocks, e.g. a ResNet stage; not the conv-BN-activation runs inside one block."""
     kids = _param_children(m)
-    return isinstance(m, (nn.Sequential, nn.ModuleList)) and len(kids) > 0 and all(len(list(c.children())) > 0 for _, c in kids)
+    return isinstance(m, (nn.Sequential, nn.ModuleList)) and len(kids) > 0 and all(_is_block(c) for _, c in kids)
 
 
 def _blocks(path: str, m: nn.Module, depth: int) -> list[str]:
     kids = _param_children(m)
     if _is_block_sequence(m):
         return [f"{path}.{n}" for n, _ in kids]
-    if depth > 0 and any(_is_block_sequence(c) and len(_param_children(c)) > 1 for _, c in kids):
+    # one level down only where a stage holds exactly one sequence of several blocks (torchvision's
+    # ViT encoder.layers), not into a block's own parts (MobileNetV3's .block, Inception's branches)
+    inner = [c for _, c in kids if _is_block_sequence(c) and len(_param_children(c)) > 1]
+    if depth > 0 and len(inner) == 1:
         return [b for n, c in kids for b in _blocks(f"{path}.{n}", c, depth - 1)]
     return [path]
 

@@ -45,7 +45,8 @@ def atlas_heatmap(atlas, *, title: str | None = None, floor=None) -> go.Figure:
 
 def atlas_best_match(atlas, *, title: str | None = None, floor=None) -> go.Figure:
     """For each layer of A: the depth of its best-matching layer of B (left) and, where it was
-    measured, the kNN agreement of their local features against its chance level (right)."""
+    measured, the kNN agreement of their local features, with the overlap of random neighbour
+    sets marked as a reference (right; the floor, when given, is the baseline)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("best-matching layer of B", "kNN agreement of local features at that pair"),
                         horizontal_spacing=0.14)
     colors = class_colors(4)
