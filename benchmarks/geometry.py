@@ -22,8 +22,8 @@ Prints one JSON line:
   next to a 224 px input; kNN agreement at the best pairs, no pictures) against the two bare
   forward passes over the same device-resident images;
 - ``collect`` of ``--collect-n`` shapes10 images, 4 layers of resnet18, 16 positions per image,
-  streamed to disk, against a bare forward pass, with the peak resident memory of a child process
-  that does only that (``ru_maxrss``).
+  streamed to disk, against a bare forward pass, in a child process that does only that, with its
+  resident memory polled before and during (its own growth apart from the data set's).
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._io import atomic_write_text
+from .apps import _WidgetApp
 from .figures import embedding_grid
 from .style import SEQUENTIAL, class_colors, class_symbols, finish
 
@@ -85,7 +86,7 @@ def atlas_pair_figure(atlas, layer_a: str, layer_b: str) -> go.Figure:
     return embedding_grid(panels, labels, atlas.classes or [], title=f"{_axis(atlas)} of local features<br><sup>{sub}</sup>", axis=_axis(atlas))
 
 
-class AtlasExplorer:
+class AtlasExplorer(_WidgetApp):
     """The CKA heatmap with a cell picker: clicking a cell (or choosing both layers in the
     dropdowns) draws both layers' local features side by side. ``select(layer_a, layer_b)`` does
     programmatically what a click does."""
@@ -93,9 +94,7 @@ class AtlasExplorer:
     def __init__(self, atlas):
         import ipywidgets as W
 
-        from .apps import _static_html
-
-        self.atlas, self._static = atlas, _static_html
+        self.atlas = atlas
         best = atlas.best_match()[0]
         self.heatmap = go.FigureWidget(atlas_heatmap(atlas, title=f"Pick a cell: CKA of {atlas.name_a} (rows) vs {atlas.name_b} (columns)"))
         self.layer_a = W.Dropdown(options=atlas.layers_a, value=best[0], description="layer of A", layout=W.Layout(width="300px"))
@@ -125,16 +124,6 @@ class AtlasExplorer:
             self.pair.data = []
             self.pair.add_traces(fig.data)
             self.pair.layout = fig.layout
-
-    def static_html(self) -> str:
-        return self._static(self.widget)
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        bundle = dict(self.widget._repr_mimebundle_() or {})
-        bundle["text/html"] = self.static_html()
-        display(bundle, raw=True)
 
 
 def _pair_data(atlas) -> dict:
@@ -200,8 +189,8 @@ def write_atlas_report(atlas, path, *, floor=None, title: str | None = None) -> 
              f"<th>CKA</th><th>kNN agreement</th><th>random neighbour sets</th><th>points</th></tr>{rows}</table>")
     script = ""
     if atlas.embeddings:
-        n = len(atlas.classes or []) or int(max(int(v.max()) for v in atlas.embedding_labels.values()) + 1)
-        meta = {"classes": list(atlas.classes or []), "colors": class_colors(max(n, 1)), "symbols": class_symbols(max(n, 1)),
+        n = len(atlas.classes)  # compare names the classes whenever it draws pictures
+        meta = {"classes": list(atlas.classes), "colors": class_colors(n), "symbols": class_symbols(n),
                 "layers_a": atlas.layers_a, "layers_b": atlas.layers_b, "cka": np.round(atlas.cka, 4).tolist(),
                 "knn": {f"{a}|{b}": v for (a, b), v in atlas.knn.items()}, "name_a": atlas.name_a, "name_b": atlas.name_b,
                 "axis": _axis(atlas), "start": [best[0][0], best[0][1]]}
