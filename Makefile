@@ -53,6 +53,7 @@ bench: install
 	$(PY) benchmarks/ensembles.py
 	$(PY) benchmarks/cnnmda.py
 	$(PY) benchmarks/geometry.py
+	$(PY) benchmarks/explore.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

@@ -76,10 +76,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint without executing pickled code (``weights_only=True``)."""
+    """Load a checkpoint without executing pickled code (``weights_only=True``); a ``.safetensors``
+    file (timm's and Hugging Face's format) through safetensors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
     return torch.load(path, map_location=map_location, weights_only=True)
 
 

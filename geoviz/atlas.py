@@ -20,7 +20,6 @@ The HTML report is written by ``geoviz.viz.write_atlas_report`` (plotting lives 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ._io import atomic_write_text
 from ._utils import check_number, choice, eval_mode, progress_bar, resolve_device
-from .capture import ActivationRecorder, align_maps, resolve_layers
+from .capture import ActivationRecorder, align_maps, as_maps, prefix_tokens_of, resolve_layers
 from .geometry import MinibatchCKA, knn_agreement
 from .inference import as_loader
 from .models import block_layers
@@ -146,21 +145,6 @@ def random_jaccard(m: int, k: int) -> float:
     return float((hypergeom.pmf(i, m, k, k) * i / (2 * k - i)).sum())
 
 
-def _as_maps(a: torch.Tensor) -> torch.Tensor:
-    """Any layer output as (B, C, H, W): conv maps as they are, transformer tokens (B, N, D) on
-    their square grid (a class token in front dropped), vectors as 1 × 1 maps."""
-    if a.dim() == 4:
-        return a
-    if a.dim() == 3:
-        b, n, d = a.shape
-        for skip in (0, 1):
-            side = math.isqrt(n - skip)
-            if side * side == n - skip and side > 1:
-                return a[:, skip:].transpose(1, 2).reshape(b, d, side, side)
-        return a.transpose(1, 2)[..., None]
-    return a.reshape(a.shape[0], -1)[:, :, None, None]
-
-
 def _pick(acts: dict, name: str) -> torch.Tensor:
     if name in acts:
         return acts[name]
@@ -262,6 +246,7 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     pair_rows = {p: ([], []) for p in chosen}
     pic_rows = {(s, l): [] for s, names in (("a", la), ("b", lb)) for l in (names if embedding else [])}
     g = torch.Generator().manual_seed(seed)
+    prefix_a, prefix_b = prefix_tokens_of(model_a), prefix_tokens_of(model_b)
     if need_a or need_b:
         with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, need_a, device=None) as ra, \
                 ActivationRecorder(model_b, need_b, device=None) as rb:
@@ -269,15 +254,16 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
                 x = batch[0].to(dev)
                 model_a(x), model_b(x)
                 y = torch.as_tensor(batch[1]).cpu()
+                maps_a = lambda l: as_maps(_pick(ra.activations, l), tuple(x.shape[-2:]), prefix_a)  # noqa: E731
+                maps_b = lambda l: as_maps(_pick(rb.activations, l), tuple(x.shape[-2:]), prefix_b)  # noqa: E731
                 for (a, b), (rows_a, rows_b) in pair_rows.items():
-                    fa, fb = align_maps(_as_maps(_pick(ra.activations, a)), _as_maps(_pick(rb.activations, b)), "pool")
+                    fa, fb = align_maps(maps_a(a), maps_b(b), "pool")
                     state = g.get_state()  # the same positions of both maps
                     rows_a.append(_sampled(fa, per_image, g)[0])
                     g.set_state(state)
                     rows_b.append(_sampled(fb, per_image, g)[0])
                 for (side, l), rows in pic_rows.items():
-                    acts = ra.activations if side == "a" else rb.activations
-                    feats, img = _sampled(_as_maps(_pick(acts, l)), per_image, g)
+                    feats, img = _sampled((maps_a if side == "a" else maps_b)(l), per_image, g)
                     rows.append((feats, y[img]))
     for (a, b), (rows_a, rows_b) in pair_rows.items():
         pa, pb = torch.cat(rows_a), torch.cat(rows_b)

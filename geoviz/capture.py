@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import math
 import mmap
 import os
 import shutil
@@ -33,7 +34,10 @@ from ._utils import eval_mode, format_bytes, progress_bar, unknown_name_message
 
 __all__ = [
     "layer_names",
+    "leaf_layers",
     "resolve_layers",
+    "as_maps",
+    "prefix_tokens_of",
     "ActivationRecorder",
     "record",
     "local_features",
@@ -52,21 +56,52 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def leaf_layers(model: nn.Module) -> list[str]:
+    """Every module without submodules (convolutions, norms, activations, pooling, linear layers),
+    in definition order, identities left out: "every layer" of a network."""
+    return [n for n, m in model.named_modules() if n and not list(m.children()) and not isinstance(m, nn.Identity)]
+
+
+INPUT_SUFFIX = ":input"  # "fc:input": what a module receives (the classifier's input: penultimate features)
+
+
 def _split_call(name: str) -> tuple[str, int | None]:
     base, sep, k = name.rpartition("#")
     return (base, int(k)) if sep and k.isdigit() else (name, None)
 
 
+def _module_path(name: str) -> str:
+    base = _split_call(name)[0]
+    return base[: -len(INPUT_SUFFIX)] if base.endswith(INPUT_SUFFIX) else base
+
+
 def resolve_layers(model: nn.Module, layers: str | Iterable[str]) -> list[str]:
-    """Expand globs and check names; an unknown name raises KeyError listing the closest ones."""
+    """Expand globs and check names; an unknown name raises KeyError listing the closest ones.
+
+    ``"auto"`` is the network's blocks (``models.block_layers``), ``"leaves"`` every leaf module
+    (``leaf_layers``); ``"<path>:input"`` is what module ``path`` receives (``"fc:input"``: the
+    penultimate features of a classifier)."""
     if isinstance(layers, str):
         layers = [layers]
     names = layer_names(model)
     known = set(names)
     out: list[str] = []
     for spec in layers:
+        if spec in ("auto", "leaves"):
+            from .models import block_layers
+
+            hits = block_layers(model) if spec == "auto" else leaf_layers(model)
+            if not hits:
+                raise ValueError(f"layers={spec!r} found no {'blocks' if spec == 'auto' else 'leaf modules'} in {type(model).__name__}: "
+                                 "name the layers (module paths)")
+            out += [h for h in hits if h not in out]
+            continue
         base, _ = _split_call(spec)
-        if any(ch in base for ch in "*?["):
+        if base.endswith(INPUT_SUFFIX):
+            if _module_path(spec) not in known:
+                raise KeyError(unknown_name_message("layer", _module_path(spec), names))
+            hits = [base]
+        elif any(ch in base for ch in "*?["):
             hits = [n for n in names if fnmatch.fnmatchcase(n, base)]
             if not hits:
                 raise KeyError(unknown_name_message("layer pattern (matches nothing)", spec, names))
@@ -86,6 +121,7 @@ def _copy(t, device, dtype, detach):
         if detach:
             t = t.detach()
         # a copy, always: later in-place ops must not change what was recorded
+        dtype = dtype if dtype is not None and t.is_floating_point() else None  # indices stay integers
         if device is None and dtype is None:
             return t.clone()
         return t.to(device=device if device is not None else t.device, dtype=dtype or t.dtype, copy=True)
@@ -93,6 +129,8 @@ def _copy(t, device, dtype, detach):
         return type(t)(*(_copy(u, device, dtype, detach) for u in t))
     if isinstance(t, (tuple, list)):
         return type(t)(_copy(u, device, dtype, detach) for u in t)
+    if isinstance(t, dict):
+        return {k: _copy(u, device, dtype, detach) for k, u in t.items()}
     return t
 
 
@@ -104,17 +142,22 @@ class ActivationRecorder:
     ...     acts = rec.activations          # {"layer1": tensor, "layer3.0.conv2": tensor, ...}
 
     ``detach=False`` keeps the autograd graph (for losses on activations); ``device`` and ``dtype``
-    say where copies go (``device=None``: where they were computed). Activations are reset at the
-    start of each forward of ``model``; hooks exist only inside the ``with`` block and are removed
-    on exit, also after an exception.
+    say where copies go (``device=None``: where they were computed). ``transform(name, output)``,
+    when given, reduces each output where it was computed, before it is copied (``collect`` keeps
+    sampled positions only, so whole maps of every layer never pile up). A layer named
+    ``"<path>:input"`` records what that module receives. Activations are reset at the start of
+    each forward of ``model``; hooks exist only inside the ``with`` block and are removed on exit,
+    also after an exception.
     """
 
-    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, detach: bool = True, device: str | torch.device | None = "cpu", dtype: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, detach: bool = True, device: str | torch.device | None = "cpu",
+                 dtype: torch.dtype | None = None, transform=None):
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.detach = detach
         self.device = torch.device(device) if device is not None else None
         self.dtype = dtype
+        self.transform = transform
         self._calls: dict[str, list] = {}
         self._handles: list = []
         self._paused = False
@@ -123,7 +166,17 @@ class ActivationRecorder:
     def _hook(self, name: str):
         def fn(module, inputs, output):
             if not self._paused:
+                if self.transform is not None:
+                    output = self.transform(name, output)
                 self._calls.setdefault(name, []).append(_copy(output, self.device, self.dtype, self.detach))
+
+        return fn
+
+    def _input_hook(self, name: str):
+        record = self._hook(name)
+
+        def fn(module, args):
+            record(module, args, args[0])
 
         return fn
 
@@ -136,7 +189,11 @@ class ActivationRecorder:
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._reset))
             for name in self.layers:
-                self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook(name)))
+                module = self.model.get_submodule(_module_path(name))
+                if name.endswith(INPUT_SUFFIX):
+                    self._handles.append(module.register_forward_pre_hook(self._input_hook(name)))
+                else:
+                    self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
             self.close()
             raise
@@ -209,6 +266,70 @@ def local_features(act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, y, x = torch.meshgrid(torch.arange(B), torch.arange(H), torch.arange(W), indexing="ij")
     index = torch.stack([b.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=1).to(act.device)
     return feats, index
+
+
+def _fits(h: int, w: int, image_size) -> bool:
+    """Whether an h × w grid is the image (H, W) seen at one stride: some s with h and w each within
+    one cell of H / s and W / s (padding and rounding move a map's side by at most one). A Swin map
+    (64, 64, 96) read channels-first would be a 64 × 96 grid of a square image: no single stride
+    gives it, so it is read channels-last."""
+    H, W = image_size
+
+    def strides(n, size):  # the strides s with |size / s - n| <= 1
+        return size / (n + 1), (size / (n - 1) if n > 1 else float("inf"))
+
+    (a0, a1), (b0, b1) = strides(h, H), strides(w, W)
+    return max(a0, b0) <= min(a1, b1)
+
+
+def _grid(n: int, image_size) -> tuple[int, int] | None:
+    """(h, w) with h·w = n that has the image's shape (square without an image size), or None."""
+    if n < 1:
+        return None
+    if image_size is None:
+        side = math.isqrt(n)
+        return (side, side) if side * side == n else None
+    H, W = image_size
+    pairs = [(h, n // h) for h in range(1, n + 1) if n % h == 0 and _fits(h, n // h, image_size)]
+    return min(pairs, key=lambda p: abs(math.log((H / p[0]) / (W / p[1])))) if pairs else None
+
+
+def prefix_tokens_of(model: nn.Module) -> int | None:
+    """How many tokens precede a transformer's patch grid: timm's ``num_prefix_tokens`` (class,
+    distillation and register tokens), 1 for a torchvision ViT (its ``class_token``), else None."""
+    n = getattr(model, "num_prefix_tokens", None)
+    if n is not None:
+        return int(n)
+    return 1 if isinstance(getattr(model, "class_token", None), torch.Tensor) else None
+
+
+def as_maps(act: torch.Tensor, image_size: tuple[int, int] | None = None, prefix_tokens: int | None = None) -> torch.Tensor:
+    """Any layer output as (B, C, H, W) maps of local features:
+
+    - conv maps as they are; channels-last maps (B, H, W, C) (Swin's stages, ConvNeXt's insides)
+      turned round when only their axes 1 and 2 are the image (``image_size`` (H, W)) at one stride
+      (``_fits``); a map where both readings fit (C within a cell of W) stays channels-first;
+    - transformer tokens (B, N, D) laid on their grid: ``prefix_tokens`` (class token, registers;
+      ``prefix_tokens_of(model)``) dropped from the front, or, when not given, the fewest (up to 2:
+      a class and a distillation token) that leave the image's grid (square for a square image);
+      tokens that form no grid become an N × 1 map;
+    - vectors (B, C) as 1 × 1 maps (anything else is flattened to one).
+    """
+    if act.dim() == 4:
+        if image_size is not None:
+            b, c, h, w = act.shape
+            if _fits(c, h, image_size) and not _fits(h, w, image_size):
+                return act.permute(0, 3, 1, 2)
+        return act
+    if act.dim() == 3:
+        b, n, d = act.shape
+        skips = [prefix_tokens] if prefix_tokens is not None else [s for s in (0, 1, 2) if n - s > 2 * s]
+        for skip in skips:
+            hw = _grid(n - skip, image_size)
+            if hw is not None and (n - skip > 1 or n == 1):
+                return act[:, skip:].transpose(1, 2).reshape(b, d, *hw)
+        return act.transpose(1, 2)[..., None]
+    return act.reshape(act.shape[0], -1)[:, :, None, None]
 
 
 ALIGN_MODES = ("pool", "upsample")
@@ -287,6 +408,21 @@ class ReceptiveField:
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         return tuple(int(v) for v in self.boxes([y], [x])[0])
 
+    def cell(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """The position's own share of the image, (x0, y0, x1, y1) half-open, clipped: a ``jump`` ×
+        ``jump`` box centred where its receptive field is centred (a deep layer's receptive field
+        covers far more, often all of the image; the cell says which part the position stands for;
+        for a ViT token, its patch)."""
+        H, W = self.input_size
+
+        def span(i, axis, size):
+            centre = i * self.jump[axis] + (self.start[axis] + self.end[axis] + 1) / 2  # the centre of pixels start..end
+            lo = int(round(centre - self.jump[axis] / 2))
+            return max(0, lo), min(size, max(lo + 1, int(round(centre + self.jump[axis] / 2))))
+
+        (y0, y1), (x0, x1) = span(y, 0, H), span(x, 1, W)
+        return x0, y0, x1, y1
+
 
 def _first_conv_channels(model: nn.Module) -> int:
     for m in model.modules():
@@ -318,9 +454,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, i
             calls = ", ".join(f"'{base}#{k}'" for k in range(len(acts)))
             raise ValueError(f"layer {base!r} runs {len(acts)} time(s) per forward, so {layer!r} does not exist: use "
                              f"{calls}" + (f" (or '{base}')" if len(acts) == 1 else ""))
-        act = acts[call or 0]
-        if act.dim() != 4:
-            raise ValueError(f"layer {layer!r} gives shape {tuple(act.shape)}; receptive fields need (B, C, H, W)")
+        act = as_maps(acts[call or 0], (H, W), prefix_tokens_of(model))
         Ho, Wo = act.shape[-2:]
 
         def support(py, px):
@@ -354,7 +488,10 @@ class FeatureBank:
 
     ``features[layer]`` is ``(N, C)`` float, ``index[layer]`` is ``(N, 3)`` int32 rows of
     (image, y, x), ``labels`` holds one label per image (−1 when the data had none), ``shapes[layer]``
-    the activation's (C, H, W). On disk the arrays are memory-mapped ``.npy`` files, read lazily.
+    the activation's (C, H, W) (token layers on their grid). ``pooled[layer]`` is ``(n_images, C)``:
+    each image's globally average-pooled vector of the layers asked for with ``collect(pooled=...)``;
+    ``outputs`` ``(n_images, K)`` the network's outputs (``collect(outputs=True)``), else None. On
+    disk the arrays are memory-mapped ``.npy`` files, read lazily.
     """
 
     features: dict[str, np.ndarray]
@@ -363,6 +500,8 @@ class FeatureBank:
     shapes: dict[str, tuple[int, int, int]]
     path: Path | None = None
     info: dict = field(default_factory=dict)
+    pooled: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: np.ndarray | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -380,7 +519,8 @@ class FeatureBank:
         return torch.from_numpy(np.ascontiguousarray(f if rows is None else f[rows]))
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.features.values()) + sum(a.nbytes for a in self.index.values()) + self.labels.nbytes
+        arrays = [*self.features.values(), *self.index.values(), *self.pooled.values(), self.labels]
+        return sum(a.nbytes for a in arrays) + (self.outputs.nbytes if self.outputs is not None else 0)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "FeatureBank":
@@ -391,13 +531,13 @@ class FeatureBank:
         if not manifest.is_file():
             raise FileNotFoundError(f"{path} holds no complete feature bank (no bank.json); run collect(..., out_dir={str(path)!r})")
         info = read_json(manifest)
-        feats, index, shapes = {}, {}, {}
-        for layer, stem in info["files"].items():
-            feats[layer] = np.load(path / f"{stem}.features.npy", mmap_mode="r")
-            index[layer] = np.load(path / f"{stem}.index.npy", mmap_mode="r")
-            shapes[layer] = tuple(info["shapes"][layer])
-        labels = np.load(path / "labels.npy")
-        return cls(feats, index, labels, shapes, path, info)
+        load = lambda name: np.load(path / name, mmap_mode="r")  # noqa: E731
+        feats = {layer: load(f"{stem}.features.npy") for layer, stem in info["files"].items()}
+        index = {layer: load(f"{stem}.index.npy") for layer, stem in info["files"].items()}
+        shapes = {layer: tuple(info["shapes"][layer]) for layer in info["files"]}
+        pooled = {layer: load(f"{stem}.pooled.npy") for layer, stem in info.get("pooled_files", {}).items()}
+        outputs = load("outputs.npy") if info.get("outputs") else None
+        return cls(feats, index, np.load(path / "labels.npy"), shapes, path, info, pooled, outputs)
 
 
 def _as_loader(data, batch_size: int, device: torch.device) -> DataLoader:
@@ -424,31 +564,79 @@ def _split_batch(batch):
     raise TypeError("each batch must be images, (images, labels, ...) or {'image': ..., 'label': ...}")
 
 
-def _positions(seed: int, image_ids: np.ndarray, layer: str, hw: int, k: int) -> torch.Tensor:
-    """k distinct positions per image, a function of (seed, image id, layer) only."""
-    scores = CounterRNG(seed, image_ids, namespace=f"collect/{layer}").uniform("pos", hw)
-    return scores.argsort(dim=1)[:, :k]
+def _positions(seed: int, image_ids: np.ndarray, h: int, w: int, k: int) -> torch.Tensor:
+    """k distinct positions of each image's h × w grid, a function of (seed, image id, grid) only:
+    every layer on one grid sees the same positions of an image (its patches can be followed from
+    layer to layer), and drawing them costs once per grid and batch, not once per layer."""
+    scores = CounterRNG(seed, image_ids, namespace=f"collect/{h}x{w}").uniform("pos", h * w)
+    return scores.topk(k, dim=1, largest=False).indices
 
 
-def _layer_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device, pool: bool) -> dict[str, tuple[int, int, int]]:
-    """One image through the model gives every layer's (C, H, W), hence the size of the result."""
+def _output_tensor(out) -> torch.Tensor:
+    """A network's output as one tensor: logits as they are; the first of a tuple (Inception's
+    auxiliary logits), ``.logits`` of an output object."""
+    if torch.is_tensor(out):
+        return out
+    if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
+        return out[0]
+    if hasattr(out, "logits") and torch.is_tensor(out.logits):
+        return out.logits
+    raise TypeError(f"expected a tensor (or a tuple whose first item is one, or an object with .logits), got {type(out).__name__}")
+
+
+class _Reducer:
+    """What ``collect`` keeps of each layer output, computed where the output is, in the hook:
+    ``rows`` (B, k, C) at sampled positions (all positions when ``k`` is None) with ``pos`` (B, k),
+    or one pooled row (``pool``), and ``pooled`` (B, C) for the layers in ``pooled``. Token and
+    channels-last outputs are laid out as maps first (``as_maps``)."""
+
+    def __init__(self, row_layers, pooled_layers, k: int | None, pool: bool, seed: int, image_size, prefix_tokens):
+        self.rows = {_split_call(n)[0] for n in row_layers}
+        self.pooled = {_split_call(n)[0] for n in pooled_layers}
+        self.k, self.pool, self.seed = k, pool, seed
+        self.image_size, self.prefix_tokens = image_size, prefix_tokens
+        self.ids, self._cache = np.zeros(0, np.int64), {}
+
+    def start_batch(self, ids: np.ndarray) -> None:
+        self.ids, self._cache = ids, {}
+
+    def _pos(self, h: int, w: int, k: int, device) -> torch.Tensor:
+        key = (h, w, k)
+        if key not in self._cache:
+            self._cache[key] = _positions(self.seed, self.ids, h, w, k).to(device)
+        return self._cache[key]
+
+    def __call__(self, name: str, out) -> dict:
+        maps = as_maps(out if torch.is_tensor(out) else _output_tensor(out), self.image_size, self.prefix_tokens)
+        b, c, h, w = maps.shape
+        res = {}
+        if name in self.pooled:
+            res["pooled"] = maps.mean(dim=(2, 3))
+        if name in self.rows:
+            flat = maps.flatten(2)  # (B, C, HW)
+            if self.pool:
+                res["rows"] = maps.mean(dim=(2, 3))[:, None]
+            elif self.k is None or self.k >= h * w:
+                res["rows"] = flat.transpose(1, 2)
+            else:
+                pos = self._pos(h, w, self.k, maps.device)
+                res["rows"] = torch.gather(flat, 2, pos[:, None, :].expand(b, c, self.k)).transpose(1, 2)
+                res["pos"] = pos
+        res["shape"] = torch.tensor([c, h, w])
+        return res
+
+
+def _probe_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device, reducer: _Reducer, outputs: bool):
+    """One image through the model: every layer's (C, H, W) (hence the size of the result), and
+    the number of outputs."""
     x0, _ = _split_batch(next(iter(DataLoader(dataset, batch_size=1))))
-    with torch.no_grad(), eval_mode(model), ActivationRecorder(model, names, device="cpu") as rec:
-        model(x0.to(dev))
+    reducer.image_size = tuple(x0.shape[-2:])
+    reducer.start_batch(np.zeros(1, np.int64))
+    with torch.no_grad(), eval_mode(model), ActivationRecorder(model, names, device="cpu", transform=reducer) as rec:
+        out = model(x0.to(dev))
         probe = rec.activations
-    shapes = {}
-    for k, a in probe.items():
-        a = _as_maps(a, pool)
-        if a.dim() != 4:
-            raise ValueError(f"layer {k!r} gives shape {tuple(a.shape)}; collect needs (B, C, H, W) or (B, C)")
-        shapes[k] = tuple(a.shape[1:])
-    return shapes
-
-
-def _as_maps(a: torch.Tensor, pool: bool) -> torch.Tensor:
-    if pool and a.dim() == 4:
-        a = a.mean(dim=(2, 3))
-    return a[:, :, None, None] if a.dim() == 2 else a
+    n_out = _output_tensor(out).reshape(1, -1).shape[1] if outputs else 0
+    return {k: tuple(int(v) for v in a["shape"]) for k, a in probe.items()}, n_out
 
 
 def _release_pages(arr: np.memmap) -> None:
@@ -463,20 +651,19 @@ class _BankWriter:
     """Where ``collect`` puts rows: arrays in memory, or memory-mapped ``.npy`` files in
     ``<out_dir>.partial/`` with a progress file, renamed to ``out_dir`` when complete."""
 
-    def __init__(self, config: dict, shapes: dict, per_image: dict, np_dtype, total: int, n_images: int,
-                 out_dir=None, max_bytes: int | None = None):
-        self.config, self.shapes, self.root, self.work = config, shapes, None, None
+    def __init__(self, config: dict, arrays: dict, total: int, out_dir=None, max_bytes: int | None = None):
+        """``arrays``: {file stem: (shape, dtype)} of everything the bank holds."""
+        self.config, self.root, self.work = config, None, None
         self._saved = time.monotonic()
-        rows = {k: n_images * per_image[k] for k in shapes}
         self.done = 0
         if out_dir is None:
             if total > max_bytes:
                 raise MemoryBudgetError(
-                    f"collect would hold {format_bytes(total)} in memory ({n_images} images, layers {list(shapes)}), over max_bytes="
-                    f"{format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit max_images=, or raise max_bytes.")
-            self.feats = {k: np.empty((rows[k], shapes[k][0]), np_dtype) for k in shapes}
-            self.index = {k: np.empty((rows[k], 3), np.int32) for k in shapes}
-            self.labels = np.full(n_images, -1, np.int64)
+                    f"collect would hold {format_bytes(total)} in memory ({config['n_images']} images, layers {config['layers']}), over "
+                    f"max_bytes={format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit "
+                    "max_images=, or raise max_bytes.")
+            self.arrays = {stem: np.empty(shape, dtype) for stem, (shape, dtype) in arrays.items()}
+            self.arrays["labels"][:] = -1
             return
         self.root = Path(out_dir)
         self.work = self.root.with_name(self.root.name + ".partial")
@@ -487,24 +674,22 @@ class _BankWriter:
         free = shutil.disk_usage(self.work).free
         if not resume and total > free:
             raise MemoryBudgetError(f"collect would write {format_bytes(total)} but {self.work} has {format_bytes(free)} free")
-        self.feats, self.index = {}, {}
-        for k in shapes:
-            stem = self.work / _file_stem(k)
-            if resume:
-                self.feats[k] = np.load(f"{stem}.features.npy", mmap_mode="r+")
-                self.index[k] = np.load(f"{stem}.index.npy", mmap_mode="r+")
+        self.arrays = {}
+        for stem, (shape, dtype) in arrays.items():
+            if stem == "labels":
+                self.arrays[stem] = np.load(self.work / "labels.npy") if resume else np.full(shape, -1, dtype)
+            elif resume:
+                self.arrays[stem] = np.load(self.work / f"{stem}.npy", mmap_mode="r+")
             else:
-                self.feats[k] = np.lib.format.open_memmap(f"{stem}.features.npy", mode="w+", dtype=np_dtype, shape=(rows[k], shapes[k][0]))
-                self.index[k] = np.lib.format.open_memmap(f"{stem}.index.npy", mode="w+", dtype=np.int32, shape=(rows[k], 3))
-        self.labels = np.load(self.work / "labels.npy") if resume else np.full(n_images, -1, np.int64)
+                self.arrays[stem] = np.lib.format.open_memmap(self.work / f"{stem}.npy", mode="w+", dtype=dtype, shape=shape)
         self.done = state["done"] if resume else 0
 
     def _flush(self) -> None:
-        for k in self.feats:
-            for arr in (self.feats[k], self.index[k]):
+        for stem, arr in self.arrays.items():
+            if stem != "labels":
                 arr.flush()
                 _release_pages(arr)
-        atomic_save_npy(self.work / "labels.npy", self.labels)
+        atomic_save_npy(self.work / "labels.npy", self.arrays["labels"])
 
     CHECKPOINT_SECONDS = 5.0
 
@@ -519,9 +704,12 @@ class _BankWriter:
 
     def finish(self, info: dict) -> "FeatureBank":
         if self.work is None:
-            return FeatureBank(self.feats, self.index, self.labels, self.shapes, None, info)
+            a = self.arrays
+            return FeatureBank({k: a[f"{s}.features"] for k, s in info["files"].items()}, {k: a[f"{s}.index"] for k, s in info["files"].items()},
+                               a["labels"], {k: tuple(v) for k, v in info["shapes"].items()}, None, info,
+                               {k: a[f"{s}.pooled"] for k, s in info["pooled_files"].items()}, a.get("outputs"))
         self._flush()
-        del self.feats, self.index
+        del self.arrays
         (self.work / "progress.json").unlink(missing_ok=True)
         atomic_write_json(self.work / "bank.json", info)
         if self.root.exists():
@@ -530,19 +718,21 @@ class _BankWriter:
         return FeatureBank.open(self.root)
 
 
-def _write_batch(writer: _BankWriter, acts: dict, start: int, end: int, per_image: dict, seed: int, pool: bool) -> None:
-    """The sampled positions of images ``start:end`` of every layer into the writer's rows."""
-    ids = np.arange(start, end)
-    for k, a in acts.items():
-        a = _as_maps(a, pool)
-        B, C, H, W = a.shape
-        flat = a.permute(0, 2, 3, 1).reshape(B, H * W, C)
+def _write_batch(writer: _BankWriter, acts: dict, files: dict, pooled_files: dict, start: int, end: int, per_image: dict) -> None:
+    """What the hooks kept of images ``start:end`` into the writer's rows."""
+    ids = torch.arange(start, end)
+    for k, stem in files.items():
+        got = acts[k]
+        rows, n = got["rows"], end - start
+        C, W = rows.shape[-1], int(got["shape"][2])
         k_pos = per_image[k]
-        pos = _positions(seed, ids, k, H * W, k_pos) if k_pos < H * W else torch.arange(H * W).expand(B, H * W)
-        rows = slice(start * k_pos, end * k_pos)
-        writer.feats[k][rows] = torch.gather(flat, 1, pos[..., None].expand(B, k_pos, C)).reshape(-1, C).numpy()
-        idx = torch.stack([torch.as_tensor(ids)[:, None].expand(B, k_pos), pos // W, pos % W], dim=-1)
-        writer.index[k][rows] = idx.reshape(-1, 3).numpy()
+        span = slice(start * k_pos, end * k_pos)
+        writer.arrays[f"{stem}.features"][span] = rows[:n].reshape(-1, C).numpy()
+        pos = got["pos"][:n] if "pos" in got else torch.arange(rows.shape[1]).expand(n, rows.shape[1])
+        idx = torch.stack([ids[:, None].expand(n, k_pos), pos // W, pos % W], dim=-1)
+        writer.arrays[f"{stem}.index"][span] = idx.reshape(-1, 3).numpy()
+    for k, stem in pooled_files.items():
+        writer.arrays[f"{stem}.pooled"][start:end] = acts[k]["pooled"][: end - start].numpy()
 
 
 def collect(
@@ -560,16 +750,29 @@ def collect(
     seed: int = 0,
     progress: bool = True,
     pool: bool = False,
+    pooled: str | Sequence[str] = (),
+    outputs: bool = False,
+    prefix_tokens: int | None = None,
 ) -> FeatureBank:
-    """Stream a data set through ``model`` and keep the local features of ``layers``.
+    """Stream a data set through ``model`` and keep the local features of ``layers`` (module paths,
+    globs, ``"auto"`` for the blocks, ``"leaves"`` for every leaf module, ``"<path>:input"``).
 
     ``positions_per_image`` samples that many positions per image and layer (seeded, without
-    replacement; all positions when None). Without ``out_dir`` the bank lives in memory and the
-    call refuses up front, with the estimate, when it would exceed ``max_bytes``. With ``out_dir``
-    the features are written to memory-mapped ``.npy`` files and a lazy bank is returned; an
-    interrupted call resumes where it stopped, and a finished bank is reopened, not recomputed.
-    ``pool=True`` keeps one globally average-pooled vector per image and layer (index y = x = 0):
-    what linear probes of whole images use.
+    replacement, the same positions for every layer on one grid; all positions when None). Only
+    those are kept, inside the forward hooks: whole maps are never copied, so capturing every
+    layer of a large network costs little more than the forward pass. Transformer tokens are laid
+    on their grid (``as_maps``; ``prefix_tokens`` defaults to ``prefix_tokens_of(model)``).
+
+    Without ``out_dir`` the bank lives in memory and the call refuses up front, with the estimate,
+    when it would exceed ``max_bytes``. With ``out_dir`` the arrays are written to memory-mapped
+    ``.npy`` files and a lazy bank is returned; an interrupted call resumes where it stopped, and a
+    finished bank is reopened, not recomputed.
+
+    ``pool=True`` keeps one globally average-pooled vector per image and layer as its features
+    (index y = x = 0): what linear probes of whole images use. For a transformer layer that is the
+    mean of its patch tokens (the prefix tokens, such as the class token, are left out). ``pooled`` names layers whose pooled
+    vector is kept *as well* (``bank.pooled``), and ``outputs=True`` keeps the network's outputs
+    (``bank.outputs``): one pass gives local features, probe features and predictions.
     """
     if pool and positions_per_image is not None:
         raise ValueError("pool=True keeps one vector per image: leave positions_per_image=None")
@@ -584,37 +787,57 @@ def collect(
         data = Subset(data, range(max_images))  # a data set batched on the device then moves these images only
     loader = _as_loader(data, batch_size, dev)
     names = resolve_layers(model, layers)
+    pooled_names = resolve_layers(model, pooled) if pooled else []
     n_images = min(len(loader.dataset), max_images or len(loader.dataset))
     if n_images == 0:
         raise ValueError("the data set is empty")
 
-    shapes = _layer_shapes(model, loader.dataset, names, dev, pool)
+    hooked = names + [p for p in pooled_names if p not in names]
+    reducer = _Reducer(names, pooled_names, positions_per_image, pool, seed, None,
+                       prefix_tokens if prefix_tokens is not None else prefix_tokens_of(model))
+    all_shapes, n_out = _probe_shapes(model, loader.dataset, hooked, dev, reducer, outputs)
+    row_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.rows]
+    pooled_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.pooled]
+    shapes = {k: ((all_shapes[k][0], 1, 1) if pool else all_shapes[k]) for k in row_keys}
     per_image = {k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2])) for k, s in shapes.items()}
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    total = sum(n_images * per_image[k] * (shapes[k][0] * itemsize + 3 * 4) for k in shapes) + n_images * 8
     np_dtype = _NP_DTYPES[dtype]
+    files = {k: _file_stem(k) for k in row_keys}
+    pooled_files = {k: _file_stem(k) for k in pooled_keys}
+    arrays = {"labels": ((n_images,), np.int64)}
+    for k, stem in files.items():
+        arrays[f"{stem}.features"] = ((n_images * per_image[k], shapes[k][0]), np_dtype)
+        arrays[f"{stem}.index"] = ((n_images * per_image[k], 3), np.int32)
+    for k, stem in pooled_files.items():
+        arrays[f"{stem}.pooled"] = ((n_images, all_shapes[k][0]), np_dtype)
+    if outputs:
+        arrays["outputs"] = ((n_images, n_out), np.float32)
+    total = sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in arrays.values())
     config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed,
-              "dtype": str(np_dtype.__name__), "shapes": shapes, "pool": pool}
-    info = {"config": config, "files": {k: _file_stem(k) for k in shapes}, "shapes": shapes, "n_images": n_images}
+              "dtype": str(np_dtype.__name__), "shapes": shapes, "pool": pool, "pooled": pooled_keys, "outputs": outputs,
+              "positions": "per grid"}
+    info = {"config": config, "files": files, "shapes": shapes, "n_images": n_images, "pooled_files": pooled_files, "outputs": outputs}
     out_dir = resolve_in_root(out_dir) if out_dir is not None else None  # "runs/bank" means the same folder from notebooks/
     if out_dir is not None and (out_dir / "bank.json").is_file():
         if read_json(out_dir / "bank.json").get("config") == json.loads(json.dumps(config)):
             return FeatureBank.open(out_dir)
         raise FileExistsError(f"{out_dir} holds a feature bank made with other settings; choose another out_dir or delete it")
-    writer = _BankWriter(config, shapes, per_image, np_dtype, total, n_images, out_dir, max_bytes)
+    writer = _BankWriter(config, arrays, total, out_dir, max_bytes)
 
     start, done = 0, writer.done
     bar = progress_bar(total=n_images, initial=done, desc="collect", unit="img", enabled=progress)
     try:
-        with torch.no_grad(), eval_mode(model), ActivationRecorder(model, names, device="cpu", dtype=dtype) as rec:
+        with torch.no_grad(), eval_mode(model), ActivationRecorder(model, hooked, device="cpu", dtype=dtype, transform=reducer) as rec:
             for batch in loader:
                 xb, yb = _split_batch(batch)
                 end = min(start + len(xb), n_images)
                 if end > done:  # batches written before an interruption are skipped
-                    model(xb[: end - start].to(dev, non_blocking=True))
+                    reducer.start_batch(np.arange(start, end))
+                    out = model(xb[: end - start].to(dev, non_blocking=True))
                     if yb is not None:
-                        writer.labels[start:end] = yb[: end - start].cpu().numpy()
-                    _write_batch(writer, rec.activations, start, end, per_image, seed, pool)
+                        writer.arrays["labels"][start:end] = yb[: end - start].cpu().numpy()
+                    if outputs:
+                        writer.arrays["outputs"][start:end] = _output_tensor(out).reshape(end - start, -1).float().cpu().numpy()
+                    _write_batch(writer, rec.activations, files, pooled_files, start, end, per_image)
                     bar.update(end - max(start, done))
                     writer.checkpoint(end)
                 start = end

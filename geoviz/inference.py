@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 from ._utils import eval_mode, resolve_device
 from .datasets._batched import BatchSource, batch_source
 
-__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "DeviceLoader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression"]
+__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "DeviceLoader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression",
+           "recalibrate_batchnorm"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -168,3 +169,30 @@ def evaluate_reconstruction(model: nn.Module, data, *, device: str | torch.devic
             tot += F.mse_loss(model(x).float(), x.float(), reduction="sum").item()
             n += x.numel()
     return {"loss": tot / max(1, n)}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int = 128, device: str | torch.device = "auto") -> int:
+    """Set every BatchNorm's running mean and variance to the statistics of ``data`` (a cumulative
+    average over one pass, the model otherwise in eval mode: dropout off, no weight changes). A
+    randomly initialised network keeps BatchNorm's starting statistics (mean 0, variance 1), so its
+    deep layers see no normalisation at all; recalibrated, it is the strong random-features
+    baseline. Returns the number of BatchNorm layers recalibrated (0: nothing to do)."""
+    norms = [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    dev = resolve_device(device)
+    saved = [(m, m.momentum, m.training) for m in norms]
+    with eval_mode(model):
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: every batch weighs by its count
+            m.train()
+        try:
+            for batch in as_loader(data, batch_size, device=dev):
+                model(batch[0].to(dev))
+        finally:
+            for m, momentum, training in saved:
+                m.momentum = momentum
+                m.train(training)
+    return len(norms)

@@ -30,3 +30,20 @@ def write_cifar(root: Path, per_batch: int = 20, n_test: int = 10, seed: int = 0
 def write_idx(path, array, magic):
     with gzip.open(path, "wb") as fh:
         fh.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.astype(np.uint8).tobytes())
+
+
+def write_hub_resnet18(seed: int):
+    """A randomly initialised torchvision resnet18 saved where torchvision keeps its DEFAULT weights
+    in the torch hub cache ($TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth): what
+    ``weights="DEFAULT"`` reads without a download. Returns the model (eval mode)."""
+    import torch
+    import torchvision
+
+    from geoviz.models import hub_weights_file
+
+    torch.manual_seed(seed)
+    ref = torchvision.models.resnet18().eval()
+    path, _ = hub_weights_file("resnet18", "DEFAULT")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ref.state_dict(), path)
+    return ref

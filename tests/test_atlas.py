@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hsic_reference import minibatch_cka_numpy
 from sklearn.neighbors import NearestNeighbors
 
-from geoviz.atlas import Atlas, _as_maps, _batches, compare, random_jaccard
+from geoviz.atlas import Atlas, _batches, compare, random_jaccard
+from geoviz.capture import as_maps as _as_maps
 from geoviz.capture import record
 from geoviz.cli import main
 from geoviz.datasets import get_dataset

@@ -44,11 +44,11 @@ def test_registry_errors():
     assert "wrn_40_2" in list_models()
 
 
-def test_torchvision_never_downloads(tmp_path, monkeypatch):
+def test_torchvision_downloads_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path, url = hub_weights_file("resnet18")
     assert str(path).startswith(str(tmp_path)) and url.endswith(path.name)
-    with pytest.raises(FileNotFoundError, match="geoviz never downloads: fetch https://download.pytorch.org/models/resnet18-"):
+    with pytest.raises(FileNotFoundError, match="downloads nothing unless asked: pass download=True .* fetch https://download.pytorch.org/models/resnet18-"):
         build_model("tv:resnet18", 4, weights="DEFAULT")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_model("tv:resnet18", 4, weights=tmp_path / "nope.pth")
@@ -73,30 +73,3 @@ def test_torchvision_weights_from_a_local_file_replace_the_head(tmp_path, monkey
     torch.save({"nonsense": torch.zeros(1)}, bad)
     with pytest.raises(ValueError, match="does not fit resnet18"):
         build_model("tv:resnet18", 4, weights=bad)
-
-
-def test_timm_weights_that_do_not_fit_are_refused(tmp_path, monkeypatch):
-    """timm is optional: a stand-in module with timm's create_model / reset_classifier interface."""
-    import sys
-    import types
-
-    class Net(torch.nn.Module):
-        def __init__(self, num_classes, width=8):
-            super().__init__()
-            self.stem = torch.nn.Conv2d(3, width, 3)
-            self.head = torch.nn.Linear(width, num_classes)
-
-        def reset_classifier(self, n):
-            self.head = torch.nn.Linear(self.head.in_features, n)
-
-    fake = types.ModuleType("timm")
-    fake.create_model = lambda name, pretrained, num_classes, in_chans, width=8: Net(num_classes, width)
-    monkeypatch.setitem(sys.modules, "timm", fake)
-    monkeypatch.setattr("geoviz.models._registry.timm_available", lambda: True)
-    good, other = tmp_path / "good.pth", tmp_path / "other.pth"
-    torch.save(Net(1000).state_dict(), good)
-    torch.save({"backbone.conv.weight": torch.zeros(1)}, other)
-    m = build_model("timm:tiny", 5, weights=str(good))
-    assert m.head.out_features == 5 and torch.equal(m.stem.weight, torch.load(good, weights_only=True)["stem.weight"])
-    with pytest.raises(ValueError, match=r"does not fit timm:tiny: missing \['stem.weight', .*unexpected \['backbone.conv.weight'\]"):
-        build_model("timm:tiny", 5, weights=str(other))

@@ -18,6 +18,7 @@ OVERRIDES = {
     "07_ensembles_defects": {"members": ["resnet8", "wrn_16_1"], "finetune": "last", "seeds": [0, 1]},
     "08_cnnmda": {"mirna_similarity": "misim", "folds": 2, "rank": 3},
     "09_atlas": {"model_b": "resnet14", "n_images": 96, "embedding": "pca"},
+    "10_your_model": {"projection": "pca", "n_images": 40, "layers": ["layer2.0", "layer3.0"], "model_b": "none"},
 }
 # what each notebook's last cell must have written to its run's metrics.json (with the overrides above)
 EXPECTED_SUMMARY = {
@@ -43,6 +44,9 @@ EXPECTED_SUMMARY = {
     and all(0 <= r["auc"] <= 1 for r in s["table"]) and len(s["top"]) == 5,
     "09_atlas": lambda s: s["layers_b"] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1"] and s["n_images"] == 96
     and len(s["best_match"]) == 3 and all(0 <= r["cka"] <= 1 + 1e-9 and r["knn_agreement"] is not None for r in s["best_match"]),
+    "10_your_model": lambda s: s["n_images"] == 40 and s["layers"] == ["layer2.0", "layer3.0"] and s["model_b"] is None and "atlas" not in s
+    and [p["layer"] for p in s["probes"]] == ["layer2.0", "layer3.0"] and s["class_geometry"]["mode"] == "class vectors"
+    and s["data"].startswith("folder:") and s["model"].endswith("model.pt") and s["folder"]["n_images"] == 40,
     "05_pruning": lambda s: [(r["method"], r["speedup"]) for r in s["table"]] == [("unpruned", 1.0), ("l1", 3.0), ("fpgm", 3.0), ("decorrelated-inputs", 3.0)]
     and [c["speedup"] for c in s["claims"]] == [3.0, 3.0] and s["claims"][0]["method"] == "decorrelated-inputs"
     and s["claims"][0]["best_baseline"] == max(("l1", "fpgm"), key=lambda m: next(r["acc_finetuned"] for r in s["table"] if r["method"] == m)),

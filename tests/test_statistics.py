@@ -102,3 +102,23 @@ def test_mantel_p_value_matches_an_independent_label_permutation():
     exact = (rs <= r0 + 1e-12).mean()  # all 720 relabellings: the exact one-sided p
     res = mantel(a, b, n_resamples=9999)
     assert res["r"] == pytest.approx(r0) and res["p_value"] == pytest.approx(exact, abs=1e-9)
+
+
+def test_mcnemar_is_the_exact_binomial_on_the_discordant_items():
+    from math import comb
+
+    from geoviz.analysis.statistics import mcnemar
+
+    a = np.array([1] * 30 + [1] * 9 + [0] * 2 + [0] * 9, bool)  # 9 right by A alone, 2 by B alone
+    b = np.array([1] * 30 + [0] * 9 + [1] * 2 + [0] * 9, bool)
+    r = mcnemar(a, b)
+    p = sum(comb(11, k) for k in range(9, 12)) / 2**11
+    assert (r["a_only"], r["b_only"]) == (9, 2) and r["p_value"] == pytest.approx(p) and r["verdict"] == "supported"
+    assert mcnemar(b, a)["verdict"] == "contradicted" and mcnemar(a, a)["verdict"] == "undecided"
+
+
+def test_mantel_with_a_constant_matrix_is_undecided():
+    """No pair confused at all: no correlation to test (it once read as p = 0, "supported")."""
+    angles = np.random.default_rng(0).random((5, 5))
+    res = mantel(angles + angles.T, np.zeros((5, 5)))
+    assert res["verdict"] == "undecided" and np.isnan(res["r"]) and "constant" in res["note"]

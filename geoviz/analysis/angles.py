@@ -6,9 +6,13 @@ tracks the angle between their class vectors — smaller angle, more confusion.
 - ``confusion_rates``: the confusion matrix, by default made symmetric per pair;
 - ``angle_confusion_correlation``: Pearson and Spearman r over class pairs, with p-values and a
   bootstrap interval over pairs;
-- ``AngleConfusionTracker``: an ``engine.fit`` callback recording all of it every epoch.
+- ``AngleConfusionTracker``: an ``engine.fit`` callback recording all of it every epoch;
+- ``class_geometry``: the same relation for any classifier on any labelled images, no training
+  (the head's class vectors when its classes are the data's, else class means of its features).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -170,3 +174,94 @@ class AngleConfusionTracker:
         state.metrics["confusion"] = np.round(conf, 6).tolist()
         state.metrics["angle_confusion"] = angle_confusion_correlation(ang, conf, n_boot=self.n_boot, seed=state.epoch)
         state.metrics["tracked_acc"] = float((pred == labels).float().mean())
+
+
+def most_confused(probs, labels, i: int, j: int, k: int = 8) -> list[tuple[int, int, float]]:
+    """The images of classes i and j a classifier most mistakes for the other one: (row, true
+    class, probability given to the other class), most confident mistakes first; when it makes no
+    such mistake, the closest calls instead."""
+    p, y = np.asarray(probs), np.asarray(labels)
+    cand = [(int(n), int(y[n]), float(p[n, j if y[n] == i else i])) for n in np.flatnonzero((y == i) | (y == j))]
+    wrong = [c for c in cand if p[c[0]].argmax() == (j if c[1] == i else i)]
+    return sorted(wrong if wrong else cand, key=lambda c: -c[2])[:k]
+
+
+@dataclass
+class ClassGeometry:
+    """Class angles against confusion for one classifier on a labelled image set.
+
+    ``mode``: "class vectors" (the head's rows for the data's classes) or "class means" (angles of
+    the class means of the penultimate features; the confusion of a logistic probe on them).
+    ``angles`` (C, C) degrees; ``confusion`` (C, C) symmetric pair rates on the images counted
+    (``rows``: their indices into the data set, ``labels``, ``probs`` (rows, C) over the data's
+    classes); ``correlation`` over class pairs (descriptive) and ``mantel`` (the test; None below 4
+    classes); ``accuracy`` on those images, among the data's classes only; ``note`` says what was done."""
+
+    mode: str
+    class_names: list
+    angles: np.ndarray
+    confusion: np.ndarray
+    correlation: dict
+    mantel: dict | None
+    accuracy: float
+    rows: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    note: str = ""
+
+    def most_confused(self, i: int, j: int, k: int = 8) -> list[tuple[int, int, float]]:
+        """(data index, true class, probability of the other class) of the k most confused images of i and j."""
+        return [(int(self.rows[r]), t, p) for r, t, p in most_confused(self.probs, self.labels, i, j, k)]
+
+    def summary(self) -> dict:
+        m = self.mantel or {}
+        return {"mode": self.mode, "accuracy": self.accuracy, "n_images": int(len(self.rows)), "pearson": self.correlation.get("pearson"),
+                "spearman": self.correlation.get("spearman"), "mantel_r": m.get("r"), "mantel_p": m.get("p_value"),
+                "verdict": m.get("verdict", "undecided"), "note": self.note}
+
+
+def class_geometry(labels, class_names, *, features, outputs=None, head_index=None, head_weight=None, train=None, test=None,
+                   n_resamples: int = 9999, seed: int = 0) -> ClassGeometry:
+    """Relate class geometry to confusion for labelled images (no training of the network).
+
+    With ``head_index`` (for each class, the head output that stands for it) and ``outputs`` (the
+    logits of every image): the angles between the head's class vectors (rows ``head_index`` of
+    ``head_weight``) and the confusion of the network's own predictions restricted to these classes,
+    over every image. Otherwise: the angles between class means of ``features`` (penultimate, one
+    row per image) on the ``train`` images, and the confusion of a logistic-regression probe fitted
+    on ``train`` and scored on ``test``. Both with the Mantel test (angle vs confusion, negative r
+    claimed) from 4 classes on."""
+    from .statistics import mantel as mantel_test
+
+    y = np.asarray(labels)
+    c = len(class_names)
+    if c < 3:
+        raise ValueError(f"class geometry needs at least 3 classes (pairs to correlate), got {c}")
+    if head_index is not None and outputs is not None:
+        logits = torch.as_tensor(np.array(outputs, dtype=np.float32))[:, list(head_index)]
+        probs = torch.softmax(logits.double(), 1).numpy()
+        rows = np.arange(len(y))
+        angles = class_vector_angles(torch.as_tensor(np.asarray(head_weight))[list(head_index)]).numpy()
+        mode, note = "class vectors", f"the head's own class vectors and predictions, restricted to the data's {c} classes, on all {len(y)} images"
+    else:
+        from .probes import logistic_probe
+
+        f = np.asarray(features, dtype=np.float64)
+        if train is None or test is None:
+            raise ValueError("class means need a train / test split of the images (train=, test=)")
+        probe = logistic_probe().fit(f[train], y[train])
+        probs = np.zeros((len(test), c))
+        probs[:, probe.classes_] = probe.predict_proba(f[test])
+        rows = np.asarray(test)
+        angles = class_mean_angles(f[train], y[train], c, center=True).numpy()  # about the global mean: ReLU features all share one orthant
+        mode, note = "class means", (f"class means of the penultimate features over {len(train)} training images, centred on their global "
+                                     f"mean; confusion of a logistic probe on them over {len(test)} held-out images (the head's classes "
+                                     "are not the data's)")
+    yt = y[rows]
+    pred = probs.argmax(1)
+    conf = confusion_rates(yt, pred, c)
+    corr = angle_confusion_correlation(angles, conf, seed=seed)
+    # many classes: fewer permutations (999 still resolve p = 0.001; 9,999 over 1,000 classes' 499,500 pairs take minutes)
+    mt = mantel_test(angles, conf, n_resamples=n_resamples if c <= 100 else min(n_resamples, 999), seed=seed) if c >= 4 else None
+    return ClassGeometry(mode, list(class_names), angles, conf, corr, mt, float((pred == yt).mean()), rows, yt, probs,
+                         note + ("" if mt is not None else "; the Mantel test needs 4 classes or more"))

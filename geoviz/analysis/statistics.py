@@ -107,6 +107,10 @@ def mantel(x, y, *, alternative: str = "less", n_resamples: int = 9999, seed: in
         raise ValueError(f"alternative must be 'less' or 'greater', got {alternative!r}")
     ux = _upper(x)
     ok = np.isfinite(ux) & np.isfinite(_upper(y))
+    if ok.sum() < 3 or np.ptp(ux[ok]) == 0 or np.ptp(_upper(y)[ok]) == 0:
+        return {"r": float("nan"), "p_value": float("nan"), "p_value_opposite": float("nan"), "alternative": alternative,
+                "n_classes": int(x.shape[0]), "verdict": "undecided",
+                "note": "one matrix is constant over the class pairs (e.g. no pair confused at all): no correlation to test"}
 
     def r(order):
         order = np.asarray(order, dtype=int)
@@ -123,3 +127,23 @@ def mantel(x, y, *, alternative: str = "less", n_resamples: int = 9999, seed: in
     v = "supported" if p < 0.05 else "contradicted" if p_other < 0.05 else "undecided"
     return {"r": float(res[alternative].statistic), "p_value": p, "p_value_opposite": p_other, "alternative": alternative,
             "n_classes": int(x.shape[0]), "verdict": v}
+
+
+def mcnemar(correct_a, correct_b, *, alpha: float = 0.05) -> dict:
+    """Is classifier A right more often than B on the same test items? McNemar's exact test: of the
+    items only one of them gets right (``a_only``, ``b_only``), A's share is Binomial(n, 1/2) under
+    no difference. ``p_value`` is one-sided for A better, ``p_value_opposite`` for B better; the
+    verdict is ``supported`` (A better at ``alpha``), ``contradicted`` (B better) or ``undecided``.
+    The item (a held-out image) is the unit: one network, one split, no seeds."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"McNemar's test needs one right/wrong per item from both classifiers, got shapes {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    n = a_only + b_only
+    p = float(binomtest(a_only, n, 0.5, alternative="greater").pvalue) if n else 1.0
+    q = float(binomtest(a_only, n, 0.5, alternative="less").pvalue) if n else 1.0
+    v = "supported" if p < alpha else "contradicted" if q < alpha else "undecided"
+    return {"a_only": a_only, "b_only": b_only, "n_items": int(len(a)), "accuracy_a": float(a.mean()), "accuracy_b": float(b.mean()),
+            "p_value": p, "p_value_opposite": q, "verdict": v}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.angles import AngleConfusionTracker, angle_confusion_correlation, class_vector_angles, confusion_rates
+from ..analysis.angles import AngleConfusionTracker, angle_confusion_correlation, class_vector_angles, confusion_rates, most_confused
 from ..analysis.statistics import mantel, mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, num_classes
@@ -178,12 +178,7 @@ class AnglesResult(SavesSummary):
     def most_confused(self, run: AnglesRun, i: int, j: int, k: int = 8) -> list[tuple[int, int, float]]:
         """The test images of classes i and j the model most mistakes for the other one:
         (index, true class, probability given to the other class), most confident mistakes first."""
-        y = self.test_labels
-        p = run.test_probs
-        cand = [(n, int(y[n]), float(p[n, j if y[n] == i else i])) for n in np.flatnonzero((y == i) | (y == j))]
-        wrong = [c for c in cand if p[c[0]].argmax() == (j if c[1] == i else i)]
-        pool = wrong if wrong else cand  # no mistakes at all: the closest calls instead
-        return sorted(pool, key=lambda c: -c[2])[:k]
+        return most_confused(run.test_probs, self.test_labels, i, j, k)
 
     def claims(self) -> dict:
         """The relation per run (Mantel verdicts, counted per method) and the method comparisons

@@ -19,7 +19,8 @@ from ..atlas import Atlas, compare, weights_digest
 from ..config import ExperimentConfig, check_range
 from ..datasets import num_classes
 from ..engine import fit
-from ..models import build_model
+from ..models import build_model, load_network
+from ..models.loading import NETWORK_PREFIXES
 from ..projection import METHODS as PROJECTIONS
 from ..runs import RunDir, config_hash
 from . import train_val_probe
@@ -88,35 +89,34 @@ def _summary(atlas: Atlas, floor: Atlas) -> dict:
     }
 
 
-def load_network(spec: str, dataset, seed: int = 0):
-    """A network for ``geoviz atlas``: a checkpoint file written by ``models.save_model`` (rebuilt
-    from its metadata), or a model name (``resnet20``, ``tv:resnet18``, ``timm:...``) built with
-    ``seed``'s initial weights for ``dataset``'s classes and channels. Returns (model, trained?)."""
+def _is_zoo_name(spec: str) -> bool:
     from pathlib import Path
 
-    from ..models import load_model
-    from ..paths import resolve_in_root
-
-    path = resolve_in_root(spec) if any(spec.endswith(e) for e in (".pt", ".pth")) else None
-    if path is not None:
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist (a model name such as resnet20 builds an untrained network)")
-        return load_model(path), True
-    if Path(spec).suffix and Path(spec).exists():
-        raise ValueError(f"{spec}: checkpoints must end in .pt or .pth")
-    seed_everything(seed)
-    return build_model(spec, num_classes(dataset), in_chans=dataset[0][0].shape[0]), False
+    return not spec.startswith(NETWORK_PREFIXES) and not Path(spec).suffix
 
 
-def untrained_like(model, seed: int = 0):
-    """A freshly initialised network of ``model``'s architecture (from its ``build_args``): the
-    floor of a comparison with ``model``."""
-    args = dict(getattr(model, "build_args", None) or {})
-    if "name" not in args:
-        raise ValueError(f"{type(model).__name__} carries no build_args: build it with geoviz.models.build_model to get a floor")
-    args.pop("weights", None)
-    seed_everything(seed)
-    return build_model(args.pop("name"), args.pop("num_classes"), **args)
+def load_pair(a: str, b: str, data: str, *, weights_a=None, weights_b=None, n_images: int = 2000, seed: int = 0,
+              download: bool = False, size: int | None = None):
+    """The two networks and the images of ``geoviz atlas``: ``a`` / ``b`` are checkpoints (``.pt``),
+    ``tv:`` / ``timm:`` names (with ``weights_*``: a weights name or file) or zoo names (untrained,
+    built for the data's classes and channels, with ``seed`` and ``seed + 1``); ``data`` a data set
+    name (its test split) or ``folder:<path>`` (the whole folder, at network A's input size).
+    Returns (net_a, trained_a, net_b, trained_b, data set)."""
+    from ..datasets import as_dataset, parse_folder_spec
+
+    nets = {}
+    for key, spec, w, s in (("a", a, weights_a, seed), ("b", b, weights_b, seed + 1)):
+        if not _is_zoo_name(spec):
+            nets[key] = (load_network(spec, w, download=download, seed=s, size=size), w is not None or not spec.startswith(NETWORK_PREFIXES))
+    first = nets.get("a", nets.get("b", (None, None)))[0]
+    spec = getattr(first, "input_spec", None)
+    kw = ({"spec": spec} if spec is not None else {"size": size or 224}) if parse_folder_spec(data) else {}
+    dataset = as_dataset(data, split="test", n=n_images, seed=seed, **kw)
+    for key, spec_, s in (("a", a, seed), ("b", b, seed + 1)):
+        if key not in nets:
+            seed_everything(s)
+            nets[key] = (build_model(spec_, num_classes(dataset), in_chans=dataset[0][0].shape[0]), False)
+    return (*nets["a"], *nets["b"], dataset)
 
 
 def _saved_atlas(path, weights: dict) -> Atlas | None:

@@ -401,7 +401,8 @@ def check_pretrained_weights(cfg: ProbesConfig) -> None:
                 url = hub_weights_file(name[3:], "DEFAULT")[1]
                 missing.append(f"{arch}: {path} (from {url})")
         elif name.startswith("timm:") and not cfg.weights.get(arch):
-            missing.append(f"{arch}: pass weights={{'{arch}': 'path/to/{name[5:]}.pth'}} (timm weights are never downloaded)")
+            missing.append(f"{arch}: pass weights={{'{arch}': 'DEFAULT'}} (timm's weights, read from the Hugging Face cache) or "
+                           f"weights={{'{arch}': 'path/to/{name[5:]}.pth'}}")
     if missing:
         raise FileNotFoundError("pretrained weights are missing (geoviz never downloads them; copy each file there, or use starts=('scratch',)):\n  "
                                 + "\n  ".join(missing))

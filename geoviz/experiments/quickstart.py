@@ -12,6 +12,7 @@ geometric measures per layer:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +23,8 @@ from ..config import ExperimentConfig, check_range
 from ..datasets import num_classes
 from ..engine import FitResult, fit
 from ..geometry import knn, knn_agreement
-from ..models import build_model
+from ..models import build_model, save_model
+from ..preprocessing import InputSpec
 from ..projection import METHODS as PROJECTIONS, project
 from ..runs import RunDir, config_hash
 from . import train_val_probe
@@ -78,7 +80,9 @@ class QuickstartResult:
         return self.run.write_summary(**self.metrics)["summary"] if self.run else self.metrics
 
 
-def run_quickstart(cfg: QuickstartConfig, *, run_root=None, progress: bool = True) -> QuickstartResult:
+def _train(cfg: QuickstartConfig, run_root, progress: bool):
+    """The quickstart network trained (or its finished run resumed): (model in eval mode, fit result,
+    run, device, training set, held-out set)."""
     device, train, val, probe = train_val_probe(cfg)
     in_chans = probe[0][0].shape[0]
     model = build_model(cfg.model, num_classes(train), in_chans=in_chans)
@@ -87,7 +91,22 @@ def run_quickstart(cfg: QuickstartConfig, *, run_root=None, progress: bool = Tru
     run.write_config(cfg)
     result = fit(model, train, val, test=probe, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
                  device=device, run=run, seed=cfg.seed, progress=progress)
-    model.eval()  # the result's model is for analysis
+    return model.eval(), result, run, device, train, probe  # the model is for analysis
+
+
+def quickstart_network(cfg: QuickstartConfig, *, run_root=None, progress: bool = True) -> Path:
+    """Train the quickstart network once and save it as ``runs/<run>/model.pt`` with its class names
+    and input size (a file ``models.load_network`` reads, as it reads a user's checkpoint); a finished
+    run is not trained again. Returns the file."""
+    model, _, run, _, train, probe = _train(cfg, run_root, progress)
+    path = run.path / "model.pt"
+    size = int(probe[0][0].shape[-1])
+    save_model(model, path, class_names=list(train.classes), input_spec=InputSpec(size, source=f"trained on {cfg.dataset} at {size} px"))
+    return path
+
+
+def run_quickstart(cfg: QuickstartConfig, *, run_root=None, progress: bool = True) -> QuickstartResult:
+    model, result, run, device, train, probe = _train(cfg, run_root, progress)
     bank = collect(model, probe, list(cfg.layers), positions_per_image=cfg.positions_per_image,
                    seed=cfg.seed, device=device, progress=progress)
     size = probe[0][0].shape[-2:]

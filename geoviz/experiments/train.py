@@ -19,7 +19,7 @@ import yaml
 
 from .._utils import resolve_device, unknown_name_message
 from ..config import check_field_types, check_range
-from ..datasets import dataset_arguments, get_dataset, list_datasets, num_classes, train_fraction
+from ..datasets import dataset_arguments, get_dataset, num_classes, train_fraction
 from ..engine import OPTIMIZERS, SCHEDULES, TeacherCache, build_terms, ddp_device, fit
 from ..engine.teacher_cache import DEFAULT_MAX_BYTES
 from ..inference import AMP_MODES
@@ -79,8 +79,7 @@ class TrainConfig:
     def _check_values(self) -> None:
         if not RunDir.valid_name(self.name):
             raise ValueError(f"name {self.name!r} must start with a letter or digit and use only letters, digits and _ . = + -")
-        if self.dataset not in list_datasets():
-            raise KeyError(unknown_name_message("dataset", self.dataset, list_datasets()))
+        dataset_arguments(self.dataset)  # an unknown name raises, naming the close ones; folder:<path> is a name too
         for key in ("model", "teacher"):
             name = getattr(self, key)
             if name is not None and not name.startswith(("tv:", "timm:")) and name not in list_models():

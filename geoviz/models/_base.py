@@ -127,7 +127,9 @@ def block_layers(model: nn.Module) -> list[str]:
     geoviz, ``tv:`` and ``timm:`` model has them; else its top-level children), without identities
     and dropout (they repeat their input at inference) and without the classifier. A stage that is a sequence of blocks (residual blocks, transformer
     layers; also one level down, as in torchvision's ViT ``encoder.layers``) gives its blocks."""
-    names = list(getattr(model, "stage_names", ()) or [n for n, _ in model.named_children()])
+    # without stage names (any other network): the top-level children that hold weights (not the
+    # flatten, permute, pooling and activation modules between them, which reshape or repeat their input)
+    names = list(getattr(model, "stage_names", ()) or [n for n, c in model.named_children() if _has_params(c)])
     out = []
     for name in names:
         stage = model.get_submodule(name)

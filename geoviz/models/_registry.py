@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -42,8 +43,10 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     The returned model carries ``build_args`` (name, num_classes and the keyword arguments), which
     checkpoints store so the model can be rebuilt.
     """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}")
+    pretrained_head = num_classes is None and name.startswith(("tv:", "timm:"))  # keep the weights' own head
+    if not pretrained_head and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}"
+                         + (" (None keeps the head of a tv: or timm: model's weights)" if num_classes is None else ""))
     if name.startswith("tv:"):
         from .torchvision_models import build_torchvision
 
@@ -62,8 +65,16 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
             model = fn(num_classes=num_classes, **{**defaults, **kwargs})
         except (TypeError, ValueError) as err:
             raise type(err)(f"model {name!r} could not be built with {kwargs}: {err}") from None
-    model.build_args = {"name": name, "num_classes": num_classes, **kwargs}
+    if pretrained_head:
+        num_classes = _head(model).out_features
+    model.build_args = {"name": name, "num_classes": num_classes, **{k: v for k, v in kwargs.items() if k != "download"}}
     return model
+
+
+def _head(model: nn.Module) -> nn.Linear:
+    from .torchvision_models import _last_linear
+
+    return _last_linear(model)[1]
 
 
 def timm_available() -> bool:
@@ -72,35 +83,88 @@ def timm_available() -> bool:
     return importlib.util.find_spec("timm") is not None
 
 
-def _build_timm(name: str, num_classes: int, weights=None, in_chans: int = 3, **kwargs) -> nn.Module:
-    """A timm model (timm is optional: not a geoviz dependency); weights only from a local file."""
+PRETRAINED = ("DEFAULT", "pretrained")  # weights= names that mean "the model's own pretrained weights" (timm)
+
+
+def timm_cached_weights(name: str) -> Path | None:
+    """The file of timm model ``name``'s pretrained weights in the Hugging Face cache (where timm
+    itself keeps them), or None; found without any network access."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, filename)
+        if isinstance(hit, str):
+            return Path(hit)
+    return None
+
+
+def _classifier_key(model: nn.Module) -> str:
+    return (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "fc")
+
+
+def _build_timm(name: str, num_classes: int | None, weights=None, in_chans: int = 3, download: bool = False, **kwargs) -> nn.Module:
+    """A timm model (timm is an optional dependency). ``weights``: None (random), "DEFAULT" /
+    "pretrained" (timm's pretrained weights, read from the Hugging Face cache; ``download=True`` lets
+    timm fetch them) or a file. ``num_classes=None`` keeps the weights' own head."""
     if not timm_available():
-        raise ImportError(f"timm:{name} needs the optional package timm (pip install timm); geoviz does not depend on it")
+        raise ImportError(f"timm:{name} needs the optional package timm (pip install 'geoviz[timm]' or pip install timm)")
     import timm
 
-    model = timm.create_model(name, pretrained=False, num_classes=1000 if weights else num_classes, in_chans=in_chans, **kwargs)
-    if weights:
+    if weights is None:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes or 1000, in_chans=in_chans, **kwargs)
+    elif str(weights) in PRETRAINED:
+        cached = timm_cached_weights(name)
+        if cached is None and not download:
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(name)
+            where = f"the Hugging Face cache (repo {cfg.hf_hub_id})" if cfg is not None and getattr(cfg, "hf_hub_id", None) else "timm's cache"
+            raise FileNotFoundError(f"pretrained weights of timm:{name} not found in {where}. geoviz downloads nothing unless asked: "
+                                    "pass download=True (--download) to let timm fetch them, or weights='path/to/file'")
+        overlay = {"pretrained_cfg_overlay": {"file": str(cached)}} if cached is not None else {}
+        model = timm.create_model(name, pretrained=True, in_chans=in_chans, **overlay, **kwargs)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+    else:
         weights = resolve_in_root(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist; geoviz never downloads weights")
+            raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist (weights='DEFAULT' reads timm's own "
+                                    "pretrained weights from its cache)")
         state = load_weights_only(weights)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+        model = timm.create_model(name, pretrained=False, num_classes=1000, in_chans=in_chans, **kwargs)
+        head = state.get(f"{_classifier_key(model)}.weight") if isinstance(state, dict) else None
+        if head is not None and head.dim() == 2 and head.shape[0] != model.num_classes:
+            model.reset_classifier(int(head.shape[0]))  # a fine-tuned head: load it as it is
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if "num_batches_tracked" not in k]
         if missing or unexpected:
             raise ValueError(f"weights file {weights} does not fit timm:{name}: missing {missing[:5]} ({len(missing)} in all), "
                              f"unexpected {unexpected[:5]} ({len(unexpected)} in all). Is it the checkpoint of this architecture?")
-        model.reset_classifier(num_classes)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
     model.stage_names = tuple(n for n, _ in model.named_children() if n not in ("global_pool", "head", "classif", "fc"))
     return model
 
 
-def save_model(model: nn.Module, path) -> None:
-    """Save weights with the metadata to rebuild them (``build_args``), atomically."""
+def save_model(model: nn.Module, path, *, class_names=None, input_spec=None) -> None:
+    """Save weights with the metadata to rebuild them (``build_args``), atomically. ``class_names``
+    (the head's classes) and ``input_spec`` (an ``InputSpec`` or its dict: the images it was trained
+    on) travel with it, so ``models.load_network`` can analyse it on a folder of images; by default
+    the model's own ``class_names`` / ``input_spec`` attributes."""
     args = getattr(model, "build_args", None)
     if args is None:
         raise ValueError("the model was not made by build_model, so it cannot be rebuilt from a file; save its state_dict instead")
-    atomic_torch_save({"build_args": args, "state_dict": model.state_dict()}, path)
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    spec = input_spec if input_spec is not None else getattr(model, "input_spec", None)
+    meta = {"class_names": list(names) if names is not None else None,
+            "input_spec": spec.to_dict() if hasattr(spec, "to_dict") else spec}
+    atomic_torch_save({"build_args": args, "state_dict": model.state_dict(), "meta": meta}, path)
 
 
 def load_state(model: nn.Module, path) -> nn.Module:

@@ -35,6 +35,7 @@ from .figures import (
     roc_pr_curves,
 )
 from .atlas import AtlasExplorer, atlas_best_match, atlas_heatmap, atlas_pair_figure, write_atlas_report
+from .explore import ClassPairExplorer, cam_figure, decodability_figure, write_explore_report
 from .style import OKABE_ITO, TOL_MUTED, class_colors, class_symbols, finish
 
 
@@ -46,6 +47,7 @@ def init_notebook() -> None:
 
 
 __all__ = [
+    "ClassPairExplorer", "cam_figure", "decodability_figure", "write_explore_report",
     "AtlasExplorer", "atlas_best_match", "atlas_heatmap", "atlas_pair_figure", "write_atlas_report",
     "CorrelationExplorer", "CamExplorer", "CandidateExplorer", "roc_pr_curves", "ensemble_accuracy_bars", "confusion_grid", "diversity_gain_scatter", "accuracy_vs_flops", "layer_spectra", "robustness_heatmap", "group_error_bars", "RobustnessExplorer",
     "KeypointExplorer", "error_vs_budget", "rate_distortion",

@@ -52,19 +52,23 @@ def _static_html(w) -> str:
 class EmbeddingExplorer(_WidgetApp):
     """A UMAP (or PCA) scatter of local features linked to the image patch each point sees.
 
-    Hovering or clicking a point draws its receptive-field box on its image. Dropdowns choose the
-    layer and what colours the points (class, feature norm, distance of the position from the
-    image centre). ``select(point_id)`` does programmatically what a click does.
+    Hovering or clicking a point draws its receptive field (orange) and its own grid cell (blue) on
+    its image. Dropdowns choose the layer and what colours the points (class, feature norm,
+    distance of the position from the image centre). ``select(point_id)`` does programmatically
+    what a click does. ``rows[layer]`` says which bank rows the layer's points are (None: all, in
+    order); data without labels (-1) is drawn as one group.
     """
 
     COLOURS = ("class", "feature norm", "distance from centre (px)")
 
-    def __init__(self, coords: dict[str, np.ndarray], bank, images, class_names: Sequence[str], receptive_fields: dict, *, axis: str = "UMAP"):
+    def __init__(self, coords: dict[str, np.ndarray], bank, images, class_names: Sequence[str], receptive_fields: dict, *, axis: str = "UMAP",
+                 rows: dict | None = None):
         import ipywidgets as W
 
         self.coords, self.bank, self.rfs, self.axis = coords, bank, receptive_fields, axis
+        self.rows = rows or {}
         self.images = images
-        self.class_names = list(class_names)
+        self.class_names = list(class_names) or ["image (no labels)"]
         layers = list(coords)
         self.layer = W.Dropdown(options=layers, value=layers[-1], description="layer", layout=W.Layout(width="260px"))
         self.colour = W.Dropdown(options=self.COLOURS, value="class", description="colour", layout=W.Layout(width="300px"))
@@ -78,28 +82,39 @@ class EmbeddingExplorer(_WidgetApp):
         self._redraw()
         self.widget = W.VBox([W.HBox([self.layer, self.colour]), W.HBox([self.scatter, self.patch]), self.info])
 
+    # the layer's points ------------------------------------------------------
+    def _rows(self, layer: str) -> np.ndarray:
+        return self.rows[layer] if layer in self.rows else np.arange(len(self.coords[layer]))
+
+    def _index(self, layer: str) -> np.ndarray:
+        return np.asarray(self.bank.index[layer])[self._rows(layer)]
+
+    def _labels(self, layer: str) -> np.ndarray:
+        lab = self.bank.point_labels(layer)[self._rows(layer)]
+        return np.where(lab < 0, 0, lab)  # no labels: one group
+
     # drawing ----------------------------------------------------------------
     def _values(self, layer: str):
         mode = self.colour.value
         if mode == "class":
             return None, None
         if mode == "feature norm":
-            return np.linalg.norm(np.asarray(self.bank.features[layer], dtype=np.float32), axis=1), "‖feature‖ (a.u.)"
-        idx = np.asarray(self.bank.index[layer])
+            feats = np.asarray(self.bank.features[layer][self._rows(layer)], dtype=np.float32)
+            return np.linalg.norm(feats, axis=1), "‖feature‖ (a.u.)"
+        idx = self._index(layer)
         rf = self.rfs[layer]
         cy = (idx[:, 1] + 0.5) * rf.jump[0] - rf.input_size[0] / 2
         cx = (idx[:, 2] + 0.5) * rf.jump[1] - rf.input_size[1] / 2
         return np.hypot(cy, cx), "distance from centre (px)"
 
     def _hover_text(self, layer: str) -> list[str]:
-        idx = np.asarray(self.bank.index[layer])
-        lab = self.bank.point_labels(layer)
-        return [f"image {b} ({self.class_names[l] if l >= 0 else '?'}) · y={y}, x={x}" for (b, y, x), l in zip(idx, lab)]
+        lab = self.bank.point_labels(layer)[self._rows(layer)]
+        return [f"image {b} ({self.class_names[l] if l >= 0 else 'no label'}) · y={y}, x={x}" for (b, y, x), l in zip(self._index(layer), lab)]
 
     def _redraw(self, *_):
         layer = self.layer.value
         values, vname = self._values(layer)
-        traces = embedding_traces(self.coords[layer], self.bank.point_labels(layer), self.class_names, values=values,
+        traces = embedding_traces(self.coords[layer], self._labels(layer), self.class_names, values=values,
                                   value_name=vname or "value", hover=self._hover_text(layer))
         with self.scatter.batch_update():
             self.scatter.data = []
@@ -116,22 +131,23 @@ class EmbeddingExplorer(_WidgetApp):
             self.select(int(trace.customdata[points.point_inds[0]]))
 
     def select(self, point_id: int) -> tuple[int, int, int, int]:
-        """Show point ``point_id`` of the current layer: its image and receptive-field box."""
+        """Show point ``point_id`` of the current layer: its image, receptive field and grid cell."""
         layer = self.layer.value
-        b, y, x = (int(v) for v in self.bank.index[layer][point_id])
+        b, y, x = (int(v) for v in self._index(layer)[point_id])
         rf = self.rfs[layer]
-        box = rf.box(y, x)
+        box, cell = rf.box(y, x), rf.cell(y, x)
         label = int(self.bank.labels[b])
-        name = self.class_names[label] if label >= 0 else "?"
+        name = self.class_names[label] if label >= 0 else "no label"
         with self.patch.batch_update():
             if self._shown_image != b:
                 self.patch.data[0].z = to_rgb_uint8(self.images[b])
                 self._shown_image = b
-            self.patch.layout.shapes = [box_shape(box)]
+            self.patch.layout.shapes = [box_shape(box), box_shape(cell, cell=True)]
             self.patch.layout.title.text = f"image {b} · {name}<br><sup>{layer} (y={y}, x={x}) sees {box[2] - box[0]}×{box[3] - box[1]} px</sup>"
         self.selected = point_id
         self.info.value = (f"point {point_id}: image <b>{b}</b> ({name}), position y={y}, x={x} of {layer}; "
-                           f"receptive field x∈[{box[0]}, {box[2]}), y∈[{box[1]}, {box[3]}) px (unclipped size {rf.size[0]}×{rf.size[1]} px)")
+                           f"receptive field x∈[{box[0]}, {box[2]}), y∈[{box[1]}, {box[3]}) px (orange; unclipped size "
+                           f"{rf.size[0]}×{rf.size[1]} px), grid cell x∈[{cell[0]}, {cell[2]}), y∈[{cell[1]}, {cell[3]}) px (blue)")
         return box
 
 
@@ -283,20 +299,25 @@ class AngleConfusionExplorer(_WidgetApp):
 
     def show_pair(self, i: int, j: int) -> None:
         """Show the test images of classes i and j the run's final model confuses most."""
-        from .figures import mosaic_data
-
         run = self.current
         if i == j:
             return
         picks = self.result.most_confused(run, i, j, self.n_images)
-        imgs = [self.result.test_images[n] for n, _, _ in picks]
-        caps = [f"{self.names[t]}→{self.names[j if t == i else i]} {p:.2f}" for _, t, p in picks]
-        z, anns = mosaic_data(imgs, caps)
-        with self.grid.batch_update():
-            self.grid.data[0].z = z
-            self.grid.layout.annotations = anns
-            self.grid.layout.title.text = (f"{self.names[i]} ↔ {self.names[j]}: test images the final model of {run.name} confuses most"
-                                           f"<br><sup>caption: true→predicted, probability of the wrong class</sup>")
+        show_confused(self.grid, [self.result.test_images[n] for n, _, _ in picks], picks, self.names, i, j,
+                      f"{self.names[i]} ↔ {self.names[j]}: test images the final model of {run.name} confuses most")
+
+
+def show_confused(fig: go.FigureWidget, images, picks, names, i: int, j: int, title: str) -> None:
+    """Draw ``images`` (the ``picks`` of ``most_confused``: (row, true class, probability of the other
+    class)) into a mosaic FigureWidget, captioned true→other and that probability."""
+    from .figures import mosaic_data
+
+    caps = [f"{names[t]}→{names[j if t == i else i]} {p:.2f}" for _, t, p in picks]
+    z, anns = mosaic_data(images, caps)
+    with fig.batch_update():
+        fig.data[0].z = z
+        fig.layout.annotations = anns
+        fig.layout.title.text = f"{title}<br><sup>caption: true→other class, the probability given to the other class</sup>"
 
 
 class ShapeGallery(_WidgetApp):
@@ -585,6 +606,7 @@ class CamExplorer(_WidgetApp):
         from .style import OKABE_ITO, SEQUENTIAL
 
         self.result, self.classes = result, list(result.classes)
+        self._image_word = getattr(result, "image_word", "test image")  # what the images are called in titles
         keys = list(result.models)
         self.image = W.IntSlider(min=0, max=len(result.test_images) - 1, value=0, description="image", continuous_update=False, layout=W.Layout(width="360px"))
         self.member = W.Dropdown(options=[(f"{m} ({s})", (s, m)) for s, m in keys], value=keys[0], description="member", layout=W.Layout(width="300px"))
@@ -626,9 +648,11 @@ class CamExplorer(_WidgetApp):
             self.fig.data[0].z, self.fig.data[1].z, self.fig.data[2].z = img, img, c["map"]
             self.fig.data[3].y = probs
             self.fig.data[3].marker.color = [self._true_colour if i == label else self._other_colour for i in range(len(probs))]
-            self.fig.layout.title.text = (f"Grad-CAM of {member} ({start}) on test image {self.image.value}: true {self.classes[label]}, predicted "
+            true = self.classes[label] if 0 <= label < len(self.classes) else "not among these classes"
+            self.fig.layout.title.text = (f"Grad-CAM of {member} ({start}) on {self._image_word} {self.image.value}: true {true}, predicted "
                                           f"{self.classes[pred]} ({probs[pred]:.2f}), explaining {self.classes[explained]}")
-        votes = [f"{m} ({s}): {self.classes[int(np.argmax(p))]} {np.max(p):.2f}" + (" ✓" if int(np.argmax(p)) == label else " ✗")
+        mark = lambda p: "" if label < 0 else (" ✓" if int(np.argmax(p)) == label else " ✗")  # noqa: E731
+        votes = [f"{m} ({s}): {self.classes[int(np.argmax(p))]} {np.max(p):.2f}" + mark(p)
                  for (s, m), p in self.result.member_probabilities(self.image.value).items()]
         self.info.value = "<b>every member on this image</b> (predicted class, probability): " + " · ".join(votes)
 

@@ -16,6 +16,20 @@ def _np(a) -> np.ndarray:
     return np.asarray(a)
 
 
+def thumbnail(image, side: int = 96):
+    """An image (C, H, W) in [0, 1] area-downsampled so its longer side is at most ``side`` px."""
+    import torch
+
+    x = image if torch.is_tensor(image) else torch.as_tensor(np.asarray(image))
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    h, w = x.shape[-2:]
+    if max(h, w) <= side:
+        return x
+    size = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+    return torch.nn.functional.interpolate(x[None].float(), size=size, mode="area")[0]
+
+
 def to_rgb_uint8(image) -> np.ndarray:
     """``(C, H, W)`` or ``(H, W)`` in [0, 1] (or uint8) → ``(H, W, 3)`` uint8 for ``go.Image``."""
     a = _np(image)
@@ -84,10 +98,13 @@ def patch_figure(image, box: tuple[int, int, int, int] | None = None, *, title: 
     return finish(fig, title, "x (px)", "y (px)", height=size + 60, width=size)
 
 
-def box_shape(box: tuple[int, int, int, int]) -> dict:
+def box_shape(box: tuple[int, int, int, int], *, cell: bool = False) -> dict:
+    """A receptive-field box (orange, filled), or with ``cell`` the position's own grid cell
+    (blue outline, drawn over it)."""
     x0, y0, x1, y1 = box
+    colour, fill = ("#0072B2", "rgba(0,0,0,0)") if cell else ("#E69F00", "rgba(230,159,0,0.12)")
     return {"type": "rect", "x0": x0 - 0.5, "y0": y0 - 0.5, "x1": x1 - 0.5, "y1": y1 - 0.5,
-            "line": {"color": "#E69F00", "width": 3}, "fillcolor": "rgba(230,159,0,0.12)"}
+            "line": {"color": colour, "width": 2 if cell else 3}, "fillcolor": fill}
 
 
 def training_curves(history: list[dict], *, title: str = "Training curves", keys: Sequence[str] = ("train_acc", "val_acc")) -> go.Figure:
@@ -281,15 +298,15 @@ def correlation_text(corr: dict) -> str:
     return f"Pearson r = {corr['pearson']:.2f} (pair bootstrap [{lo:.2f}, {hi:.2f}], descriptive); Spearman ρ = {corr['spearman']:.2f}"
 
 
-def angle_confusion_scatter(angles, confusion, class_names, corr: dict, *, title: str) -> go.Figure:
+def angle_confusion_scatter(angles, confusion, class_names, corr: dict, *, title: str, angle_of: str = "class vectors") -> go.Figure:
     fig = go.Figure(angle_confusion_traces(angles, confusion, class_names))
     return finish(fig, f"{title}<br><sup>{correlation_text(corr)} over {corr['n_pairs']} class pairs</sup>",
-                  "angle between class vectors (degrees)", "pairwise confusion rate (fraction)", height=440)
+                  f"angle between {angle_of} (degrees)", "pairwise confusion rate (fraction)", height=440)
 
 
-def angle_confusion_heatmaps(angles, confusion, class_names, *, title: str) -> go.Figure:
+def angle_confusion_heatmaps(angles, confusion, class_names, *, title: str, angle_of: str = "class vectors") -> go.Figure:
     names = list(class_names)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("angle between class vectors (degrees)", "pairwise confusion rate"), horizontal_spacing=0.16)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"angle between {angle_of} (degrees)", "pairwise confusion rate"), horizontal_spacing=0.16)
     fig.add_trace(go.Heatmap(z=np.asarray(angles, float), x=names, y=names, colorscale="Cividis", colorbar={"title": {"text": "degrees"}, "x": 0.42},
                              hovertemplate="%{y} – %{x}: %{z:.1f}°<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Heatmap(z=np.asarray(confusion, float), x=names, y=names, colorscale="Cividis", reversescale=False, colorbar={"title": {"text": "rate"}},
