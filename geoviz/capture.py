@@ -596,6 +596,8 @@ class _Reducer:
         self.k, self.pool, self.seed = k, pool, seed
         self.image_size, self.prefix_tokens = image_size, prefix_tokens
         self.ids, self._cache = np.zeros(0, np.int64), {}
+        self.ambiguous: set[str] = set()
+        self.channels_last_possible = False  # set by collect for networks that permute to channels-last (Swin, ConvNeXt)
 
     def start_batch(self, ids: np.ndarray) -> None:
         self.ids, self._cache = ids, {}
@@ -607,7 +609,11 @@ class _Reducer:
         return self._cache[key]
 
     def __call__(self, name: str, out) -> dict:
-        maps = as_maps(out if torch.is_tensor(out) else _output_tensor(out), self.image_size, self.prefix_tokens)
+        out = out if torch.is_tensor(out) else _output_tensor(out)
+        if self.channels_last_possible and out.dim() == 4 and self.image_size is not None \
+                and _fits(out.shape[2], out.shape[3], self.image_size) and _fits(out.shape[1], out.shape[2], self.image_size):
+            self.ambiguous.add(name)  # both readings have the image's grid: taken channels-first
+        maps = as_maps(out, self.image_size, self.prefix_tokens)
         b, c, h, w = maps.shape
         res = {}
         if name in self.pooled:
@@ -636,6 +642,12 @@ def _probe_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device
         out = model(x0.to(dev))
         probe = rec.activations
     n_out = _output_tensor(out).reshape(1, -1).shape[1] if outputs else 0
+    if reducer.ambiguous:
+        import warnings
+
+        warnings.warn(f"the outputs of {sorted(reducer.ambiguous)[:4]} read as maps either way (channels first or last, both with the "
+                      f"image's {reducer.image_size[0]} × {reducer.image_size[1]} grid): taken as channels-first (B, C, H, W). A "
+                      "channels-last network (Swin) at this size: capture another input size to tell them apart", stacklevel=3)
     return {k: tuple(int(v) for v in a["shape"]) for k, a in probe.items()}, n_out
 
 
@@ -795,6 +807,7 @@ def collect(
     hooked = names + [p for p in pooled_names if p not in names]
     reducer = _Reducer(names, pooled_names, positions_per_image, pool, seed, None,
                        prefix_tokens if prefix_tokens is not None else prefix_tokens_of(model))
+    reducer.channels_last_possible = any(type(m).__name__ == "Permute" or "Swin" in type(m).__name__ for m in model.modules())
     all_shapes, n_out = _probe_shapes(model, loader.dataset, hooked, dev, reducer, outputs)
     row_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.rows]
     pooled_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.pooled]

@@ -173,26 +173,34 @@ def evaluate_reconstruction(model: nn.Module, data, *, device: str | torch.devic
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, data, *, batch_size: int = 128, device: str | torch.device = "auto") -> int:
-    """Set every BatchNorm's running mean and variance to the statistics of ``data`` (a cumulative
-    average over one pass, the model otherwise in eval mode: dropout off, no weight changes). A
-    randomly initialised network keeps BatchNorm's starting statistics (mean 0, variance 1), so its
-    deep layers see no normalisation at all; recalibrated, it is the strong random-features
-    baseline. Returns the number of BatchNorm layers recalibrated (0: nothing to do)."""
-    norms = [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """Set every BatchNorm's running mean and variance to the statistics of ``data``: one pass, each
+    batch weighted by its number of images (a last, smaller batch counts for what it holds), the
+    rest of the model in eval mode (dropout off; no weight changes). A randomly initialised network
+    keeps BatchNorm's starting statistics (mean 0, variance 1), so its deep layers see no
+    normalisation at all; recalibrated, it is the strong random-features baseline. Every module gets
+    its own mode back. Returns the number of BatchNorm layers recalibrated (0: nothing to do)."""
+    net = unwrap(model)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return 0
     dev = resolve_device(device)
-    saved = [(m, m.momentum, m.training) for m in norms]
-    with eval_mode(model):
+    modes = {m: m.training for m in net.modules()}
+    momenta = {m: m.momentum for m in norms}
+    try:
+        net.eval()
         for m in norms:
             m.reset_running_stats()
-            m.momentum = None  # a cumulative average: every batch weighs by its count
             m.train()
-        try:
-            for batch in as_loader(data, batch_size, device=dev):
-                model(batch[0].to(dev))
-        finally:
-            for m, momentum, training in saved:
-                m.momentum = momentum
-                m.train(training)
+        seen = 0
+        for batch in as_loader(data, batch_size, device=dev):
+            x = batch[0].to(dev)
+            for m in norms:  # running = (1 - w) · running + w · batch, w = this batch's share of the images so far
+                m.momentum = len(x) / (seen + len(x))
+            model(x)
+            seen += len(x)
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training
     return len(norms)

@@ -13,7 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from geoviz.experiments.explore import ExploreConfig, run_explore
+from geoviz.experiments.explore import ExploreConfig, _random_bank, cam_rows, run_explore
 from geoviz.models import hub_weights_file
 from geoviz.viz import EmbeddingExplorer, write_explore_report
 
@@ -132,11 +132,20 @@ def test_the_random_network_floor_is_the_architecture_with_recalibrated_statisti
             fresh(batch)
     fresh.eval()
     pooled, _ = _pooled_and_logits(fresh, x, r.layers)
+    mine, _ = _pooled_and_logits(setting["ref"], x, r.layers)
+    bank = _random_bank(r.config, r.model, r.data, r.layers, r.train, torch.device("cpu"), False)
     y = r.data.labels.numpy()
+    probe = lambda f: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[r.train], y[r.train]).predict(f[r.test]) == y[r.test]  # noqa: E731
     for row in r.probes:
         f = pooled[row["layer"]]
-        acc = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[r.train], y[r.train]).score(f[r.test], y[r.test])
-        assert abs(acc - row["random_network_accuracy"]) <= 1 / len(r.test) + 1e-9, row
+        assert np.allclose(np.asarray(bank.features[row["layer"]]), f, rtol=1e-3, atol=1e-3), row["layer"]  # statistics of the training half only
+        right_random, right = probe(f), probe(mine[row["layer"]])
+        assert abs(right_random.mean() - row["random_network_accuracy"]) <= 1 / len(r.test) + 1e-9, row
+        v = row["vs_random_network"]  # McNemar on the same held-out images: this network first
+        assert abs(v["a_only"] - (right & ~right_random).sum()) <= 1 and abs(v["b_only"] - (right_random & ~right).sum()) <= 1
+    holm = [row["vs_random_network"]["p_holm"] for row in r.probes]
+    raw = sorted(row["vs_random_network"]["p_value"] for row in r.probes)
+    assert max(holm) <= 1 and min(holm) == pytest.approx(min(1.0, len(raw) * raw[0]))
 
 
 def test_purity_matches_a_brute_force_count(head_result):
@@ -303,7 +312,7 @@ def test_images_normalised_twice_are_refused_and_modules_called_twice_are_layers
     from torch.utils.data import TensorDataset
 
     normalised = TensorDataset(torch.randn(8, 3, 64, 64) * 1.5, torch.tensor([0, 1, 2, 3] * 2))
-    with pytest.raises(ValueError, match=r"the images range from .* normalises its own \[0, 1\] input .*drop Normalize"):
+    with pytest.raises(ValueError, match=r"the images range from .* reads images in \[0, 1\] .*drop Normalize.*normalize="):
         run_explore(_cfg(setting, None, size=64, n_images=8), data=normalised, progress=False)
     r = run_explore(_cfg(setting, setting["head_folder"], size=64, layers=("layer4.*",), random_floor=False, cam_images=0), progress=False)
     assert "layer4.0.relu#1" in r.layers and {p["layer"] for p in r.probes} == set(r.layers)
@@ -332,3 +341,32 @@ def test_pixel_floor_is_chosen_on_the_training_images_alone():
     expected = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), block, y, cv=cv).mean()
     assert res["cv"]["pixels 8×8 / logistic regression"] == pytest.approx(expected, abs=1e-12)
     assert res["accuracy"] == pytest.approx(res["correct"].mean()) and len(res["correct"]) == 60
+
+
+def test_inputs_that_cannot_work_fail_before_the_pass(setting):
+    few = setting["root"] / "few"
+    for k, c in enumerate(IMAGENET_NAMES):
+        (few / c).mkdir(parents=True, exist_ok=True)
+        for f in sorted((setting["head_folder"] / c).iterdir())[: 1 + (k == 0) * 5]:  # one image in each class but the first (six)
+            (few / c / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ValueError, match=r"3 of 4 classes have fewer than 2 of the 9 images read \(n_images=24\): .*raise n_images"):
+        run_explore(_cfg(setting, few, size=64), progress=False)
+    full = ExploreConfig.from_profile("full", model="runs/mine/model.pt")  # the user's network takes none of full's network settings
+    assert full.weights is None and full.model_b is None and full.weights_b is None and full.data == "folder:data/imagenet"
+    from geoviz.models import load_network
+
+    with pytest.raises(ValueError, match="built untrained: weights= is for tv: and timm:"):
+        load_network("resnet20", "DEFAULT")
+
+
+def test_grad_cam_shows_the_most_confused_pair_only_when_a_pair_is_confused():
+    from geoviz.analysis.angles import ClassGeometry
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 2]] * 0.8 + 0.2 / 3  # image 1 (class 0) taken for class 1
+    conf = np.zeros((3, 3))
+    conf[0, 1] = conf[1, 0] = 0.25
+    g = ClassGeometry("class vectors", ["a", "b", "c"], np.ones((3, 3)), conf, {}, None, 5 / 6, np.arange(6), y, probs)
+    assert cam_rows(g, 6, 4)[0] == 1  # the confusion first
+    none = ClassGeometry("class vectors", ["a", "b", "c"], np.ones((3, 3)), np.zeros((3, 3)), {}, None, 1.0, np.arange(6), y, np.eye(3)[y])
+    assert cam_rows(none, 6, 4) == [0, 1, 3, 5]  # evenly spread: no pair (0, 0) read as "most confused"

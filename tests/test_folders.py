@@ -155,6 +155,12 @@ def test_arrays_and_datasets_are_accepted_as_they_are(tmp_path):
     td = TensorDataset(torch.rand(3, 3, 8, 8), torch.tensor([0, 1, 2]))
     assert as_dataset(td) is td
     assert len(as_dataset(td, n=2)) == 2 and len(as_dataset(hwc, n=3)) == 3  # n keeps a subset of any data
+    labelled = as_dataset((torch.rand(12, 3, 8, 8), [0, 1, 2] * 4), classes=["a", "b", "c"], n=6)
+    assert labelled.classes == ["a", "b", "c"] and sorted(labelled.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # still labelled
+    from geoviz.datasets import get_dataset as _get
+
+    sub = as_dataset(_get("shapes10", "test", n=40), n=20)
+    assert len(sub) == 20 and sub.classes == _get("shapes10", "test", n=40).classes
     with pytest.raises(TypeError, match="ToTensor"):
         as_dataset(TensorDataset(torch.rand(3, 8), torch.zeros(3)))
     with pytest.raises(TypeError, match="cannot read images from a dict"):

@@ -205,19 +205,24 @@ def test_every_leaf_and_a_modules_input_can_be_captured():
 
 
 def test_batchnorm_recalibration_takes_the_datas_statistics():
+    """Batches of 8 and 4 images: the running mean is the mean over all 12 images (each image counts
+    once, the short batch no more); every module keeps its own mode (a frozen BatchNorm in a training
+    network stays in eval)."""
     from geoviz.inference import recalibrate_batchnorm
 
     torch.manual_seed(0)
-    net = torchvision.models.resnet18().eval()
-    x = torch.rand(12, 3, 32, 32)
-    seen = []
-    h = net.bn1.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
-    assert recalibrate_batchnorm(net, torch.utils.data.TensorDataset(x, torch.zeros(12)), batch_size=12, device="cpu") == 20
-    h.remove()
-    inp = seen[0]
-    assert torch.allclose(net.bn1.running_mean, inp.mean((0, 2, 3)), atol=1e-5)
-    assert torch.allclose(net.bn1.running_var, inp.var((0, 2, 3), unbiased=True), rtol=1e-4)
-    assert not net.training and net.bn1.momentum == 0.1  # its mode and momentum back
+    net = torchvision.models.resnet18().train()
+    net.bn1.eval()  # frozen
+    x = torch.rand(12, 3, 32, 32) * torch.linspace(0.5, 2, 12)[:, None, None, None]  # batches with other statistics
+    with torch.no_grad():
+        ref = torchvision.models.resnet18().eval()
+        ref.load_state_dict(net.state_dict())
+        stem = ref.conv1(x)  # what bn1 receives
+    assert recalibrate_batchnorm(net, torch.utils.data.TensorDataset(x, torch.zeros(12)), batch_size=8, device="cpu") == 20
+    assert torch.allclose(net.bn1.running_mean, stem.mean((0, 2, 3)), atol=1e-5)
+    per_batch = [stem[:8].var((0, 2, 3), unbiased=True), stem[8:].var((0, 2, 3), unbiased=True)]
+    assert torch.allclose(net.bn1.running_var, (8 * per_batch[0] + 4 * per_batch[1]) / 12, rtol=1e-4)
+    assert net.training and not net.bn1.training and net.layer1[0].bn1.training and net.bn1.momentum == 0.1
 
 
 def test_cells_sit_where_receptive_fields_are_centred():

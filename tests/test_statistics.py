@@ -122,3 +122,11 @@ def test_mantel_with_a_constant_matrix_is_undecided():
     angles = np.random.default_rng(0).random((5, 5))
     res = mantel(angles + angles.T, np.zeros((5, 5)))
     assert res["verdict"] == "undecided" and np.isnan(res["r"]) and "constant" in res["note"]
+
+
+def test_holm_adjusts_as_the_step_down_procedure_does():
+    from geoviz.analysis.statistics import holm
+
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 -> 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert np.allclose(holm(p), [0.03, 0.06, 0.06, 0.02])

@@ -147,3 +147,25 @@ def mcnemar(correct_a, correct_b, *, alpha: float = 0.05) -> dict:
     v = "supported" if p < alpha else "contradicted" if q < alpha else "undecided"
     return {"a_only": a_only, "b_only": b_only, "n_items": int(len(a)), "accuracy_a": float(a.mean()), "accuracy_b": float(b.mean()),
             "p_value": p, "p_value_opposite": q, "verdict": v}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (the same order as given): a family of tests read together
+    (one per layer) keeps its chance of any false "supported" at the level, not at the level per test."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def holm_verdicts(results: list[dict], alpha: float = 0.05) -> list[dict]:
+    """``mcnemar`` results of a family of tests with their verdicts decided on Holm-adjusted p-values
+    (``p_holm``, ``p_holm_opposite``); each result's own ``p_value`` is kept."""
+    if not results:
+        return []
+    up, down = holm([r["p_value"] for r in results]), holm([r["p_value_opposite"] for r in results])
+    return [{**r, "p_holm": float(u), "p_holm_opposite": float(d),
+             "verdict": "supported" if u < alpha else "contradicted" if d < alpha else "undecided"} for r, u, d in zip(results, up, down)]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from .._io import atomic_write_json, read_json
 from .._utils import format_bytes, progress_bar
@@ -424,16 +424,26 @@ def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int |
                     "or an array of images (N, H, W, C)")
 
 
+class LabelledSubset(Subset):
+    """A ``Subset`` that keeps its data set's ``classes`` (and its labels), so a subsample of
+    labelled images is still labelled; it reads items as ``Subset`` does (and is batched like it)."""
+
+    @property
+    def classes(self):
+        return list(getattr(self.dataset, "classes", []) or [])
+
+
 def _first(data: Dataset, n: int | None, seed: int) -> Dataset:
     """``n`` images of a data set (class-balanced and seeded when it has labels), all when n is None."""
-    from torch.utils.data import Subset
-
     from .splits import labels_of
 
     if n is None or n >= len(data):
         return data
     y = labels_of(data).numpy()
-    return Subset(data, _subset(y, n, seed, bool((y >= 0).all())).tolist())
+    keep = _subset(y, n, seed, bool((y >= 0).all())).tolist()
+    if isinstance(data, ImageArrays):
+        return ImageArrays(data.images[keep], data.labels[keep], data.classes)
+    return LabelledSubset(data, keep)
 
 
 # ----------------------------------------------------------------------------- writing a folder

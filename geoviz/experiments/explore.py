@@ -45,7 +45,7 @@ from ..analysis.angles import ClassGeometry, class_geometry
 from ..analysis.cam import grad_cam
 from ..analysis.floors import pixel_floor
 from ..analysis.probes import held_out_probe, knn_class_purity, stratified_split
-from ..analysis.statistics import mcnemar
+from ..analysis.statistics import holm_verdicts, mcnemar
 from ..atlas import Atlas, compare, weights_digest
 from ..capture import FeatureBank, ReceptiveField, collect, receptive_field, resolve_layers
 from ..config import ExperimentConfig, check_range
@@ -99,6 +99,15 @@ class ExploreConfig(ExperimentConfig):
             raise ValueError(f"test_fraction must be below 1, got {self.test_fraction}")
         if not self.layers:
             raise ValueError("layers must name at least one module path, or 'auto' (the blocks)")
+
+    @classmethod
+    def from_profile(cls, profile: str | None = None, **overrides):
+        """As ``ExperimentConfig.from_profile``; a network given here takes none of the profile's
+        network settings (``full``'s ImageNet weights and its second network belong to its ResNet-50)."""
+        cfg = super().from_profile(profile, **overrides)
+        if overrides.get("model") is not None:
+            cfg = cfg.replace(**{k: overrides.get(k) for k in ("weights", "model_b", "weights_b")})
+        return cfg
 
     PROFILE_OVERRIDES = {
         "smoke": dict(n_images=80, positions_per_image=4, explorer_layers=2, max_points=300, projection="pca", cam_images=4),
@@ -201,8 +210,8 @@ class CamSource:
         self.models = {("yours", str(result.model.display_name)): result.model}
         self._heads = {("yours", str(result.model.display_name)): heads}
         b = result.model_b
-        heads_b = (head_classes(b, result.class_names) if idx is not None else
-                   heads if b is not None and getattr(b, "class_names", None) == getattr(result.model, "class_names", None) else None)
+        same_head = b is not None and getattr(b, "class_names", None) is not None and b.class_names == getattr(result.model, "class_names", None)
+        heads_b = head_classes(b, result.class_names) if idx is not None and b is not None else heads if same_head else None
         if b is not None and heads_b is not None:  # the second network, where its head has these classes too
             self.models[("second", str(b.display_name))] = b
             self._heads[("second", str(b.display_name))] = list(heads_b)
@@ -277,17 +286,33 @@ def _data_digest(data) -> str | None:
     return h.hexdigest()[:12]
 
 
-def _check_unit_range(net, data, name: str = "the network") -> None:
-    """A network that normalises its own input (``load_network``) must get [0, 1] images: a data set
-    that normalises too (torchvision's ``weights.transforms()``) would be normalised twice."""
-    if normalization_of(net) is None:
-        return
+def _check_images(data) -> None:
+    """Images must be in [0, 1]: the network normalises its own input (``load_network``), and the
+    pixel floor, thumbnails and Grad-CAM overlays read the images as they are. A data set that
+    normalises (torchvision's ``weights.transforms()``) is refused, saying what to do."""
+    from ..datasets._batched import batch_source
+
+    if batch_source(data) is not None:
+        return  # uint8 in a tensor: [0, 1] by construction
     xs = [data[i][0] for i in range(min(8, len(data)))]
     lo, hi = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"the images range from {lo:.3g} to {hi:.3g}, but {name} normalises its own [0, 1] input (mean/std "
-                         f"{normalization_of(net)}): drop Normalize from the data set's transform, or load the network with "
-                         "normalize=None")
+        raise ValueError(f"the images range from {lo:.3g} to {hi:.3g}; geoviz reads images in [0, 1] and lets the network normalise "
+                         "its own input: drop Normalize from the data set's transform, and load the network with "
+                         "load_network(model, normalize=(mean, std)) (or normalize='imagenet') if it expects normalised input")
+
+
+def _check_classes(images, n_images: int) -> None:
+    """Every class needs two images at least (one to fit the probes, one to test them)."""
+    classes = list(getattr(images, "classes", []) or [])
+    if not classes:
+        return
+    counts = np.bincount(np.clip(labels_of(images).numpy(), 0, None), minlength=len(classes))
+    short = [f"{classes[c]} ({counts[c]})" for c in np.flatnonzero(counts < 2)]
+    if short:
+        raise ValueError(f"{len(short)} of {len(classes)} classes have fewer than 2 of the {len(images)} images read "
+                         f"(n_images={n_images}): {', '.join(short[:6])}{', ...' if len(short) > 6 else ''}. The probes fit on half "
+                         "of each class and test on the other: raise n_images, or keep fewer classes in the folder")
 
 
 def _load(cfg: ExploreConfig, model_spec, model_b_spec, data_spec, progress: bool = True):
@@ -297,9 +322,8 @@ def _load(cfg: ExploreConfig, model_spec, model_b_spec, data_spec, progress: boo
     is_folder = isinstance(data_spec, str) and data_spec.startswith("folder:")
     data = as_dataset(data_spec, n=cfg.n_images, seed=cfg.seed, **({**kwargs, "progress": progress} if is_folder else {}))
     model_b = load_network(model_b_spec, cfg.weights_b, download=cfg.download) if model_b_spec is not None else None
-    for net, name in ((model, "the network"), (model_b, "the second network")):
-        if net is not None:
-            _check_unit_range(net, data, name)
+    _check_images(data)
+    _check_classes(data, cfg.n_images)
     return model, model_b, data
 
 
@@ -399,23 +423,33 @@ def _probes(cfg, model, bank, data, layers, train, test, device, progress) -> tu
             row["random_network_accuracy"] = float(right_random.mean())
             row["vs_random_network"] = mcnemar(right, right_random)
         rows.append(row)
+    for key in ("vs_pixel_floor", "vs_random_network"):  # one claim per layer: verdicts on Holm-adjusted p-values over the layers
+        if rows and key in rows[0]:
+            for row, adjusted in zip(rows, holm_verdicts([r[key] for r in rows])):
+                row[key] = adjusted
     return rows, floors, notes
 
 
-def _cams(cfg, model, data, geometry, device) -> dict:
-    if cfg.cam_images == 0:
-        return {"rows": [], "maps": torch.zeros(0), "targets": []}
+def cam_rows(geometry, n_data: int, n: int) -> list[int]:
+    """The images Grad-CAM explains: half of them the most-confused pair's most confused images (when
+    some pair is confused at all), the rest spread evenly over the data."""
     picks = []
     if geometry is not None:
         c = np.where(np.triu(np.ones_like(geometry.confusion, dtype=bool), 1), np.nan_to_num(geometry.confusion), -1.0)
         i, j = np.unravel_index(np.argmax(c), c.shape)  # the most confused pair (i < j)
         if c[i, j] > 0:  # no pair confused: no "most confused" images to show
-            picks = [r for r, _, _ in geometry.most_confused(int(i), int(j), cfg.cam_images // 2)]
-    for r in np.linspace(0, len(data) - 1, cfg.cam_images).astype(int):
-        if len(picks) < cfg.cam_images and int(r) not in picks:
+            picks = [r for r, _, _ in geometry.most_confused(int(i), int(j), n // 2)]
+    for r in np.linspace(0, n_data - 1, n).astype(int):
+        if len(picks) < n and int(r) not in picks:
             picks.append(int(r))
-    x = torch.stack([data[r][0] for r in picks])
-    maps, targets = grad_cam(model.to(device), x)
+    return picks
+
+
+def _cams(cfg, model, data, geometry, device) -> dict:
+    if cfg.cam_images == 0:
+        return {"rows": [], "maps": torch.zeros(0), "targets": []}
+    picks = cam_rows(geometry, len(data), cfg.cam_images)
+    maps, targets = grad_cam(model.to(device), torch.stack([data[r][0] for r in picks]))
     return {"rows": picks, "maps": maps, "targets": targets.tolist()}
 
 
@@ -424,11 +458,11 @@ def _labels_of_head(model, names, classes) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the runner
-def _open_run(cfg, net, net_b, images, spec_a, spec_b, spec_data, run_root) -> tuple[RunDir, bool]:
+def _open_run(cfg, net, net_b, images, spec_a, spec_b, spec_data, run_root) -> RunDir:
     """``runs/explore-<network>-<hash>/``, the hash over the config, the weights (and the input
     normalisation, which is not in a state dict) and the image files or pixels: a bank streamed
-    there is never reused for other weights or images. Returns (run, whether its bank may be reused):
-    images whose identity cannot be told get a run of their own and a bank in memory."""
+    there is never reused for other weights or images. Images whose identity cannot be told without
+    reading them all (a Dataset of unknown make) get a run of their own each time."""
     data = _data_digest(images)
     key = {"config": cfg.to_dict(), "model": str(spec_a), "weights": weights_digest(net), "data": data or f"unknown {time.time_ns()}",
            "input": [repr(getattr(n, "input_spec", None)) + repr(normalization_of(n)) for n in (net, net_b) if n is not None],
@@ -437,7 +471,7 @@ def _open_run(cfg, net, net_b, images, spec_a, spec_b, spec_data, run_root) -> t
     run = RunDir(f"explore-{name}-{config_hash(key)}", run_root)
     run.write_config({**cfg.to_dict(), "model": str(spec_a), "model_b": spec_b, "data": str(spec_data), "weights_digest": key["weights"],
                       "data_digest": data})
-    return run, data is not None
+    return run
 
 
 def _head_index(cfg, net, class_names) -> list[int] | None:
@@ -480,7 +514,8 @@ def _atlas(cfg, net, net_b, images, device, progress) -> Atlas | None:
         return None
     atlas = compare(net, net_b.to(device), images, "auto", "auto", n_images=min(len(images), 2000), batch_size=cfg.batch_size,
                     device=device, knn_images=min(len(images), 256), embedding=cfg.projection, seed=cfg.seed, progress=progress)
-    atlas.name_a, atlas.name_b = str(net.display_name), str(net_b.display_name)
+    short = lambda n: str(n.display_name).split(" · ")[0].split(" (")[0]  # noqa: E731  (the full names are in the summary)
+    atlas.name_a, atlas.name_b = f"A: {short(net)}", f"B: {short(net_b)}"
     return atlas
 
 
@@ -523,11 +558,10 @@ def run_explore(cfg: ExploreConfig, *, run_root=None, progress: bool = True, mod
     class_names, labels = list(getattr(images, "classes", []) or []), labels_of(images).numpy()
     labelled = bool(class_names) and (labels >= 0).all() and len(np.unique(labels)) >= 2
     penultimate = _penultimate(net)
-    run, reusable = _open_run(cfg, net, net_b, images, inp.spec_a, inp.spec_b, inp.spec_data, run_root)
+    run = _open_run(cfg, net, net_b, images, inp.spec_a, inp.spec_b, inp.spec_data, run_root)
     seconds = {"load": lap()}
     bank = collect(net, images, inp.layers, positions_per_image=cfg.positions_per_image, pooled=inp.layers + ([penultimate] if penultimate else []),
-                   outputs=True, batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress,
-                   out_dir=run.path / "bank" if reusable else None)
+                   outputs=True, batch_size=cfg.batch_size, device=device, seed=cfg.seed, progress=progress, out_dir=run.path / "bank")
     layers = bank.layers  # a module that runs several times per forward is one layer per call (name#k)
     seconds["capture"] = lap()
     shown = _explorer_layers(layers, cfg.explorer_layers)
@@ -556,7 +590,8 @@ def run_explore(cfg: ExploreConfig, *, run_root=None, progress: bool = True, mod
 
 def _summary(res: ExploreResult, spec_a, spec_b, spec_data) -> dict:
     m = res.model
-    out = {"model": str(spec_a), "display_name": str(m.display_name), "model_b": spec_b, "data": str(spec_data),
+    out = {"model": str(spec_a), "display_name": str(m.display_name), "model_b": spec_b,
+           "display_name_b": str(res.model_b.display_name) if res.model_b is not None else None, "data": str(spec_data),
            "n_images": len(res.data), "classes": res.class_names, "layers": res.layers, "explorer_layers": res.explorer_layers,
            "input_spec": m.input_spec.to_dict() if getattr(m, "input_spec", None) is not None else None,
            "head_classes": len(m.class_names) if getattr(m, "class_names", None) else None,

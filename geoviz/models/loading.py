@@ -65,6 +65,9 @@ def load_network(spec, weights=None, *, num_classes: int | None = None, download
             elif spec.endswith(CHECKPOINT_SUFFIXES) or Path(spec).suffix:
                 model, input_spec, names = _checkpoint(spec, weights)
             else:
+                if weights is not None:
+                    raise ValueError(f"{spec!r} names an architecture of the zoo, built untrained: weights= is for tv: and timm: "
+                                     "networks; a trained geoviz network is its checkpoint file (load_network('runs/<run>/model.pt'))")
                 model, input_spec, names = build_model(spec, num_classes or 10), None, None
         label = spec + (f" ({Path(str(weights)).name})" if weights is not None else "")
         if Path(spec).suffix:  # a checkpoint: its architecture and the run (folder) it came from
@@ -175,22 +178,23 @@ def untrained_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     (zoo, tv:, timm:); otherwise a deep copy whose layers are re-initialised by their own
     ``reset_parameters`` (parameters outside such layers, e.g. a ViT's position embedding, get
     N(0, 0.02²) as ViTs initialise them)."""
-    torch.manual_seed(seed)
-    args = dict(getattr(model, "build_args", None) or {})
-    if "name" in args:
-        args.pop("weights", None)
-        fresh = build_model(args.pop("name"), args.pop("num_classes"), **args)
-    else:
-        fresh = copy.deepcopy(model)
-        done = set()
-        for m in fresh.modules():
-            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-                m.reset_parameters()
-                done |= {id(p) for p in m.parameters(recurse=False)}
-        with torch.no_grad():
-            for p in fresh.parameters():
-                if id(p) not in done:
-                    nn.init.trunc_normal_(p, std=0.02)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        args = dict(getattr(model, "build_args", None) or {})
+        if "name" in args:
+            args.pop("weights", None)
+            fresh = build_model(args.pop("name"), args.pop("num_classes"), **args)
+        else:
+            fresh = copy.deepcopy(model)
+            done = set()
+            for m in fresh.modules():
+                if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                    m.reset_parameters()
+                    done |= {id(p) for p in m.parameters(recurse=False)}
+            with torch.no_grad():
+                for p in fresh.parameters():
+                    if id(p) not in done:
+                        nn.init.trunc_normal_(p, std=0.02)
     norm = normalization_of(model)
     if norm is not None:
         attach_normalization(fresh, *norm)

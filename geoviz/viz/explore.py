@@ -33,10 +33,12 @@ def decodability_figure(probes: list[dict], floors: dict, purity: dict, *, title
                                                         "kNN class purity of local features"), horizontal_spacing=0.12)
     layers = [r["layer"] for r in probes]
     c = OKABE_ITO
-    beats = [all(r[k]["verdict"] == "supported" for k in ("vs_pixel_floor", "vs_random_network") if k in r) for r in probes]
-    verdicts = ["<br>".join(f"{k[3:].replace('_', ' ')}: {r[k]['verdict']} (p = {r[k]['p_value']:.3g})"
-                            for k in ("vs_pixel_floor", "vs_random_network") if k in r) for r in probes]
-    fig.add_trace(go.Scatter(x=layers, y=[r["accuracy"] for r in probes], mode="lines+markers", name="this network (filled: beats both floors)",
+    tested = [k for k in ("vs_pixel_floor", "vs_random_network") if probes and k in probes[0]]
+    beats = [bool(tested) and all(r[k]["verdict"] == "supported" for k in tested) for r in probes]
+    verdicts = ["<br>".join(f"{k[3:].replace('_', ' ')}: {r[k]['verdict']} (Holm p = {r[k]['p_holm']:.3g})" for k in tested) for r in probes]
+    floors_named = " and ".join(k[3:].replace("_", " ") for k in tested)
+    fig.add_trace(go.Scatter(x=layers, y=[r["accuracy"] for r in probes], mode="lines+markers",
+                             name=f"this network (filled: beats the {floors_named})" if tested else "this network",
                              marker={"color": c[4], "symbol": ["circle" if b else "circle-open" for b in beats], "size": 10,
                                      "line": {"width": 2, "color": c[4]}}, line={"color": c[4]}, text=verdicts,
                              hovertemplate="%{x}: %{y:.3f}<br>%{text}<extra>this network</extra>"), row=1, col=1)
@@ -61,9 +63,10 @@ def decodability_figure(probes: list[dict], floors: dict, purity: dict, *, title
     fig.update_yaxes(title_text="same-class neighbours (fraction)", range=[0, 1.02], row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(title_text="layer (input → output)", tickangle=-40, row=1, col=col)
-    sub = ("<br><sup>filled marker: the probe beats the pixel floor and the random network on the same held-out images "
-           "(McNemar's exact test, one-sided p < 0.05)</sup>")
-    return finish(fig, (title or "Where the labels become decodable") + sub, height=500, legend_title="")
+    sub = (f"<br><sup>filled marker: the probe beats the {floors_named} on the same held-out images (McNemar's exact test, "
+           "one-sided, Holm-adjusted over the layers, p < 0.05)</sup>") if tested else ""
+    fig = finish(fig, (title or "Where the labels become decodable") + sub, height=520, legend_title="")
+    return fig.update_layout(margin={"t": 110})  # room for the two-line title above the panels' own titles
 
 
 def _overlay(image, cam) -> np.ndarray:
@@ -295,6 +298,7 @@ def write_explore_report(result, path, *, title: str | None = None, max_images: 
                                                        f"{spec.get('resize') or spec.get('size', '?')} px; normalisation "
                                                        f"{'mean ' + str(spec.get('mean')) + ', std ' + str(spec.get('std')) if spec.get('mean') else 'none'} "
                                                        f"({spec.get('source', 'given')})"],
+            *([["second network (atlas)", m["display_name_b"]]] if m.get("display_name_b") else []),
             ["images", f"{m['n_images']} from {m['data']}"], ["classes", ", ".join(map(str, result.class_names)) or "none (unlabelled)"],
             ["layers analysed", ", ".join(result.layers)], ["time (s)", json.dumps(m["seconds"])]]
     if "folder" in m:
@@ -312,8 +316,10 @@ grid cell (blue).</p><label>layer <select id="explore-layer">{options}</select><
         sections.append("<h2>Where the labels become decodable</h2>" + to_div(decodability_figure(result.probes, result.floors, result.purity))
                         + f"<p class='note'>Probes: logistic regression on each layer's globally pooled features, fitted on {len(result.train)} "
                           f"images and scored on {len(result.test)} held out. Pixel floor: the best of cheap feature sets × classifiers chosen "
-                          "on the training images alone. Purity: the share of a point's 10 nearest neighbours (from other images) whose image "
-                          "has its class.</p>")
+                          f"on the training images alone. Random weights: the same architecture, its BatchNorm statistics recalibrated on "
+                          f"the training images. Purity: the share of a point's {result.config.k} nearest neighbours (from other images) "
+                          "whose image has its class. Filled markers: the layer beats the floors on the same held-out images (McNemar, "
+                          "Holm-adjusted over the layers).</p>")
     if result.geometry is not None:
         g = result.geometry
         scatter, heat = _geometry_figures(g, angle_of=_angle_of(g), title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images)")
@@ -341,8 +347,8 @@ grid cell (blue).</p><label>layer <select id="explore-layer">{options}</select><
 <html><head><meta charset="utf-8"><title>{html.escape(head)}</title>
 <style>body{{font-family:sans-serif;margin:20px;max-width:1400px}} table.t{{border-collapse:collapse;margin:8px 0}}
 table.t td,table.t th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}} .note{{color:#444}}
-.thumbs{{display:flex;flex-wrap:wrap;gap:6px}} figure.thumb{{margin:0;font-size:11px;text-align:center}}</style></head>
-<script>{get_plotlyjs()}</script>
+.thumbs{{display:flex;flex-wrap:wrap;gap:6px}} figure.thumb{{margin:0;font-size:11px;text-align:center}}</style>
+<script>{get_plotlyjs()}</script></head>
 <body><h1>{html.escape(head)}</h1>
 {''.join(sections)}
 {script}
