@@ -187,7 +187,8 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
             batch_size: int = 128, device: str | torch.device = "auto", pairs="best", k: int = 10, knn_images: int = 256,
             knn_points: int = 2000, embedding: str | None = "umap", seed: int = 0, progress: bool = True) -> Atlas:
     """Every layer of ``model_a`` against every layer of ``model_b`` on the same images of ``data``
-    (a Dataset: the first ``n_images`` of it, all by default).
+    (a Dataset: the first ``n_images`` of it, all by default; or a data set name: ``folder:<path>``
+    at network A's input size, or a registered data set's test split, ``n_images`` of it).
 
     ``layers_a`` / ``layers_b``: ``"auto"`` (the blocks, ``block_layers``) or module paths / globs.
     ``pairs``: ``"best"`` (each layer of A with its best-matching layer of B), a list of
@@ -208,8 +209,10 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     check_number("n_images", n_images, low=4, integer=True, allow_none=True)
     if embedding is not None:
         choice("embedding", embedding, PROJECTIONS)
+    if isinstance(data, str):  # a data set name: its test split, or folder:<path> at A's input size
+        data = _named_data(data, model_a, n_images, seed)
     if isinstance(data, DataLoader) or not isinstance(data, Dataset):
-        raise TypeError(f"compare takes a Dataset (it batches the images itself), got {type(data).__name__}")
+        raise TypeError(f"compare takes a Dataset or a data set name (it batches the images itself), got {type(data).__name__}")
     la, lb = _layers(model_a, layers_a, "a"), _layers(model_b, layers_b, "b")
     n = len(data) if n_images is None else n_images
     if n > len(data):
@@ -281,6 +284,16 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
         atlas.classes = [f"class {c}" for c in range(int(max(v.max() for v in atlas.embedding_labels.values())) + 1)]
     atlas.seconds = {"cka": round(t1 - t0, 3), "knn": round(t2 - t1, 3), "embedding": round(time.perf_counter() - t2, 3)}
     return atlas
+
+
+def _named_data(name: str, model_a: nn.Module, n_images: int | None, seed: int):
+    """A data set by name for ``compare``: a registered one's test split, or ``folder:<path>`` (all
+    its images) resized and cropped to network A's input size (224 px when it has none)."""
+    from .datasets import as_dataset, parse_folder_spec
+
+    spec = getattr(model_a, "input_spec", None)
+    kw = ({"spec": spec} if spec is not None else {"size": 224}) if parse_folder_spec(name) else {}
+    return as_dataset(name, split="test", n=n_images, seed=seed, **kw)
 
 
 def _sample(n: int, m: int, seed: int) -> torch.Tensor:

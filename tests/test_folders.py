@@ -185,3 +185,14 @@ def test_written_folders_read_back_pixel_for_pixel_and_are_reused(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         image_folder(root, size=32, progress=False)  # folder.json is no image and no stray image is warned about
+
+
+def test_compare_takes_a_folder_by_name(tmp_path):
+    from geoviz.atlas import compare
+    from geoviz.models import build_model, load_network
+
+    root = write_folder(tmp_path / "imgs", per_class=6, corrupt=False)
+    a = load_network(build_model("resnet8", 3), size=32)  # any module, told its input size
+    atlas = compare(a, build_model("resnet14", 3), f"folder:{root}", n_images=12, knn_images=12, knn_points=60, embedding=None, progress=False)
+    assert atlas.n_images == 12 and atlas.cka.shape == (3, 6) and atlas.classes == ["ant", "bee", "cow"]
+    assert compare(a, a, "shapes10", n_images=16, pairs=None, embedding=None, progress=False).n_images == 16
