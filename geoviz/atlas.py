@@ -289,11 +289,9 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
 def _named_data(name: str, model_a: nn.Module, n_images: int | None, seed: int):
     """A data set by name for ``compare``: a registered one's test split, or ``folder:<path>`` (all
     its images) resized and cropped to network A's input size (224 px when it has none)."""
-    from .datasets import as_dataset, parse_folder_spec
+    from .datasets import as_dataset
 
-    spec = getattr(model_a, "input_spec", None)
-    kw = ({"spec": spec} if spec is not None else {"size": 224}) if parse_folder_spec(name) else {}
-    return as_dataset(name, split="test", n=n_images, seed=seed, **kw)
+    return as_dataset(name, split="test", n=n_images, seed=seed, spec=getattr(model_a, "input_spec", None), progress=False)
 
 
 def _sample(n: int, m: int, seed: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import math
 import mmap
@@ -282,6 +283,7 @@ def _fits(h: int, w: int, image_size) -> bool:
     return max(a0, b0) <= min(a1, b1)
 
 
+@functools.lru_cache(maxsize=256)  # called in the hooks of every token layer, every batch: the same few shapes
 def _grid(n: int, image_size) -> tuple[int, int] | None:
     """(h, w) with h·w = n that has the image's shape (square without an image size), or None."""
     if n < 1:
@@ -325,7 +327,7 @@ def as_maps(act: torch.Tensor, image_size: tuple[int, int] | None = None, prefix
         b, n, d = act.shape
         skips = [prefix_tokens] if prefix_tokens is not None else [s for s in (0, 1, 2) if n - s > 2 * s]
         for skip in skips:
-            hw = _grid(n - skip, image_size)
+            hw = _grid(n - skip, tuple(image_size) if image_size is not None else None)
             if hw is not None and (n - skip > 1 or n == 1):
                 return act[:, skip:].transpose(1, 2).reshape(b, d, *hw)
         return act.transpose(1, 2)[..., None]

@@ -197,6 +197,17 @@ class FolderImages(Dataset):
         return FolderImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.spec, root=self.root,
                             source_sizes=self.source_sizes, images=images, name=self.name)
 
+    def decode(self, max_bytes: int, progress: bool = True) -> "FolderImages":
+        """Decode every image into memory (in threads) when their pixels fit ``max_bytes``; otherwise
+        they stay on disk, read one by one. Returns self."""
+        need = len(self) * 3 * self.spec.size**2
+        if need <= max_bytes:
+            self.images = _decode_all(self.files, self.spec, progress)
+        elif progress:
+            print(f"{self.root}: {len(self)} images would take {format_bytes(need)} decoded (over max_bytes={format_bytes(max_bytes)}): "
+                  "read one by one")
+        return self
+
     def describe(self) -> dict:
         """What was read: counts per class, the sizes found, the crop applied."""
         counts = np.bincount(self.labels.numpy(), minlength=len(self.classes)) if self.labelled else []
@@ -279,13 +290,7 @@ def image_folder(path, size: int | None = None, *, resize: int | None = None, in
         files, targets, sizes = [files[i] for i in keep], [targets[i] for i in keep], [sizes[i] for i in keep]
         if classes and len(set(targets)) < 2:
             raise ValueError(f"after leaving out the unreadable files, {root} holds images of {len(set(targets))} class(es): need 2")
-    ds = FolderImages(files, targets, classes, spec, root=root, source_sizes=Counter(sizes))
-    need = len(files) * 3 * spec.size**2
-    if need <= max_bytes:
-        ds.images = _decode_all(files, spec, progress)
-    elif progress:
-        print(f"{root}: {len(files)} images would take {format_bytes(need)} decoded (over max_bytes={format_bytes(max_bytes)}): read one by one")
-    return ds
+    return FolderImages(files, targets, classes, spec, root=root, source_sizes=Counter(sizes)).decode(max_bytes, progress)
 
 
 def _subset(labels: np.ndarray, n: int, seed: int, labelled: bool) -> np.ndarray:
@@ -333,8 +338,7 @@ def folder_dataset(path: str, split: str = "train", n: int | None = None, seed: 
         ds = whole.subset(folder_split(whole, split))
         if len(ds) == 0:
             raise ValueError(f"{root} has too few images per class for a {split!r} split (60/20/20 per class needs >= 3 per class)")
-        if len(ds) * 3 * ds.spec.size**2 <= kwargs.get("max_bytes", 1024**3):
-            ds.images = _decode_all(ds.files, ds.spec, kwargs.get("progress", True))
+        ds.decode(kwargs.get("max_bytes", 1024**3), kwargs.get("progress", True))
     if n is not None and n < len(ds):
         ds = ds.subset(_subset(ds.labels.numpy(), n, seed, ds.labelled))
     ds.name = f"folder:{path}[{split}]"
@@ -392,11 +396,13 @@ class ImageArrays(Dataset):
         return BatchSource(self.images, self.labels)
 
 
-def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int | None = None, seed: int = 0, **kwargs) -> Dataset:
+def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int | None = None, seed: int = 0, spec=None,
+               progress: bool = True, **kwargs) -> Dataset:
     """Anything that holds images as a Dataset of (image, label):
 
-    - a name: ``folder:<path>`` (the whole folder; ``image_folder``'s keywords in ``kwargs``) or a
-      registered data set (its ``split``, ``n`` images);
+    - a name: ``folder:<path>`` (the whole folder on the pixel grid ``spec`` says, a network's
+      ``input_spec``: 224 px when None; ``image_folder``'s keywords in ``kwargs``) or a registered
+      data set (its ``split``, ``n`` images; ``spec`` does not apply);
     - a ``torch.utils.data.Dataset`` yielding (image, label) (or images): as it is;
     - an array or tensor of images, or a tuple (images, labels): ``ImageArrays``.
     """
@@ -405,7 +411,8 @@ def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int |
     if isinstance(data, str):
         path = parse_folder_spec(data)
         if path is not None:
-            return image_folder(path, n=n, seed=seed, **kwargs)
+            size = {} if spec is not None or "size" in kwargs else {"size": 224}
+            return image_folder(path, n=n, seed=seed, spec=spec, progress=progress, **size, **kwargs)
         return get_dataset(data, split, n=n, seed=seed, **kwargs)
     if isinstance(data, Dataset):
         if len(data) == 0:

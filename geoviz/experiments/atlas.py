@@ -102,16 +102,16 @@ def load_pair(a: str, b: str, data: str, *, weights_a=None, weights_b=None, n_im
     built for the data's classes and channels, with ``seed`` and ``seed + 1``); ``data`` a data set
     name (its test split) or ``folder:<path>`` (the whole folder, at network A's input size).
     Returns (net_a, trained_a, net_b, trained_b, data set)."""
-    from ..datasets import as_dataset, parse_folder_spec
+    from ..datasets import as_dataset
+    from ..preprocessing import InputSpec
 
     nets = {}
     for key, spec, w, s in (("a", a, weights_a, seed), ("b", b, weights_b, seed + 1)):
         if not _is_zoo_name(spec):
             nets[key] = (load_network(spec, w, download=download, seed=s, size=size), w is not None or not spec.startswith(NETWORK_PREFIXES))
     first = nets.get("a", nets.get("b", (None, None)))[0]
-    spec = getattr(first, "input_spec", None)
-    kw = ({"spec": spec} if spec is not None else {"size": size or 224}) if parse_folder_spec(data) else {}
-    dataset = as_dataset(data, split="test", n=n_images, seed=seed, **kw)
+    spec = getattr(first, "input_spec", None) or (InputSpec(size) if size else None)  # a folder's pixel grid (224 px when None)
+    dataset = as_dataset(data, split="test", n=n_images, seed=seed, spec=spec)
     for key, spec_, s in (("a", a, seed), ("b", b, seed + 1)):
         if key not in nets:
             seed_everything(s)

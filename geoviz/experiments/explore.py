@@ -316,11 +316,8 @@ def _check_classes(images, n_images: int) -> None:
 
 
 def _load(cfg: ExploreConfig, model_spec, model_b_spec, data_spec, progress: bool = True):
-    model = load_network(model_spec, cfg.weights, download=cfg.download, size=cfg.size)
-    spec = getattr(model, "input_spec", None)
-    kwargs = {"spec": spec} if spec is not None else {"size": cfg.size or 224}
-    is_folder = isinstance(data_spec, str) and data_spec.startswith("folder:")
-    data = as_dataset(data_spec, n=cfg.n_images, seed=cfg.seed, **({**kwargs, "progress": progress} if is_folder else {}))
+    model = load_network(model_spec, cfg.weights, download=cfg.download, size=cfg.size)  # size: into its input spec
+    data = as_dataset(data_spec, n=cfg.n_images, seed=cfg.seed, spec=getattr(model, "input_spec", None), progress=progress)
     model_b = load_network(model_b_spec, cfg.weights_b, download=cfg.download) if model_b_spec is not None else None
     _check_images(data)
     _check_classes(data, cfg.n_images)

@@ -105,20 +105,12 @@ def _normalized_spec(spec: InputSpec | None, normalize, size: int | None) -> Inp
 
 
 def _torchvision(name: str, weights, num_classes, download):
-    from .torchvision_models import head_size
-
-    file_head = None
-    if weights is not None and Path(str(weights)).suffix:  # a file: its own head must stay
-        path = resolve_in_root(weights)
-        state = load_weights_only(path) if path.is_file() else None
-        if isinstance(state, dict):
-            import torchvision
-
-            file_head = head_size(state.get("state_dict", state), torchvision.models.get_model(name, weights=None))
-        if file_head is not None and num_classes is not None and num_classes != file_head:
-            raise ValueError(f"{path} holds a {file_head}-class head but num_classes={num_classes}: leave num_classes out to analyse "
-                             "the head the weights were trained with")
-    model = build_model(f"tv:{name}", None if file_head else num_classes, weights=weights, download=download)
+    from_file = weights is not None and bool(Path(str(weights)).suffix)
+    model = build_model(f"tv:{name}", None if from_file else num_classes, weights=weights, download=download)  # a file keeps its head
+    head = _last_linear(model)[1].out_features
+    if from_file and num_classes is not None and num_classes != head:
+        raise ValueError(f"{resolve_in_root(weights)} holds a {head}-class head but num_classes={num_classes}: leave num_classes out "
+                         "to analyse the head the weights were trained with")
     default = default_weights(name)
     spec = InputSpec.from_torchvision(default) if default is not None else None
     names = None
@@ -128,13 +120,13 @@ def _torchvision(name: str, weights, num_classes, download):
         member = torchvision.models.get_model_weights(name)[str(weights)] if str(weights) != "DEFAULT" else default
         spec = InputSpec.from_torchvision(member)
         cats = member.meta.get("categories")
-        names = cats if cats and len(cats) == _last_linear(model)[1].out_features else None
+        names = cats if cats and len(cats) == head else None
     elif spec is not None:
         what = "untrained" if weights is None else f"weights from {Path(str(weights)).name}"
         spec = InputSpec(spec.size, spec.resize, spec.interpolation, spec.mean, spec.std,
                          f"torchvision's preset for {name} ({what}: assumed to expect it)")
         cats = default.meta.get("categories")
-        if weights is not None and cats and len(cats) == _last_linear(model)[1].out_features:
+        if weights is not None and cats and len(cats) == head:
             names = cats  # an ImageNet-1k head in a file: ImageNet's class order is assumed
     return model, spec, names
 

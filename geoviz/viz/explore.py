@@ -9,6 +9,7 @@ asks for comes from the result's ``cam_source()``).
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
@@ -69,15 +70,20 @@ def decodability_figure(probes: list[dict], floors: dict, purity: dict, *, title
     return fig.update_layout(margin={"t": 110})  # room for the two-line title above the panels' own titles
 
 
+@functools.lru_cache(maxsize=1)
+def _sequential_rgb() -> np.ndarray:
+    """The sequential colour scale as a (256, 3) RGB table (sampled once)."""
+    import plotly.colors as pc
+
+    return np.asarray([pc.hex_to_rgb(h) if h.startswith("#") else pc.unlabel_rgb(h)
+                       for h in pc.sample_colorscale(SEQUENTIAL, np.linspace(0, 1, 256))], np.float32)
+
+
 def _overlay(image, cam) -> np.ndarray:
     """An image (C, H, W) in [0, 1] with a Grad-CAM map (H, W) in [0, 1] blended over it in Cividis
     (uint8 RGB), so the map is readable without the colour of the image."""
-    import plotly.colors as pc
-
     rgb = to_rgb_uint8(image).astype(np.float32)
-    scale = np.asarray([pc.hex_to_rgb(h) if h.startswith("#") else pc.unlabel_rgb(h) for h in pc.sample_colorscale(SEQUENTIAL, np.linspace(0, 1, 256))],
-                       np.float32)
-    heat = scale[(np.clip(np.asarray(cam, np.float32), 0, 1) * 255).astype(int)]
+    heat = _sequential_rgb()[(np.clip(np.asarray(cam, np.float32), 0, 1) * 255).astype(int)]
     return (0.45 * rgb + 0.55 * heat).round().clip(0, 255).astype(np.uint8)
 
 
@@ -258,10 +264,10 @@ _SCRIPT = """
 """
 
 
-def _pairs_data(result, n_images: int = 8) -> dict:
+def _pairs_data(result, options: list, n_images: int = 8) -> dict:
     g = result.geometry
     pairs, thumbs, points = {}, {}, {}
-    for label, (i, j) in _pair_options(g):
+    for label, (i, j) in options:
         picks = g.most_confused(i, j, n_images)
         key = f"{i}-{j}"
         pairs[key] = [[r, html.escape(f"{g.class_names[t]}→{g.class_names[j if t == i else i]} {p:.2f}")] for r, t, p in picks]
@@ -323,11 +329,12 @@ grid cell (blue).</p><label>layer <select id="explore-layer">{options}</select><
     if result.geometry is not None:
         g = result.geometry
         scatter, heat = _geometry_figures(g, angle_of=_angle_of(g), title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images)")
-        script_pairs = {**_pairs_data(result), "ring": len(scatter.data) - 1}
+        options = _pair_options(g)
+        script_pairs = {**_pairs_data(result, options), "ring": len(scatter.data) - 1}
         mt = g.mantel
         verdict = (f"Mantel test (class labels permuted): r = {mt['r']:.3f}, one-sided p = {mt['p_value']:.4f} → <b>{mt['verdict']}</b>"
                    if mt else "Mantel test: needs 4 classes or more")
-        opts = "".join(f"<option value='{i}-{j}'>{html.escape(lbl)}</option>" for lbl, (i, j) in _pair_options(g))
+        opts = "".join(f"<option value='{i}-{j}'>{html.escape(lbl)}</option>" for lbl, (i, j) in options)
         sections.append(f"<h2>Class geometry and confusion</h2><p class='note'>{html.escape(g.note)}. {verdict}.</p>"
                         + to_div(scatter, div_id="explore-angles")
                         + f"<label>pair <select id='explore-pair'>{opts}</select></label><div id='explore-pair-images' class='thumbs'></div>"
