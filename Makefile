@@ -29,13 +29,18 @@ test: install
 # torch's default of one thread per core, two notebooks in parallel ran 6x slower (OpenMP threads
 # spinning against each other): nbval took 204 s instead of 36 s.
 test-unit: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	rm -rf runs/test/unit  # runs made by earlier code would be refused (stale), not silently reused
 	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
 
 test-notebooks: install
+	rm -rf runs/test/nbval
 	OMP_NUM_THREADS=1 GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 test-browser: install
+	rm -rf runs/test/browser
 	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=$(CURDIR)/runs/test/browser $(PY) -m pytest -q -s tests/browser -m browser
 
 # Every notebook headless with papermill (quick profile), HTML beside each, in runs/notebooks/.

@@ -2,10 +2,11 @@
 
 Run as scripts (``python benchmarks/x.py``), so this sits next to them and is imported by name.
 """
+
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +23,9 @@ def synchronizer(device: torch.device) -> Callable[[], None]:
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def bench_setup(description: str | None, rounds: int, **options) -> tuple[argparse.Namespace, torch.device, Callable[[], None]]:
+def bench_setup(
+    description: str | None, rounds: int, **options
+) -> tuple[argparse.Namespace, torch.device, Callable[[], None]]:
     """Parses ``--device``, ``--rounds`` and one ``--name`` per keyword (its default's type), seeds 0.
 
     Returns the arguments, the device and its synchronizer.

@@ -4,6 +4,7 @@ Prints one JSON line: the time of a plain no_grad forward of torchvision resnet1
 32×32) and of the same forward under ActivationRecorder on 4 layers (timed interleaved, median of
 repeats), their ratio (target <= 1.10), and make_shapes("shapes10", 10000) images per second.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import time
 
 import torch
 import torchvision
+from _common import bench_setup
 
 from geoviz.capture import ActivationRecorder
 from geoviz.datasets import make_shapes
-from _common import bench_setup
 
 
 def _time(fn, reps: int) -> float:
@@ -60,17 +61,24 @@ def main() -> None:
     t = time.perf_counter()
     make_shapes("shapes10", args.shapes, seed=1, return_meta=False)
     shapes_s = time.perf_counter() - t
-    print(json.dumps({
-        "benchmark": "capture",
-        "device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "resnet18_b64_32px_plain_ms": round(p * 1e3, 3),
-        "resnet18_b64_32px_recorder_4_layers_ms": round(r * 1e3, 3),
-        "recorder_overhead_ratio": round(r / p, 4),
-        "target_ratio": 1.10,
-        "shapes10_n": args.shapes,
-        "shapes10_seconds": round(shapes_s, 3),
-        "shapes10_images_per_s": round(args.shapes / shapes_s, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "capture",
+                "device": str(dev),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "resnet18_b64_32px_plain_ms": round(p * 1e3, 3),
+                "resnet18_b64_32px_recorder_4_layers_ms": round(r * 1e3, 3),
+                "recorder_overhead_ratio": round(r / p, 4),
+                "target_ratio": 1.10,
+                "shapes10_n": args.shapes,
+                "shapes10_seconds": round(shapes_s, 3),
+                "shapes10_images_per_s": round(args.shapes / shapes_s, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Prints one JSON line:
   associations) through each: seconds;
 - scoring every one of the 189,585 pairs with an untrained CNNMDA (inputs built per batch): pairs/s.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ import torch
 from _common import bench_setup
 
 from geoviz.datasets.associations import make_synthetic_mda
-from geoviz.methods.cnnmda import CNNMDA, PairFeatures, CrossFitted, misim, neighbour_scores, nmf_factors, score_pairs
+from geoviz.methods.cnnmda import CNNMDA, CrossFitted, PairFeatures, misim, neighbour_scores, nmf_factors, score_pairs
 
 
 def misim_reference(A, SD):
@@ -66,8 +67,15 @@ def main() -> None:
     slow = torch.stack([f.pairs(p[None])[0] for p in pairs[:2000]])
     t_slow = (time.perf_counter() - t) * len(pairs) / 2000
     assert torch.equal(fast[:2000], slow)
-    out = {"benchmark": "cnnmda", "device": str(device), "threads": torch.get_num_threads(), "pairs": args.pairs,
-           "pair_inputs_s": round(t_fast, 4), "pair_inputs_per_pair_s_extrapolated": round(t_slow, 3), "pair_inputs_speedup": round(t_slow / t_fast, 1)}
+    out = {
+        "benchmark": "cnnmda",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "pairs": args.pairs,
+        "pair_inputs_s": round(t_fast, 4),
+        "pair_inputs_per_pair_s_extrapolated": round(t_slow, 3),
+        "pair_inputs_speedup": round(t_slow / t_fast, 1),
+    }
     A, SD = d.A[: args.misim_mirnas], d.SD
     t = time.perf_counter()
     got = misim(A, SD)
@@ -75,8 +83,15 @@ def main() -> None:
     t = time.perf_counter()
     ref = misim_reference(A, SD)
     t_ref = time.perf_counter() - t
-    out.update({"misim_mirnas": args.misim_mirnas, "misim_s": round(t_fast, 4), "misim_reference_s": round(t_ref, 3),
-                "misim_speedup": round(t_ref / t_fast, 1), "misim_max_abs_difference": float(np.abs(got - ref).max())})
+    out.update(
+        {
+            "misim_mirnas": args.misim_mirnas,
+            "misim_s": round(t_fast, 4),
+            "misim_reference_s": round(t_ref, 3),
+            "misim_speedup": round(t_ref / t_fast, 1),
+            "misim_max_abs_difference": float(np.abs(got - ref).max()),
+        }
+    )
     t = time.perf_counter()
     full = misim(d.A, SD)
     out["misim_495_s"] = round(time.perf_counter() - t, 4)
@@ -88,8 +103,14 @@ def main() -> None:
     t = time.perf_counter()
     ref = neighbour_reference(d.SM, d.SD, d.A, every)
     t_ref = time.perf_counter() - t
-    out.update({"neighbours_s": round(t_fast, 4), "neighbours_gather_s": round(t_ref, 3), "neighbours_speedup": round(t_ref / t_fast, 1),
-                "neighbours_max_abs_difference": float(np.abs(votes - ref).max())})
+    out.update(
+        {
+            "neighbours_s": round(t_fast, 4),
+            "neighbours_gather_s": round(t_ref, 3),
+            "neighbours_speedup": round(t_ref / t_fast, 1),
+            "neighbours_max_abs_difference": float(np.abs(votes - ref).max()),
+        }
+    )
     pos, unknown = np.argwhere(d.A == 1), np.argwhere(d.A == 0)
     train = np.concatenate([pos, unknown[rng.choice(len(unknown), len(pos), replace=False)]])
     t = time.perf_counter()
@@ -101,8 +122,14 @@ def main() -> None:
     t = time.perf_counter()
     cf.pairs(train)
     t_cross = time.perf_counter() - t
-    out.update({"train_pairs": len(train), "crossfit_build_s": round(t_build, 3), "shared_inputs_s": round(t_shared, 3),
-                "crossfit_inputs_s": round(t_cross, 3)})
+    out.update(
+        {
+            "train_pairs": len(train),
+            "crossfit_build_s": round(t_build, 3),
+            "shared_inputs_s": round(t_shared, 3),
+            "crossfit_inputs_s": round(t_cross, 3),
+        }
+    )
     model = CNNMDA(f.n_left, f.n_right).to(device)
     score_pairs(model, f, every[:4096], device=device)
     t = time.perf_counter()

@@ -6,6 +6,7 @@ severities on a batch of ``--n`` 32×32 images, beside the per-image reference f
 the 12 corruptions both have (motion blur, snow and frost need ImageMagick or photographs in the
 reference: ours alone), with the speed-up ratios.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,13 @@ def main() -> None:
     x = torch.stack([ds[i][0] for i in range(args.n)]).to(device)
     xs = x[: args.n_ref].permute(0, 2, 3, 1).double().cpu().numpy()
     rng = np.random.default_rng(0)
-    out = {"benchmark": "corruptions", "device": str(device), "threads": torch.get_num_threads(), "images": args.n, "reference_images": args.n_ref}
+    out = {
+        "benchmark": "corruptions",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "images": args.n,
+        "reference_images": args.n_ref,
+    }
     ours_t, ref_t, both_ours, both_ref = {}, {}, 0.0, 0.0
     for name in CORRUPTIONS:
         corrupt(x[:8], name, 1)  # warm-up

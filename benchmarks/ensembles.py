@@ -10,6 +10,7 @@ Prints one JSON line:
 - Grad-CAM through captum on one 48 px image (what one click in the notebook's panel costs), for
   resnet14, median of ``--rounds``.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,9 +60,17 @@ def main() -> None:
     ref, t_ref = timed(lambda: per_pair_reference(correct))
     iu = np.triu_indices(args.members, 1)
     err = max(float(np.max(np.abs(fast[k][iu] - ref[k][iu]))) for k in fast)
-    out = {"benchmark": "ensembles", "device": str(device), "threads": torch.get_num_threads(), "members": args.members, "images": args.images,
-           "diversity_s": round(t_fast, 4), "diversity_reference_s": round(t_ref, 4), "diversity_speedup": round(t_ref / t_fast, 1),
-           "diversity_max_abs_difference": err}
+    out = {
+        "benchmark": "ensembles",
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "members": args.members,
+        "images": args.images,
+        "diversity_s": round(t_fast, 4),
+        "diversity_reference_s": round(t_ref, 4),
+        "diversity_speedup": round(t_ref / t_fast, 1),
+        "diversity_max_abs_difference": err,
+    }
 
     def probs(n, y):
         logits = rng.normal(size=(5, n, 8)) + 1.5 * np.eye(8)[y][None]

@@ -25,6 +25,7 @@ Prints one JSON line:
   streamed to disk, against a bare forward pass, in a child process that does only that, with its
   resident memory polled before and during (its own growth apart from the data set's).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import bench_setup
-from torch.utils.data import Subset
 from threadpoolctl import threadpool_limits
+from torch.utils.data import Subset
 
 from geoviz.datasets import get_dataset
 from geoviz.engine import fit
@@ -90,7 +91,9 @@ def bare_epochs(x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, dev: 
 
 def fit_epochs(data, batch: int, epochs: int, dev: torch.device, **kw) -> list[float]:
     torch.manual_seed(0)
-    r = fit(build_model("resnet8", 10), data, epochs=epochs, batch_size=batch, lr=0.05, device=dev, progress=False, **kw)
+    r = fit(
+        build_model("resnet8", 10), data, epochs=epochs, batch_size=batch, lr=0.05, device=dev, progress=False, **kw
+    )
     return [h["epoch_seconds"] for h in r.history]
 
 
@@ -100,8 +103,11 @@ def training_throughput(dev: torch.device, sync, n: int, batch: int, epochs: int
     if dev.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     y = data.labels.to(dev)
-    runs = {"bare": lambda: bare_epochs(x, y, batch, epochs, dev, sync), "fit": lambda: fit_epochs(data, batch, epochs, dev),
-            "fit_per_item": lambda: fit_epochs(data, batch, epochs, dev, device_data=False)}
+    runs = {
+        "bare": lambda: bare_epochs(x, y, batch, epochs, dev, sync),
+        "fit": lambda: fit_epochs(data, batch, epochs, dev),
+        "fit_per_item": lambda: fit_epochs(data, batch, epochs, dev, device_data=False),
+    }
     if compiled:
         runs["fit_compiled"] = lambda: fit_epochs(data, batch, epochs, dev, compile=True)
     times = {k: [] for k in runs}
@@ -109,9 +115,15 @@ def training_throughput(dev: torch.device, sync, n: int, batch: int, epochs: int
         for k, run in runs.items():
             times[k] += run()[1:]  # the first epoch pays warm-up (and compilation)
     per_s = {k: (n // batch) * batch / statistics.median(v) for k, v in times.items()}
-    out = {"fit_n": n, "fit_batch": batch, "fit_model": "resnet8", **{f"{k}_images_per_s": round(v, 1) for k, v in per_s.items()},
-           "fit_over_bare": round(per_s["fit"] / per_s["bare"], 3), "fit_per_item_over_bare": round(per_s["fit_per_item"] / per_s["bare"], 3),
-           "fit_target": 0.8 if dev.type == "cuda" else 0.9}
+    out = {
+        "fit_n": n,
+        "fit_batch": batch,
+        "fit_model": "resnet8",
+        **{f"{k}_images_per_s": round(v, 1) for k, v in per_s.items()},
+        "fit_over_bare": round(per_s["fit"] / per_s["bare"], 3),
+        "fit_per_item_over_bare": round(per_s["fit_per_item"] / per_s["bare"], 3),
+        "fit_target": 0.8 if dev.type == "cuda" else 0.9,
+    }
     if compiled:
         out["fit_compiled_over_fit"] = round(per_s["fit_compiled"] / per_s["fit"], 3)
     return out
@@ -135,16 +147,24 @@ def atlas_time(dev: torch.device, sync, n: int) -> dict:
 
     data = get_dataset("shapes10", "test", n=n)
     a, b = (build_model(f"tv:resnet{d}", 10).eval().to(dev) for d in (18, 34))
-    compare(a, b, get_dataset("shapes10", "test", n=64), embedding=None, pairs=None, device=dev, progress=False)  # warm-up
+    compare(
+        a, b, get_dataset("shapes10", "test", n=64), embedding=None, pairs=None, device=dev, progress=False
+    )  # warm-up
     bare = bare_forward_s([a, b], data, 128, dev, sync)
     sync()
     t = time.perf_counter()
     atlas = compare(a, b, data, embedding=None, device=dev, progress=False, batch_size=128)
     sync()
     took = time.perf_counter() - t
-    return {"atlas_n": n, "atlas_image_px": 32, "atlas_layers": [len(atlas.layers_a), len(atlas.layers_b)], "atlas_s": round(took, 2),
-            "atlas_two_forwards_s": round(bare, 2), "atlas_over_two_forwards": round(took / bare, 2),
-            "atlas_parts_s": atlas.seconds}
+    return {
+        "atlas_n": n,
+        "atlas_image_px": 32,
+        "atlas_layers": [len(atlas.layers_a), len(atlas.layers_b)],
+        "atlas_s": round(took, 2),
+        "atlas_two_forwards_s": round(bare, 2),
+        "atlas_over_two_forwards": round(took / bare, 2),
+        "atlas_parts_s": atlas.seconds,
+    }
 
 
 class PeakRSS:
@@ -189,15 +209,25 @@ def collect_child(dev: torch.device, sync, n: int) -> dict:
         before = PeakRSS.now()
         sync()
         t = time.perf_counter()
-        bank = collect(model, data, layers, positions_per_image=16, out_dir=out, batch_size=256, device=dev, progress=False)
+        bank = collect(
+            model, data, layers, positions_per_image=16, out_dir=out, batch_size=256, device=dev, progress=False
+        )
         sync()
         took = time.perf_counter() - t
         written = sum(f.stat().st_size for f in Path(out).glob("*"))
-    return {"collect_n": n, "collect_layers": len(layers), "collect_images_per_s": round(n / took, 1), "bare_forward_images_per_s": round(n / bare, 1),
-            "collect_over_bare_forward": round(bare / took, 3), "collect_written_mib": round(written / 2**20, 1),
-            "collect_points": int(sum(len(bank.point_labels(l)) for l in layers)),
-            "collect_rss_before_mib": round(before, 1), "collect_peak_rss_mib": round(during.peak, 1),
-            "collect_rss_growth_mib": round(during.peak - before, 1), "data_generation_peak_rss_mib": round(gen.peak, 1)}
+    return {
+        "collect_n": n,
+        "collect_layers": len(layers),
+        "collect_images_per_s": round(n / took, 1),
+        "bare_forward_images_per_s": round(n / bare, 1),
+        "collect_over_bare_forward": round(bare / took, 3),
+        "collect_written_mib": round(written / 2**20, 1),
+        "collect_points": int(sum(len(bank.point_labels(l)) for l in layers)),
+        "collect_rss_before_mib": round(before, 1),
+        "collect_peak_rss_mib": round(during.peak, 1),
+        "collect_rss_growth_mib": round(during.peak - before, 1),
+        "data_generation_peak_rss_mib": round(gen.peak, 1),
+    }
     # (not ru_maxrss: a child forked from this benchmark inherits the parent's high-water mark)
 
 
@@ -221,15 +251,35 @@ def timed(fn):
 
 
 def main() -> None:
-    args, device, sync = bench_setup(__doc__, 2, n=40000, width=256, k=10, umap_n=20000, fit_n=5120, fit_epochs=3, compile=1, step=1,
-                                         atlas_n=10000, collect_n=50000, collect_child=0)
+    args, device, sync = bench_setup(
+        __doc__,
+        2,
+        n=40000,
+        width=256,
+        k=10,
+        umap_n=20000,
+        fit_n=5120,
+        fit_epochs=3,
+        compile=1,
+        step=1,
+        atlas_n=10000,
+        collect_n=50000,
+        collect_child=0,
+    )
     if args.collect_child:
         print(json.dumps(collect_child(device, sync, args.collect_n)))
         return
     threads = torch.get_num_threads()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.n, args.width)).astype(np.float32)
-    out = {"benchmark": "geometry", "device": str(device), "threads": threads, "n": args.n, "width": args.width, "k": args.k}
+    out = {
+        "benchmark": "geometry",
+        "device": str(device),
+        "threads": threads,
+        "n": args.n,
+        "width": args.width,
+        "k": args.k,
+    }
     if args.n:
         xt = torch.from_numpy(x).to(device)
         knn(xt[:2000], args.k)  # warm-up
@@ -239,13 +289,25 @@ def main() -> None:
         from sklearn.neighbors import NearestNeighbors
 
         with threadpool_limits(threads):
-            sk, t_sk = timed(lambda: NearestNeighbors(n_neighbors=args.k + 1, algorithm="brute").fit(x).kneighbors(x, return_distance=False))
+            sk, t_sk = timed(
+                lambda: NearestNeighbors(n_neighbors=args.k + 1, algorithm="brute")
+                .fit(x)
+                .kneighbors(x, return_distance=False)
+            )
         ref, t_ref = timed(lambda: knn_float64_reference(torch.from_numpy(x), args.k).numpy())
         sk = np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(sk)])
         same_set = lambda a, b: float(np.mean([set(p) == set(q) for p, q in zip(a, b)]))  # noqa: E731
-        out.update({"knn_s": round(t_ours, 2), "sklearn_brute_s": round(t_sk, 2), "float64_brute_s": round(t_ref, 2),
-                    "knn_speedup_over_sklearn": round(t_sk / t_ours, 2), "knn_speedup_over_float64": round(t_ref / t_ours, 2),
-                    "knn_recall_vs_float64": same_set(ours, ref), "sklearn_recall_vs_float64": same_set(sk, ref)})
+        out.update(
+            {
+                "knn_s": round(t_ours, 2),
+                "sklearn_brute_s": round(t_sk, 2),
+                "float64_brute_s": round(t_ref, 2),
+                "knn_speedup_over_sklearn": round(t_sk / t_ours, 2),
+                "knn_speedup_over_float64": round(t_ref / t_ours, 2),
+                "knn_recall_vs_float64": same_set(ours, ref),
+                "sklearn_recall_vs_float64": same_set(sk, ref),
+            }
+        )
         try:
             import faiss
 
@@ -266,18 +328,34 @@ def main() -> None:
         u = structured_cloud(args.umap_n, args.width)
         ours_e, t_pu = timed(lambda: project(u, "umap", seed=0))
         ref_e, t_ru = timed(lambda: umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit_transform(u))
-        out.update({"umap_n": args.umap_n, "umap_project_s": round(t_pu, 2), "umap_learn_default_s": round(t_ru, 2),
-                    "umap_speedup": round(t_ru / t_pu, 2),
-                    "trustworthiness_project": round(float(trustworthiness(u, ours_e, n_neighbors=15)), 4),
-                    "trustworthiness_umap_learn": round(float(trustworthiness(u, ref_e, n_neighbors=15)), 4)})
+        out.update(
+            {
+                "umap_n": args.umap_n,
+                "umap_project_s": round(t_pu, 2),
+                "umap_learn_default_s": round(t_ru, 2),
+                "umap_speedup": round(t_ru / t_pu, 2),
+                "trustworthiness_project": round(float(trustworthiness(u, ours_e, n_neighbors=15)), 4),
+                "trustworthiness_umap_learn": round(float(trustworthiness(u, ref_e, n_neighbors=15)), 4),
+            }
+        )
     if args.fit_n:
         out.update(training_throughput(device, sync, args.fit_n, 128, args.fit_epochs, args.rounds, bool(args.compile)))
     if args.step:
         from transfer_step import measure
 
         step = measure(device)
-        out.update({k: step[k] for k in ("step_ms_kd", "step_ms_kd_geometric", "ratio_kd_geometric_over_kd", "geometric_term_alone_ms",
-                                         "geometric_term_share_of_kd_step")})
+        out.update(
+            {
+                k: step[k]
+                for k in (
+                    "step_ms_kd",
+                    "step_ms_kd_geometric",
+                    "ratio_kd_geometric_over_kd",
+                    "geometric_term_alone_ms",
+                    "geometric_term_share_of_kd_step",
+                )
+            }
+        )
         out["geometric_target_ratio"] = step["target_ratio"]
     if args.atlas_n:
         out.update(atlas_time(device, sync, args.atlas_n))
@@ -285,8 +363,21 @@ def main() -> None:
         import subprocess
         import sys
 
-        child = subprocess.run([sys.executable, __file__, "--collect-child", "1", "--collect-n", str(args.collect_n), "--device", str(device)],
-                               capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--collect-child",
+                "1",
+                "--collect-n",
+                str(args.collect_n),
+                "--device",
+                str(device),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out.update(json.loads(child.stdout.strip().splitlines()[-1]))
     print(json.dumps(out))
 

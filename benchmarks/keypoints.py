@@ -5,6 +5,7 @@ batch 256 on 28×28 digits (briefly trained, default sparsity), its mean keypoin
 same for the sparse-coding baseline (OMP at the matched number of non-zeros, code + reconstruct),
 and the ratios. Timings are medians of interleaved rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,18 @@ def main() -> None:
     test = get_dataset("digits", "test")
     x = torch.stack([test[i % len(test)][0] for i in range(args.batch)])
     ae = SparseKeypointAE("AF4")
-    fit(ae, train, objective="reconstruction", epochs=args.train_epochs, optimizer="adamw", lr=2e-3, weight_decay=0, batch_size=64, progress=False, device="cpu")
+    fit(
+        ae,
+        train,
+        objective="reconstruction",
+        epochs=args.train_epochs,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=0,
+        batch_size=64,
+        progress=False,
+        device="cpu",
+    )
     ae.eval()
     kp_per_image = float(ae.encode(x).counts().float().mean())
     matched = max(1, round(kp_per_image))
@@ -47,17 +59,34 @@ def main() -> None:
     ae_pass(), sc_pass()
     t_ae, t_sc = [], []
     for _ in range(args.rounds):
-        t = time.perf_counter(); ae_pass(); t_ae.append(time.perf_counter() - t)
-        t = time.perf_counter(); sc_pass(); t_sc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ae_pass()
+        t_ae.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sc_pass()
+        t_sc.append(time.perf_counter() - t)
     a, s = statistics.median(t_ae), statistics.median(t_sc)
     sc_nz = float((coder.code(x) != 0).flatten(1).sum(1).float().mean())
-    print(json.dumps({
-        "benchmark": "keypoints", "device": "cpu", "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": args.batch, "image": "28x28 digits",
-        "keypoint_ae": "AF4", "keypoint_encode_decode_images_per_s": round(args.batch / a, 1), "keypoints_per_image": round(kp_per_image, 2),
-        "sparse_coding": f"OMP, {matched} non-zeros", "sparse_coding_code_reconstruct_images_per_s": round(args.batch / s, 1),
-        "sparse_coding_nonzeros_per_image": round(sc_nz, 2),
-        "throughput_ratio_keypoints_over_sparse_coding": round(s / a, 2), "nonzeros_ratio_keypoints_over_sparse_coding": round(kp_per_image / sc_nz, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "keypoints",
+                "device": "cpu",
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "image": "28x28 digits",
+                "keypoint_ae": "AF4",
+                "keypoint_encode_decode_images_per_s": round(args.batch / a, 1),
+                "keypoints_per_image": round(kp_per_image, 2),
+                "sparse_coding": f"OMP, {matched} non-zeros",
+                "sparse_coding_code_reconstruct_images_per_s": round(args.batch / s, 1),
+                "sparse_coding_nonzeros_per_image": round(sc_nz, 2),
+                "throughput_ratio_keypoints_over_sparse_coding": round(s / a, 2),
+                "nonzeros_ratio_keypoints_over_sparse_coding": round(kp_per_image / sc_nz, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

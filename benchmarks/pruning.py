@@ -10,6 +10,7 @@ ratios, and for each pruned model the measured FLOPs cut against its latency cut
 that gives less than 1.5× in latency is flagged. The networks are untrained (BatchNorm statistics
 from a few batches): costs do not depend on the weights' values.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import time
 import torch
 from _common import bench_setup
 
-from geoviz.datasets import get_dataset
 from geoviz.costs import measure_flops, measure_latency
+from geoviz.datasets import get_dataset
 from geoviz.methods.pruning import prune_decorrelated, prune_structured
 from geoviz.models import build_model
 
@@ -35,15 +36,35 @@ def main() -> None:
             model(torch.stack([data[j][0] for j in range(i, i + 64)]))
     model.eval()
     calib = torch.utils.data.Subset(data, list(range(args.calibration)))
-    out = {"benchmark": "pruning", "model": args.model, "speedup_target": args.speedup, "device": str(device), "threads": torch.get_num_threads()}
+    out = {
+        "benchmark": "pruning",
+        "model": args.model,
+        "speedup_target": args.speedup,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
     pruned = {}
-    for name, run in (("decorrelated_outputs", lambda: prune_decorrelated(model, calib, mode="outputs", speedup=args.speedup, device=device, progress=False)),
-                      ("decorrelated_inputs", lambda: prune_decorrelated(model, calib, mode="inputs", speedup=args.speedup, device=device, progress=False)),
-                      ("torch_pruning_l1", lambda: prune_structured(model, "l1", args.speedup))):
+    for name, run in (
+        (
+            "decorrelated_outputs",
+            lambda: prune_decorrelated(
+                model, calib, mode="outputs", speedup=args.speedup, device=device, progress=False
+            ),
+        ),
+        (
+            "decorrelated_inputs",
+            lambda: prune_decorrelated(
+                model, calib, mode="inputs", speedup=args.speedup, device=device, progress=False
+            ),
+        ),
+        ("torch_pruning_l1", lambda: prune_structured(model, "l1", args.speedup)),
+    ):
         t = time.perf_counter()
         pruned[name] = run().model
         out[f"{name}_prune_s"] = round(time.perf_counter() - t, 3)
-    out["prune_time_ratio_outputs_vs_l1"] = round(out["decorrelated_outputs_prune_s"] / out["torch_pruning_l1_prune_s"], 3)
+    out["prune_time_ratio_outputs_vs_l1"] = round(
+        out["decorrelated_outputs_prune_s"] / out["torch_pruning_l1_prune_s"], 3
+    )
     # Torch-Pruning's own cost without our bisection: one MetaPruner step at the ratio it found
     import copy
 
@@ -52,10 +73,17 @@ def main() -> None:
     ratio = prune_structured(model, "l1", args.speedup).channel_ratio
     net = copy.deepcopy(model)
     t = time.perf_counter()
-    tp.pruner.MetaPruner(net, torch.zeros(1, 3, 32, 32), importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-                         ignored_layers=[net.fc]).step()
+    tp.pruner.MetaPruner(
+        net,
+        torch.zeros(1, 3, 32, 32),
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio,
+        ignored_layers=[net.fc],
+    ).step()
     out["torch_pruning_l1_one_step_s"] = round(time.perf_counter() - t, 3)
-    out["prune_time_ratio_outputs_vs_l1_one_step"] = round(out["decorrelated_outputs_prune_s"] / out["torch_pruning_l1_one_step_s"], 3)
+    out["prune_time_ratio_outputs_vs_l1_one_step"] = round(
+        out["decorrelated_outputs_prune_s"] / out["torch_pruning_l1_one_step_s"], 3
+    )
     base_flops = measure_flops(model)
     for b in (1, 64):
         lat = {k: [] for k in ("unpruned", *pruned)}
@@ -71,7 +99,9 @@ def main() -> None:
     for k, m in pruned.items():
         cut = base_flops / measure_flops(m)
         out[f"{k}_flops_cut"] = round(cut, 3)
-        out[f"{k}_latency_below_half_the_flops_cut"] = bool(cut >= 0.97 * args.speedup and args.speedup >= 3.0 and out[f"{k}_latency_cut_b64"] < 1.5)
+        out[f"{k}_latency_below_half_the_flops_cut"] = bool(
+            cut >= 0.97 * args.speedup and args.speedup >= 3.0 and out[f"{k}_latency_cut_b64"] < 1.5
+        )
     print(json.dumps(out))
 
 

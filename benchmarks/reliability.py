@@ -9,6 +9,7 @@ Prints one JSON line:
   the widget state inside) and as ``geoviz.batch.export_html`` does (one shared plotly.min.js),
   and their ratio.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,16 +55,27 @@ def checkpoint_vs_step(device: torch.device, reps: int) -> dict:
             sync()
 
         def save_and_load():
-            run.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "epoch": 1, "rng": rng_state()})
+            run.save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": 1,
+                    "rng": rng_state(),
+                }
+            )
             ck = run.load_checkpoint(map_location="cpu")
             set_rng_state(ck["rng"])
 
         t_step = _median_seconds(one_step, reps)
         t_ck = _median_seconds(save_and_load, reps)
         size = run.checkpoint_path().stat().st_size
-    return {"train_step_ms": round(1e3 * t_step, 2), "checkpoint_save_load_ms": round(1e3 * t_ck, 2),
-            "checkpoint_in_train_steps": round(t_ck / t_step, 3), "checkpoint_mib": round(size / 2**20, 2)}
+    return {
+        "train_step_ms": round(1e3 * t_step, 2),
+        "checkpoint_save_load_ms": round(1e3 * t_ck, 2),
+        "checkpoint_in_train_steps": round(t_ck / t_step, 3),
+        "checkpoint_mib": round(size / 2**20, 2),
+    }
 
 
 def html_sizes(notebook: str) -> dict:
@@ -86,8 +98,13 @@ def html_sizes(notebook: str) -> dict:
         offline = export_html(out).stat().st_size
         shared = (out.parent / "plotly.min.js").stat().st_size
     plain_bytes = len(plain.encode("utf-8"))
-    return {"notebook": notebook, "html_default_bytes": plain_bytes, "html_offline_bytes": offline,
-            "shared_plotly_js_bytes": shared, "html_size_ratio_default_over_offline": round(plain_bytes / offline, 1)}
+    return {
+        "notebook": notebook,
+        "html_default_bytes": plain_bytes,
+        "html_offline_bytes": offline,
+        "shared_plotly_js_bytes": shared,
+        "html_size_ratio_default_over_offline": round(plain_bytes / offline, 1),
+    }
 
 
 def main() -> None:
@@ -97,8 +114,14 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device(args.device)
     os.environ.setdefault("GEOVIZ_PROGRESS", "0")
-    out = {"benchmark": "reliability", "device": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "cpu": platform.machine(), **checkpoint_vs_step(dev, args.rounds)}
+    out = {
+        "benchmark": "reliability",
+        "device": dev.type,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.machine(),
+        **checkpoint_vs_step(dev, args.rounds),
+    }
     if not args.skip_html:
         out.update(html_sizes(args.notebook))
     print(json.dumps(out))

@@ -8,6 +8,7 @@ geometric term's forward + backward alone (its cost can hide in the step-time no
 of the geometric term: on CUDA from the allocator, on the CPU from the profiler's allocation
 events (running sum of what the term's forward and backward allocate and free).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,22 @@ import statistics
 import time
 
 import torch
+from _common import bench_setup, synchronizer
 
 from geoviz.datasets import get_dataset
 from geoviz.engine import TrainStep, make_optimizer
 from geoviz.losses import build_term, local_geometry_loss
 from geoviz.models import build_model
-from _common import bench_setup, synchronizer
 
 PAIRS = {"layer2": "layer2", "layer3": "layer3"}
 SETUPS = {
     "ce": ["ce"],
     "kd": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "T": 4}],
-    "kd+geometric": [{"name": "ce", "weight": 0.1}, {"name": "kd", "weight": 0.9, "T": 4},
-                     {"name": "geometric", "weight": 10.0, "pairs": PAIRS, "m": 256}],
+    "kd+geometric": [
+        {"name": "ce", "weight": 0.1},
+        {"name": "kd", "weight": 0.9, "T": 4},
+        {"name": "geometric", "weight": 10.0, "pairs": PAIRS, "m": 256},
+    ],
 }
 
 
@@ -80,7 +84,10 @@ def measure(dev: torch.device, rounds: int = 9, n_steps: int = 3, batch_size: in
     reports them too)."""
     sync = synchronizer(dev)
     data = get_dataset("shapes10", "train", n=batch_size)
-    batch = (torch.stack([data[i][0] for i in range(batch_size)]), torch.tensor([data[i][1] for i in range(batch_size)]))
+    batch = (
+        torch.stack([data[i][0] for i in range(batch_size)]),
+        torch.tensor([data[i][1] for i in range(batch_size)]),
+    )
     teacher = build_model("resnet56", 10).to(dev).eval()
     steps = {}
     for name, spec in SETUPS.items():
@@ -106,19 +113,37 @@ def measure(dev: torch.device, rounds: int = 9, n_steps: int = 3, batch_size: in
     peak = geometric_peak_bytes(student, teacher, batch[0].to(dev), dev)
     term_ms = geometric_term_ms(student, teacher, batch[0].to(dev), dev)
     return {
-        "batch": batch_size, "student": "resnet20", "teacher": "resnet56", "pairs": list(PAIRS), "m": 256,
-        "step_ms_ce": round(ms["ce"], 1), "step_ms_kd": round(ms["kd"], 1), "step_ms_kd_geometric": round(ms["kd+geometric"], 1),
-        "ratio_kd_geometric_over_kd": round(ms["kd+geometric"] / ms["kd"], 4), "target_ratio": 1.15 if dev.type == "cuda" else 1.30,
+        "batch": batch_size,
+        "student": "resnet20",
+        "teacher": "resnet56",
+        "pairs": list(PAIRS),
+        "m": 256,
+        "step_ms_ce": round(ms["ce"], 1),
+        "step_ms_kd": round(ms["kd"], 1),
+        "step_ms_kd_geometric": round(ms["kd+geometric"], 1),
+        "ratio_kd_geometric_over_kd": round(ms["kd+geometric"] / ms["kd"], 4),
+        "target_ratio": 1.15 if dev.type == "cuda" else 1.30,
         "ratio_kd_over_ce": round(ms["kd"] / ms["ce"], 4),
-        "geometric_term_alone_ms": round(term_ms, 2), "geometric_term_share_of_kd_step": round(term_ms / ms["kd"], 4),
-        "geometric_term_peak_bytes": int(peak), "geometric_term_peak_mib": round(peak / 2**20, 2),
+        "geometric_term_alone_ms": round(term_ms, 2),
+        "geometric_term_share_of_kd_step": round(term_ms / ms["kd"], 4),
+        "geometric_term_peak_bytes": int(peak),
+        "geometric_term_peak_mib": round(peak / 2**20, 2),
     }
 
 
 def main() -> None:
     args, dev, _ = bench_setup(__doc__, rounds=9, steps=3, batch=128)
-    print(json.dumps({"benchmark": "transfer_step", "device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      **measure(dev, args.rounds, args.steps, args.batch)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "transfer_step",
+                "device": str(dev),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                **measure(dev, args.rounds, args.steps, args.batch),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Image ``i`` of a procedural data set therefore looks the same whether it is gene
 batch of ten thousand, or in another order, and generation is a few vectorized array operations
 instead of one generator per image.
 """
+
 from __future__ import annotations
 
 import math

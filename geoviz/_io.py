@@ -2,6 +2,7 @@
 
 A reader (or a resumed run) therefore sees either the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import io
@@ -65,7 +66,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 

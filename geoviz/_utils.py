@@ -1,11 +1,12 @@
 """Small shared helpers: seeding, device choice, friendly error messages, sizes."""
+
 from __future__ import annotations
 
 import contextlib
 import difflib
 import os
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,10 +32,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available here: use device='auto' or 'cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible: use 'cuda:0'"
-                         f"{f' to cuda:{torch.cuda.device_count() - 1}' if torch.cuda.device_count() > 1 else ''} or 'auto'")
+        raise ValueError(
+            f"device {device!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible: use 'cuda:0'"
+            f"{f' to cuda:{torch.cuda.device_count() - 1}' if torch.cuda.device_count() > 1 else ''} or 'auto'"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but Apple's MPS is not available here: use device='auto' or 'cpu'")
+        raise ValueError(
+            f"device {device!r} asked for, but Apple's MPS is not available here: use device='auto' or 'cpu'"
+        )
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return dev
@@ -103,8 +108,17 @@ def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     return tqdm(iterable, disable=not enabled or progress_disabled(), **kwargs)
 
 
-def check_number(name: str, value, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
-                 integer: bool = False, allow_none: bool = False):
+def check_number(
+    name: str,
+    value,
+    *,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    allow_none: bool = False,
+):
     """``value`` is a finite number (a whole one with ``integer``) within the bounds; otherwise a
     TypeError / ValueError naming ``name``, what it must be and what it got. Returns ``value``."""
     import math

@@ -17,6 +17,7 @@
 The same network at two checkpoints or two seeds is the special case ``compare(net_1, net_2, ...)``.
 The HTML report is written by ``geoviz.viz.write_atlas_report`` (plotting lives above this module).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,8 @@ from .capture import ActivationRecorder, align_maps, as_maps, prefix_tokens_of, 
 from .geometry import MinibatchCKA, knn_agreement
 from .inference import as_loader
 from .models import block_layers
-from .projection import METHODS as PROJECTIONS, project
+from .projection import METHODS as PROJECTIONS
+from .projection import project
 
 __all__ = ["Atlas", "block_layers", "compare", "random_jaccard", "weights_digest"]
 
@@ -43,7 +45,9 @@ def _layers(model: nn.Module, layers, which: str) -> list[str]:
     if layers == "auto":
         found = block_layers(model)
         if not found:
-            raise ValueError(f"layers_{which}='auto' found no blocks in {type(model).__name__}: name the layers (module paths)")
+            raise ValueError(
+                f"layers_{which}='auto' found no blocks in {type(model).__name__}: name the layers (module paths)"
+            )
         return found
     return resolve_layers(model, layers)
 
@@ -99,7 +103,7 @@ class Atlas:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Atlas":
+    def from_dict(cls, d: dict) -> Atlas:
         d = {k: v for k, v in d.items() if k not in ("best_match", "knn_chance")}
         d["cka"] = np.asarray(d["cka"], dtype=np.float64)
         d["knn"] = {(a, b): v for a, b, v in d["knn"]}
@@ -112,11 +116,14 @@ class Atlas:
         atomic_write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
-    def load(cls, path) -> "Atlas":
+    def load(cls, path) -> Atlas:
         with open(path) as f:
             d = json.load(f)
         if d.get("format") != FORMAT:
-            raise ValueError(f"{path} holds an atlas of format {d.get('format', 1)}, this geoviz reads format {FORMAT}: compute it again")
+            raise ValueError(
+                f"{path} holds an atlas of format {d.get('format', 1)}, "
+                f"this geoviz reads format {FORMAT}: compute it again"
+            )
         return cls.from_dict(d)
 
 
@@ -150,9 +157,13 @@ def _pick(acts: dict, name: str) -> torch.Tensor:
         return acts[name]
     calls = sorted(k for k in acts if k.startswith(name + "#"))
     if not calls:
-        raise ValueError(f"layer {name!r} did not run in the forward pass (an auxiliary head used in training only?): leave it out")
-    raise ValueError(f"layer {name!r} runs {len(calls)} times in one forward pass (a module used more than once): compare its "
-                     f"parent block instead, or one call by name ({', '.join(map(repr, calls[:3]))})")
+        raise ValueError(
+            f"layer {name!r} did not run in the forward pass (an auxiliary head used in training only?): leave it out"
+        )
+    raise ValueError(
+        f"layer {name!r} runs {len(calls)} times in one forward pass (a module used more than once): compare its "
+        f"parent block instead, or one call by name ({', '.join(map(repr, calls[:3]))})"
+    )
 
 
 def _sampled(maps: torch.Tensor, p: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,9 +194,24 @@ def _class_names(data) -> list | None:
     return list(classes) if classes else None
 
 
-def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layers_b="auto", *, n_images: int | None = None,
-            batch_size: int = 128, device: str | torch.device = "auto", pairs="best", k: int = 10, knn_images: int = 256,
-            knn_points: int = 2000, embedding: str | None = "umap", seed: int = 0, progress: bool = True) -> Atlas:
+def compare(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data,
+    layers_a="auto",
+    layers_b="auto",
+    *,
+    n_images: int | None = None,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    pairs="best",
+    k: int = 10,
+    knn_images: int = 256,
+    knn_points: int = 2000,
+    embedding: str | None = "umap",
+    seed: int = 0,
+    progress: bool = True,
+) -> Atlas:
     """Every layer of ``model_a`` against every layer of ``model_b`` on the same images of ``data``
     (a Dataset: the first ``n_images`` of it, all by default; or a data set name: ``folder:<path>``
     at network A's input size, or a registered data set's test split, ``n_images`` of it).
@@ -212,7 +238,9 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     if isinstance(data, str):  # a data set name: its test split, or folder:<path> at A's input size
         data = _named_data(data, model_a, n_images, seed)
     if isinstance(data, DataLoader) or not isinstance(data, Dataset):
-        raise TypeError(f"compare takes a Dataset or a data set name (it batches the images itself), got {type(data).__name__}")
+        raise TypeError(
+            f"compare takes a Dataset or a data set name (it batches the images itself), got {type(data).__name__}"
+        )
     la, lb = _layers(model_a, layers_a, "a"), _layers(model_b, layers_b, "b")
     n = len(data) if n_images is None else n_images
     if n > len(data):
@@ -221,26 +249,49 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
         raise ValueError(f"compare needs at least 4 images (the unbiased HSIC estimator), got {n}")
     m = min(knn_images, n)
     if (pairs is not None or embedding is not None) and m < k + 2:
-        raise ValueError(f"kNN agreement and pictures use the first {m} images, and a 1 × 1 layer gives one point per image: "
-                         f"k={k} needs at least {k + 2}; lower k or use more images")
+        raise ValueError(
+            f"kNN agreement and pictures use the first {m} images, and a 1 × 1 layer gives one point per image: "
+            f"k={k} needs at least {k + 2}; lower k or use more images"
+        )
     if pairs not in ("best", None):
         pairs = [tuple(p) for p in pairs]
         for a, b in pairs:
             if a not in la or b not in lb:
-                raise ValueError(f"pair ({a!r}, {b!r}) is not among the compared layers: add them to layers_a / layers_b")
+                raise ValueError(
+                    f"pair ({a!r}, {b!r}) is not among the compared layers: add them to layers_a / layers_b"
+                )
     dev = resolve_device(device)
     model_a.to(dev), model_b.to(dev)
     cka, t0 = MinibatchCKA(), time.perf_counter()
     sampler = _batches(n, batch_size)
-    with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, la, device=None) as ra, \
-            ActivationRecorder(model_b, lb, device=None) as rb:
+    with (
+        torch.no_grad(),
+        eval_mode(model_a, model_b),
+        ActivationRecorder(model_a, la, device=None) as ra,
+        ActivationRecorder(model_b, lb, device=None) as rb,
+    ):
         # a Subset: a data set batched on the device then moves these images only
-        for batch in progress_bar(as_loader(Subset(data, range(n)), batch_size, device=dev, batch_sampler=sampler), desc="atlas: CKA", enabled=progress, leave=False):
+        for batch in progress_bar(
+            as_loader(Subset(data, range(n)), batch_size, device=dev, batch_sampler=sampler),
+            desc="atlas: CKA",
+            enabled=progress,
+            leave=False,
+        ):
             x = batch[0].to(dev)
             model_a(x), model_b(x)
             cka.update([_pick(ra.activations, l) for l in la], [_pick(rb.activations, l) for l in lb])
-    atlas = Atlas(_model_name(model_a), _model_name(model_b), la, lb, cka.value().cpu().numpy(), n, knn_k=k,
-                  classes=_class_names(data), embedding=embedding, weights={"a": weights_digest(model_a), "b": weights_digest(model_b)})
+    atlas = Atlas(
+        _model_name(model_a),
+        _model_name(model_b),
+        la,
+        lb,
+        cka.value().cpu().numpy(),
+        n,
+        knn_k=k,
+        classes=_class_names(data),
+        embedding=embedding,
+        weights={"a": weights_digest(model_a), "b": weights_digest(model_b)},
+    )
     t1 = time.perf_counter()
     chosen = [] if pairs is None else [(a, b) for a, b, _ in atlas.best_match()] if pairs == "best" else pairs
     per_image = -(-knn_points // m)
@@ -251,9 +302,15 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
     g = torch.Generator().manual_seed(seed)
     prefix_a, prefix_b = prefix_tokens_of(model_a), prefix_tokens_of(model_b)
     if need_a or need_b:
-        with torch.no_grad(), eval_mode(model_a, model_b), ActivationRecorder(model_a, need_a, device=None) as ra, \
-                ActivationRecorder(model_b, need_b, device=None) as rb:
-            for batch in as_loader(Subset(data, range(m)), batch_size, device=dev, batch_sampler=_batches(m, batch_size)):
+        with (
+            torch.no_grad(),
+            eval_mode(model_a, model_b),
+            ActivationRecorder(model_a, need_a, device=None) as ra,
+            ActivationRecorder(model_b, need_b, device=None) as rb,
+        ):
+            for batch in as_loader(
+                Subset(data, range(m)), batch_size, device=dev, batch_sampler=_batches(m, batch_size)
+            ):
                 x = batch[0].to(dev)
                 model_a(x), model_b(x)
                 y = torch.as_tensor(batch[1]).cpu()
@@ -282,7 +339,11 @@ def compare(model_a: nn.Module, model_b: nn.Module, data, layers_a="auto", layer
         atlas.embedding_labels[key] = (y if not y.is_floating_point() else torch.zeros_like(y)).numpy().astype(np.int64)
     if pic_rows and atlas.classes is None:
         atlas.classes = [f"class {c}" for c in range(int(max(v.max() for v in atlas.embedding_labels.values())) + 1)]
-    atlas.seconds = {"cka": round(t1 - t0, 3), "knn": round(t2 - t1, 3), "embedding": round(time.perf_counter() - t2, 3)}
+    atlas.seconds = {
+        "cka": round(t1 - t0, 3),
+        "knn": round(t2 - t1, 3),
+        "embedding": round(time.perf_counter() - t2, 3),
+    }
     return atlas
 
 
@@ -291,7 +352,9 @@ def _named_data(name: str, model_a: nn.Module, n_images: int | None, seed: int):
     its images) resized and cropped to network A's input size (224 px when it has none)."""
     from .datasets import as_dataset
 
-    return as_dataset(name, split="test", n=n_images, seed=seed, spec=getattr(model_a, "input_spec", None), progress=False)
+    return as_dataset(
+        name, split="test", n=n_images, seed=seed, spec=getattr(model_a, "input_spec", None), progress=False
+    )
 
 
 def _sample(n: int, m: int, seed: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ offline it draws nothing). The apps of ``geoviz.viz`` display a static HTML snap
 their live widget, and that snapshot is what the HTML shows: figures with zoom and hover,
 controls as text. So ``geoviz demo`` writes files of about 0.3–1 MB instead of 13–21 MB.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,11 @@ def list_notebooks() -> list[Path]:
 
 
 def no_notebooks_message() -> str:
-    return (f"no notebooks found in {notebooks_dir()}. The notebooks come with geoviz's source checkout, not with a plain "
-            f"`pip install`: run geoviz from the checkout (or install it there with `pip install -e .`), or point "
-            f"GEOVIZ_NOTEBOOKS (or GEOVIZ_ROOT) at the folder that holds them.")
+    return (
+        f"no notebooks found in {notebooks_dir()}. The notebooks come with geoviz's source checkout, not with a plain "
+        f"`pip install`: run geoviz from the checkout (or install it there with `pip install -e .`), or point "
+        f"GEOVIZ_NOTEBOOKS (or GEOVIZ_ROOT) at the folder that holds them."
+    )
 
 
 def find_notebook(name: str) -> Path:
@@ -53,7 +56,15 @@ def _kernel_name() -> str:
     return "geoviz" if "geoviz" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
-def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, *, profile: str | None = None, html: bool = True, timeout: int | None = None) -> Path:
+def run_notebook(
+    path: Path,
+    out_dir: Path,
+    parameters: dict | None = None,
+    *,
+    profile: str | None = None,
+    html: bool = True,
+    timeout: int | None = None,
+) -> Path:
     """Execute a notebook with papermill into ``out_dir`` and (optionally) export HTML beside it."""
     import papermill as pm
 
@@ -64,8 +75,15 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, *, p
         os.environ["GEOVIZ_PROFILE"] = profile
     try:
         # the kernel starts beside the notebook, as in JupyterLab; geoviz.paths finds data/ and runs/ from there
-        pm.execute_notebook(str(path), str(out), parameters=parameters or {}, kernel_name=_kernel_name(),
-                            cwd=str(Path(path).resolve().parent), progress_bar=False, execution_timeout=timeout)
+        pm.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters or {},
+            kernel_name=_kernel_name(),
+            cwd=str(Path(path).resolve().parent),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
     finally:
         if profile:
             if env_profile is None:
@@ -124,5 +142,3 @@ def export_html(ipynb: Path) -> Path:
         if not shared.is_file() or shared.stat().st_size != len(plotlyjs.encode()):
             atomic_write_text(shared, plotlyjs)
     return atomic_write_text(ipynb.with_suffix(".html"), body)
-
-

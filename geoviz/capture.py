@@ -6,6 +6,7 @@ runs more than once per forward keeps every call, in order, as ``name#0``, ``nam
 Captured tensors are copies taken when the module returns, so an in-place op that runs later
 (``ReLU(inplace=True)``, ``out += identity``) cannot overwrite them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,9 @@ import mmap
 import os
 import shutil
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -27,11 +28,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from ._counter_rng import CounterRNG
-from ._io import atomic_write_json, read_json
-from ._io import atomic_save_npy
+from ._io import atomic_save_npy, atomic_write_json, read_json
+from ._utils import eval_mode, format_bytes, progress_bar, unknown_name_message
 from .inference import as_loader
 from .paths import resolve_in_root
-from ._utils import eval_mode, format_bytes, progress_bar, unknown_name_message
 
 __all__ = [
     "layer_names",
@@ -93,8 +93,10 @@ def resolve_layers(model: nn.Module, layers: str | Iterable[str]) -> list[str]:
 
             hits = block_layers(model) if spec == "auto" else leaf_layers(model)
             if not hits:
-                raise ValueError(f"layers={spec!r} found no {'blocks' if spec == 'auto' else 'leaf modules'} in {type(model).__name__}: "
-                                 "name the layers (module paths)")
+                raise ValueError(
+                    f"layers={spec!r} found no {'blocks' if spec == 'auto' else 'leaf modules'} "
+                    f"in {type(model).__name__}: name the layers (module paths)"
+                )
             out += [h for h in hits if h not in out]
             continue
         base, _ = _split_call(spec)
@@ -112,7 +114,9 @@ def resolve_layers(model: nn.Module, layers: str | Iterable[str]) -> list[str]:
             raise KeyError(unknown_name_message("layer", spec, names))
         out += [h for h in hits if h not in out]
     if not out:
-        raise ValueError("no layers given: name at least one module path, e.g. " + ", ".join(repr(n) for n in names[:3]))
+        raise ValueError(
+            "no layers given: name at least one module path, e.g. " + ", ".join(repr(n) for n in names[:3])
+        )
     return out
 
 
@@ -151,8 +155,16 @@ class ActivationRecorder:
     also after an exception.
     """
 
-    def __init__(self, model: nn.Module, layers: str | Iterable[str], *, detach: bool = True, device: str | torch.device | None = "cpu",
-                 dtype: torch.dtype | None = None, transform=None):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: str | Iterable[str],
+        *,
+        detach: bool = True,
+        device: str | torch.device | None = "cpu",
+        dtype: torch.dtype | None = None,
+        transform=None,
+    ):
         self.model = model
         self.layers = resolve_layers(model, layers)
         self.detach = detach
@@ -184,7 +196,7 @@ class ActivationRecorder:
     def _reset(self, module, inputs):
         self._calls = {}
 
-    def __enter__(self) -> "ActivationRecorder":
+    def __enter__(self) -> ActivationRecorder:
         if self._handles:
             raise RuntimeError("this ActivationRecorder is already active")
         try:
@@ -305,7 +317,9 @@ def prefix_tokens_of(model: nn.Module) -> int | None:
     return 1 if isinstance(getattr(model, "class_token", None), torch.Tensor) else None
 
 
-def as_maps(act: torch.Tensor, image_size: tuple[int, int] | None = None, prefix_tokens: int | None = None) -> torch.Tensor:
+def as_maps(
+    act: torch.Tensor, image_size: tuple[int, int] | None = None, prefix_tokens: int | None = None
+) -> torch.Tensor:
     """Any layer output as (B, C, H, W) maps of local features:
 
     - conv maps as they are; channels-last maps (B, H, W, C) (Swin's stages, ConvNeXt's insides)
@@ -361,7 +375,10 @@ def align_maps(s: torch.Tensor, t: torch.Tensor, mode: str = "pool") -> tuple[to
     if s.dim() != 4 or t.dim() != 4:
         raise ValueError(f"align_maps needs two (B, C, H, W) maps, got {tuple(s.shape)} and {tuple(t.shape)}")
     if s.shape[0] != t.shape[0]:
-        raise ValueError(f"student and teacher activations must come from the same batch: batch sizes {s.shape[0]} and {t.shape[0]} differ")
+        raise ValueError(
+            "student and teacher activations must come from the same "
+            f"batch: batch sizes {s.shape[0]} and {t.shape[0]} differ"
+        )
     if mode not in ALIGN_MODES:
         raise ValueError(f"unknown align mode {mode!r}; allowed: {ALIGN_MODES}")
     if s.shape[-2:] == t.shape[-2:]:
@@ -372,7 +389,10 @@ def align_maps(s: torch.Tensor, t: torch.Tensor, mode: str = "pool") -> tuple[to
         size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
         return _area_pool(s, size), _area_pool(t, size)
     size = (max(s.shape[-2], t.shape[-2]), max(s.shape[-1], t.shape[-1]))
-    up = lambda a: a if a.shape[-2:] == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+
+    def up(a):
+        return a if a.shape[-2:] == size else F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+
     return up(s), up(t)
 
 
@@ -418,7 +438,9 @@ class ReceptiveField:
         H, W = self.input_size
 
         def span(i, axis, size):
-            centre = i * self.jump[axis] + (self.start[axis] + self.end[axis] + 1) / 2  # the centre of pixels start..end
+            centre = (
+                i * self.jump[axis] + (self.start[axis] + self.end[axis] + 1) / 2
+            )  # the centre of pixels start..end
             lo = int(round(centre - self.jump[axis] / 2))
             return max(0, lo), min(size, max(lo + 1, int(round(centre + self.jump[axis] / 2))))
 
@@ -433,7 +455,15 @@ def _first_conv_channels(model: nn.Module) -> int:
     raise ValueError("cannot tell the input channels (no Conv2d found): pass in_chans=")
 
 
-def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, int], *, in_chans: int | None = None, samples: int = 8, seed: int = 0) -> ReceptiveField:
+def receptive_field(
+    model: nn.Module,
+    layer: str,
+    input_size: int | tuple[int, int],
+    *,
+    in_chans: int | None = None,
+    samples: int = 8,
+    seed: int = 0,
+) -> ReceptiveField:
     """Measure a layer's receptive field by where gradients reach the input.
 
     The support of d(unit)/d(input) is taken over ``samples`` random inputs (so a ReLU that is off,
@@ -454,8 +484,10 @@ def receptive_field(model: nn.Module, layer: str, input_size: int | tuple[int, i
             raise ValueError(f"layer {base!r} did not run in the forward pass")
         if (call or 0) >= len(acts):
             calls = ", ".join(f"'{base}#{k}'" for k in range(len(acts)))
-            raise ValueError(f"layer {base!r} runs {len(acts)} time(s) per forward, so {layer!r} does not exist: use "
-                             f"{calls}" + (f" (or '{base}')" if len(acts) == 1 else ""))
+            raise ValueError(
+                f"layer {base!r} runs {len(acts)} time(s) per forward, so {layer!r} does not exist: use "
+                f"{calls}" + (f" (or '{base}')" if len(acts) == 1 else "")
+            )
         act = as_maps(acts[call or 0], (H, W), prefix_tokens_of(model))
         Ho, Wo = act.shape[-2:]
 
@@ -525,13 +557,15 @@ class FeatureBank:
         return sum(a.nbytes for a in arrays) + (self.outputs.nbytes if self.outputs is not None else 0)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "FeatureBank":
+    def open(cls, path: str | os.PathLike) -> FeatureBank:
         """Open a bank written by ``collect(out_dir=...)`` (arrays memory-mapped read-only); a relative
         path is taken inside the project root, as ``collect`` does."""
         path = resolve_in_root(path)
         manifest = path / "bank.json"
         if not manifest.is_file():
-            raise FileNotFoundError(f"{path} holds no complete feature bank (no bank.json); run collect(..., out_dir={str(path)!r})")
+            raise FileNotFoundError(
+                f"{path} holds no complete feature bank (no bank.json); run collect(..., out_dir={str(path)!r})"
+            )
         info = read_json(manifest)
         load = lambda name: np.load(path / name, mmap_mode="r")  # noqa: E731
         feats = {layer: load(f"{stem}.features.npy") for layer, stem in info["files"].items()}
@@ -546,7 +580,10 @@ def _as_loader(data, batch_size: int, device: torch.device) -> DataLoader:
     """A DataLoader in the data set's order; a tensor-backed data set is batched on ``device``."""
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, RandomSampler):
-            raise ValueError("collect needs images in a fixed order so points trace back to them: pass a DataLoader without shuffle=True (or the Dataset)")
+            raise ValueError(
+                "collect needs images in a fixed order so points trace back to "
+                "them: pass a DataLoader without shuffle=True (or the Dataset)"
+            )
         return data
     if isinstance(data, Dataset):
         return as_loader(data, batch_size, device=device)
@@ -583,7 +620,9 @@ def _output_tensor(out) -> torch.Tensor:
         return out[0]
     if hasattr(out, "logits") and torch.is_tensor(out.logits):
         return out.logits
-    raise TypeError(f"expected a tensor (or a tuple whose first item is one, or an object with .logits), got {type(out).__name__}")
+    raise TypeError(
+        f"expected a tensor (or a tuple whose first item is one, or an object with .logits), got {type(out).__name__}"
+    )
 
 
 class _Reducer:
@@ -599,7 +638,9 @@ class _Reducer:
         self.image_size, self.prefix_tokens = image_size, prefix_tokens
         self.ids, self._cache = np.zeros(0, np.int64), {}
         self.ambiguous: set[str] = set()
-        self.channels_last_possible = False  # set by collect for networks that permute to channels-last (Swin, ConvNeXt)
+        self.channels_last_possible = (
+            False  # set by collect for networks that permute to channels-last (Swin, ConvNeXt)
+        )
 
     def start_batch(self, ids: np.ndarray) -> None:
         self.ids, self._cache = ids, {}
@@ -612,8 +653,13 @@ class _Reducer:
 
     def __call__(self, name: str, out) -> dict:
         out = out if torch.is_tensor(out) else _output_tensor(out)
-        if self.channels_last_possible and out.dim() == 4 and self.image_size is not None \
-                and _fits(out.shape[2], out.shape[3], self.image_size) and _fits(out.shape[1], out.shape[2], self.image_size):
+        if (
+            self.channels_last_possible
+            and out.dim() == 4
+            and self.image_size is not None
+            and _fits(out.shape[2], out.shape[3], self.image_size)
+            and _fits(out.shape[1], out.shape[2], self.image_size)
+        ):
             self.ambiguous.add(name)  # both readings have the image's grid: taken channels-first
         maps = as_maps(out, self.image_size, self.prefix_tokens)
         b, c, h, w = maps.shape
@@ -647,9 +693,12 @@ def _probe_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device
     if reducer.ambiguous:
         import warnings
 
-        warnings.warn(f"the outputs of {sorted(reducer.ambiguous)[:4]} read as maps either way (channels first or last, both with the "
-                      f"image's {reducer.image_size[0]} × {reducer.image_size[1]} grid): taken as channels-first (B, C, H, W). A "
-                      "channels-last network (Swin) at this size: capture another input size to tell them apart", stacklevel=3)
+        warnings.warn(
+            f"the outputs of {sorted(reducer.ambiguous)[:4]} read as maps either way (channels first or last, both "
+            f"with the image's {reducer.image_size[0]} × {reducer.image_size[1]} grid): taken as channels-first (B, "
+            "C, H, W). A channels-last network (Swin) at this size: capture another input size to tell them apart",
+            stacklevel=3,
+        )
     return {k: tuple(int(v) for v in a["shape"]) for k, a in probe.items()}, n_out
 
 
@@ -673,9 +722,10 @@ class _BankWriter:
         if out_dir is None:
             if total > max_bytes:
                 raise MemoryBudgetError(
-                    f"collect would hold {format_bytes(total)} in memory ({config['n_images']} images, layers {config['layers']}), over "
-                    f"max_bytes={format_bytes(max_bytes)}. Pass out_dir= to stream to disk, sample with positions_per_image=, limit "
-                    "max_images=, or raise max_bytes.")
+                    f"collect would hold {format_bytes(total)} in memory ({config['n_images']} images, layers "
+                    f"{config['layers']}), over max_bytes={format_bytes(max_bytes)}. Pass out_dir= to stream "
+                    "to disk, sample with positions_per_image=, limit max_images=, or raise max_bytes."
+                )
             self.arrays = {stem: np.empty(shape, dtype) for stem, (shape, dtype) in arrays.items()}
             self.arrays["labels"][:] = -1
             return
@@ -687,7 +737,9 @@ class _BankWriter:
         resume = state is not None and state.get("config") == json.loads(json.dumps(config))
         free = shutil.disk_usage(self.work).free
         if not resume and total > free:
-            raise MemoryBudgetError(f"collect would write {format_bytes(total)} but {self.work} has {format_bytes(free)} free")
+            raise MemoryBudgetError(
+                f"collect would write {format_bytes(total)} but {self.work} has {format_bytes(free)} free"
+            )
         self.arrays = {}
         for stem, (shape, dtype) in arrays.items():
             if stem == "labels":
@@ -695,7 +747,9 @@ class _BankWriter:
             elif resume:
                 self.arrays[stem] = np.load(self.work / f"{stem}.npy", mmap_mode="r+")
             else:
-                self.arrays[stem] = np.lib.format.open_memmap(self.work / f"{stem}.npy", mode="w+", dtype=dtype, shape=shape)
+                self.arrays[stem] = np.lib.format.open_memmap(
+                    self.work / f"{stem}.npy", mode="w+", dtype=dtype, shape=shape
+                )
         self.done = state["done"] if resume else 0
 
     def _flush(self) -> None:
@@ -716,12 +770,19 @@ class _BankWriter:
             atomic_write_json(self.work / "progress.json", {"config": self.config, "done": done})
             self._saved = time.monotonic()
 
-    def finish(self, info: dict) -> "FeatureBank":
+    def finish(self, info: dict) -> FeatureBank:
         if self.work is None:
             a = self.arrays
-            return FeatureBank({k: a[f"{s}.features"] for k, s in info["files"].items()}, {k: a[f"{s}.index"] for k, s in info["files"].items()},
-                               a["labels"], {k: tuple(v) for k, v in info["shapes"].items()}, None, info,
-                               {k: a[f"{s}.pooled"] for k, s in info["pooled_files"].items()}, a.get("outputs"))
+            return FeatureBank(
+                {k: a[f"{s}.features"] for k, s in info["files"].items()},
+                {k: a[f"{s}.index"] for k, s in info["files"].items()},
+                a["labels"],
+                {k: tuple(v) for k, v in info["shapes"].items()},
+                None,
+                info,
+                {k: a[f"{s}.pooled"] for k, s in info["pooled_files"].items()},
+                a.get("outputs"),
+            )
         self._flush()
         del self.arrays
         (self.work / "progress.json").unlink(missing_ok=True)
@@ -732,7 +793,9 @@ class _BankWriter:
         return FeatureBank.open(self.root)
 
 
-def _write_batch(writer: _BankWriter, acts: dict, files: dict, pooled_files: dict, start: int, end: int, per_image: dict) -> None:
+def _write_batch(
+    writer: _BankWriter, acts: dict, files: dict, pooled_files: dict, start: int, end: int, per_image: dict
+) -> None:
     """What the hooks kept of images ``start:end`` into the writer's rows."""
     ids = torch.arange(start, end)
     for k, stem in files.items():
@@ -784,7 +847,8 @@ def collect(
 
     ``pool=True`` keeps one globally average-pooled vector per image and layer as its features
     (index y = x = 0): what linear probes of whole images use. For a transformer layer that is the
-    mean of its patch tokens (the prefix tokens, such as the class token, are left out). ``pooled`` names layers whose pooled
+    mean of its patch tokens (the prefix tokens, such as the class token, are left out). ``pooled`` names layers whose
+    pooled
     vector is kept *as well* (``bank.pooled``), and ``outputs=True`` keeps the network's outputs
     (``bank.outputs``): one pass gives local features, probe features and predictions.
     """
@@ -807,14 +871,26 @@ def collect(
         raise ValueError("the data set is empty")
 
     hooked = names + [p for p in pooled_names if p not in names]
-    reducer = _Reducer(names, pooled_names, positions_per_image, pool, seed, None,
-                       prefix_tokens if prefix_tokens is not None else prefix_tokens_of(model))
-    reducer.channels_last_possible = any(type(m).__name__ == "Permute" or "Swin" in type(m).__name__ for m in model.modules())
+    reducer = _Reducer(
+        names,
+        pooled_names,
+        positions_per_image,
+        pool,
+        seed,
+        None,
+        prefix_tokens if prefix_tokens is not None else prefix_tokens_of(model),
+    )
+    reducer.channels_last_possible = any(
+        type(m).__name__ == "Permute" or "Swin" in type(m).__name__ for m in model.modules()
+    )
     all_shapes, n_out = _probe_shapes(model, loader.dataset, hooked, dev, reducer, outputs)
     row_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.rows]
     pooled_keys = [k for k in all_shapes if _split_call(k)[0] in reducer.pooled]
     shapes = {k: ((all_shapes[k][0], 1, 1) if pool else all_shapes[k]) for k in row_keys}
-    per_image = {k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2])) for k, s in shapes.items()}
+    per_image = {
+        k: (s[1] * s[2] if positions_per_image is None else min(positions_per_image, s[1] * s[2]))
+        for k, s in shapes.items()
+    }
     np_dtype = _NP_DTYPES[dtype]
     files = {k: _file_stem(k) for k in row_keys}
     pooled_files = {k: _file_stem(k) for k in pooled_keys}
@@ -827,21 +903,45 @@ def collect(
     if outputs:
         arrays["outputs"] = ((n_images, n_out), np.float32)
     total = sum(math.prod(shape) * np.dtype(dt).itemsize for shape, dt in arrays.values())
-    config = {"layers": list(shapes), "n_images": n_images, "positions_per_image": positions_per_image, "seed": seed,
-              "dtype": str(np_dtype.__name__), "shapes": shapes, "pool": pool, "pooled": pooled_keys, "outputs": outputs,
-              "positions": "per grid"}
-    info = {"config": config, "files": files, "shapes": shapes, "n_images": n_images, "pooled_files": pooled_files, "outputs": outputs}
-    out_dir = resolve_in_root(out_dir) if out_dir is not None else None  # "runs/bank" means the same folder from notebooks/
+    config = {
+        "layers": list(shapes),
+        "n_images": n_images,
+        "positions_per_image": positions_per_image,
+        "seed": seed,
+        "dtype": str(np_dtype.__name__),
+        "shapes": shapes,
+        "pool": pool,
+        "pooled": pooled_keys,
+        "outputs": outputs,
+        "positions": "per grid",
+    }
+    info = {
+        "config": config,
+        "files": files,
+        "shapes": shapes,
+        "n_images": n_images,
+        "pooled_files": pooled_files,
+        "outputs": outputs,
+    }
+    out_dir = (
+        resolve_in_root(out_dir) if out_dir is not None else None
+    )  # "runs/bank" means the same folder from notebooks/
     if out_dir is not None and (out_dir / "bank.json").is_file():
         if read_json(out_dir / "bank.json").get("config") == json.loads(json.dumps(config)):
             return FeatureBank.open(out_dir)
-        raise FileExistsError(f"{out_dir} holds a feature bank made with other settings; choose another out_dir or delete it")
+        raise FileExistsError(
+            f"{out_dir} holds a feature bank made with other settings; choose another out_dir or delete it"
+        )
     writer = _BankWriter(config, arrays, total, out_dir, max_bytes)
 
     start, done = 0, writer.done
     bar = progress_bar(total=n_images, initial=done, desc="collect", unit="img", enabled=progress)
     try:
-        with torch.no_grad(), eval_mode(model), ActivationRecorder(model, hooked, device="cpu", dtype=dtype, transform=reducer) as rec:
+        with (
+            torch.no_grad(),
+            eval_mode(model),
+            ActivationRecorder(model, hooked, device="cpu", dtype=dtype, transform=reducer) as rec,
+        ):
             for batch in loader:
                 xb, yb = _split_batch(batch)
                 end = min(start + len(xb), n_images)
@@ -851,7 +951,9 @@ def collect(
                     if yb is not None:
                         writer.arrays["labels"][start:end] = yb[: end - start].cpu().numpy()
                     if outputs:
-                        writer.arrays["outputs"][start:end] = _output_tensor(out).reshape(end - start, -1).float().cpu().numpy()
+                        writer.arrays["outputs"][start:end] = (
+                            _output_tensor(out).reshape(end - start, -1).float().cpu().numpy()
+                        )
                     _write_batch(writer, rec.activations, files, pooled_files, start, end, per_image)
                     bar.update(end - max(start, done))
                     writer.checkpoint(end)

@@ -8,6 +8,7 @@ parameters cell maps one-to-one onto the fields. ``profile=None`` reads ``$GEOVI
 - ``quick``: the interactive default, minutes on a laptop CPU;
 - ``full``: paper-scale settings for a GPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,15 @@ def profile_from_env(default: str = "quick") -> str:
     return choice("profile", os.environ.get("GEOVIZ_PROFILE") or default, PROFILES)
 
 
-_TYPE_WORDS = {int: "a whole number (int)", float: "a number", bool: "true or false (bool)", str: "a string",
-               tuple: "a list", dict: "a mapping", type(None): "null/None"}
+_TYPE_WORDS = {
+    int: "a whole number (int)",
+    float: "a number",
+    bool: "true or false (bool)",
+    str: "a string",
+    tuple: "a list",
+    dict: "a mapping",
+    type(None): "null/None",
+}
 
 
 def _describe(tp) -> str:
@@ -75,7 +83,9 @@ def check_field_types(config) -> None:
         value = getattr(config, f.name)
         tp = hints.get(f.name, Any)
         if not _matches(value, tp):
-            raise TypeError(f"{type(config).__name__}.{f.name} must be {_describe(tp)}, got {value!r} ({type(value).__name__})")
+            raise TypeError(
+                f"{type(config).__name__}.{f.name} must be {_describe(tp)}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def check_range(name: str, value, low=None, high=None, *, low_open: bool = False) -> None:

@@ -1,6 +1,7 @@
 """What a network costs, measured, never hand-counted: FLOPs of one image by
 ``torch.utils.flop_counter``, parameters and bytes, wall-clock latency per batch (and per image)
 on a chosen device. Shared by the pruning and the compact-students studies and their benchmarks."""
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,9 @@ def measure_flops(model: nn.Module, input_size=(3, 32, 32)) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_latency(model: nn.Module, input_size=(3, 32, 32), *, batch: int = 1, device="cpu", repeats: int = 20, warmup: int = 3) -> float:
+def measure_latency(
+    model: nn.Module, input_size=(3, 32, 32), *, batch: int = 1, device="cpu", repeats: int = 20, warmup: int = 3
+) -> float:
     """Median wall-clock milliseconds per forward pass of a ``batch`` (inference mode)."""
     dev = resolve_device(device)
     net = copy.deepcopy(unwrap(model)).to(dev).eval()
@@ -50,8 +53,11 @@ def model_costs(model: nn.Module, input_size=(3, 32, 32), *, batches=(1, 64), de
     """FLOPs per image, parameters, bytes of parameters and buffers, latency (ms per batch and per
     image)."""
     net = unwrap(model)
-    out = {"flops": measure_flops(net, input_size), "params": int(sum(p.numel() for p in net.parameters())),
-           "bytes": int(sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()]))}
+    out = {
+        "flops": measure_flops(net, input_size),
+        "params": int(sum(p.numel() for p in net.parameters())),
+        "bytes": int(sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])),
+    }
     for b in batches:
         out[f"latency_ms_b{b}"] = measure_latency(net, input_size, batch=b, device=device, repeats=repeats)
         out[f"latency_ms_per_image_b{b}"] = out[f"latency_ms_b{b}"] / b

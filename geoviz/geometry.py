@@ -5,6 +5,7 @@ matrices are built in row chunks of at most ``chunk_bytes``, accumulating in flo
 ||x||² + ||y||² − 2x·y does not lose the small distances to cancellation. ``knn`` finds candidates
 in float32 and certifies them in float64, so it is exact at float32 speed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,10 @@ def _points(x, name: str = "x") -> torch.Tensor:
     if not torch.is_tensor(x):
         raise TypeError(f"{name} must be a tensor or array, got {type(x).__name__}")
     if x.dim() != 2:
-        raise ValueError(f"{name} must be (N, C) points, got shape {tuple(x.shape)}; use capture.local_features for (B, C, H, W) maps")
+        raise ValueError(
+            f"{name} must be (N, C) points, got shape {tuple(x.shape)}; "
+            "use capture.local_features for (B, C, H, W) maps"
+        )
     if not x.is_floating_point():
         x = x.float()
     return x
@@ -143,7 +147,9 @@ class _Float32Blocks:
             last[s : s + step] = v[:, -1].double() + x_sq
         return last, cand
 
-    def self_candidates(self, x: torch.Tensor, c: int, exclude_self: bool, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def self_candidates(
+        self, x: torch.Tensor, c: int, exclude_self: bool, chunk_bytes: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``candidates`` of x among its own rows, at half the GEMM work: the squared distance is
         symmetric, so each tile of [−2x, 1, ||x||²] · [x, ||x||², 1]ᵀ above the diagonal serves its
         rows (top c along them) and its columns (top c down them), merged into running lists."""
@@ -201,7 +207,9 @@ def _sort_by_value_then_index(values: torch.Tensor, index: torch.Tensor):
     return values.gather(1, o), index.gather(1, o)
 
 
-def pairwise_distances(x, y=None, metric: str = "euclidean", *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_bytes: int = 2 * 1024**3) -> torch.Tensor:
+def pairwise_distances(
+    x, y=None, metric: str = "euclidean", *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, max_bytes: int = 2 * 1024**3
+) -> torch.Tensor:
     """``(N, M)`` distances between the rows of x and y (y = x when None).
 
     ``metric="cosine"`` gives 1 − cos (a zero vector has distance 1 to everything, as in
@@ -216,7 +224,10 @@ def pairwise_distances(x, y=None, metric: str = "euclidean", *, chunk_bytes: int
     n, m = x.shape[0], y.shape[0]
     out_bytes = n * m * x.element_size()
     if out_bytes > max_bytes:
-        raise MemoryError(f"a {n}×{m} distance matrix needs {format_bytes(out_bytes)} (> max_bytes={format_bytes(max_bytes)}); use knn() or fewer points")
+        raise MemoryError(
+            f"a {n}×{m} distance matrix needs {format_bytes(out_bytes)} (> "
+            f"max_bytes={format_bytes(max_bytes)}); use knn() or fewer points"
+        )
     blocks = _DistanceBlocks(x, y, metric)
     out = torch.empty(n, m, dtype=x.dtype, device=x.device)
     step = _rows_per_chunk(m, chunk_bytes)
@@ -230,8 +241,16 @@ def pairwise_distances(x, y=None, metric: str = "euclidean", *, chunk_bytes: int
     return out
 
 
-def knn(x, k: int, metric: str = "euclidean", *, y=None, exclude_self: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        margin: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def knn(
+    x,
+    k: int,
+    metric: str = "euclidean",
+    *,
+    y=None,
+    exclude_self: bool = True,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    margin: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest neighbours: ``(distances, indices)``, each ``(N, k)``, nearest first, ties
     in index order.
 
@@ -266,11 +285,15 @@ def knn(x, k: int, metric: str = "euclidean", *, y=None, exclude_self: bool = Tr
         """The rows' candidates by exact distance, ties in index order."""
         exact = blocks.exact(x[rows], cand)
         if same:
-            exact[cand == rows[:, None]] = math.inf if exclude_self else -1.0  # self first (before duplicates) when kept
+            exact[cand == rows[:, None]] = (
+                math.inf if exclude_self else -1.0
+            )  # self first (before duplicates) when kept
         return _sort_by_value_then_index(exact, cand)
 
     with _float32_matmul_exact():
-        last, cand = blocks.self_candidates(x, c, exclude_self, chunk_bytes) if same else blocks.candidates(x, c, chunk_bytes)
+        last, cand = (
+            blocks.self_candidates(x, c, exclude_self, chunk_bytes) if same else blocks.candidates(x, c, chunk_bytes)
+        )
     step = max(1, int(chunk_bytes // max(1, c * x.shape[1] * 8 * 2)))
     for s in range(0, n, step):
         rows = torch.arange(s, min(n, s + step), device=x.device)
@@ -377,7 +400,9 @@ class MinibatchCKA:
         Ka = self._grams(feats_a)
         Kb = self._grams(feats_b).to(Ka.device)
         if Ka.shape[-1] != Kb.shape[-1]:
-            raise ValueError(f"both networks' features must hold the same images, got batches of {Ka.shape[-1]} and {Kb.shape[-1]}")
+            raise ValueError(
+                f"both networks' features must hold the same images, got batches of {Ka.shape[-1]} and {Kb.shape[-1]}"
+            )
         if Ka.shape[-1] < 4:
             raise ValueError(f"the unbiased HSIC needs batches of at least 4 images, got {Ka.shape[-1]}")
         ab = _unbiased_hsic(Ka, Kb)

@@ -3,6 +3,7 @@
 It sits below both ``analysis`` (the angle tracker predicts every epoch) and ``engine`` (which
 evaluates for model selection), so neither has to import the other.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,18 @@ from torch.utils.data import DataLoader, Dataset
 from ._utils import eval_mode, resolve_device
 from .datasets._batched import BatchSource, batch_source
 
-__all__ = ["AMP_MODES", "amp_dtype", "unwrap", "as_loader", "DeviceLoader", "predict", "evaluate", "evaluate_reconstruction", "evaluate_regression",
-           "recalibrate_batchnorm"]
+__all__ = [
+    "AMP_MODES",
+    "amp_dtype",
+    "unwrap",
+    "as_loader",
+    "DeviceLoader",
+    "predict",
+    "evaluate",
+    "evaluate_reconstruction",
+    "evaluate_regression",
+    "recalibrate_batchnorm",
+]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -92,14 +103,27 @@ def _fits_on(source: BatchSource, device: torch.device) -> bool:
         return True
     import warnings
 
-    warnings.warn(f"the data set's {n / 2**20:.0f} MiB of images would take more than {DEVICE_DATA_SHARE:.0%} of the GPU's free "
-                  f"{free / 2**20:.0f} MiB: reading it item by item instead", stacklevel=3)
+    warnings.warn(
+        f"the data set's {n / 2**20:.0f} MiB of images would take more than {DEVICE_DATA_SHARE:.0%} of the GPU's free "
+        f"{free / 2**20:.0f} MiB: reading it item by item instead",
+        stacklevel=3,
+    )
     return False
 
 
-def as_loader(data, batch_size: int, *, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
-              drop_last: bool = False, sampler=None, pin_memory: bool = False, device: torch.device | str | None = None,
-              batch_sampler=None) -> DataLoader | None:
+def as_loader(
+    data,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    sampler=None,
+    pin_memory: bool = False,
+    device: torch.device | str | None = None,
+    batch_sampler=None,
+) -> DataLoader | None:
     """A DataLoader over ``data`` (a Dataset), ``data`` itself when it is one already, None for None.
 
     With ``device``, a tensor-backed data set (shapes, digits, CIFAR-10, MNIST, defects, probe tasks,
@@ -111,8 +135,13 @@ def as_loader(data, batch_size: int, *, shuffle: bool = False, seed: int = 0, nu
     if not isinstance(data, Dataset):
         raise TypeError(f"expected a torch Dataset or DataLoader, got {type(data).__name__}")
     g = torch.Generator().manual_seed(seed) if shuffle and sampler is None else None
-    kwargs = dict(batch_size=batch_size, shuffle=shuffle and sampler is None, generator=g, sampler=sampler,
-                  drop_last=drop_last and len(data) > batch_size)
+    kwargs = dict(
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        generator=g,
+        sampler=sampler,
+        drop_last=drop_last and len(data) > batch_size,
+    )
     if batch_sampler is not None:  # the batches themselves (lists of indices)
         kwargs = dict(batch_sampler=batch_sampler)
     source = batch_source(data) if device is not None else None
@@ -124,7 +153,9 @@ def as_loader(data, batch_size: int, *, shuffle: bool = False, seed: int = 0, nu
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256, amp="auto") -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256, amp="auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on the CPU) and labels of a whole data set; the model runs in eval mode and
     gets its own mode back afterwards."""
     dev = resolve_device(device)
@@ -158,7 +189,9 @@ def evaluate_regression(model: nn.Module, data, *, device: str | torch.device = 
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256) -> dict:
+def evaluate_reconstruction(
+    model: nn.Module, data, *, device: str | torch.device = "auto", batch_size: int = 256
+) -> dict:
     """``{"loss": mean squared error per pixel}`` of an autoencoder (model(x) reconstructs x)."""
     dev = resolve_device(device)
     model = unwrap(model)

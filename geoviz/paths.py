@@ -15,6 +15,7 @@ give each of them another folder. So every path is resolved from one place:
 3. with no project root at all (a plain ``pip install`` used from some other folder): the current
    directory.
 """
+
 from __future__ import annotations
 
 import os

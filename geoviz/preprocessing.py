@@ -13,6 +13,7 @@ those numbers. geoviz splits them in two:
   same images in one comparison (the atlas) and each gets its own. Layer names, ``state_dict`` and
   weight digests are unchanged.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -44,9 +45,13 @@ class InputSpec:
         if not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"InputSpec.size must be a whole number of pixels >= 1, got {self.size!r}")
         if self.resize is not None and (not isinstance(self.resize, int) or self.resize < self.size):
-            raise ValueError(f"InputSpec.resize must be None or a whole number >= size ({self.size}), got {self.resize!r}")
+            raise ValueError(
+                f"InputSpec.resize must be None or a whole number >= size ({self.size}), got {self.resize!r}"
+            )
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}; allowed: {', '.join(map(repr, INTERPOLATIONS))}")
+            raise ValueError(
+                f"unknown interpolation {self.interpolation!r}; allowed: {', '.join(map(repr, INTERPOLATIONS))}"
+            )
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         if self.std is not None and (len(self.std) != len(self.mean) or min(self.std) <= 0):
@@ -60,7 +65,7 @@ class InputSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         d = dict(d)
         for key in ("mean", "std"):
             if d.get(key) is not None:
@@ -68,16 +73,22 @@ class InputSpec:
         return cls(**d)
 
     @classmethod
-    def from_torchvision(cls, weights) -> "InputSpec":
+    def from_torchvision(cls, weights) -> InputSpec:
         """The spec torchvision's ``weights.transforms()`` applies (ImageClassification presets)."""
         t = weights.transforms()
         crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
         interp = str(getattr(t.interpolation, "value", t.interpolation)).lower()
-        return cls(crop, max(resize, crop), interp if interp in INTERPOLATIONS else "bilinear", tuple(t.mean), tuple(t.std),
-                   f"torchvision weights {type(weights).__name__}.{weights.name}")
+        return cls(
+            crop,
+            max(resize, crop),
+            interp if interp in INTERPOLATIONS else "bilinear",
+            tuple(t.mean),
+            tuple(t.std),
+            f"torchvision weights {type(weights).__name__}.{weights.name}",
+        )
 
     @classmethod
-    def from_timm(cls, model: nn.Module) -> "InputSpec":
+    def from_timm(cls, model: nn.Module) -> InputSpec:
         """The spec of a timm model's pretrained config (``timm.data.resolve_model_data_config``): the
         resize is ``size / crop_pct``; its ``crop_mode`` is taken as "center" (timm's "squash" and
         "border" modes are not reproduced)."""
@@ -87,8 +98,14 @@ class InputSpec:
         size = int(cfg["input_size"][-1])
         crop_pct = float(cfg.get("crop_pct") or 1.0)
         interp = cfg.get("interpolation", "bilinear")
-        return cls(size, max(size, int(size / crop_pct)), interp if interp in INTERPOLATIONS else "bilinear",
-                   tuple(cfg["mean"]), tuple(cfg["std"]), f"timm pretrained config of {type(model).__name__}")
+        return cls(
+            size,
+            max(size, int(size / crop_pct)),
+            interp if interp in INTERPOLATIONS else "bilinear",
+            tuple(cfg["mean"]),
+            tuple(cfg["std"]),
+            f"timm pretrained config of {type(model).__name__}",
+        )
 
 
 def _normalize(module: nn.Module, args):

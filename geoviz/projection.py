@@ -4,6 +4,7 @@ UMAP is given the exact kNN graph from :func:`geoviz.geometry.knn` (torch, chunk
 features are there), which is both exact and skips umap's own neighbour search and its compile
 time.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -17,7 +18,16 @@ from .geometry import knn
 METHODS = ("umap", "pca")
 
 
-def project(features, method: str = "umap", *, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean", seed: int = 0, n_epochs: int | None = None) -> np.ndarray:
+def project(
+    features,
+    method: str = "umap",
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    metric: str = "euclidean",
+    seed: int = 0,
+    n_epochs: int | None = None,
+) -> np.ndarray:
     """``(N, C)`` → ``(N, 2)`` float32 coordinates."""
     choice("projection method", method, METHODS)
     x = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features).float()
@@ -37,7 +47,12 @@ def project(features, method: str = "umap", *, n_neighbors: int = 15, min_dist: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs / precomputed-knn notices
         reducer = umap.UMAP(
-            n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed, n_epochs=n_epochs,
-            precomputed_knn=(idx.numpy(), dist.double().numpy(), None), init="spectral" if x.shape[0] > k + 2 else "random",
+            n_neighbors=k,
+            min_dist=min_dist,
+            metric=metric,
+            random_state=seed,
+            n_epochs=n_epochs,
+            precomputed_knn=(idx.numpy(), dist.double().numpy(), None),
+            init="spectral" if x.shape[0] > k + 2 else "random",
         )
         return reducer.fit_transform(x.numpy()).astype(np.float32)

@@ -19,6 +19,7 @@ def run_root(tmp_path, monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to reach the internet fails at once, as it would on CI and these machines."""
+
     def refuse(*a, **k):
         raise OSError("network access in a test")
 

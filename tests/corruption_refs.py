@@ -3,6 +3,7 @@ the reference code's formulas independently of geoviz: golden values for tests/t
 and the baseline of benchmarks/corruptions.py. Images are (H, W, 3) float64 in [0, 1]. OpenCV,
 scikit-image and ImageMagick are not installed here: their calls are replaced by SciPy / PIL /
 colorsys equivalents (named at each function)."""
+
 from __future__ import annotations
 
 import colorsys
@@ -51,9 +52,9 @@ def clipped_zoom(img, z):
     h = img.shape[0]
     ch = int(np.ceil(h / z))
     top = (h - ch) // 2
-    img = ndimage.zoom(img[top:top + ch, top:top + ch], (z, z) + (1,) * (img.ndim - 2), order=1)
+    img = ndimage.zoom(img[top : top + ch, top : top + ch], (z, z) + (1,) * (img.ndim - 2), order=1)
     trim = (img.shape[0] - h) // 2
-    return img[trim:trim + h, trim:trim + h]
+    return img[trim : trim + h, trim : trim + h]
 
 
 def zoom_blur(x, c, rng=None):
@@ -131,11 +132,11 @@ def plasma_fractal(mapsize, wibbledecay, rng):
         corner = m[0:mapsize:step, 0:mapsize:step]
         sq = corner + np.roll(corner, -1, 0)
         sq += np.roll(sq, -1, 1)
-        m[step // 2:mapsize:step, step // 2:mapsize:step] = wibbled(sq)
-        dr = m[step // 2:mapsize:step, step // 2:mapsize:step]
+        m[step // 2 : mapsize : step, step // 2 : mapsize : step] = wibbled(sq)
+        dr = m[step // 2 : mapsize : step, step // 2 : mapsize : step]
         ul = m[0:mapsize:step, 0:mapsize:step]
-        m[0:mapsize:step, step // 2:mapsize:step] = wibbled(dr + np.roll(dr, 1, 0) + ul + np.roll(ul, -1, 1))
-        m[step // 2:mapsize:step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, 1) + ul + np.roll(ul, -1, 0))
+        m[0:mapsize:step, step // 2 : mapsize : step] = wibbled(dr + np.roll(dr, 1, 0) + ul + np.roll(ul, -1, 1))
+        m[step // 2 : mapsize : step, 0:mapsize:step] = wibbled(dr + np.roll(dr, 1, 1) + ul + np.roll(ul, -1, 0))
         step //= 2
         wibble /= wibbledecay
     m -= m.min()
@@ -167,9 +168,26 @@ def elastic_transform(x, c, rng):
     if alpha > 0:
         dx = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
         dy = ndimage.gaussian_filter(rng.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha
-        x = np.stack([ndimage.map_coordinates(x[..., ch], [yy + dy, xx + dx], order=1, mode="reflect") for ch in range(3)], -1)
+        x = np.stack(
+            [ndimage.map_coordinates(x[..., ch], [yy + dy, xx + dx], order=1, mode="reflect") for ch in range(3)], -1
+        )
     return np.clip(x, 0, 1)
 
 
-REFERENCES = {f.__name__: f for f in (gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, zoom_blur, fog, brightness, contrast,
-                                      elastic_transform, pixelate, jpeg_compression)}
+REFERENCES = {
+    f.__name__: f
+    for f in (
+        gaussian_noise,
+        shot_noise,
+        impulse_noise,
+        defocus_blur,
+        glass_blur,
+        zoom_blur,
+        fog,
+        brightness,
+        contrast,
+        elastic_transform,
+        pixelate,
+        jpeg_compression,
+    )
+}

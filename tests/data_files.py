@@ -1,4 +1,5 @@
 """Small data files in the real distributed formats, written by the tests (nothing is downloaded)."""
+
 import gzip
 import pickle
 import struct
@@ -19,17 +20,43 @@ def write_cifar(root: Path, per_batch: int = 20, n_test: int = 10, seed: int = 0
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
         labels = [int(v) for v in np.arange(n) % 10]
         with open(folder / name, "wb") as fh:
-            pickle.dump({"data": data, "labels": labels, "batch_label": name, "filenames": [f"{i}.png" for i in range(n)]}, fh, protocol=2)
+            pickle.dump(
+                {"data": data, "labels": labels, "batch_label": name, "filenames": [f"{i}.png" for i in range(n)]},
+                fh,
+                protocol=2,
+            )
         written[name] = (data, labels)
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-                     "num_vis": 3072, "num_cases_per_batch": per_batch}, fh, protocol=2)
+        pickle.dump(
+            {
+                "label_names": [
+                    "airplane",
+                    "automobile",
+                    "bird",
+                    "cat",
+                    "deer",
+                    "dog",
+                    "frog",
+                    "horse",
+                    "ship",
+                    "truck",
+                ],
+                "num_vis": 3072,
+                "num_cases_per_batch": per_batch,
+            },
+            fh,
+            protocol=2,
+        )
     return written
 
 
 def write_idx(path, array, magic):
     with gzip.open(path, "wb") as fh:
-        fh.write(struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape) + array.astype(np.uint8).tobytes())
+        fh.write(
+            struct.pack(">I", magic)
+            + b"".join(struct.pack(">I", d) for d in array.shape)
+            + array.astype(np.uint8).tobytes()
+        )
 
 
 def write_hub_resnet18(seed: int):

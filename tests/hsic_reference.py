@@ -1,5 +1,6 @@
 """The unbiased HSIC estimator of Song et al. (2012), transcribed in NumPy from the paper, and linear
 CKA built from it: the golden values for geoviz's minibatch CKA."""
+
 import numpy as np
 
 

@@ -177,8 +177,11 @@ def test_receptive_field_matches_the_analytic_formula():
     assert receptive_field(res, "layer3", 32).size == (25, 25)
     assert receptive_field(res, "layer1.0.relu#1", 32).size == (7, 7)
     res.train()
-    with pytest.raises(ValueError, match=r"'layer1.0.relu' runs 2 time\(s\) per forward, so 'layer1.0.relu#5' does not exist: "
-                                         r"use 'layer1.0.relu#0', 'layer1.0.relu#1'"):
+    with pytest.raises(
+        ValueError,
+        match=r"'layer1.0.relu' runs 2 time\(s\) per forward, so 'layer1.0.relu#5' does not exist: "
+        r"use 'layer1.0.relu#0', 'layer1.0.relu#1'",
+    ):
         receptive_field(res, "layer1.0.relu#5", 32)
     assert res.training  # the failed call gave the model its mode back
 
@@ -234,7 +237,9 @@ def test_collect_to_disk_is_lazy_and_resumes(net, tmp_path, monkeypatch):
     monkeypatch.setattr(np, "save", save_to_memory_only)
     from geoviz.capture import _BankWriter
 
-    monkeypatch.setattr(_BankWriter, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every batch (normally at most every 5 s)
+    monkeypatch.setattr(
+        _BankWriter, "CHECKPOINT_SECONDS", 0.0
+    )  # a checkpoint after every batch (normally at most every 5 s)
     g = torch.Generator().manual_seed(1)
     base = TensorDataset(torch.rand(20, 3, 32, 32, generator=g), torch.arange(20) % 4)
     ref = collect(net, base, ["layer2"], positions_per_image=6, batch_size=4)

@@ -4,11 +4,28 @@ import torch
 
 from geoviz.datasets.associations import load_mda, make_synthetic_mda
 from geoviz.experiments.cnnmda import CnnmdaConfig, corrected_interval, fold_inputs, fold_positives, run_cnnmda
-from geoviz.methods.cnnmda import CNNMDA, PairFeatures, CrossFitted, align_factors, auc_aupr, misim, neighbour_scores, nmf_scores
+from geoviz.methods.cnnmda import (
+    CNNMDA,
+    CrossFitted,
+    PairFeatures,
+    align_factors,
+    auc_aupr,
+    misim,
+    neighbour_scores,
+    nmf_scores,
+)
 
 
-def write_mda(root, *, mirnas=("miR-1", "miR-2", "miR-3"), diseases=("flu", "gout"), pairs=(("miR-1", "flu"), ("miR-3", "gout")),
-              sm=None, sd=None, sep="\t"):
+def write_mda(
+    root,
+    *,
+    mirnas=("miR-1", "miR-2", "miR-3"),
+    diseases=("flu", "gout"),
+    pairs=(("miR-1", "flu"), ("miR-3", "gout")),
+    sm=None,
+    sd=None,
+    sep="\t",
+):
     root.mkdir(parents=True, exist_ok=True)
     (root / "mirna_names.txt").write_text("\n".join(mirnas) + "\n")
     (root / "disease_names.txt").write_text("\n".join(diseases) + "\n")
@@ -27,7 +44,10 @@ def test_loader_reads_names_or_indices_and_every_bad_file_gives_its_message(tmp_
     by_index = load_mda(write_mda(tmp_path / "idx", pairs=(("2", "1"),), sep=" "))  # 1-based indices
     np.testing.assert_array_equal(by_index.A, [[0, 0], [1, 0], [0, 0]])
     cases = [
-        (dict(pairs=(("miR-1", "flu"), ("miR-9", "flu"), ("miR-2", "cold"))), r"names entities .*\(2 lines\).*miR-9, flu.*miR-2, cold"),
+        (
+            dict(pairs=(("miR-1", "flu"), ("miR-9", "flu"), ("miR-2", "cold"))),
+            r"names entities .*\(2 lines\).*miR-9, flu.*miR-2, cold",
+        ),
         (dict(sm=[[1, 0.2, 0], [0.5, 1, 0], [0, 0, 1]]), "symmetric; entry"),
         (dict(sm=[[1, 2, 0], [2, 1, 0], [0, 0, 1]]), r"in \[0, 1\]"),
         (dict(sm=np.eye(2)), "but the names file lists 3 miRNAs"),
@@ -46,7 +66,11 @@ def test_loader_reads_names_or_indices_and_every_bad_file_gives_its_message(tmp_
     with pytest.raises(FileNotFoundError, match="mirna_names.txt .* is missing"):
         load_mda(tmp_path / "empty")
     # MeSH-like names with commas (tab-separated or quoted CSV) and a header line
-    root = write_mda(tmp_path / "mesh", diseases=("Carcinoma, Hepatocellular", "gout"), pairs=(("miRNA", "disease"), ("miR-2", "Carcinoma, Hepatocellular")))
+    root = write_mda(
+        tmp_path / "mesh",
+        diseases=("Carcinoma, Hepatocellular", "gout"),
+        pairs=(("miRNA", "disease"), ("miR-2", "Carcinoma, Hepatocellular")),
+    )
     np.testing.assert_array_equal(load_mda(root).A, [[0, 0], [1, 0], [0, 0]])
     (root / "associations.txt").write_text('miR-3,"Carcinoma, Hepatocellular"\nmiR-1,gout\n')
     np.testing.assert_array_equal(load_mda(root).A, [[0, 1], [0, 0], [1, 0]])
@@ -182,18 +206,25 @@ def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_associat
     pairs = np.concatenate([pos, unknown[np.random.default_rng(0).choice(len(unknown), len(pos), replace=False)]])
     cf = CrossFitted(features, 4, seed=7)
     x = cf.pairs(pairs)
-    right = x[:, 0, :, features.n_left :].numpy().astype(np.float64)  # (n, 2, rank): W[i] over H[:, j], as the pair saw them
-    chunk = np.random.default_rng(7).integers(0, 4, d.A.shape)[pairs[:, 0], pairs[:, 1]]  # the documented split: uniform per pair
+    right = (
+        x[:, 0, :, features.n_left :].numpy().astype(np.float64)
+    )  # (n, 2, rank): W[i] over H[:, j], as the pair saw them
+    chunk = np.random.default_rng(7).integers(0, 4, d.A.shape)[
+        pairs[:, 0], pairs[:, 1]
+    ]  # the documented split: uniform per pair
     x_misim = CrossFitted(features, 4, seed=7, similarity=lambda A: misim(A, d.SD)).pairs(pairs)
     H_ref = np.asarray(features.H).T.astype(np.float64) * features.scale
     for c in range(4):
         p = pairs[chunk == c]
         hidden = np.where(np.random.default_rng(7).integers(0, 4, d.A.shape) == c, 0.0, d.A)
-        assert not hidden[p[:, 0], p[:, 1]].any()  # the chunk's pairs, positives included, are 0 in what they are read through
+        assert not hidden[
+            p[:, 0], p[:, 1]
+        ].any()  # the chunk's pairs, positives included, are 0 in what they are read through
         model = NMF(n_components=3, init="nndsvda", random_state=7, max_iter=1000)
         W = model.fit_transform(hidden)
         H = model.components_
-        # pair components with the reference's by the best of all permutations (cosine of H's rows), rescale to its norms
+        # pair components with the reference's by the best of all permutations (cosine of H's rows), rescale to its
+        # norms
         cos = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
         best = max(itertools.permutations(range(3)), key=lambda q: sum(cos(H_ref[k], H[q[k]]) for k in range(3)))
         s = np.linalg.norm(H_ref, axis=1) / np.linalg.norm(H[list(best)], axis=1)
@@ -205,7 +236,9 @@ def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_associat
         np.testing.assert_allclose(left[:, 0, 60:], hidden[p[:, 0]], atol=0)
         np.testing.assert_allclose(left[:, 1, :60], hidden[:, p[:, 1]].T, atol=0)
         np.testing.assert_allclose(left[:, 0, :60], d.SM[p[:, 0]], rtol=1e-6)
-        np.testing.assert_allclose(x_misim[chunk == c, 0, 0, :60].numpy(), misim(hidden, d.SD)[p[:, 0]], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            x_misim[chunk == c, 0, 0, :60].numpy(), misim(hidden, d.SD)[p[:, 0]], rtol=1e-5, atol=1e-6
+        )
     assert len(np.concatenate(cf.alignment)) == 12 and np.concatenate(cf.alignment).max() <= 1 + 1e-9
     # what cross-fitting is for: training associations read through it are reconstructed about as
     # weakly as masked test associations are, not as strongly as by the shared NMF that saw them
@@ -215,9 +248,20 @@ def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_associat
     train_pos = np.argwhere(inp["A_train"] == 1)
     dot = lambda r: (r[:, 0] * r[:, 1]).sum(1).mean()  # noqa: E731
     cf = CrossFitted(f, 10, seed=0)
-    shared, shared_test = dot(f.right(train_pos[:, 0], train_pos[:, 1]).numpy()), dot(f.right(test_pos[:, 0], test_pos[:, 1]).numpy())
-    crossfit, crossfit_test = dot(cf.right(train_pos[:, 0], train_pos[:, 1]).numpy()), dot(cf.right(test_pos[:, 0], test_pos[:, 1]).numpy())
-    assert abs(crossfit - crossfit_test) < 0.5 * abs(shared - shared_test), (shared, shared_test, crossfit, crossfit_test)
+    shared, shared_test = (
+        dot(f.right(train_pos[:, 0], train_pos[:, 1]).numpy()),
+        dot(f.right(test_pos[:, 0], test_pos[:, 1]).numpy()),
+    )
+    crossfit, crossfit_test = (
+        dot(cf.right(train_pos[:, 0], train_pos[:, 1]).numpy()),
+        dot(cf.right(test_pos[:, 0], test_pos[:, 1]).numpy()),
+    )
+    assert abs(crossfit - crossfit_test) < 0.5 * abs(shared - shared_test), (
+        shared,
+        shared_test,
+        crossfit,
+        crossfit_test,
+    )
 
 
 def test_no_test_association_reaches_a_folds_inputs():
@@ -256,11 +300,15 @@ def test_study_scores_every_method_on_the_same_pairs_and_reports_claims(tmp_path
     n_known, folds = int(r.data.A.sum()), fold_positives(r.data.A, cfg.folds, cfg.seed)
     for f, test_pos in zip(r.folds, folds):  # evaluation: every pair A_train shows as unknown, but the drawn negatives
         train_pos = n_known - len(test_pos)
-        assert f["n_eval"] == r.data.A.size - 2 * train_pos and 0 < f["n_test_pos"] <= len(test_pos) and f["nmf_rank"] in (4, 8, 16, 32)
+        assert (
+            f["n_eval"] == r.data.A.size - 2 * train_pos
+            and 0 < f["n_test_pos"] <= len(test_pos)
+            and f["nmf_rank"] in (4, 8, 16, 32)
+        )
         assert -1 <= f["alignment_min_cosine"] <= 1 and f["alignment_below_half"].endswith(f"of {10 * cfg.rank}")
     table = {row["method"]: row for row in r.table()}
     assert table["neighbours"]["auc"] > 0.7  # the smoke set is learnable: a simple vote recovers it
-    assert len(r.claims()) == 8 and {c["verdict"] for c in r.claims()} <= {"supported", "contradicted", "undecided"}
+    assert len(r.claims()) == 8 and {c.verdict for c in r.claims()} <= {"supported", "contradicted", "undecided"}
     assert len(r.top) == cfg.top_k and r.disease in r.data.diseases
     j = r.data.diseases.index(r.disease)
     assert all(r.data.A[r.data.mirnas.index(t["mirna"]), j] == 0 for t in r.top)  # only unknown pairs are candidates
@@ -270,10 +318,16 @@ def test_study_scores_every_method_on_the_same_pairs_and_reports_claims(tmp_path
         run_cnnmda(cfg.replace(disease="disease-1x"), run_root=tmp_path, progress=False)
     # the final model's negatives avoid the case study's disease, so none of its candidates was trained towards 0
     negatives = r.final[2]
-    assert len(negatives) == n_known and not (negatives[:, 1] == j).any() and not any(t["trained_as_negative"] for t in r.top)
+    assert (
+        len(negatives) == n_known
+        and not (negatives[:, 1] == j).any()
+        and not any(t["trained_as_negative"] for t in r.top)
+    )
     assert (r.data.A[negatives[:, 0], negatives[:, 1]] == 0).all()
     other = int(np.bincount(negatives[:, 1]).argmax())
-    flagged = {t["mirna"] for t in r.top_candidates(r.data.diseases[other], k=r.data.A.shape[0]) if t["trained_as_negative"]}
+    flagged = {
+        t["mirna"] for t in r.top_candidates(r.data.diseases[other], k=r.data.A.shape[0]) if t["trained_as_negative"]
+    }
     assert flagged == {r.data.mirnas[i] for i in negatives[negatives[:, 1] == other, 0]}
     with pytest.raises(ValueError, match="crossfit"):
         cfg.replace(crossfit=1)
@@ -287,8 +341,8 @@ def test_repeats_are_new_partitions_of_the_same_data(tmp_path):
     cfg = CnnmdaConfig.from_profile("smoke", repeats=2, crossfit=0)
     r = run_cnnmda(cfg, run_root=tmp_path, progress=False)
     assert [(f["repeat"], f["fold"]) for f in r.folds] == [(a, b) for a in range(2) for b in range(3)]
-    assert set(r.histories) == {f"repeat{a}-fold{b}" for a in range(2) for b in range(3)} | {"all"}
-    assert all(c["n_folds"] == 6 for c in r.claims())
+    assert {arm for arm, _ in r.curves()} == {f"repeat{a}-fold{b}" for a in range(2) for b in range(3)} | {"all"}
+    assert all(c.n == 6 and c.unit.startswith("folds") for c in r.claims())
     # repeat 1's first fold is the first fold of the partition drawn with seed + 1, scored on the pairs that leaves
     for repeat in (0, 1):
         test_pos = fold_positives(r.data.A, 3, cfg.seed + repeat)[0]

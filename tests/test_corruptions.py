@@ -1,10 +1,19 @@
+import corruption_refs as ref
 import numpy as np
 import pytest
 import torch
 
-import corruption_refs as ref
 from geoviz.analysis.robustness import robustness_report, robustness_reports, summarize_errors
-from geoviz.datasets.corruptions import CORRUPTIONS, GROUPS, PARAMS, SEVERITIES, CorruptedImages, corrupt, gallery, load_cifar10c
+from geoviz.datasets.corruptions import (
+    CORRUPTIONS,
+    GROUPS,
+    PARAMS,
+    SEVERITIES,
+    CorruptedImages,
+    corrupt,
+    gallery,
+    load_cifar10c,
+)
 from geoviz.datasets.images import TensorImages
 
 
@@ -34,7 +43,11 @@ def test_shape_dtype_range_and_determinism(name):
     assert grey.shape == x[:, :1].shape
 
 
-RANDOM = [c for c in CORRUPTIONS if c not in ("defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression")]
+RANDOM = [
+    c
+    for c in CORRUPTIONS
+    if c not in ("defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression")
+]
 
 
 @pytest.mark.parametrize("name", RANDOM)
@@ -78,14 +91,25 @@ def test_noise_matches_its_closed_form_statistics():
     for s, c in enumerate(PARAMS["shot_noise"], 1):
         y = corrupt(x, "shot_noise", s).double()
         k = y * c  # Poisson(0.5 c): mean = variance = 0.5 c
-        assert np.allclose(k, k.round(), atol=1e-3 * c) and abs(float(k.mean()) - 0.5 * c) < 0.02 * c and abs(float(k.var()) / (0.5 * c) - 1) < 0.1
+        assert (
+            np.allclose(k, k.round(), atol=1e-3 * c)
+            and abs(float(k.mean()) - 0.5 * c) < 0.02 * c
+            and abs(float(k.var()) / (0.5 * c) - 1) < 0.1
+        )
     for s, c in enumerate(PARAMS["impulse_noise"], 1):
         y = corrupt(x, "impulse_noise", s)
         zero, one = float((y == 0).float().mean()), float((y == 1).float().mean())
-        assert abs(zero - c / 2) < 0.15 * c and abs(one - c / 2) < 0.15 * c and float((y == 0.5).float().mean()) == pytest.approx(1 - zero - one)
+        assert (
+            abs(zero - c / 2) < 0.15 * c
+            and abs(one - c / 2) < 0.15 * c
+            and float((y == 0.5).float().mean()) == pytest.approx(1 - zero - one)
+        )
 
 
-@pytest.mark.parametrize("name, atol", [("contrast", 1e-6), ("brightness", 1e-5), ("defocus_blur", 1e-5), ("zoom_blur", 1e-5), ("pixelate", 1e-6)])
+@pytest.mark.parametrize(
+    "name, atol",
+    [("contrast", 1e-6), ("brightness", 1e-5), ("defocus_blur", 1e-5), ("zoom_blur", 1e-5), ("pixelate", 1e-6)],
+)
 def test_deterministic_corruptions_match_the_reference_formulas(name, atol):
     x = _images(3)
     if name == "pixelate":  # PIL works on 8-bit images
@@ -106,7 +130,9 @@ def test_glass_shuffle_is_the_reference_scan_with_the_same_offsets():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     d = rng.integers(-1, 1, (3, 2, 32, 32))
-    got = glass_shuffle(torch.from_numpy(x).permute(0, 3, 1, 2).float(), torch.from_numpy(d)).permute(0, 2, 3, 1).numpy()
+    got = (
+        glass_shuffle(torch.from_numpy(x).permute(0, 3, 1, 2).float(), torch.from_numpy(d)).permute(0, 2, 3, 1).numpy()
+    )
     for i in range(3):
         want = ref.glass_shuffle(x[i], d[i].transpose(1, 2, 0))
         assert np.array_equal(got[i], want)
@@ -129,8 +155,17 @@ def test_random_corruptions_match_the_reference_in_distribution():
         for s in (1, 4):
             y = corrupt(x, name, s)
             ours = np.mean([_psnr(y[i], x[i]) for i in range(len(x))])  # per image, as the reference's
-            theirs = np.mean([_psnr(torch.from_numpy(ref.REFERENCES[name](x[i].permute(1, 2, 0).double().numpy(), PARAMS[name][s - 1], rng)).float(),
-                                    x[i].permute(1, 2, 0)) for i in range(len(x))])
+            theirs = np.mean(
+                [
+                    _psnr(
+                        torch.from_numpy(
+                            ref.REFERENCES[name](x[i].permute(1, 2, 0).double().numpy(), PARAMS[name][s - 1], rng)
+                        ).float(),
+                        x[i].permute(1, 2, 0),
+                    )
+                    for i in range(len(x))
+                ]
+            )
             assert abs(ours - theirs) < (1.5 if name in ("fog", "elastic_transform") else 0.6), (name, s, ours, theirs)
 
 
@@ -180,7 +215,11 @@ def test_cifar10c_files_are_read_in_their_distributed_layout(tmp_path):
     np.save(folder / "fog.npy", arr)
     np.save(folder / "labels.npy", labels)
     x, y = load_cifar10c("fog", 3, root=tmp_path)
-    assert x.shape == (n, 3, 32, 32) and x.dtype == torch.uint8 and torch.equal(x[2], torch.from_numpy(arr[2 * n + 2]).permute(2, 0, 1))
+    assert (
+        x.shape == (n, 3, 32, 32)
+        and x.dtype == torch.uint8
+        and torch.equal(x[2], torch.from_numpy(arr[2 * n + 2]).permute(2, 0, 1))
+    )
     assert y.tolist() == (np.arange(n) % 10).tolist()
     with pytest.raises(FileNotFoundError, match="CIFAR-10-C not found .*missing snow.npy.*never downloads"):
         load_cifar10c("snow", 1, root=tmp_path)
@@ -191,7 +230,10 @@ def test_cifar10c_files_are_read_in_their_distributed_layout(tmp_path):
 
 def test_mce_and_relative_mce_on_a_hand_made_table():
     errors = {"fog": {1: 0.2, 2: 0.3}, "contrast": {1: 0.4, 2: 0.6}, "shot_noise": {1: 0.25, 2: 0.35}}
-    reference = {"errors": {"fog": {1: 0.4, 2: 0.6}, "contrast": {1: 0.5, 2: 0.5}, "shot_noise": {1: 0.3, 2: 0.5}}, "clean": 0.2}
+    reference = {
+        "errors": {"fog": {1: 0.4, 2: 0.6}, "contrast": {1: 0.5, 2: 0.5}, "shot_noise": {1: 0.3, 2: 0.5}},
+        "clean": 0.2,
+    }
     got = summarize_errors(errors, 0.1, reference)
     # by hand: CE = (0.5/1.0, 1.0/1.0, 0.6/0.8); relative = (0.3/0.6, 0.8/0.6, 0.4/0.4)
     assert got["ce"] == pytest.approx({"fog": 0.5, "contrast": 1.0, "shot_noise": 0.75})
@@ -215,13 +257,18 @@ def test_robustness_report_runs_a_model_over_the_table():
     cd = CorruptedImages(ds, "brightness", 5)
     want = float((Mean()(torch.stack([cd[i][0] for i in range(20)])).argmax(1) != torch.arange(20) % 10).float().mean())
     assert rep["errors"]["brightness"][5] == pytest.approx(want)
+
     class Zero(torch.nn.Module):  # a reference that always says class 0
         def forward(self, z):
             return torch.nn.functional.one_hot(torch.zeros(len(z), dtype=torch.long), 10).float()
 
     ref_rep = robustness_report(Zero(), ds, ("contrast", "brightness"), (1, 5), progress=False, device="cpu")
-    rep2 = robustness_report(Mean(), ds, ("contrast", "brightness"), (1, 5), reference=ref_rep, progress=False, device="cpu")
-    want = np.mean([sum(rep["errors"][c].values()) / sum(ref_rep["errors"][c].values()) for c in ("contrast", "brightness")])
+    rep2 = robustness_report(
+        Mean(), ds, ("contrast", "brightness"), (1, 5), reference=ref_rep, progress=False, device="cpu"
+    )
+    want = np.mean(
+        [sum(rep["errors"][c].values()) / sum(ref_rep["errors"][c].values()) for c in ("contrast", "brightness")]
+    )
     assert ref_rep["clean"] == pytest.approx(0.9) and rep2["mce"] == pytest.approx(want)
 
 
@@ -240,13 +287,29 @@ def test_models_scored_together_see_the_same_images_as_alone_and_match_numpy_for
             return (z.mean((1, 2, 3)) * self.k)[:, None]
 
     table, sev = ("gaussian_noise", "contrast", "fog"), (1, 4)
-    reps = robustness_reports({"a": Scaled(10.0), "b": Scaled(8.0)}, ds, table, sev, task="regression", reference="a", seed=3,
-                              progress=False, device="cpu")
+    reps = robustness_reports(
+        {"a": Scaled(10.0), "b": Scaled(8.0)},
+        ds,
+        table,
+        sev,
+        task="regression",
+        reference="a",
+        seed=3,
+        progress=False,
+        device="cpu",
+    )
     yn = y.numpy().astype(np.float64)
     err = {}
     for k, f in (("a", 10.0), ("b", 8.0)):
-        err[k] = {c: {s: np.abs(np.array([CorruptedImages(ds, c, s, seed=3)[i][0].numpy().mean() for i in range(300)]) * f - yn).mean()
-                      for s in sev} for c in table}
+        err[k] = {
+            c: {
+                s: np.abs(
+                    np.array([CorruptedImages(ds, c, s, seed=3)[i][0].numpy().mean() for i in range(300)]) * f - yn
+                ).mean()
+                for s in sev
+            }
+            for c in table
+        }
         clean = np.abs(x.numpy().mean((1, 2, 3)) * f - yn).mean()
         assert reps[k]["clean"] == pytest.approx(clean, rel=1e-5)
         for c in table:

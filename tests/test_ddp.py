@@ -1,4 +1,5 @@
 """fit under DistributedDataParallel: two CPU processes with gloo end with identical weights."""
+
 import json
 import os
 import socket
@@ -15,7 +16,9 @@ def _free_port():
 
 
 def _worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     from geoviz.datasets import get_dataset
     from geoviz.engine import fit
@@ -25,10 +28,24 @@ def _worker(rank, world, port, out_dir):
     torch.manual_seed(0)  # same initial weights on both ranks (DDP also broadcasts rank 0's)
     student, teacher = build_model("resnet8", 10), build_model("resnet14", 10)
     train = get_dataset("shapes10", "train", n=128)
-    terms = ["ce", {"name": "kd"}, {"name": "geometric", "pairs": {"layer2": "layer2"}, "m": 64},
-             {"name": "fitnet", "pairs": {"layer3": "layer3"}, "weight": 1.0}]
-    res = fit(student, train, teacher=teacher, terms=terms, epochs=2, lr=0.05, batch_size=32, device="cpu",
-              progress=False, run=RunDir("run", os.path.join(out_dir, f"rank{rank}")))  # each rank its own folder: who wrote?
+    terms = [
+        "ce",
+        {"name": "kd"},
+        {"name": "geometric", "pairs": {"layer2": "layer2"}, "m": 64},
+        {"name": "fitnet", "pairs": {"layer3": "layer3"}, "weight": 1.0},
+    ]
+    res = fit(
+        student,
+        train,
+        teacher=teacher,
+        terms=terms,
+        epochs=2,
+        lr=0.05,
+        batch_size=32,
+        device="cpu",
+        progress=False,
+        run=RunDir("run", os.path.join(out_dir, f"rank{rank}")),
+    )  # each rank its own folder: who wrote?
     state = {"student": student.state_dict(), "terms": [t.state_dict() for t in res.terms]}
     torch.save(state, os.path.join(out_dir, f"rank{rank}.pt"))
 

@@ -120,7 +120,9 @@ def test_image_statistics_match_numpy():
     assert got.shape == (4, len(IMAGE_STATISTICS))
     np.testing.assert_allclose(got[:, :3], a.mean((2, 3)), rtol=1e-5)
     np.testing.assert_allclose(got[:, 3:6], a.std((2, 3), ddof=1), rtol=1e-4)
-    np.testing.assert_allclose(got[:, 6:11], np.quantile(grey.reshape(4, -1), [0.01, 0.05, 0.5, 0.95, 0.99], axis=1).T, rtol=1e-5)
+    np.testing.assert_allclose(
+        got[:, 6:11], np.quantile(grey.reshape(4, -1), [0.01, 0.05, 0.5, 0.95, 0.99], axis=1).T, rtol=1e-5
+    )
     g = np.hypot(grey[:, :-1, 1:] - grey[:, :-1, :-1], grey[:, 1:, :-1] - grey[:, :-1, :-1])
     np.testing.assert_allclose(got[:, 11], g.mean((1, 2)), rtol=1e-4)
     np.testing.assert_allclose(got[:, 12], np.quantile(g.reshape(4, -1), 0.99, axis=1), rtol=1e-4)

@@ -1,5 +1,6 @@
 """Tensor-backed data sets batched by index on the device (``DeviceLoader``): the same batches as the
 per-item DataLoader, the same training, batched augmentation equal to a NumPy reference."""
+
 import random
 
 import numpy as np
@@ -26,7 +27,7 @@ def _crop_flip_numpy(x: np.ndarray, offsets: np.ndarray, flips: np.ndarray, pad:
     h, w = x.shape[-2:]
     for b in range(len(x)):
         p = np.pad(x[b], ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-        crop = p[:, offsets[b, 0]: offsets[b, 0] + h, offsets[b, 1]: offsets[b, 1] + w]
+        crop = p[:, offsets[b, 0] : offsets[b, 0] + h, offsets[b, 1] : offsets[b, 1] + w]
         out[b] = crop[:, :, ::-1] if flips[b] else crop
     return out
 
@@ -73,8 +74,13 @@ def test_device_batches_are_the_per_item_loaders_batches(device):
     _same_batches(Subset(Subset(shapes, list(range(10, 40))), range(0, 30, 3)), device)
     _same_batches(ShapeSizeDataset(20, seed=1), device)  # float targets
     _same_batches(ProbeDataset("E1", n_per_class=4, imagenet_norm=True), device)  # a batched normalisation
-    _same_batches(TensorImages(torch.randint(0, 256, (13, 1, 9, 9), dtype=torch.uint8), torch.arange(13) % 2, ["a", "b"]), device,
-                  shuffle=True, seed=0, drop_last=True)
+    _same_batches(
+        TensorImages(torch.randint(0, 256, (13, 1, 9, 9), dtype=torch.uint8), torch.arange(13) % 2, ["a", "b"]),
+        device,
+        shuffle=True,
+        seed=0,
+        drop_last=True,
+    )
 
 
 def test_teacher_cache_indices_travel_with_device_batches():
@@ -95,7 +101,9 @@ def test_data_without_a_batch_source_keep_the_data_loader():
 
 
 def test_augmented_device_batches_are_crops_of_the_stored_images():
-    ds = TensorImages(torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8), torch.arange(9) % 3, "abc", augment=True)
+    ds = TensorImages(
+        torch.randint(0, 256, (9, 3, 16, 16), dtype=torch.uint8), torch.arange(9) % 3, "abc", augment=True
+    )
     torch.manual_seed(0)
     x, y = next(iter(as_loader(ds, 9, device="cpu")))
     torch.manual_seed(0)
@@ -114,8 +122,19 @@ def test_fit_on_device_batches_trains_exactly_as_the_per_item_loader(device):
     for device_data in (False, True):
         torch.manual_seed(0)
         m = build_model("resnet8", 10)
-        r = fit(m, Subset(shapes, list(range(0, 96, 2))), val, test=val, epochs=2, batch_size=16, lr=0.05, device=device, progress=False,
-                device_data=device_data, deterministic=device != "cpu")
+        r = fit(
+            m,
+            Subset(shapes, list(range(0, 96, 2))),
+            val,
+            test=val,
+            epochs=2,
+            batch_size=16,
+            lr=0.05,
+            device=device,
+            progress=False,
+            device_data=device_data,
+            deterministic=device != "cpu",
+        )
         states.append({k: v.cpu() for k, v in m.state_dict().items()})
         summaries.append(r.summary)
     for k in states[0]:
@@ -125,15 +144,30 @@ def test_fit_on_device_batches_trains_exactly_as_the_per_item_loader(device):
 
 def _train_augmented(tmp_path, name, stop_at=None):
     torch.manual_seed(0)
-    ds = TensorImages(torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
-                      torch.arange(48) % 3, "abc", augment=True)
+    ds = TensorImages(
+        torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)),
+        torch.arange(48) % 3,
+        "abc",
+        augment=True,
+    )
     m = build_model("resnet8", 3)
 
     def interrupt(state):
         if state.epoch == stop_at:
             raise KeyboardInterrupt
 
-    fit(m, ds, epochs=3, batch_size=16, lr=0.05, run=RunDir(name, tmp_path), seed=3, callbacks=[interrupt], device="cpu", progress=False)
+    fit(
+        m,
+        ds,
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+        run=RunDir(name, tmp_path),
+        seed=3,
+        callbacks=[interrupt],
+        device="cpu",
+        progress=False,
+    )
     return m
 
 
@@ -183,7 +217,16 @@ def test_a_resume_may_not_switch_how_augmentation_draws(tmp_path):
     ds = TensorImages(torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8), torch.arange(32) % 2, "ab", augment=True)
     fit(build_model("resnet8", 2), ds, epochs=1, batch_size=8, run=RunDir("r", tmp_path), device="cpu", progress=False)
     with pytest.raises(ValueError, match="augmentation_draws"):
-        fit(build_model("resnet8", 2), ds, epochs=1, batch_size=8, run=RunDir("r", tmp_path), device="cpu", progress=False, device_data=False)
+        fit(
+            build_model("resnet8", 2),
+            ds,
+            epochs=1,
+            batch_size=8,
+            run=RunDir("r", tmp_path),
+            device="cpu",
+            progress=False,
+            device_data=False,
+        )
 
 
 def test_compiled_training_with_recorded_layers_matches_eager(monkeypatch):
@@ -198,7 +241,9 @@ def test_compiled_training_with_recorded_layers_matches_eager(monkeypatch):
     for compile in (False, "eager"):
         torch.manual_seed(0)
         m = build_model("resnet8", 10)
-        fit(m, data, epochs=1, batch_size=8, teacher=teacher, terms=terms, device="cpu", progress=False, compile=compile)
+        fit(
+            m, data, epochs=1, batch_size=8, teacher=teacher, terms=terms, device="cpu", progress=False, compile=compile
+        )
         states.append(m.state_dict())
     for k in states[0]:
         torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-5, atol=1e-6)

@@ -39,8 +39,17 @@ class _Noisy(Dataset):
 
 def test_fit_learns_and_reports_both_test_accuracies(tmp_path):
     seen = []
-    res = fit(build_model("resnet8", 3), _blobs(96, 0), _blobs(48, 1), test=_blobs(48, 2), epochs=3, lr=0.05,
-              batch_size=16, run=RunDir("t", tmp_path), callbacks=[lambda s: seen.append(s.epoch) or s.metrics.update(extra=1.0)])
+    res = fit(
+        build_model("resnet8", 3),
+        _blobs(96, 0),
+        _blobs(48, 1),
+        test=_blobs(48, 2),
+        epochs=3,
+        lr=0.05,
+        batch_size=16,
+        run=RunDir("t", tmp_path),
+        callbacks=[lambda s: seen.append(s.epoch) or s.metrics.update(extra=1.0)],
+    )
     assert seen == [1, 2, 3] and res.history[-1]["extra"] == 1.0
     assert res.summary["test_acc_last"] > 0.9 and "test_acc_best_val" in res.summary
     metrics = RunDir("t", tmp_path).read_metrics()
@@ -60,8 +69,20 @@ def _train(tmp_path, name, stop_at=None, device="cpu", **kw):
         if state.epoch == stop_at:  # before this epoch's checkpoint: the last one is epoch - 1
             raise KeyboardInterrupt
 
-    fit(m, _Noisy(64, 0), _blobs(32, 1), epochs=3, lr=0.05, batch_size=16, run=RunDir(name, tmp_path), seed=3,
-        callbacks=[interrupt], device=device, deterministic=device != "cpu", **kw)
+    fit(
+        m,
+        _Noisy(64, 0),
+        _blobs(32, 1),
+        epochs=3,
+        lr=0.05,
+        batch_size=16,
+        run=RunDir(name, tmp_path),
+        seed=3,
+        callbacks=[interrupt],
+        device=device,
+        deterministic=device != "cpu",
+        **kw,
+    )
     return m
 
 
@@ -83,7 +104,16 @@ def _interrupted_and_resumed(tmp_path, **kw):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, device, amp, workers):
     _interrupted_and_resumed(tmp_path, device=device, amp=amp, num_workers=workers)
     with pytest.raises(ValueError, match=r"other training settings \{'epochs': \(3, 5\)\}"):
-        fit(build_model("resnet8", 3), _blobs(64, 0), epochs=5, lr=0.05, batch_size=16, run=RunDir("resumed", tmp_path), seed=3, amp=amp)
+        fit(
+            build_model("resnet8", 3),
+            _blobs(64, 0),
+            epochs=5,
+            lr=0.05,
+            batch_size=16,
+            run=RunDir("resumed", tmp_path),
+            seed=3,
+            amp=amp,
+        )
 
 
 def test_resume_restores_the_fp16_loss_scale(tmp_path, monkeypatch):
@@ -97,26 +127,66 @@ def test_resume_restores_the_fp16_loss_scale(tmp_path, monkeypatch):
 
 
 def test_fp16_trains_with_loss_scaling_and_amp_may_change_on_resume(tmp_path):
-    res = fit(build_model("resnet8", 3), _blobs(96, 0), _blobs(48, 1), epochs=3, lr=0.05, batch_size=16, amp="fp16",
-              device="cpu", run=RunDir("fp16", tmp_path))
+    res = fit(
+        build_model("resnet8", 3),
+        _blobs(96, 0),
+        _blobs(48, 1),
+        epochs=3,
+        lr=0.05,
+        batch_size=16,
+        amp="fp16",
+        device="cpu",
+        run=RunDir("fp16", tmp_path),
+    )
     ck = RunDir("fp16", tmp_path).load_checkpoint()
-    assert ck["scaler"]["scale"] > 1 and all(r["loss_scale"] > 1 for r in res.history) and res.summary["val_acc_best"] > 0.9
+    assert (
+        ck["scaler"]["scale"] > 1
+        and all(r["loss_scale"] > 1 for r in res.history)
+        and res.summary["val_acc_best"] > 0.9
+    )
 
     def stop(state):
         if state.epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(build_model("resnet8", 3), _blobs(96, 0), epochs=3, batch_size=16, amp="fp16", device="cpu",
-            run=RunDir("switch", tmp_path), callbacks=[stop])
-    more = fit(build_model("resnet8", 3), _blobs(96, 0), epochs=3, batch_size=16, amp="off", device="cpu", run=RunDir("switch", tmp_path))
-    assert [r["epoch"] for r in more.history] == [1, 2, 3] and "loss_scale" in more.history[0] and "loss_scale" not in more.history[2]
+        fit(
+            build_model("resnet8", 3),
+            _blobs(96, 0),
+            epochs=3,
+            batch_size=16,
+            amp="fp16",
+            device="cpu",
+            run=RunDir("switch", tmp_path),
+            callbacks=[stop],
+        )
+    more = fit(
+        build_model("resnet8", 3),
+        _blobs(96, 0),
+        epochs=3,
+        batch_size=16,
+        amp="off",
+        device="cpu",
+        run=RunDir("switch", tmp_path),
+    )
+    assert (
+        [r["epoch"] for r in more.history] == [1, 2, 3]
+        and "loss_scale" in more.history[0]
+        and "loss_scale" not in more.history[2]
+    )
 
 
 def test_resuming_with_another_architecture_names_it(tmp_path):
     fit(build_model("resnet8", 3), _blobs(32, 0), epochs=1, batch_size=16, run=RunDir("arch", tmp_path), device="cpu")
     with pytest.raises(ValueError, match=r"other training settings \{'model': .*'resnet8'.*'resnet14'"):
-        fit(build_model("resnet14", 3), _blobs(32, 0), epochs=1, batch_size=16, run=RunDir("arch", tmp_path), device="cpu")
+        fit(
+            build_model("resnet14", 3),
+            _blobs(32, 0),
+            epochs=1,
+            batch_size=16,
+            run=RunDir("arch", tmp_path),
+            device="cpu",
+        )
     plain = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
     plain(torch.zeros(1, 3, 8, 8))
     fit(plain, _blobs(32, 0), epochs=1, batch_size=16, run=RunDir("plain", tmp_path), device="cpu")
@@ -187,15 +257,31 @@ def test_resume_loads_the_checkpoint_onto_the_cpu(tmp_path, monkeypatch):
         return original(self, name, map_location)
 
     monkeypatch.setattr(RunDir, "load_checkpoint", spy)
-    fit(build_model("resnet8", 3), _blobs(32, 0), epochs=1, batch_size=16, run=RunDir("cpu", tmp_path), device=torch.device("cpu"))
+    fit(
+        build_model("resnet8", 3),
+        _blobs(32, 0),
+        epochs=1,
+        batch_size=16,
+        run=RunDir("cpu", tmp_path),
+        device=torch.device("cpu"),
+    )
     assert seen and all(m == "cpu" for m in seen)
 
 
 def test_deterministic_mode_is_on_during_fit_and_restored_after():
     inside = []
     before = torch.are_deterministic_algorithms_enabled()
-    fit(build_model("resnet8", 3), _blobs(32, 0), epochs=1, batch_size=16, device="cpu", deterministic=True,
-        callbacks=[lambda s: inside.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))])
+    fit(
+        build_model("resnet8", 3),
+        _blobs(32, 0),
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        deterministic=True,
+        callbacks=[
+            lambda s: inside.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+        ],
+    )
     assert inside == [(True, False)] and torch.are_deterministic_algorithms_enabled() == before
 
 
@@ -212,7 +298,14 @@ def test_model_keeps_its_mode_when_the_setup_forward_raises():
 
     m, t = Fails(), build_model("resnet8", 3)
     with pytest.raises(RuntimeError, match="boom"):
-        fit(m, _blobs(16, 0), teacher=t, terms=["ce", {"name": "at", "pairs": {"net.layer2": "layer2"}}], epochs=1, device="cpu")
+        fit(
+            m,
+            _blobs(16, 0),
+            teacher=t,
+            terms=["ce", {"name": "at", "pairs": {"net.layer2": "layer2"}}],
+            epochs=1,
+            device="cpu",
+        )
     assert m.training
 
 
@@ -237,7 +330,14 @@ def test_dataloaders_are_accepted_where_they_can_be_and_refused_clearly_where_no
     ds = Fixed(*_blobs(32, 0).tensors)
     cache = TeacherCache(t, ds, ["layer3"], device="cpu")
     with pytest.raises(TypeError, match="teacher_cache needs the training Dataset .* not a DataLoader"):
-        fit(build_model("resnet8", 3), DataLoader(ds, batch_size=8), teacher=t, teacher_cache=cache, terms=["ce", "kd"], epochs=1)
+        fit(
+            build_model("resnet8", 3),
+            DataLoader(ds, batch_size=8),
+            teacher=t,
+            teacher_cache=cache,
+            terms=["ce", "kd"],
+            epochs=1,
+        )
 
 
 def test_teacher_cache_estimates_its_size_and_refuses_over_budget():
@@ -249,22 +349,26 @@ def test_teacher_cache_estimates_its_size_and_refuses_over_budget():
     cache = TeacherCache(t, ds, ["layer2", "layer3"], device="cpu")
     # independently: logits (3) + layer2 (32×4×4) + layer3 (64×2×2) float32 values per image
     assert est == cache.nbytes() == 40 * 4 * (3 + 32 * 4 * 4 + 64 * 2 * 2)
-    with pytest.raises(MemoryBudgetError, match=r"would hold 120\.5 KiB, over max_bytes=10\.0 KiB\. Train without a cache"):
+    with pytest.raises(
+        MemoryBudgetError, match=r"would hold 120\.5 KiB, over max_bytes=10\.0 KiB\. Train without a cache"
+    ):
         TeacherCache(t, ds, ["layer2", "layer3"], device="cpu", max_bytes=10 * 1024)
 
 
 def test_bad_arguments(monkeypatch):
     m = build_model("resnet8", 3)
-    for kw, msg in [(dict(epochs=0), "epochs must be >= 1, got 0"),
-                    (dict(epochs="two"), r"epochs must be a whole number, got 'two' \(str\)"),
-                    (dict(lr=-1), "lr must be > 0, got -1"),
-                    (dict(lr=float("nan")), "lr must be a finite number, got nan"),
-                    (dict(momentum=1.5), "momentum must be < 1, got 1.5"),
-                    (dict(seed=2**40), "seed must be <= 4294967295"),
-                    (dict(warmup_epochs=20, epochs=10), "warmup_epochs must be <= 10, got 20"),
-                    (dict(amp="fp32"), "unknown amp 'fp32'"),
-                    (dict(milestones=(50, 75)), r"each of milestones \(fractions of training\) must be < 1, got 50"),
-                    (dict(optimizer="adam"), "unknown optimizer 'adam'")]:
+    for kw, msg in [
+        (dict(epochs=0), "epochs must be >= 1, got 0"),
+        (dict(epochs="two"), r"epochs must be a whole number, got 'two' \(str\)"),
+        (dict(lr=-1), "lr must be > 0, got -1"),
+        (dict(lr=float("nan")), "lr must be a finite number, got nan"),
+        (dict(momentum=1.5), "momentum must be < 1, got 1.5"),
+        (dict(seed=2**40), "seed must be <= 4294967295"),
+        (dict(warmup_epochs=20, epochs=10), "warmup_epochs must be <= 10, got 20"),
+        (dict(amp="fp32"), "unknown amp 'fp32'"),
+        (dict(milestones=(50, 75)), r"each of milestones \(fractions of training\) must be < 1, got 50"),
+        (dict(optimizer="adam"), "unknown optimizer 'adam'"),
+    ]:
         with pytest.raises((ValueError, TypeError), match=msg):
             fit(m, _blobs(8, 0), **kw)
     with pytest.raises(TypeError, match="torch Dataset or DataLoader"):
@@ -304,19 +408,37 @@ def test_unlabelled_images_feed_the_teacher_terms_only():
         seen: list = []
 
         def forward(self, inp):
-            Recorder.seen.append((inp.logits.shape[0], len(inp.targets), inp.teacher_logits.shape[0], inp.labelled_logits.shape[0]))
+            Recorder.seen.append(
+                (inp.logits.shape[0], len(inp.targets), inp.teacher_logits.shape[0], inp.labelled_logits.shape[0])
+            )
             return (inp.logits - inp.teacher_logits).square().mean()
 
     torch.manual_seed(0)
     teacher = build_model("resnet8", 3)
     labelled, pool = _blobs(24, 0), _blobs(40, 5)
-    fit(build_model("resnet8", 3), labelled, teacher=teacher, terms=["ce", Recorder()], epochs=2, batch_size=8,
-        unlabelled=pool, unlabelled_batch_size=5, device="cpu")
+    fit(
+        build_model("resnet8", 3),
+        labelled,
+        teacher=teacher,
+        terms=["ce", Recorder()],
+        epochs=2,
+        batch_size=8,
+        unlabelled=pool,
+        unlabelled_batch_size=5,
+        device="cpu",
+    )
     assert Recorder.seen and all(s == (13, 8, 13, 8) for s in Recorder.seen) and len(Recorder.seen) == 6
     with pytest.raises(ValueError, match="unlabelled data feed the terms that need a teacher"):
         fit(build_model("resnet8", 3), labelled, terms=["ce"], epochs=1, unlabelled=pool)
     with pytest.raises(TypeError, match="unlabelled: pass a Dataset"):
-        fit(build_model("resnet8", 3), labelled, teacher=teacher, terms=["ce", "kd"], epochs=1, unlabelled=DataLoader(pool))
+        fit(
+            build_model("resnet8", 3),
+            labelled,
+            teacher=teacher,
+            terms=["ce", "kd"],
+            epochs=1,
+            unlabelled=DataLoader(pool),
+        )
 
 
 def test_a_student_learns_the_teachers_function_from_unlabelled_images():
@@ -332,8 +454,18 @@ def test_a_student_learns_the_teachers_function_from_unlabelled_images():
     def agreement(unlabelled):
         torch.manual_seed(1)
         s = build_model("resnet8", 3)
-        fit(s, few, teacher=teacher, terms=[{"name": "kd", "T": 4.0}], epochs=6, lr=0.05, batch_size=6, device="cpu",
-            unlabelled=unlabelled, unlabelled_batch_size=32)
+        fit(
+            s,
+            few,
+            teacher=teacher,
+            terms=[{"name": "kd", "T": 4.0}],
+            epochs=6,
+            lr=0.05,
+            batch_size=6,
+            device="cpu",
+            unlabelled=unlabelled,
+            unlabelled_batch_size=32,
+        )
         return (s.eval()(held.tensors[0]).argmax(1) == t_pred).float().mean().item()
 
     with_pool, without = agreement(pool), agreement(None)
@@ -348,15 +480,33 @@ def test_teacher_cache_covers_an_unlabelled_subset_of_its_data_set():
     t = build_model("resnet8", 3)
     cache = TeacherCache(t, ds, ["layer3"], device="cpu")
     labelled, rest = torch.utils.data.Subset(ds, range(16)), torch.utils.data.Subset(ds, range(16, 48))
-    res = fit(build_model("resnet8", 3), labelled, teacher=t, teacher_cache=cache, epochs=1, batch_size=8, device="cpu",
-              terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}], unlabelled=rest)
+    res = fit(
+        build_model("resnet8", 3),
+        labelled,
+        teacher=t,
+        teacher_cache=cache,
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+        terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}],
+        unlabelled=rest,
+    )
     assert len(res.history) == 1
     with pytest.raises(ValueError, match="another data set"):
-        fit(build_model("resnet8", 3), labelled, teacher=t, teacher_cache=cache, terms=["ce", "kd"], epochs=1, unlabelled=_blobs(8, 3))
+        fit(
+            build_model("resnet8", 3),
+            labelled,
+            teacher=t,
+            teacher_cache=cache,
+            terms=["ce", "kd"],
+            epochs=1,
+            unlabelled=_blobs(8, 3),
+        )
 
 
 def _train_with_unlabelled(tmp_path, name, *, cache: bool, stop_at=None):
     """A student with CE, KD and geometric terms; 32 labelled and 64 unlabelled images of one data set."""
+
     class Fixed(TensorDataset):
         deterministic = True
 
@@ -370,9 +520,22 @@ def _train_with_unlabelled(tmp_path, name, *, cache: bool, stop_at=None):
         if state.epoch == stop_at:
             raise KeyboardInterrupt
 
-    fit(student, labelled, _blobs(24, 1), teacher=teacher, teacher_cache=TeacherCache(teacher, full, ["layer3"], device="cpu") if cache else None,
-        terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}], epochs=3, lr=0.05, batch_size=8, seed=3,
-        device="cpu", unlabelled=rest, run=RunDir(name, tmp_path), callbacks=[interrupt])
+    fit(
+        student,
+        labelled,
+        _blobs(24, 1),
+        teacher=teacher,
+        teacher_cache=TeacherCache(teacher, full, ["layer3"], device="cpu") if cache else None,
+        terms=["ce", "kd", {"name": "geometric", "pairs": {"layer3": "layer3"}, "m": 32}],
+        epochs=3,
+        lr=0.05,
+        batch_size=8,
+        seed=3,
+        device="cpu",
+        unlabelled=rest,
+        run=RunDir(name, tmp_path),
+        callbacks=[interrupt],
+    )
     return student
 
 
@@ -381,7 +544,9 @@ def test_cached_teacher_outputs_for_unlabelled_images_are_the_right_ones(tmp_pat
     indices): training then ends where training with the teacher run every step ends."""
     a = _train_with_unlabelled(tmp_path, "nocache", cache=False)
     b = _train_with_unlabelled(tmp_path, "cache", cache=True)
-    worst = max((x.float() - y.float()).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    worst = max(
+        (x.float() - y.float()).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values())
+    )
     assert worst < 1e-4, worst
 
 
@@ -405,7 +570,7 @@ def test_epoch_size_makes_passes_in_their_own_orders_and_resumes_exactly(tmp_pat
 
     data = Spy(*_blobs(10, 0).tensors)
     fit(build_model("resnet8", 3), data, epochs=1, batch_size=5, epoch_size=30, device="cpu")
-    seen = seen[len(seen) - 30:]  # the example batch fit draws first is not part of the epoch
+    seen = seen[len(seen) - 30 :]  # the example batch fit draws first is not part of the epoch
     assert [sorted(seen[i : i + 10]) for i in (0, 10, 20)] == [list(range(10))] * 3  # three whole passes
     assert seen[:10] != seen[10:20]  # each in its own order
     with pytest.raises(ValueError, match="epoch_size must be >= 5"):

@@ -1,17 +1,26 @@
 import numpy as np
 import pytest
 
-from geoviz.methods.ensemble import (Ensemble, fit_weights, mean_fusion, mean_pairwise, pairwise_diversity, vote_fusion,
-                                     weighted_fusion)
+from geoviz.methods.ensemble import (
+    Ensemble,
+    fit_weights,
+    mean_fusion,
+    mean_pairwise,
+    pairwise_diversity,
+    vote_fusion,
+    weighted_fusion,
+)
 
 
 def _probs():
     # 3 members, 4 images, 3 classes
-    return np.array([
-        [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.4, 0.35, 0.25], [0.2, 0.3, 0.5]],
-        [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.1, 0.5, 0.4], [0.1, 0.1, 0.8]],
-        [[0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.2, 0.25, 0.55], [0.5, 0.4, 0.1]],
-    ])
+    return np.array(
+        [
+            [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.4, 0.35, 0.25], [0.2, 0.3, 0.5]],
+            [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.1, 0.5, 0.4], [0.1, 0.1, 0.8]],
+            [[0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.2, 0.25, 0.55], [0.5, 0.4, 0.1]],
+        ]
+    )
 
 
 def test_mean_and_vote_fusion_on_hand_cases():
@@ -84,7 +93,13 @@ def test_diversity_measures_match_their_formulas_pair_by_pair():
             if i != j:
                 assert d["q"][i, j] == pytest.approx((n11 * n00 - n01 * n10) / (n11 * n00 + n01 * n10))
                 assert d["error_correlation"][i, j] == pytest.approx(pearsonr(~a, ~b)[0])
-    assert mean_pairwise(d["disagreement"]) == pytest.approx(np.mean([d["disagreement"][i, j] for i in range(4) for j in range(i + 1, 4)]))
+    assert mean_pairwise(d["disagreement"]) == pytest.approx(
+        np.mean([d["disagreement"][i, j] for i in range(4) for j in range(i + 1, 4)])
+    )
     # identical members: no disagreement, Q = 1; a member that is always right has no error correlation
     same = pairwise_diversity(np.stack([correct[1], correct[1], np.ones(80, bool)]))
-    assert same["disagreement"][0, 1] == 0 and same["q"][0, 1] == pytest.approx(1) and np.isnan(same["error_correlation"][0, 2])
+    assert (
+        same["disagreement"][0, 1] == 0
+        and same["q"][0, 1] == pytest.approx(1)
+        and np.isnan(same["error_correlation"][0, 2])
+    )

@@ -28,8 +28,14 @@ def test_grad_cam_is_the_formula_at_the_last_stage():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("arch, trainable", [("resnet8", {"layer3", "fc"}), ("wrn_16_1", {"block3", "bn", "fc"}),
-                                             ("mobilenetv2_half", {"stage4", "conv_last", "fc"})])
+@pytest.mark.parametrize(
+    "arch, trainable",
+    [
+        ("resnet8", {"layer3", "fc"}),
+        ("wrn_16_1", {"block3", "bn", "fc"}),
+        ("mobilenetv2_half", {"stage4", "conv_last", "fc"}),
+    ],
+)
 def test_freezing_keeps_the_source_weights_and_statistics_before_the_last_stage(arch, trainable):
     from geoviz.engine import fit
 
@@ -105,15 +111,17 @@ def smoke(tmp_path_factory):
 def test_study_runs_every_member_and_fusion_and_stacks_on_validation_only(smoke):
     cfg, res, seen = smoke
     assert len(res.rows) == len(cfg.seeds) * len(cfg.starts) * (len(cfg.members) + len(cfg.fusions))
-    # one stacker and one set of weights per (seed, start), fitted on the 48 validation images' probabilities, never the 40 test images'
+    # one stacker and one set of weights per (seed, start), fitted on the 48 validation images' probabilities, never the
+    # 40 test images'
     runs = len(cfg.seeds) * len(cfg.starts)
     assert seen == [(cfg.n_val, len(cfg.members) * 8)] * runs + [(len(cfg.members), cfg.n_val, 8)] * runs
     assert set(res.source_val_acc) == set(cfg.members) and all(0 <= v <= 1 for v in res.source_val_acc.values())
     assert res.test_images.shape[0] == 40 and res.floors["chance"] == pytest.approx(1 / 8)
-    assert {c["verdict"] for c in res.claims()} <= {"supported", "contradicted", "undecided"}
+    assert {c.verdict for c in res.claims()} <= {"supported", "contradicted", "undecided"}
     conf = res.confusion[("scratch", "resnet8")]
-    assert conf.sum() == 40 and np.trace(conf) == round(next(r["acc"] for r in res.rows if r["seed"] == 0 and r["start"] == "scratch"
-                                                              and r["name"] == "resnet8") * 40)
+    assert conf.sum() == 40 and np.trace(conf) == round(
+        next(r["acc"] for r in res.rows if r["seed"] == 0 and r["start"] == "scratch" and r["name"] == "resnet8") * 40
+    )
 
 
 def test_best_member_is_chosen_on_validation_and_claims_have_the_right_signs():
@@ -122,16 +130,38 @@ def test_best_member_is_chosen_on_validation_and_claims_have_the_right_signs():
     for sd in range(3):
         for st, shift in (("transfer", 0.10), ("scratch", 0.0)):
             # resnet8 looks best on validation but resnet14 is better on test
-            rows += [{"seed": sd, "start": st, "name": "resnet8", "kind": "member", "acc": 0.50 + shift + 0.01 * sd, "val_acc": 0.9},
-                     {"seed": sd, "start": st, "name": "resnet14", "kind": "member", "acc": 0.70 + shift + 0.01 * sd, "val_acc": 0.5},
-                     {"seed": sd, "start": st, "name": "mean", "kind": "fusion", "acc": 0.60 + shift + 0.02 * sd}]
+            rows += [
+                {
+                    "seed": sd,
+                    "start": st,
+                    "name": "resnet8",
+                    "kind": "member",
+                    "acc": 0.50 + shift + 0.01 * sd,
+                    "val_acc": 0.9,
+                },
+                {
+                    "seed": sd,
+                    "start": st,
+                    "name": "resnet14",
+                    "kind": "member",
+                    "acc": 0.70 + shift + 0.01 * sd,
+                    "val_acc": 0.5,
+                },
+                {"seed": sd, "start": st, "name": "mean", "kind": "fusion", "acc": 0.60 + shift + 0.02 * sd},
+            ]
     res = EnsemblesResult(cfg, rows, [], {"image_statistics": 0.3}, [], {}, test_labels=np.zeros(100))
-    got = {c["claim"]: c for c in res.claims()}
-    assert got["transfer (from shapes10, whole network; epochs: 1) beats scratch: resnet8 (test accuracy, transfer minus scratch)"]["verdict"] == "supported"
+    got = {c.claim: c for c in res.claims()}
+    assert (
+        got[
+            "transfer (from shapes10, whole network; epochs: 1) beats "
+            "scratch: resnet8 (test accuracy, transfer minus scratch)"
+        ].verdict
+        == "supported"
+    )
     beats = got["scratch: the mean ensemble beats its best member (chosen on validation)"]
     # against resnet8 (validation's choice): 0.60 + 0.02 sd − (0.50 + 0.01 sd) > 0; against resnet14 it would be < 0
-    assert beats["mean"] == pytest.approx(0.11) and beats["verdict"] == "supported"
-    assert got["scratch: resnet8 beats the image-statistics floor (0.300)"]["verdict"] == "supported"
+    assert beats.mean == pytest.approx(0.11) and beats.verdict == "supported"
+    assert got["scratch: resnet8 beats the image-statistics floor (0.300)"].verdict == "supported"
 
 
 def test_cam_and_member_probabilities_come_from_the_kept_models(smoke):
@@ -176,7 +206,10 @@ def test_ensemble_figures_show_the_table_floors_and_normalised_confusions(smoke)
     for tr in fig.data:
         want = {(r["kind"], r["name"]): r["acc"] for r in table if r["start"] == tr.name}
         assert list(tr.y) == [want[(k, n)] for k, n in zip(*tr.x)]
-    assert {round(s.y0, 6) for s in fig.layout.shapes} == {round(res.floors["chance"], 6), round(res.floors["image_statistics"], 6)}
+    assert {round(s.y0, 6) for s in fig.layout.shapes} == {
+        round(res.floors["chance"], 6),
+        round(res.floors["image_statistics"], 6),
+    }
     m = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4]])  # rows: true class; an empty row stays 0
     z = np.array(viz.confusion_grid({"a": m}, ["a", "b", "c"], title="t").data[0].z)
     np.testing.assert_allclose(z, [[0.75, 0.25, 0], [0, 0, 0], [0.25, 0.25, 0.5]])
@@ -215,7 +248,9 @@ def test_still_learning_reads_the_slope_at_the_end_against_validation_noise():
     stuck = h([0.12, 0.13, 0.12, 0.13, 0.12, 0.13, 0.125, 0.13, 0.12, 0.13])
     assert still_learning(stuck, 320) is False and at_chance(stuck, 320, 0.125) is True
     assert at_chance(h([0.17]), 320, 0.125) is False and at_chance([], 320, 0.125) is None
-    assert still_learning([{"val_acc": 0.1}, {"train_loss": 1.0}, {"val_acc": 0.3}, {"val_acc": 0.9}], 100) is True  # epochs without validation skipped
+    assert (
+        still_learning([{"val_acc": 0.1}, {"train_loss": 1.0}, {"val_acc": 0.3}, {"val_acc": 0.9}], 100) is True
+    )  # epochs without validation skipped
 
 
 def test_imagenet_members_see_normalised_inputs_in_both_arms_and_cams_work_on_nested_stages(tmp_path, monkeypatch):
@@ -224,9 +259,13 @@ def test_imagenet_members_see_normalised_inputs_in_both_arms_and_cams_work_on_ne
 
     torch.manual_seed(0)
     torch.save(build_model("tv:resnet18", 1000).state_dict(), tmp_path / "r18.pth")
-    cfg = EnsemblesConfig.from_profile("smoke", members=("tv:resnet18", "tv:mobilenet_v2"), source="imagenet", source_weights=str(tmp_path / "r18.pth"))
+    cfg = EnsemblesConfig.from_profile(
+        "smoke", members=("tv:resnet18", "tv:mobilenet_v2"), source="imagenet", source_weights=str(tmp_path / "r18.pth")
+    )
     x = torch.rand(2, 3, 32, 32)
-    want = (x - torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]) / torch.tensor([0.229, 0.224, 0.225])[None, :, None, None]
+    want = (x - torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]) / torch.tensor([0.229, 0.224, 0.225])[
+        None, :, None, None
+    ]
     for start in ("transfer", "scratch"):
         net, seen = build_member(cfg, "tv:resnet18", 8, start).eval(), []
         net.conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
@@ -244,7 +283,9 @@ def test_a_member_that_cannot_be_built_as_asked_fails_before_any_training(tmp_pa
     with pytest.raises(ValueError, match="finetune='all'"):
         run_ensembles(cfg, run_root=runs, progress=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
-    cfg = EnsemblesConfig.from_profile("smoke", members=("tv:resnet18", "tv:mobilenet_v2"), source="imagenet", starts=("scratch", "transfer"))
+    cfg = EnsemblesConfig.from_profile(
+        "smoke", members=("tv:resnet18", "tv:mobilenet_v2"), source="imagenet", starts=("scratch", "transfer")
+    )
     with pytest.raises(FileNotFoundError, match="downloads nothing unless asked"):
         run_ensembles(cfg, run_root=runs, progress=False)
     assert not any(runs.glob("*/*.pt")) and not any(runs.glob("*/*/*.pt"))  # nothing trained

@@ -2,6 +2,7 @@
 ``tv:resnet18`` with ``weights="DEFAULT"`` (read from a temporary torch hub cache, no network), each
 checked against an independent computation on a plain torchvision ResNet-18 fed by torchvision's
 own preset transform."""
+
 import json
 import subprocess
 import sys
@@ -11,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from data_files import write_hub_resnet18
 from PIL import Image
 
 from geoviz.experiments.explore import ExploreConfig, _random_bank, cam_rows, run_explore
 from geoviz.models import hub_weights_file
 from geoviz.viz import EmbeddingExplorer, write_explore_report
-
-from data_files import write_hub_resnet18
 
 IMAGENET_NAMES = ["tench", "goldfish", "great white shark", "tiger shark"]  # head outputs 0..3
 FOLDER_ORDER = sorted(IMAGENET_NAMES)  # class folders are read in name order, as ImageFolder does
@@ -36,7 +36,7 @@ def _folder(root: Path, names, per_class: int = 6, seed: int = 0) -> Path:
         for i in range(per_class):
             w, h = (260, 200) if i % 2 else (200, 300)
             a = (rng.random((h, w, 3)) * 120 + np.asarray(colour) * 0.5).astype(np.uint8)
-            a[rng.integers(0, h - 40):, :: 7] = 255 * (k % 2)  # some structure besides colour
+            a[rng.integers(0, h - 40) :, ::7] = 255 * (k % 2)  # some structure besides colour
             Image.fromarray(a).save(root / name / (f"{i}.png" if i % 2 else f"{i}.jpg"))
     return root
 
@@ -50,14 +50,29 @@ def setting(tmp_path_factory):
     mp.setenv("TORCH_HOME", str(root / "torch"))
     mp.setenv("GEOVIZ_RUNS", str(root / "runs"))
     ref = write_hub_resnet18(seed=11)
-    yield {"root": root, "ref": ref, "head_folder": _folder(root / "inet", IMAGENET_NAMES),
-           "other_folder": _folder(root / "mine", ["alpha", "beta", "gamma", "delta"], seed=1)}
+    yield {
+        "root": root,
+        "ref": ref,
+        "head_folder": _folder(root / "inet", IMAGENET_NAMES),
+        "other_folder": _folder(root / "mine", ["alpha", "beta", "gamma", "delta"], seed=1),
+    }
     mp.undo()
 
 
 def _cfg(setting, folder, **kw):
-    base = dict(model="tv:resnet18", weights="DEFAULT", data=f"folder:{folder}" if folder else None, model_b="none", n_images=24, positions_per_image=4,
-                explorer_layers=2, max_points=400, projection="pca", cam_images=4, batch_size=12)
+    base = dict(
+        model="tv:resnet18",
+        weights="DEFAULT",
+        data=f"folder:{folder}" if folder else None,
+        model_b="none",
+        n_images=24,
+        positions_per_image=4,
+        explorer_layers=2,
+        max_points=400,
+        projection="pca",
+        cam_images=4,
+        batch_size=12,
+    )
     return ExploreConfig.from_profile("smoke", **{**base, **kw})
 
 
@@ -78,7 +93,10 @@ def _preset_images(files, size=224, resize=256):
 
 def _pooled_and_logits(net, x, layers):
     acts = {}
-    hooks = [net.get_submodule(l).register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o.mean((2, 3)))) for l in layers]
+    hooks = [
+        net.get_submodule(l).register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o.mean((2, 3))))
+        for l in layers
+    ]
     with torch.no_grad():
         logits = net(x)
     for h in hooks:
@@ -135,14 +153,23 @@ def test_the_random_network_floor_is_the_architecture_with_recalibrated_statisti
     mine, _ = _pooled_and_logits(setting["ref"], x, r.layers)
     bank = _random_bank(r.config, r.model, r.data, r.layers, r.train, torch.device("cpu"), False)
     y = r.data.labels.numpy()
-    probe = lambda f: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[r.train], y[r.train]).predict(f[r.test]) == y[r.test]  # noqa: E731
+
+    def probe(f):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[r.train], y[r.train])
+        return clf.predict(f[r.test]) == y[r.test]
+
     for row in r.probes:
         f = pooled[row["layer"]]
-        assert np.allclose(np.asarray(bank.features[row["layer"]]), f, rtol=1e-3, atol=1e-3), row["layer"]  # statistics of the training half only
+        assert np.allclose(np.asarray(bank.features[row["layer"]]), f, rtol=1e-3, atol=1e-3), row[
+            "layer"
+        ]  # statistics of the training half only
         right_random, right = probe(f), probe(mine[row["layer"]])
         assert abs(right_random.mean() - row["random_network_accuracy"]) <= 1 / len(r.test) + 1e-9, row
         v = row["vs_random_network"]  # McNemar on the same held-out images: this network first
-        assert abs(v["a_only"] - (right & ~right_random).sum()) <= 1 and abs(v["b_only"] - (right_random & ~right).sum()) <= 1
+        assert (
+            abs(v["a_only"] - (right & ~right_random).sum()) <= 1
+            and abs(v["b_only"] - (right_random & ~right).sum()) <= 1
+        )
     holm = [row["vs_random_network"]["p_holm"] for row in r.probes]
     raw = sorted(row["vs_random_network"]["p_value"] for row in r.probes)
     assert max(holm) <= 1 and min(holm) == pytest.approx(min(1.0, len(raw) * raw[0]))
@@ -161,7 +188,9 @@ def test_purity_matches_a_brute_force_count(head_result):
             nn = others[np.lexsort((others, d[i, others]))[:10]]
             same.append((y[nn] == y[i]).mean())
             ch.append((y[others] == y[i]).mean())
-        assert purity == pytest.approx(np.mean(same), abs=1e-9) and chance == pytest.approx(np.mean(ch), abs=1e-12), layer
+        assert purity == pytest.approx(np.mean(same), abs=1e-9) and chance == pytest.approx(np.mean(ch), abs=1e-12), (
+            layer
+        )
 
 
 def test_class_geometry_uses_the_heads_class_vectors_when_its_classes_are_the_folders(setting, head_result):
@@ -189,7 +218,9 @@ def _pair_rates(y, pred, k):
     for i in range(k):
         for j in range(k):
             if i != j:
-                conf[i, j] = (((y == i) & (pred == j)).sum() + ((y == j) & (pred == i)).sum()) / ((y == i).sum() + (y == j).sum())
+                conf[i, j] = (((y == i) & (pred == j)).sum() + ((y == j) & (pred == i)).sum()) / (
+                    (y == i).sum() + (y == j).sum()
+                )
     return conf
 
 
@@ -203,16 +234,28 @@ def test_class_means_when_the_heads_classes_are_not_the_folders(setting):
     assert g.mode == "class means" and "not the data's" in g.note and r.model.input_spec.size == 64
     f = np.asarray(r.bank.pooled["fc:input"], np.float64)
     y = r.data.labels.numpy()
-    means = np.stack([f[r.train][y[r.train] == c].mean(0) for c in range(4)]) - f[r.train].mean(0)  # centred on the global mean
+    means = np.stack([f[r.train][y[r.train] == c].mean(0) for c in range(4)]) - f[r.train].mean(
+        0
+    )  # centred on the global mean
     cos = (means @ means.T) / np.outer(np.linalg.norm(means, axis=1), np.linalg.norm(means, axis=1))
     assert np.allclose(g.angles, np.degrees(np.arccos(np.clip(cos, -1, 1))), atol=1e-4)
-    pred = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[r.train], y[r.train]).predict(f[r.test])
+    pred = (
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        .fit(f[r.train], y[r.train])
+        .predict(f[r.test])
+    )
     assert np.allclose(g.confusion, _pair_rates(y[r.test], pred, 4))
     assert list(g.rows) == list(r.test) and "random-network floor left out (random_floor=False)" in r.notes
     assert r.cams["rows"] == []
-    with pytest.raises(ValueError, match=r"class_geometry='head' but the head's 1000 classes \(tench, goldfish, .*do not include .*alpha.*"
-                                         r"class_geometry='means'"):
-        run_explore(_cfg(setting, setting["other_folder"], size=64, random_floor=False, cam_images=0, class_geometry="head"), progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"class_geometry='head' but the head's 1000 classes \(tench, goldfish, .*do not include .*alpha.*"
+        r"class_geometry='means'",
+    ):
+        run_explore(
+            _cfg(setting, setting["other_folder"], size=64, random_floor=False, cam_images=0, class_geometry="head"),
+            progress=False,
+        )
 
 
 def test_grad_cam_matches_the_formula_on_the_plain_model(setting, head_result):
@@ -244,7 +287,9 @@ def test_explorer_report_and_receptive_fields(setting, head_result, tmp_path):
     path = write_explore_report(r, tmp_path / "report.html")
     html = open(path, encoding="utf-8").read()
     assert html.count("plotly.js v") == 1 and "explore-scatter" in html and "explore-pair" in html
-    assert html.count("<option value='0-") + html.count("<option value='1-") + html.count("<option value='2-") == 6  # 4 classes: 6 pairs
+    assert (
+        html.count("<option value='0-") + html.count("<option value='1-") + html.count("<option value='2-") == 6
+    )  # 4 classes: 6 pairs
     assert "data:image/jpeg;base64," in html and "Where the labels become decodable" in html and "Grad-CAM" in html
     summary = r.save_metrics()
     assert json.loads((r.run.path / "metrics.json").read_text())["summary"]["class_geometry"]["mode"] == "class vectors"
@@ -262,7 +307,9 @@ def test_other_weights_or_images_never_reuse_a_run(setting, head_result, tmp_pat
         other = run_explore(cfg, progress=False)
     finally:
         path.write_bytes(saved)
-    assert other.run.path != again.run.path and not np.allclose(np.asarray(other.bank.outputs), np.asarray(again.bank.outputs))
+    assert other.run.path != again.run.path and not np.allclose(
+        np.asarray(other.bank.outputs), np.asarray(again.bank.outputs)
+    )
     first = sorted(Path(setting["head_folder"]).rglob("*.png"))[0]
     saved_image = first.read_bytes()
     try:
@@ -271,10 +318,14 @@ def test_other_weights_or_images_never_reuse_a_run(setting, head_result, tmp_pat
     finally:
         first.write_bytes(saved_image)
     assert changed.run.path != again.run.path
-    # images held in tensors are known by their pixels: other pixels, another run; a torch Dataset of unknown make is never reused
+    # images held in tensors are known by their pixels: other pixels, another run; a torch Dataset of unknown make is
+    # never reused
     pixels = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     cfg_arrays = _cfg(setting, None, size=32, n_images=16, random_floor=False, cam_images=0)
-    runs = [run_explore(cfg_arrays, data=(p, [0, 1, 2, 3] * 4), progress=False).run.path for p in (pixels, pixels, 255 - pixels)]
+    runs = [
+        run_explore(cfg_arrays, data=(p, [0, 1, 2, 3] * 4), progress=False).run.path
+        for p in (pixels, pixels, 255 - pixels)
+    ]
     assert runs[0] == runs[1] != runs[2]
 
 
@@ -291,18 +342,41 @@ def test_unlabelled_images_get_the_explorer_and_say_what_is_left_out(setting, tm
 
 def test_the_cli_writes_the_report_and_bad_input_is_a_message(setting, tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GEOVIZ_")}
-    env.update(TORCH_HOME=str(setting["root"] / "torch"), GEOVIZ_RUNS=str(tmp_path / "runs"), GEOVIZ_PROGRESS="0",
-               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")  # any download would fail at once
-    base = [str(GEOVIZ), "explore", "tv:resnet18", "--weights", "DEFAULT", "--profile", "smoke", "--n-images", "16", "--projection", "pca"]
-    out = subprocess.run([*base, "--data", f"folder:{setting['head_folder']}", "--out", str(tmp_path / "r.html")],
-                         capture_output=True, text=True, env=env)
+    env.update(
+        TORCH_HOME=str(setting["root"] / "torch"),
+        GEOVIZ_RUNS=str(tmp_path / "runs"),
+        GEOVIZ_PROGRESS="0",
+        http_proxy="http://127.0.0.1:9",
+        https_proxy="http://127.0.0.1:9",
+    )  # any download would fail at once
+    base = [
+        str(GEOVIZ),
+        "explore",
+        "tv:resnet18",
+        "--weights",
+        "DEFAULT",
+        "--profile",
+        "smoke",
+        "--n-images",
+        "16",
+        "--projection",
+        "pca",
+    ]
+    out = subprocess.run(
+        [*base, "--data", f"folder:{setting['head_folder']}", "--out", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == str(tmp_path / "r.html") and json.loads(lines[-1])["class_geometry"]["mode"] == "class vectors"
     data = ["--data", f"folder:{setting['head_folder']}"]
-    bad_inputs = {"image folder": [*base, "--data", f"folder:{tmp_path / 'none'}"],
-                  "not found at": [*base, *data, "--model-b", "tv:resnet34", "--weights-b", "DEFAULT"],
-                  "has no weights 'IMAGENET1K_V7'": [str(GEOVIZ), "explore", "tv:resnet18", "--weights", "IMAGENET1K_V7", *data]}
+    bad_inputs = {
+        "image folder": [*base, "--data", f"folder:{tmp_path / 'none'}"],
+        "not found at": [*base, *data, "--model-b", "tv:resnet34", "--weights-b", "DEFAULT"],
+        "has no weights 'IMAGENET1K_V7'": [str(GEOVIZ), "explore", "tv:resnet18", "--weights", "IMAGENET1K_V7", *data],
+    }
     for message, cmd in bad_inputs.items():
         bad = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert bad.returncode != 0 and "Traceback" not in bad.stderr and message in bad.stderr, bad.stderr[-1500:]
@@ -312,9 +386,14 @@ def test_images_normalised_twice_are_refused_and_modules_called_twice_are_layers
     from torch.utils.data import TensorDataset
 
     normalised = TensorDataset(torch.randn(8, 3, 64, 64) * 1.5, torch.tensor([0, 1, 2, 3] * 2))
-    with pytest.raises(ValueError, match=r"the images range from .* reads images in \[0, 1\] .*drop Normalize.*normalize="):
+    with pytest.raises(
+        ValueError, match=r"the images range from .* reads images in \[0, 1\] .*drop Normalize.*normalize="
+    ):
         run_explore(_cfg(setting, None, size=64, n_images=8), data=normalised, progress=False)
-    r = run_explore(_cfg(setting, setting["head_folder"], size=64, layers=("layer4.*",), random_floor=False, cam_images=0), progress=False)
+    r = run_explore(
+        _cfg(setting, setting["head_folder"], size=64, layers=("layer4.*",), random_floor=False, cam_images=0),
+        progress=False,
+    )
     assert "layer4.0.relu#1" in r.layers and {p["layer"] for p in r.probes} == set(r.layers)
 
 
@@ -338,7 +417,9 @@ def test_pixel_floor_is_chosen_on_the_training_images_alone():
     assert max(res["cv"], key=res["cv"].get) == f"{res['features']} / {res['classifier']}"
     block = train.reshape(60, 3, 8, 4, 8, 4).mean((3, 5)).reshape(60, -1).double().numpy()  # area-downsampled to 8 × 8
     cv = StratifiedKFold(n_splits=3, shuffle=True, random_state=3)
-    expected = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), block, y, cv=cv).mean()
+    expected = cross_val_score(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), block, y, cv=cv
+    ).mean()
     assert res["cv"]["pixels 8×8 / logistic regression"] == pytest.approx(expected, abs=1e-12)
     assert res["accuracy"] == pytest.approx(res["correct"].mean()) and len(res["correct"]) == 60
 
@@ -347,12 +428,20 @@ def test_inputs_that_cannot_work_fail_before_the_pass(setting):
     few = setting["root"] / "few"
     for k, c in enumerate(IMAGENET_NAMES):
         (few / c).mkdir(parents=True, exist_ok=True)
-        for f in sorted((setting["head_folder"] / c).iterdir())[: 1 + (k == 0) * 5]:  # one image in each class but the first (six)
+        for f in sorted((setting["head_folder"] / c).iterdir())[
+            : 1 + (k == 0) * 5
+        ]:  # one image in each class but the first (six)
             (few / c / f.name).write_bytes(f.read_bytes())
-    with pytest.raises(ValueError, match=r"3 of 4 classes have fewer than 2 of the 9 images read \(n_images=24\): .*raise n_images"):
+    with pytest.raises(
+        ValueError, match=r"3 of 4 classes have fewer than 2 of the 9 images read \(n_images=24\): .*raise n_images"
+    ):
         run_explore(_cfg(setting, few, size=64), progress=False)
-    full = ExploreConfig.from_profile("full", model="runs/mine/model.pt")  # the user's network takes none of full's network settings
-    assert full.weights is None and full.model_b is None and full.weights_b is None and full.data == "folder:data/imagenet"
+    full = ExploreConfig.from_profile(
+        "full", model="runs/mine/model.pt"
+    )  # the user's network takes none of full's network settings
+    assert (
+        full.weights is None and full.model_b is None and full.weights_b is None and full.data == "folder:data/imagenet"
+    )
     from geoviz.models import load_network
 
     with pytest.raises(ValueError, match="built untrained: weights= is for tv: and timm:"):
@@ -368,5 +457,16 @@ def test_grad_cam_shows_the_most_confused_pair_only_when_a_pair_is_confused():
     conf[0, 1] = conf[1, 0] = 0.25
     g = ClassGeometry("class vectors", ["a", "b", "c"], np.ones((3, 3)), conf, {}, None, 5 / 6, np.arange(6), y, probs)
     assert cam_rows(g, 6, 4)[0] == 1  # the confusion first
-    none = ClassGeometry("class vectors", ["a", "b", "c"], np.ones((3, 3)), np.zeros((3, 3)), {}, None, 1.0, np.arange(6), y, np.eye(3)[y])
+    none = ClassGeometry(
+        "class vectors",
+        ["a", "b", "c"],
+        np.ones((3, 3)),
+        np.zeros((3, 3)),
+        {},
+        None,
+        1.0,
+        np.arange(6),
+        y,
+        np.eye(3)[y],
+    )
     assert cam_rows(none, 6, 4) == [0, 1, 3, 5]  # evenly spread: no pair (0, 0) read as "most confused"

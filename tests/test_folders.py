@@ -1,4 +1,5 @@
 """Image folders as torchvision reads them, arrays and Datasets: what a user brings."""
+
 import os
 import warnings
 
@@ -41,7 +42,9 @@ def write_folder(root, *, per_class=6, corrupt=True, seed=0):
 
 def test_a_corrupt_file_is_named_and_can_be_left_out(tmp_path):
     root = write_folder(tmp_path / "imgs")
-    with pytest.raises(ValueError, match=r"1 of 19 image file\(s\) cannot be read: .*bee/broken\.png .*skip_unreadable=True"):
+    with pytest.raises(
+        ValueError, match=r"1 of 19 image file\(s\) cannot be read: .*bee/broken\.png .*skip_unreadable=True"
+    ):
         image_folder(root, size=32, progress=False)
     with pytest.warns(UserWarning, match=r"left out 1 unreadable image file\(s\): .*broken\.png"):
         ds = image_folder(root, size=32, skip_unreadable=True, progress=False)
@@ -59,7 +62,9 @@ def test_layout_labels_and_files_are_torchvisions(tmp_path):
     ref = ImageFolder(str(root), is_valid_file=visible, allow_empty=True)
     ref_samples = [(p, t) for p, t in ref.samples]
     assert ds.classes == ["ant", "bee", "cow"] and [c for c in ref.classes if not c.startswith(".")] == ds.classes
-    assert [(str(f), int(t)) for f, t in zip(ds.files, ds.labels)] == [(p, t - 1) for p, t in ref_samples]  # ref counts the hidden folder as class 0
+    assert [(str(f), int(t)) for f, t in zip(ds.files, ds.labels)] == [
+        (p, t - 1) for p, t in ref_samples
+    ]  # ref counts the hidden folder as class 0
     assert ds.source_sizes == {(30, 52): 9, (48, 36): 9}
     assert ds.describe()["per_class"] == [6, 6, 6] and ds.images.shape == (18, 3, 32, 32)
 
@@ -73,8 +78,13 @@ def test_pixels_are_torchvisions_preset_transform(tmp_path):
 
     root = write_folder(tmp_path / "imgs", corrupt=False)
     spec = InputSpec(24, 28, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
-    preset = ImageClassification(crop_size=24, resize_size=28, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=InterpolationMode.BILINEAR)
-    for ds in (image_folder(root, spec=spec, progress=False), image_folder(root, spec=spec, max_bytes=0, progress=False)):
+    preset = ImageClassification(
+        crop_size=24, resize_size=28, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation=InterpolationMode.BILINEAR
+    )
+    for ds in (
+        image_folder(root, spec=spec, progress=False),
+        image_folder(root, spec=spec, max_bytes=0, progress=False),
+    ):
         mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
         for i in range(len(ds)):
             ref = preset(default_loader(str(ds.files[i])))
@@ -112,7 +122,9 @@ def test_a_flat_folder_is_unlabelled_and_bad_folders_say_what_was_found(tmp_path
     (one / "dogs").mkdir()
     with pytest.raises(ValueError, match=r"class folder\(s\) \['dogs'\] of .* hold no images"):
         image_folder(one, progress=False)
-    with pytest.raises(FileNotFoundError, match=r"image folder 'nowhere' not found \(looked in .*nowhere and .*nowhere\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"image folder 'nowhere' not found \(looked in .*nowhere and .*nowhere\)"
+    ):
         image_folder("nowhere", progress=False)
     with pytest.raises(NotADirectoryError, match="is not a folder"):
         image_folder(flat / "0.png", progress=False)
@@ -122,7 +134,11 @@ def test_folder_names_split_as_data_sets_do(tmp_path):
     root = write_folder(tmp_path / "imgs", per_class=10, corrupt=False)
     parts = {s: get_dataset(f"folder:{root}", s, size=16, progress=False) for s in ("train", "val", "test")}
     files = {s: {str(f) for f in ds.files} for s, ds in parts.items()}
-    assert sum(map(len, files.values())) == 30 and not (files["train"] & files["test"]) and not (files["val"] & files["test"])
+    assert (
+        sum(map(len, files.values())) == 30
+        and not (files["train"] & files["test"])
+        and not (files["val"] & files["test"])
+    )
     assert [len(parts[s]) for s in ("train", "val", "test")] == [18, 6, 6]  # 60 / 20 / 20 of every class
     assert get_dataset(f"folder:{root}", "test", n=3, size=16, progress=False).labels.tolist() == [0, 1, 2]
     # an ImageNet-style folder: its own split folders
@@ -131,8 +147,13 @@ def test_folder_names_split_as_data_sets_do(tmp_path):
     write_folder(split / "val", per_class=3, corrupt=False, seed=1)
     assert len(get_dataset(f"folder:{split}", "val", size=16, progress=False)) == 9
     with pytest.raises(ValueError, match=r"split folders \['train', 'val'\] but no 'test' one"):
-        get_dataset(f"folder:{split}", "test", size=16)  # never val in its place: model selection would see the test images
-    assert len(image_folder(split, size=16, progress=False)) == 9 and len(image_folder(split, size=16, split="train", progress=False)) == 6
+        get_dataset(
+            f"folder:{split}", "test", size=16
+        )  # never val in its place: model selection would see the test images
+    assert (
+        len(image_folder(split, size=16, progress=False)) == 9
+        and len(image_folder(split, size=16, split="train", progress=False)) == 6
+    )
     with pytest.raises(ValueError, match=r"has no split folders .* split='test' would read all of it"):
         image_folder(root, size=16, split="test", progress=False)
     with pytest.raises(TypeError, match=r"takes no argument\(s\) \['colour'\]"):
@@ -145,7 +166,11 @@ def test_arrays_and_datasets_are_accepted_as_they_are(tmp_path):
     rng = np.random.default_rng(0)
     hwc = rng.integers(0, 256, (5, 12, 10, 3), dtype=np.uint8)
     ds = as_dataset(hwc)
-    assert ds[2][0].shape == (3, 12, 10) and torch.allclose(ds[2][0], torch.from_numpy(hwc[2]).permute(2, 0, 1) / 255.0) and ds[2][1] == -1
+    assert (
+        ds[2][0].shape == (3, 12, 10)
+        and torch.allclose(ds[2][0], torch.from_numpy(hwc[2]).permute(2, 0, 1) / 255.0)
+        and ds[2][1] == -1
+    )
     chw = torch.rand(4, 3, 8, 8)
     ds = as_dataset((chw, [0, 1, 0, 1]), classes=["a", "b"])
     assert ds.classes == ["a", "b"] and ds.labels.tolist() == [0, 1, 0, 1]
@@ -156,7 +181,14 @@ def test_arrays_and_datasets_are_accepted_as_they_are(tmp_path):
     assert as_dataset(td) is td
     assert len(as_dataset(td, n=2)) == 2 and len(as_dataset(hwc, n=3)) == 3  # n keeps a subset of any data
     labelled = as_dataset((torch.rand(12, 3, 8, 8), [0, 1, 2] * 4), classes=["a", "b", "c"], n=6)
-    assert labelled.classes == ["a", "b", "c"] and sorted(labelled.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # still labelled
+    assert labelled.classes == ["a", "b", "c"] and sorted(labelled.labels.tolist()) == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]  # still labelled
     from geoviz.datasets import get_dataset as _get
 
     sub = as_dataset(_get("shapes10", "test", n=40), n=20)
@@ -193,6 +225,15 @@ def test_compare_takes_a_folder_by_name(tmp_path):
 
     root = write_folder(tmp_path / "imgs", per_class=6, corrupt=False)
     a = load_network(build_model("resnet8", 3), size=32)  # any module, told its input size
-    atlas = compare(a, build_model("resnet14", 3), f"folder:{root}", n_images=12, knn_images=12, knn_points=60, embedding=None, progress=False)
+    atlas = compare(
+        a,
+        build_model("resnet14", 3),
+        f"folder:{root}",
+        n_images=12,
+        knn_images=12,
+        knn_points=60,
+        embedding=None,
+        progress=False,
+    )
     assert atlas.n_images == 12 and atlas.cka.shape == (3, 6) and atlas.classes == ["ant", "bee", "cow"]
     assert compare(a, a, "shapes10", n_images=16, pairs=None, embedding=None, progress=False).n_images == 16

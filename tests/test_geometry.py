@@ -1,8 +1,9 @@
 """Geometry against independent computations (scikit-learn, NumPy)."""
+
 import numpy as np
-from hsic_reference import _unbiased_hsic_numpy
 import pytest
 import torch
+from hsic_reference import _unbiased_hsic_numpy
 from sklearn.metrics import pairwise_distances as sk_pairwise
 from sklearn.neighbors import NearestNeighbors
 
@@ -155,7 +156,14 @@ def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(met
     y = x[::3] + np.float32(0.001)
     for margin in (None, 0, 3):  # margin 0: most rows are not certified and take the float64 path
         for exclude_self in (True, False):
-            d, i = knn(torch.from_numpy(x).to(device), 12, metric, exclude_self=exclude_self, margin=margin, chunk_bytes=200_000)
+            d, i = knn(
+                torch.from_numpy(x).to(device),
+                12,
+                metric,
+                exclude_self=exclude_self,
+                margin=margin,
+                chunk_bytes=200_000,
+            )
             want_d, want_i = _brute_force(x, x, 12, metric, True, exclude_self)
             assert np.array_equal(i.cpu().numpy(), want_i), (metric, margin, exclude_self)
             np.testing.assert_allclose(d.cpu().numpy(), np.maximum(want_d, 0), rtol=1e-6, atol=1e-6)
@@ -182,15 +190,26 @@ def test_minibatch_cka_matches_summed_unbiased_hsic_and_known_invariances():
     layers_b = [np.tanh(base[:, :10]), r.normal(size=(160, 12)), np.c_[base, base[:, :3] ** 2]]
     cka = MinibatchCKA(gram_dtype=torch.float64)
     for s in range(0, 160, 32):
-        cka.update([torch.from_numpy(a[s : s + 32]).float().reshape(32, 2, -1) if a.shape[1] % 2 == 0 else torch.from_numpy(a[s : s + 32]).float()
-                    for a in layers_a], [torch.from_numpy(b[s : s + 32]).float() for b in layers_b])
+        cka.update(
+            [
+                torch.from_numpy(a[s : s + 32]).float().reshape(32, 2, -1)
+                if a.shape[1] % 2 == 0
+                else torch.from_numpy(a[s : s + 32]).float()
+                for a in layers_a
+            ],
+            [torch.from_numpy(b[s : s + 32]).float() for b in layers_b],
+        )
     got = cka.value().numpy()
     x32 = lambda m: m.astype(np.float32).astype(np.float64)  # noqa: E731  (the features went in as float32)
     for p, a in enumerate(layers_a):
         for q, b in enumerate(layers_b):
-            hsic = lambda u, v: sum(_unbiased_hsic_numpy(x32(u[s : s + 32]), x32(v[s : s + 32])) for s in range(0, 160, 32))  # noqa: E731
+
+            def hsic(u, v):
+                return sum(_unbiased_hsic_numpy(x32(u[s : s + 32]), x32(v[s : s + 32])) for s in range(0, 160, 32))
+
             assert got[p, q] == pytest.approx(hsic(a, b) / np.sqrt(hsic(a, a) * hsic(b, b)), rel=1e-6, abs=1e-9)
-    # a layer against itself is 1; orthogonal maps and isotropic scaling leave CKA at 1; a general invertible map does not
+    # a layer against itself is 1; orthogonal maps and isotropic scaling leave CKA at 1; a general invertible map does
+    # not
     X = r.normal(size=(256, 16))
     Q, _ = np.linalg.qr(r.normal(size=(16, 16)))
     M = np.diag(np.linspace(0.05, 5, 16)) @ r.normal(size=(16, 16))
@@ -203,7 +222,10 @@ def test_minibatch_cka_matches_summed_unbiased_hsic_and_known_invariances():
     # unbiased: independent features score near 0 (a biased per-batch estimate would not)
     c, g = MinibatchCKA(), torch.Generator().manual_seed(0)
     for _ in range(20):
-        c.update([torch.randn(64, 64, dtype=torch.float64, generator=g)], [torch.randn(64, 64, dtype=torch.float64, generator=g)])
+        c.update(
+            [torch.randn(64, 64, dtype=torch.float64, generator=g)],
+            [torch.randn(64, 64, dtype=torch.float64, generator=g)],
+        )
     assert abs(float(c.value()[0, 0])) < 0.03
     with pytest.raises(ValueError, match="at least 4"):
         MinibatchCKA().update([torch.randn(3, 5)], [torch.randn(3, 5)])
@@ -217,13 +239,20 @@ def test_minibatch_cka_in_float32_grams_stays_close_to_float64_on_post_relu_maps
     r = np.random.default_rng(7)
     base = r.normal(size=(192, 6))
     maps_a = [np.maximum(0, 40 + base @ r.normal(size=(6, 512)) + r.normal(size=(192, 512))) for _ in range(2)]
-    maps_b = [np.maximum(0, 25 + np.tanh(base) @ r.normal(size=(6, 300)) + 2 * r.normal(size=(192, 300))) for _ in range(3)]
+    maps_b = [
+        np.maximum(0, 25 + np.tanh(base) @ r.normal(size=(6, 300)) + 2 * r.normal(size=(192, 300))) for _ in range(3)
+    ]
     fast, exact = MinibatchCKA(), MinibatchCKA(gram_dtype=torch.float64)
     for s in range(0, 192, 48):
-        fa, fb = [torch.from_numpy(m[s : s + 48]).float() for m in maps_a], [torch.from_numpy(m[s : s + 48]).float() for m in maps_b]
+        fa, fb = (
+            [torch.from_numpy(m[s : s + 48]).float() for m in maps_a],
+            [torch.from_numpy(m[s : s + 48]).float() for m in maps_b],
+        )
         fast.update(fa, fb), exact.update(fa, fb)
     want = np.empty((2, 3))
-    for p, a in enumerate(maps_a):  # the NumPy transcription on the uncentred float64 features: centring changes nothing
+    for p, a in enumerate(
+        maps_a
+    ):  # the NumPy transcription on the uncentred float64 features: centring changes nothing
         for q, b in enumerate(maps_b):
             a32, b32 = a.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
             hsic = lambda u, v: sum(_unbiased_hsic_numpy(u[s : s + 48], v[s : s + 48]) for s in range(0, 192, 48))  # noqa: E731

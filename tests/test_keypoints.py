@@ -1,10 +1,11 @@
 """Sparse keypoint autoencoder, keypoints, the sparse-coding baseline, digits and MNIST loaders."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from data_files import write_idx
+
 from geoviz.datasets import get_dataset, labels_of
 from geoviz.engine import fit
 from geoviz.methods.keypoints import ConvSparseCoder, Keypoints, SparseKeypointAE, keypoint_histogram, line_filters
@@ -38,7 +39,10 @@ def test_sparsity_budget_and_local_maxima_only(setup, images):
             for yy in range(28):
                 for xx in range(28):
                     v = d[i, k, yy, xx]
-                    if v > ae.threshold and v == d[i, k, max(0, yy - r) : yy + r + 1, max(0, xx - r) : xx + r + 1].max():
+                    if (
+                        v > ae.threshold
+                        and v == d[i, k, max(0, yy - r) : yy + r + 1, max(0, xx - r) : xx + r + 1].max()
+                    ):
                         maxima.append((v, k, yy, xx))
         top = sorted(maxima, reverse=True)[:7]
         kept = {tuple(p) for p in code[i].nonzero().tolist()}
@@ -76,10 +80,20 @@ def test_mf4_filters_are_fixed_line_detectors(images):
     assert torch.allclose(w0, line_filters(7)) and not ae.encoder[0].weight.requires_grad
     trainable = [n for n, p in ae.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("decoder.") for n in trainable)  # only the decoder learns
-    fit(ae, torch.utils.data.TensorDataset(images, torch.zeros(16, dtype=torch.long)), objective="reconstruction", epochs=1, batch_size=8, lr=1e-2, optimizer="adamw")
+    fit(
+        ae,
+        torch.utils.data.TensorDataset(images, torch.zeros(16, dtype=torch.long)),
+        objective="reconstruction",
+        epochs=1,
+        batch_size=8,
+        lr=1e-2,
+        optimizer="adamw",
+    )
     assert torch.equal(ae.encoder[0].weight.cpu(), w0.cpu())  # fit may have moved the model to a GPU
     f = line_filters(7)
-    assert torch.allclose(f.flatten(1).sum(1), torch.zeros(4), atol=1e-6) and torch.allclose(f.flatten(1).norm(dim=1), torch.ones(4))
+    assert torch.allclose(f.flatten(1).sum(1), torch.zeros(4), atol=1e-6) and torch.allclose(
+        f.flatten(1).norm(dim=1), torch.ones(4)
+    )
     assert f[0, 0, 3].sum() > 0 and f[2, 0, :, 3].sum() > 0  # 0°: the middle row; 90°: the middle column
 
 
@@ -92,14 +106,17 @@ def test_building_blocks_have_the_decoders_output_shape():
         ae.building_block(5)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(setup="AF3"), "unknown set-up 'AF3'"),
-    (dict(setup="AF4", num_types=0), "K must be a whole number >= 1"),
-    (dict(setup="MF4", num_types=5), "MF4 has exactly 4 fixed line filters"),
-    (dict(setup="AF4", max_keypoints=0), "max_keypoints .* must be a whole number >= 1"),
-    (dict(setup="AF4", threshold=-0.1), "threshold must be >= 0"),
-    (dict(setup="AF4", window=4), "window must be an odd number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(setup="AF3"), "unknown set-up 'AF3'"),
+        (dict(setup="AF4", num_types=0), "K must be a whole number >= 1"),
+        (dict(setup="MF4", num_types=5), "MF4 has exactly 4 fixed line filters"),
+        (dict(setup="AF4", max_keypoints=0), "max_keypoints .* must be a whole number >= 1"),
+        (dict(setup="AF4", threshold=-0.1), "threshold must be >= 0"),
+        (dict(setup="AF4", window=4), "window must be an odd number"),
+    ],
+)
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SparseKeypointAE(**kwargs)
@@ -138,7 +155,9 @@ def test_convolutional_omp_matches_sklearn_omp_on_the_explicit_dictionary():
     eye = torch.eye(2 * 64).view(-1, 2, 8, 8)
     D = F.conv_transpose2d(eye, coder.atoms, padding=1).reshape(-1, 64).T.double().numpy()
     for i in range(3):
-        omp = OrthogonalMatchingPursuit(n_nonzero_coefs=5, fit_intercept=False).fit(D, x[i].reshape(-1).double().numpy())
+        omp = OrthogonalMatchingPursuit(n_nonzero_coefs=5, fit_intercept=False).fit(
+            D, x[i].reshape(-1).double().numpy()
+        )
         ref = D @ omp.coef_
         got = coder.reconstruct(z[i : i + 1]).reshape(-1).double().numpy()
         assert np.allclose(got, ref, atol=1e-5)
@@ -159,7 +178,10 @@ def test_mnist_reads_idx_files_and_digits_are_embedded(tmp_path):
     test = get_dataset("mnist", "test", root=tmp_path)
     x, y = test[3]
     assert x.shape == (1, 28, 28) and np.allclose(x.numpy()[0] * 255, te[3]) and y == 3
-    train, val = get_dataset("mnist", "train", root=tmp_path, n_val=10), get_dataset("mnist", "val", root=tmp_path, n_val=10)
+    train, val = (
+        get_dataset("mnist", "train", root=tmp_path, n_val=10),
+        get_dataset("mnist", "val", root=tmp_path, n_val=10),
+    )
     assert (len(train), len(val)) == (30, 10) and np.bincount(labels_of(val).numpy()).tolist() == [1] * 10
     with pytest.raises(FileNotFoundError, match="MNIST not found in .*nowhere/MNIST/raw.*never downloads"):
         get_dataset("mnist", root=tmp_path / "nowhere")
@@ -187,12 +209,16 @@ def test_block_decoder_draws_one_block_per_keypoint_that_scales_and_adds():
     # the block is the type's kernel itself, placed at the keypoint (independent of the decoder code)
     w = ae.decoder[0].weight[1, 0].detach()
     p = w.shape[-1] // 2
-    assert torch.allclose(da[0, 0, 12 - p:12 + p + 1, 13 - p:13 + p + 1], 0.7 * w, atol=1e-6)
-    assert float(da[0, 0].abs().sum()) == pytest.approx(float(da[0, 0, 12 - p:12 + p + 1, 13 - p:13 + p + 1].abs().sum()), rel=1e-6)
+    assert torch.allclose(da[0, 0, 12 - p : 12 + p + 1, 13 - p : 13 + p + 1], 0.7 * w, atol=1e-6)
+    assert float(da[0, 0].abs().sum()) == pytest.approx(
+        float(da[0, 0, 12 - p : 12 + p + 1, 13 - p : 13 + p + 1].abs().sum()), rel=1e-6
+    )
     # the nonlinear decoder does neither (so these checks can fail)
     # building_block is that block alone (no bias), scaled by the intensity
     blk = ae.building_block(1, intensity=2.0)
-    assert torch.allclose(blk[0, 14 - p:14 + p + 1, 14 - p:14 + p + 1], 2.0 * w, atol=1e-6) and blk.abs().sum() == pytest.approx(2.0 * w.abs().sum().item(), rel=1e-5)
+    assert torch.allclose(
+        blk[0, 14 - p : 14 + p + 1, 14 - p : 14 + p + 1], 2.0 * w, atol=1e-6
+    ) and blk.abs().sum() == pytest.approx(2.0 * w.abs().sum().item(), rel=1e-5)
     nl = SparseKeypointAE("AF4", decoder="nonlinear")
     nb = nl.decode(torch.zeros(1, 4, 28, 28))
     big = _one(nl, [(1, 12, 13, 3.0)])
@@ -208,8 +234,14 @@ def test_keypoints_move_with_a_shifted_image(images):
     ae = SparseKeypointAE("MF4", max_keypoints=10_000, threshold=1e-4).eval()
     shifted = torch.roll(canvas, shifts=(3, -2), dims=(2, 3))  # the content stays clear of the border
     k0, k1 = ae.encode(canvas), ae.encode(shifted)
-    a = {(int(i), int(t), int(y) + 3, int(x) - 2, round(float(v), 4)) for i, t, y, x, v in zip(k0.image, k0.type, k0.y, k0.x, k0.intensity)}
-    b = {(int(i), int(t), int(y), int(x), round(float(v), 4)) for i, t, y, x, v in zip(k1.image, k1.type, k1.y, k1.x, k1.intensity)}
+    a = {
+        (int(i), int(t), int(y) + 3, int(x) - 2, round(float(v), 4))
+        for i, t, y, x, v in zip(k0.image, k0.type, k0.y, k0.x, k0.intensity)
+    }
+    b = {
+        (int(i), int(t), int(y), int(x), round(float(v), 4))
+        for i, t, y, x, v in zip(k1.image, k1.type, k1.y, k1.x, k1.intensity)
+    }
     assert len(a) > 20 and a == b
 
 
@@ -221,8 +253,22 @@ def test_autoencoder_beats_the_mean_image_after_training(run_root):
     xte = torch.stack([test[i][0] for i in range(len(test))])
     torch.manual_seed(0)
     ae = SparseKeypointAE("AF4", max_keypoints=24)  # defaults: block decoder, hidden 48, gradients to kept keypoints
-    fit(ae, train, None, objective="reconstruction", terms=["reconstruction"], epochs=4, optimizer="adamw", lr=5e-3, weight_decay=0.0,
-        batch_size=64, device="cpu", run=RunDir("ae-beats-mean", run_root), seed=0, progress=False)
+    fit(
+        ae,
+        train,
+        None,
+        objective="reconstruction",
+        terms=["reconstruction"],
+        epochs=4,
+        optimizer="adamw",
+        lr=5e-3,
+        weight_decay=0.0,
+        batch_size=64,
+        device="cpu",
+        run=RunDir("ae-beats-mean", run_root),
+        seed=0,
+        progress=False,
+    )
     mse = F.mse_loss(ae.eval().decode(ae.encode(xte)), xte).item()
     floor = F.mse_loss(xtr.mean(0, keepdim=True).expand_as(xte), xte).item()
     assert mse < 0.75 * floor, (mse, floor)
@@ -242,19 +288,23 @@ def test_fista_matches_sklearn_lasso_and_refit_is_least_squares():
     D = F.conv_transpose2d(eye, coder.atoms, padding=1).reshape(-1, 64).T.double().numpy()
     for i in range(2):
         y = x[i].reshape(-1).double().numpy()
-        ref = Lasso(alpha=lam / 64, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(D, y).coef_  # sklearn: (1/2n)||y-Dw||² + α||w||₁
+        ref = (
+            Lasso(alpha=lam / 64, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(D, y).coef_
+        )  # sklearn: (1/2n)||y-Dw||² + α||w||₁
         assert np.allclose(z[i].reshape(-1).double().numpy(), ref, atol=2e-3)
         support = np.flatnonzero(z[i].reshape(-1).numpy())
         ls = np.linalg.lstsq(D[:, support], y, rcond=None)[0]
-        got = coder.refit(x[i:i + 1], z[i:i + 1]).reshape(-1).double().numpy()
+        got = coder.refit(x[i : i + 1], z[i : i + 1]).reshape(-1).double().numpy()
         assert np.allclose(got[support], ls, atol=1e-4) and np.count_nonzero(got) <= len(support)
     # the per-image bisection: every image at most the asked number of non-zeros, none empty
     lam5 = coder.penalty_for(x, 5, iters=300)
     counts = (coder.code_l1(x, lam5, 300).abs() > 1e-6).flatten(1).sum(1)
     assert lam5.shape == (2,) and (counts <= 5).all() and (counts >= 2).all()
+
     # momentum: after 30 steps FISTA's objective is below that of plain ISTA (same step), both from 0
     def objective(z):
         return 0.5 * (coder.reconstruct(z) - x).pow(2).sum().item() + lam * z.abs().sum().item()
+
     step = 1.0 / coder._lipschitz(x.shape[-2:])
     z_ista = torch.zeros(2, 2, 8, 8)
     for _ in range(30):
@@ -299,6 +349,10 @@ def test_keypoints_run_takes_mnist_from_data_when_present(tmp_path, monkeypatch,
     res = run_keypoints(cfg, run_root=run_root, progress=False)
     assert res.dataset == "mnist" and "mnist" in res.experiment.path.name
     x = res.test_images.numpy() * 255  # the file's bytes (the digits have 17 grey levels, none above 40 but the bars')
-    assert res.test_images.shape[1:] == (1, 28, 28) and np.allclose(x, np.round(x), atol=1e-3) and (np.unique(np.round(x)).size > 17)
+    assert (
+        res.test_images.shape[1:] == (1, 28, 28)
+        and np.allclose(x, np.round(x), atol=1e-3)
+        and (np.unique(np.round(x)).size > 17)
+    )
     monkeypatch.setenv("GEOVIZ_DATA", str(tmp_path / "empty"))
     assert run_keypoints(cfg, run_root=run_root, progress=False).dataset == "digits"

@@ -1,5 +1,6 @@
 """Golden values of every loss from an independent NumPy computation, zero at student = teacher,
 and the invariances each should have."""
+
 import numpy as np
 import pytest
 import torch
@@ -96,7 +97,11 @@ POS = torch.from_numpy(rng.choice(2 * 4 * 4, size=20, replace=False))
 def test_geometric_losses_golden_values_across_widths_and_resolutions(kind):
     fs = np_flat(np_pool(S, 4))[POS.numpy()]
     ft = np_flat(T)[POS.numpy()]
-    ref = {"affinity_kl": np_affinity_kl, "cosine_pairwise": np_cosine_pairwise, "knn_soft": lambda a, b: np_knn_soft(a, b, 5)}[kind](fs, ft)
+    ref = {
+        "affinity_kl": np_affinity_kl,
+        "cosine_pairwise": np_cosine_pairwise,
+        "knn_soft": lambda a, b: np_knn_soft(a, b, 5),
+    }[kind](fs, ft)
     got = local_geometry_loss(t64(S), t64(T), kind, k=5, positions=POS).item()
     assert abs(got - ref) < 1e-5 * max(1.0, abs(ref)) and ref > 0
 
@@ -192,7 +197,9 @@ def np_conv_transpose(x, w, b, stride, pad):
     full = np.zeros((x.shape[0], co, (h - 1) * stride + kh, (wd - 1) * stride + kw))
     for i in range(h):
         for j in range(wd):
-            full[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw] += np.einsum("bc,cohw->bohw", x[:, :, i, j], w)
+            full[:, :, i * stride : i * stride + kh, j * stride : j * stride + kw] += np.einsum(
+                "bc,cohw->bohw", x[:, :, i, j], w
+            )
     return full[:, :, pad : full.shape[2] - pad, pad : full.shape[3] - pad] + b[None, :, None, None]
 
 
@@ -201,7 +208,9 @@ def np_bn_relu(x, eps=1e-5):  # BatchNorm2d in training mode (batch statistics, 
     return np.maximum((x - mu) / np.sqrt(var + eps), 0)
 
 
-@pytest.mark.parametrize("s_hw, t_hw, kind", [(4, 4, "valid"), (8, 4, "stride2"), (2, 4, "transposed"), (6, 4, "valid")])
+@pytest.mark.parametrize(
+    "s_hw, t_hw, kind", [(4, 4, "valid"), (8, 4, "stride2"), (2, 4, "transposed"), (6, 4, "valid")]
+)
 def test_fitnet_equals_repdistiller_convreg_and_mse(s_hw, t_hw, kind):
     s, t = rng.normal(size=(3, 3, s_hw, s_hw)), rng.normal(size=(3, 4, t_hw, t_hw))
     hint = FitNet(s.shape, t.shape).double().train()
@@ -224,7 +233,7 @@ def test_attention_transfer_equals_repdistiller(p):
     s, t = rng.normal(size=(3, 4, 8, 8)), rng.normal(size=(3, 6, 4, 4))
 
     def att(a):  # RepDistiller: F.normalize(f.pow(p).mean(1).view(B, -1)), the larger map pooled to the smaller
-        q = (a ** p).mean(1).reshape(a.shape[0], -1)
+        q = (a**p).mean(1).reshape(a.shape[0], -1)
         return q / np.linalg.norm(q, axis=1, keepdims=True)
 
     assert abs(at_loss(t64(s), t64(t), p).item() - ((att(np_pool(s, 4)) - att(t)) ** 2).mean()) < 1e-10
@@ -248,6 +257,7 @@ def np_huber(x):
 
 def np_rkd(s, t, w_d=25.0, w_a=50.0):
     """RepDistiller's RKDLoss on (B, D) embeddings."""
+
     def pdist(e):
         d = np.sqrt(np.maximum(np_sqd(e), 1e-12))
         np.fill_diagonal(d, 0.0)
@@ -267,11 +277,15 @@ def test_rkd_equals_repdistiller_including_the_diagonal():
     assert abs(rkd_loss(t64(s), t64(t)).item() - np_rkd(s, t)) < 1e-9
     assert rkd_loss(t64(t), t64(t)).item() < 1e-12
     maps = rng.normal(size=(6, 5, 2, 2)), rng.normal(size=(6, 3, 4, 4))  # maps are average-pooled first
-    assert abs(rkd_loss(t64(maps[0]), t64(maps[1])).item() - np_rkd(maps[0].mean(axis=(2, 3)), maps[1].mean(axis=(2, 3)))) < 1e-9
+    assert (
+        abs(rkd_loss(t64(maps[0]), t64(maps[1])).item() - np_rkd(maps[0].mean(axis=(2, 3)), maps[1].mean(axis=(2, 3))))
+        < 1e-9
+    )
 
 
 def np_pkt(s, t, eps=1e-7):
     """RepDistiller's PKT.cosine_similarity_loss on (B, D) embeddings: the mean over all B² entries."""
+
     def kern(e):
         u = e / (np.linalg.norm(e, axis=1, keepdims=True) + eps)
         k = (u @ u.T + 1) / 2
@@ -292,8 +306,13 @@ def test_baseline_terms_carry_repdistillers_weights_and_layer_reductions():
     rkd 1, pkt 30000); its AT sums the per-layer losses (loss_kd = sum(loss_group))."""
     from geoviz.losses.terms import TermInputs
 
-    assert {n: build_term({"name": n, "pairs": {"a": "b"}}).weight for n in ("fitnet", "at", "sp", "rkd", "pkt")} == \
-        {"fitnet": 100.0, "at": 1000.0, "sp": 3000.0, "rkd": 1.0, "pkt": 30000.0}
+    assert {n: build_term({"name": n, "pairs": {"a": "b"}}).weight for n in ("fitnet", "at", "sp", "rkd", "pkt")} == {
+        "fitnet": 100.0,
+        "at": 1000.0,
+        "sp": 3000.0,
+        "rkd": 1.0,
+        "pkt": 30000.0,
+    }
     feats = {f"s{i}": t64(rng.normal(size=(3, 4, 4, 4))) for i in range(3)}
     tfeats = {f"t{i}": t64(rng.normal(size=(3, 6, 4, 4))) for i in range(3)}
     term = build_term({"name": "at", "pairs": {f"s{i}": f"t{i}" for i in range(3)}})
@@ -346,7 +365,12 @@ def np_perplexity_kl(fs, ft, perp):
     kl = 0.0
     for i in range(m):
         r = rt[i, off[i]]
-        logb = brentq(lambda lb: -(np.exp(logsm(-np.exp(lb) * r)) * logsm(-np.exp(lb) * r)).sum() - np.log(perp), -12, 8, xtol=1e-12)
+        logb = brentq(
+            lambda lb: -(np.exp(logsm(-np.exp(lb) * r)) * logsm(-np.exp(lb) * r)).sum() - np.log(perp),
+            -12,
+            8,
+            xtol=1e-12,
+        )
         lp, lq = logsm(-np.exp(logb) * r), logsm(-np.exp(logb) * rs[i, off[i]])
         kl += (np.exp(lp) * (lp - lq)).sum()
     return kl / m
@@ -361,7 +385,9 @@ def test_image_scope_and_perplexity_bandwidth_golden_values():
     got = local_geometry_loss(t64(s), t64(t), scope="image", positions=pos).item()
     assert abs(got - ref) < 1e-8 * max(1, ref) and ref > 0
     ref_p = np.mean([np_perplexity_kl(a, b, 4.0) for a, b in per_image])
-    got_p = local_geometry_loss(t64(s), t64(t), scope="image", bandwidth="perplexity", perplexity=4.0, positions=pos).item()
+    got_p = local_geometry_loss(
+        t64(s), t64(t), scope="image", bandwidth="perplexity", perplexity=4.0, positions=pos
+    ).item()
     assert abs(got_p - ref_p) < 1e-6 * max(1, ref_p) and abs(got_p - got) > 1e-3
     fs, ft = np_flat(np_pool(s, 4))[POS.numpy()], np_flat(t)[POS.numpy()]
     got_b = local_geometry_loss(t64(s), t64(t), bandwidth="perplexity", perplexity=5.0, positions=POS).item()
@@ -378,7 +404,9 @@ def test_local_variants_are_invariant_zero_at_equality_and_have_no_radial_gradie
     s = t64(rng.normal(size=(3, 9, 4, 4))).requires_grad_(True)
     loss = local_geometry_loss(s, t, **kw)
     loss.backward()
-    assert loss.item() > 1e-3 and abs((s.grad * s).sum().item()) < 1e-9 * max(1.0, s.grad.norm().item() * s.norm().item())
+    assert loss.item() > 1e-3 and abs((s.grad * s).sum().item()) < 1e-9 * max(
+        1.0, s.grad.norm().item() * s.norm().item()
+    )
 
 
 def test_image_scope_sees_only_each_images_own_positions():

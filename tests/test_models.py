@@ -48,7 +48,10 @@ def test_torchvision_downloads_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     path, url = hub_weights_file("resnet18")
     assert str(path).startswith(str(tmp_path)) and url.endswith(path.name)
-    with pytest.raises(FileNotFoundError, match="downloads nothing unless asked: pass download=True .* fetch https://download.pytorch.org/models/resnet18-"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="downloads nothing unless asked: pass download=True .* fetch https://download.pytorch.org/models/resnet18-",
+    ):
         build_model("tv:resnet18", 4, weights="DEFAULT")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_model("tv:resnet18", 4, weights=tmp_path / "nope.pth")

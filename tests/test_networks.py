@@ -6,13 +6,19 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
-from geoviz.capture import as_maps, collect, leaf_layers, resolve_layers
-from geoviz.models import block_layers, build_model, head_classes, hub_weights_file, load_network, save_model, untrained_copy
-from geoviz.preprocessing import IMAGENET_MEAN, IMAGENET_STD, InputSpec, normalization_of
-
 from data_files import write_hub_resnet18
 
+from geoviz.capture import as_maps, collect, leaf_layers, resolve_layers
+from geoviz.models import (
+    block_layers,
+    build_model,
+    head_classes,
+    hub_weights_file,
+    load_network,
+    save_model,
+    untrained_copy,
+)
+from geoviz.preprocessing import IMAGENET_MEAN, IMAGENET_STD, InputSpec, normalization_of
 
 pytestmark = pytest.mark.usefixtures("no_network")  # conftest: any connection attempt fails
 
@@ -41,7 +47,10 @@ def test_torchvision_weights_come_from_the_hub_cache_with_their_transforms_and_c
 
 
 def test_missing_unknown_and_mismatched_weights_say_what_to_do(hub, tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match=r"not found at .*resnet34-b627a593\.pth.*download=True \(--download\).*https://download\.pytorch\.org"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"not found at .*resnet34-b627a593\.pth.*download=True \(--download\).*https://download\.pytorch\.org",
+    ):
         load_network("tv:resnet34", weights="DEFAULT")
     with pytest.raises(ValueError, match=r"has no weights 'IMAGENET1K_V9'; available: \['DEFAULT', 'IMAGENET1K_V1'\]"):
         load_network("tv:resnet18", weights="IMAGENET1K_V9")
@@ -100,7 +109,10 @@ def test_timm_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
     from timm.data import ImageNetInfo
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    with pytest.raises(FileNotFoundError, match=r"timm:resnet18 not found in the Hugging Face cache \(repo timm/resnet18\.a1_in1k\).*download=True"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"timm:resnet18 not found in the Hugging Face cache \(repo timm/resnet18\.a1_in1k\).*download=True",
+    ):
         load_network("timm:resnet18", weights="DEFAULT")
     torch.manual_seed(3)
     ref = timm.create_model("resnet18", pretrained=False).eval()
@@ -108,15 +120,24 @@ def test_timm_weights_come_from_the_hugging_face_cache(tmp_path, monkeypatch):
     net = load_network("timm:resnet18", weights="DEFAULT")
     assert torch.equal(net.conv1.weight, ref.conv1.weight) and torch.equal(net.fc.weight, ref.fc.weight)
     info = ImageNetInfo("imagenet-1k")
-    assert net.class_names[:2] == [info.index_to_description(0).split(",")[0], info.index_to_description(1).split(",")[0]]
-    assert net.input_spec.size == 224 and net.input_spec.resize == int(224 / 0.95) and net.input_spec.interpolation == "bicubic"
+    assert net.class_names[:2] == [
+        info.index_to_description(0).split(",")[0],
+        info.index_to_description(1).split(",")[0],
+    ]
+    assert (
+        net.input_spec.size == 224
+        and net.input_spec.resize == int(224 / 0.95)
+        and net.input_spec.interpolation == "bicubic"
+    )
     assert head_classes(net, ["n01443537", "n01440764"]) == [1, 0]  # an ImageNet-style folder of WordNet ids
     f = tmp_path / "tuned.pth"
     torch.save(timm.create_model("resnet18", num_classes=4).state_dict(), f)
     assert load_network("timm:resnet18", weights=str(f)).fc.out_features == 4
     other = tmp_path / "other.pth"
     torch.save({"backbone.conv.weight": torch.zeros(1)}, other)
-    with pytest.raises(ValueError, match=r"does not fit timm:resnet18: missing \['conv1.weight'.*unexpected \['backbone.conv.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"does not fit timm:resnet18: missing \['conv1.weight'.*unexpected \['backbone.conv.weight'\]"
+    ):
         load_network("timm:resnet18", weights=str(other))
 
 
@@ -141,10 +162,15 @@ def test_as_maps_lays_tokens_and_channels_last_maps_on_their_grid():
     assert torch.equal(as_maps(cls31, (496, 496))[0, :, 2, 3], cls31[0, 1 + 2 * 31 + 3])
 
 
-@pytest.mark.parametrize("name, layer, shape", [
-    ("resnet50", "layer4.2", (2048, 2, 2)), ("convnext_tiny", "features.5.8", (384, 4, 4)),
-    ("vit_b_16", "encoder.layers.encoder_layer_11", (768, 4, 4)), ("swin_t", "features.1.1", (96, 16, 16)),
-])
+@pytest.mark.parametrize(
+    "name, layer, shape",
+    [
+        ("resnet50", "layer4.2", (2048, 2, 2)),
+        ("convnext_tiny", "features.5.8", (384, 4, 4)),
+        ("vit_b_16", "encoder.layers.encoder_layer_11", (768, 4, 4)),
+        ("swin_t", "features.1.1", (96, 16, 16)),
+    ],
+)
 def test_every_family_gives_local_features_on_its_grid(name, layer, shape):
     """The families the README lists: blocks found by "auto", each block's output as maps whose
     rows are the very vectors at those positions (checked against a plain forward hook)."""
@@ -158,7 +184,14 @@ def test_every_family_gives_local_features_on_its_grid(name, layer, shape):
         seen["out"] = out.detach().clone()
 
     h = net.get_submodule(layer).register_forward_hook(keep)
-    bank = collect(net, torch.utils.data.TensorDataset(x, torch.tensor([0, 1])), [layer], positions_per_image=5, batch_size=2, progress=False)
+    bank = collect(
+        net,
+        torch.utils.data.TensorDataset(x, torch.tensor([0, 1])),
+        [layer],
+        positions_per_image=5,
+        batch_size=2,
+        progress=False,
+    )
     h.remove()
     assert bank.shapes[layer] == shape
     out = seen["out"]
@@ -179,7 +212,14 @@ def test_a_timm_vit_with_register_tokens_drops_all_its_prefix_tokens():
     x = torch.rand(2, 3, 64, 64)
     seen = {}
     h = net.blocks[11].register_forward_hook(lambda m, i, o: seen.__setitem__("out", o.detach().clone()))
-    bank = collect(net, torch.utils.data.TensorDataset(x, torch.tensor([0, 1])), ["blocks.11"], positions_per_image=6, batch_size=2, progress=False)
+    bank = collect(
+        net,
+        torch.utils.data.TensorDataset(x, torch.tensor([0, 1])),
+        ["blocks.11"],
+        positions_per_image=6,
+        batch_size=2,
+        progress=False,
+    )
     h.remove()
     assert bank.shapes["blocks.11"] == (192, 4, 4)
     for row in (1, 8):
@@ -192,13 +232,25 @@ def test_every_leaf_and_a_modules_input_can_be_captured():
     leaves = leaf_layers(net)
     assert "layer1.0.conv1" in leaves and "fc" in leaves and "layer1" not in leaves
     x = torch.rand(3, 3, 32, 32)
-    bank = collect(net, torch.utils.data.TensorDataset(x, torch.zeros(3, dtype=torch.long)), "leaves", positions_per_image=2,
-                   pooled=["fc:input", "layer4"], outputs=True, batch_size=2, progress=False)
+    bank = collect(
+        net,
+        torch.utils.data.TensorDataset(x, torch.zeros(3, dtype=torch.long)),
+        "leaves",
+        positions_per_image=2,
+        pooled=["fc:input", "layer4"],
+        outputs=True,
+        batch_size=2,
+        progress=False,
+    )
     assert "layer1.0.relu#1" in bank.layers  # a module called twice: both calls
     with torch.no_grad():
         logits = net(x)
-        feats = torch.flatten(net.avgpool(net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x))))))))), 1)
-    assert np.allclose(bank.outputs, logits.numpy(), atol=1e-5) and np.allclose(bank.pooled["fc:input"], feats.numpy(), atol=1e-5)
+        feats = torch.flatten(
+            net.avgpool(net.layer4(net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x))))))))), 1
+        )
+    assert np.allclose(bank.outputs, logits.numpy(), atol=1e-5) and np.allclose(
+        bank.pooled["fc:input"], feats.numpy(), atol=1e-5
+    )
     assert np.allclose(bank.pooled["layer4"], feats.numpy(), atol=1e-5)  # the pooled last stage is what the head reads
     with pytest.raises(KeyError, match="unknown layer 'fcc'"):
         resolve_layers(net, "fcc:input")
@@ -218,7 +270,9 @@ def test_batchnorm_recalibration_takes_the_datas_statistics():
         ref = torchvision.models.resnet18().eval()
         ref.load_state_dict(net.state_dict())
         stem = ref.conv1(x)  # what bn1 receives
-    assert recalibrate_batchnorm(net, torch.utils.data.TensorDataset(x, torch.zeros(12)), batch_size=8, device="cpu") == 20
+    assert (
+        recalibrate_batchnorm(net, torch.utils.data.TensorDataset(x, torch.zeros(12)), batch_size=8, device="cpu") == 20
+    )
     assert torch.allclose(net.bn1.running_mean, stem.mean((0, 2, 3)), atol=1e-5)
     per_batch = [stem[:8].var((0, 2, 3), unbiased=True), stem[8:].var((0, 2, 3), unbiased=True)]
     assert torch.allclose(net.bn1.running_var, (8 * per_batch[0] + 4 * per_batch[1]) / 12, rtol=1e-4)
@@ -233,10 +287,19 @@ def test_cells_sit_where_receptive_fields_are_centred():
     for y, x in ((3, 5), (8, 8)):
         x0, y0, x1, y1 = rf.box(y, x)  # 27 px, centred on the position (not clipped here)
         cx0, cy0, cx1, cy1 = rf.cell(y, x)
-        assert (cx1 - cx0, cy1 - cy0) == (4, 4) and abs((cx0 + cx1) / 2 - (x0 + x1) / 2) <= 1 and abs((cy0 + cy1) / 2 - (y0 + y1) / 2) <= 1
+        assert (
+            (cx1 - cx0, cy1 - cy0) == (4, 4)
+            and abs((cx0 + cx1) / 2 - (x0 + x1) / 2) <= 1
+            and abs((cy0 + cy1) / 2 - (y0 + y1) / 2) <= 1
+        )
     vit = build_model("tv:vit_b_16", 3, image_size=64).eval()
     rf = receptive_field(vit, "encoder.layers.encoder_layer_1", 64)
-    assert rf.box(1, 2) == (0, 0, 64, 64) and rf.cell(1, 2) == (32, 16, 48, 32)  # attention sees it all; the token is its patch
+    assert rf.box(1, 2) == (0, 0, 64, 64) and rf.cell(1, 2) == (
+        32,
+        16,
+        48,
+        32,
+    )  # attention sees it all; the token is its patch
 
 
 def test_grad_cam_on_a_vits_tokens_is_the_formula_on_their_grid():
@@ -250,6 +313,7 @@ def test_grad_cam_on_a_vits_tokens_is_the_formula_on_their_grid():
     x = torch.rand(2, 3, 64, 64)
     maps, target = grad_cam(net, x)
     store = {}
+
     def keep(module, inputs, out):  # returns None: the output stays as it is
         out.retain_grad()
         store["t"] = out

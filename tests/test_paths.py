@@ -1,11 +1,12 @@
 """data/, runs/ and notebooks/ resolve from the project root, whatever the working directory."""
+
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
-
 from data_files import write_cifar
+
 from geoviz import paths
 from geoviz.batch import run_notebook
 
@@ -54,13 +55,13 @@ def test_a_notebook_run_from_notebooks_reads_the_projects_data_and_writes_its_ru
     """What JupyterLab and nbval do: the kernel starts in notebooks/."""
     write_cifar(project / "data", per_batch=10, n_test=20)
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "import os\n"
-        "from geoviz.datasets import get_dataset\n"
-        "from geoviz.runs import RunDir\n"
-        "test = get_dataset('cifar10', 'test', verify=False)\n"
-        "run = RunDir('from-notebooks')\n"
-        "run.write_summary(n_test=len(test), cwd=os.getcwd())\n")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import os\nfrom geoviz.datasets import get_dataset\nfrom geoviz.runs import RunDir\ntest = "
+            "get_dataset('cifar10', 'test', verify=False)\nrun = "
+            "RunDir('from-notebooks')\nrun.write_summary(n_test=len(test), cwd=os.getcwd())\n"
+        )
+    ]
     src = project / "notebooks" / "where.ipynb"
     nbformat.write(nb, str(src))
     run_notebook(src, project / "notebooks" / "out", html=False)

@@ -40,7 +40,15 @@ def _trained_bn(net, x):
 
 
 @pytest.mark.parametrize("mode", P.MODES)
-@pytest.mark.parametrize("shape", [dict(), dict(k=3, stride=2, padding=1, bias=True), dict(k=5, padding=2, cin=4, cmid=12), dict(k=3, padding=0, bias=True)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(),
+        dict(k=3, stride=2, padding=1, bias=True),
+        dict(k=5, padding=2, cin=4, cmid=12),
+        dict(k=3, padding=0, bias=True),
+    ],
+)
 def test_full_rank_reexpression_reproduces_the_layer(mode, shape):
     torch.manual_seed(1)
     x = torch.randn(16, shape.get("cin", 6), 13, 13)
@@ -87,7 +95,10 @@ def test_energy_accounting_equals_the_pca_eigenvalues_and_the_tail_is_the_error(
     n = len(y)
     np.testing.assert_allclose(s.eigvals, pca.explained_variance_ * (n - 1) / n, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(s.energy(), np.cumsum(pca.explained_variance_ratio_), rtol=1e-6)
-    for r in (2, 5):  # the pair's output misses exactly the dropped eigenvalues (mean squared error summed over channels)
+    for r in (
+        2,
+        5,
+    ):  # the pair's output misses exactly the dropped eigenvalues (mean squared error summed over channels)
         pruned = P.decorrelate(net, spectra, {"conv1": r}, only_if_cheaper=False)
         out = []
         h = pruned.conv1.register_forward_hook(lambda m, i, o: out.append(o.detach()))
@@ -144,15 +155,22 @@ def test_flops_budget_is_met_and_spent_where_energy_is():
         ranks = P.ranks_for_flops(sp, budget)
         cost = sum(s.flops() if ranks[n] >= s.break_even() else s.flops(ranks[n]) for n, s in sp.items())
         step = max(s.flops(2) - s.flops(1) for n, s in sp.items() if ranks[n] < s.break_even())
-        assert budget - step <= cost <= budget, (budget, cost)  # within one direction of the budget: nothing left unspent
+        assert budget - step <= cost <= budget, (
+            budget,
+            cost,
+        )  # within one direction of the budget: nothing left unspent
 
 
 def test_pruned_models_round_trip_as_config_plus_state_dict(tmp_path):
     torch.manual_seed(6)
     m = _trained_bn(build_model("resnet8"), torch.randn(32, 3, 32, 32))
     x = torch.randn(64, 3, 32, 32)
-    for pr in (P.prune_decorrelated(m, x, mode="outputs", speedup=2.0, progress=False), P.prune_decorrelated(m, x, mode="inputs", energy=0.9, progress=False),
-               P.prune_structured(m, "l1", 2.0), P.prune_structured(m, "fpgm", 3.0)):
+    for pr in (
+        P.prune_decorrelated(m, x, mode="outputs", speedup=2.0, progress=False),
+        P.prune_decorrelated(m, x, mode="inputs", energy=0.9, progress=False),
+        P.prune_structured(m, "l1", 2.0),
+        P.prune_structured(m, "fpgm", 3.0),
+    ):
         args = pr.model.build_args
         assert args["name"] == "pruned" and json.loads(json.dumps(args)) == args  # plain JSON: no pickled modules
         save_model(pr.model, tmp_path / "p.pt")
@@ -170,7 +188,9 @@ def test_torch_pruning_baselines_reach_the_flops_target():
         pr = P.prune_structured(m, imp, 3.0)
         got = P.measure_flops(pr.model)
         assert total / 3.0 * 0.95 <= got <= total / 3.0, (imp, total / got)
-        assert pr.model.conv1.out_channels < 16 or pr.model.layer3[0].conv1.out_channels < 64  # channels removed, not masked
+        assert (
+            pr.model.conv1.out_channels < 16 or pr.model.layer3[0].conv1.out_channels < 64
+        )  # channels removed, not masked
 
 
 def test_bad_input_fails_early_with_a_message():
@@ -228,14 +248,17 @@ def test_pruning_study_smoke_decides_the_claim_from_paired_seeds(run_root):
     res = run_pruning(cfg, run_root=run_root, progress=False)
     table = {(r["method"], r["speedup"]): r for r in res.table()}
     assert set(table) == {("unpruned", 1.0), ("decorrelated-inputs", 2.0), ("l1", 2.0), ("fpgm", 2.0)}
-    assert table[("l1", 2.0)]["flops_reduction"] >= 2.0 and table[("decorrelated-inputs", 2.0)]["flops_reduction"] >= table[("l1", 2.0)]["flops_reduction"] * 0.99
+    assert (
+        table[("l1", 2.0)]["flops_reduction"] >= 2.0
+        and table[("decorrelated-inputs", 2.0)]["flops_reduction"] >= table[("l1", 2.0)]["flops_reduction"] * 0.99
+    )
     claims = res.claims()
-    assert [c["stage"] for c in claims] == ["after fine-tuning", "before fine-tuning"] and claims[0]["n_seeds"] == 2
+    assert [c.conditions["stage"] for c in claims] == ["after fine-tuning", "before fine-tuning"] and claims[0].n == 2
     best = max(("l1", "fpgm"), key=lambda m: table[(m, 2.0)]["acc_finetuned"])
-    assert claims[0]["best_baseline"] == best and claims[0]["verdict"] in ("better", "worse", "undecided")
+    assert claims[0].extra["best_baseline"] == best and claims[0].verdict in ("supported", "contradicted", "undecided")
     a = [r["acc_finetuned"] for r in res.rows if r["method"] == "decorrelated-inputs"]
     b = [r["acc_finetuned"] for r in res.rows if r["method"] == best]
-    assert np.isclose(claims[0]["mean"], np.mean(np.subtract(a, b)))
+    assert np.isclose(claims[0].mean, np.mean(np.subtract(a, b)))
     assert (res.experiment.path / "l1-2x-s1" / "pruned.pt").is_file()
     # costs belong to each seed's own pruned network (the decorrelated ranks differ by seed)
     for r in res.rows:
@@ -249,6 +272,8 @@ def test_pruning_study_smoke_decides_the_claim_from_paired_seeds(run_root):
     with pytest.raises(ValueError, match="hold no decorrelated method"):
         PruningConfig(methods=("l1",))
     # KD from the unpruned network: the fine-tuning run records the kd term
-    kd = run_pruning(cfg.replace(kd=True, methods=("decorrelated-outputs",), seeds=(0,)), run_root=run_root, progress=False)
-    hist = kd.histories["decorrelated-outputs-2x-s0"]
+    kd = run_pruning(
+        cfg.replace(kd=True, methods=("decorrelated-outputs",), seeds=(0,)), run_root=run_root, progress=False
+    )
+    hist = kd.curves()[("decorrelated-outputs-2x", 0)]
     assert any("kd" in k for k in hist[0]), list(hist[0])

@@ -12,11 +12,17 @@ def test_shape_size_targets_are_the_drawn_sizes_with_label_noise_on_training_spl
     tr, te = get_dataset("shape_size", "train", n=400), get_dataset("shape_size", "test", n=200)
     noise = (tr.targets - tr.true_sizes).numpy()
     assert abs(noise.std() - 0.5) < 0.06 and abs(noise.mean()) < 0.08
-    assert torch.equal(te.targets, te.true_sizes) and 3.7 < float(tr.true_sizes.min()) and float(tr.true_sizes.max()) < 14.5
+    assert (
+        torch.equal(te.targets, te.true_sizes)
+        and 3.7 < float(tr.true_sizes.min())
+        and float(tr.true_sizes.max()) < 14.5
+    )
     # bigger shapes cover more pixels: the target is visible in the image
     fg = [(x - x.median()).abs().mean().item() for x, _ in (tr[i] for i in range(200))]
     assert np.corrcoef(fg, tr.true_sizes[:200].numpy())[0, 1] > 0.3
-    assert te.mean_predictor_mae(float(tr.targets.mean())) == pytest.approx(float((te.targets - tr.targets.mean()).abs().mean()))
+    assert te.mean_predictor_mae(float(tr.targets.mean())) == pytest.approx(
+        float((te.targets - tr.targets.mean()).abs().mean())
+    )
     with pytest.raises(ValueError, match="label_noise must be >= 0"):
         get_dataset("shape_size", "train", n=4, label_noise=-1)
 
@@ -27,7 +33,9 @@ def test_regression_objective_reports_and_selects_on_mae():
     y = x[:, 0].mean((1, 2)) * 10
     data = torch.utils.data.TensorDataset(x, y)
     m = build_model("resnet8", 1)
-    res = fit(m, data, data, test=data, objective="regression", epochs=3, lr=0.02, batch_size=32, device="cpu", progress=False)
+    res = fit(
+        m, data, data, test=data, objective="regression", epochs=3, lr=0.02, batch_size=32, device="cpu", progress=False
+    )
     h = res.history[-1]
     assert {"train_mae", "val_mae", "val_loss"} <= set(h) and "train_acc" not in h
     got = evaluate_regression(m, data, device="cpu")
@@ -53,7 +61,9 @@ def test_offline_pseudo_labels_resume_and_refuse_another_teacher(tmp_path):
     (run.path / "pseudo_labels" / "part-00002.npy").unlink()
     np.save(run.path / "pseudo_labels" / "part-00000.npy", np.full(16, 7.0, np.float32))
     again = pseudo_label(teacher, pool, run, chunk=16, progress=False)
-    assert (again[:16] == 7.0).all() and np.allclose(again[32:48], want[32:48], atol=1e-5)  # kept chunks reused, the missing one recomputed
+    assert (again[:16] == 7.0).all() and np.allclose(
+        again[32:48], want[32:48], atol=1e-5
+    )  # kept chunks reused, the missing one recomputed
     other = build_model("resnet8", 1)
     with pytest.raises(ValueError, match="pseudo-labels of another teacher"):
         pseudo_label(other, pool, run, chunk=16, progress=False)
@@ -74,14 +84,18 @@ def test_regression_kd_runs_end_to_end_and_resumes(tmp_path):
     fit(teacher, tr, va, objective="regression", epochs=1, lr=0.02, batch_size=32, device="cpu", progress=False)
     student = build_model("resnet8", 1, width=0.5)
     run = RunDir("distil", tmp_path)
-    out = distill_offline(student, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False)
+    out = distill_offline(
+        student, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False
+    )
     assert len(out["pseudo_labels"]) == 128 and [h["epoch"] for h in out["history"]["pretrain"]] == [1, 2]
     assert (run.path / "pretrain" / "last.pt").is_file() and (run.path / "finetune" / "last.pt").is_file()
     # a rerun resumes: nothing is trained or labelled again (no checkpoint or label file rewritten)
     files = [run.path / "pretrain" / "last.pt", run.path / "finetune" / "last.pt", run.path / "pseudo_labels.npy"]
     stamps = [f.stat().st_mtime_ns for f in files]
     student2 = build_model("resnet8", 1, width=0.5)
-    out2 = distill_offline(student2, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False)
+    out2 = distill_offline(
+        student2, teacher, tr, pool, va, run=run, pretrain_epochs=2, finetune_epochs=1, batch_size=32, progress=False
+    )
     assert [f.stat().st_mtime_ns for f in files] == stamps
     assert out2["finetune"]["val_mae_best"] == pytest.approx(out["finetune"]["val_mae_best"])
     np.testing.assert_array_equal(out2["pseudo_labels"], out["pseudo_labels"])
@@ -95,31 +109,52 @@ def test_regression_kd_runs_end_to_end_and_resumes(tmp_path):
 def _claim_rows(teacher, distilled, labelled_only):
     rows = []
     for sd, (t, d, lo) in enumerate(zip(teacher, distilled, labelled_only)):
-        rows += [{"seed": sd, "model": "teacher", "arm": "teacher", "mae": t, "corrupted_mae": 2 * t},
-                 {"seed": sd, "model": "resnet8", "arm": "distilled", "mae": d, "corrupted_mae": 2 * d},
-                 {"seed": sd, "model": "resnet8", "arm": "labelled only", "mae": lo, "corrupted_mae": 2 * lo}]
+        rows += [
+            {"seed": sd, "model": "teacher", "arm": "teacher", "mae": t, "corrupted_mae": 2 * t},
+            {"seed": sd, "model": "resnet8", "arm": "distilled", "mae": d, "corrupted_mae": 2 * d},
+            {"seed": sd, "model": "resnet8", "arm": "labelled only", "mae": lo, "corrupted_mae": 2 * lo},
+        ]
     return rows
 
 
-@pytest.mark.parametrize("distilled, labelled_only, near, helps", [
-    ([1.03, 1.05, 1.04], [1.30, 1.36, 1.33], "supported", "supported"),  # within 10 % of 1.0; distillation 0.29 px better
-    ([1.50, 1.62, 1.55], [1.20, 1.28, 1.25], "contradicted", "contradicted"),  # 55 % off the teacher; the labelled set alone better
-    ([1.02, 1.19, 1.08], [1.00, 1.25, 1.02], "undecided", "undecided"),  # straddles the margin; differences of both signs
-])
+@pytest.mark.parametrize(
+    "distilled, labelled_only, near, helps",
+    [
+        (
+            [1.03, 1.05, 1.04],
+            [1.30, 1.36, 1.33],
+            "supported",
+            "supported",
+        ),  # within 10 % of 1.0; distillation 0.29 px better
+        (
+            [1.50, 1.62, 1.55],
+            [1.20, 1.28, 1.25],
+            "contradicted",
+            "contradicted",
+        ),  # 55 % off the teacher; the labelled set alone better
+        (
+            [1.02, 1.19, 1.08],
+            [1.00, 1.25, 1.02],
+            "undecided",
+            "undecided",
+        ),  # straddles the margin; differences of both signs
+    ],
+)
 def test_student_claims_are_three_valued_with_the_right_signs(distilled, labelled_only, near, helps):
     from scipy import stats
 
     from geoviz.experiments.students import StudentsConfig, StudentsResult
 
     cfg = StudentsConfig(students=("resnet8",), seeds=(0, 1, 2), near_teacher_margin=0.10)
-    res = StudentsResult(cfg, _claim_rows([1.0, 1.0, 1.0], distilled, labelled_only), 2.5, {}, torch.zeros(1), np.zeros(1))
-    got = {c["claim"]: c for c in res.claims()}
+    res = StudentsResult(
+        cfg, _claim_rows([1.0, 1.0, 1.0], distilled, labelled_only), 2.5, {}, torch.zeros(1), np.zeros(1)
+    )
+    got = {c.claim: c for c in res.claims()}
     clean = got["resnet8 (distilled) within 10% of the teacher's MAE, clean"]
     # independently: the t interval of 1.1·teacher − student over the three seeds
     d = 1.1 - np.array(distilled)
     lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=d.std(ddof=1) / np.sqrt(3))
-    assert clean["ci"] == pytest.approx([lo, hi]) and clean["verdict"] == near
-    assert clean["gap_mean"] == pytest.approx(np.mean(distilled) - 1.0)
-    assert got["resnet8 (distilled) within 10% of the teacher's MAE, corrupted"]["verdict"] == near  # the same rows × 2
-    assert got["resnet8: distillation beats the labelled set alone"]["verdict"] == helps
-
+    assert clean.interval == pytest.approx((lo, hi)) and clean.verdict == near
+    assert clean.extra["gap_mean"] == pytest.approx(np.mean(distilled) - 1.0)
+    assert got["resnet8 (distilled) within 10% of the teacher's MAE, corrupted"].verdict == near  # the same rows × 2
+    assert got["resnet8: distillation beats the labelled set alone"].verdict == helps

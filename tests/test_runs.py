@@ -77,5 +77,7 @@ def test_quickstart_checks_layers_and_projection_before_training(tmp_path):
     with pytest.raises(TypeError, match="QuickstartConfig.epochs must be a whole number"):
         QuickstartConfig.from_profile("smoke", epochs="two")
     with pytest.raises(KeyError, match="unknown layer 'layer9'; closest: "):
-        run_quickstart(QuickstartConfig.from_profile("smoke", layers=["layer1", "layer9"]), run_root=tmp_path, progress=False)
+        run_quickstart(
+            QuickstartConfig.from_profile("smoke", layers=["layer1", "layer9"]), run_root=tmp_path, progress=False
+        )
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing trained, nothing written

@@ -4,6 +4,7 @@ Topological labels are verified on the rasterised images with scipy's connected 
 (foreground 8-connected, background 4-connected: the standard digital-topology pair); quad classes
 are verified from the recorded vertices with NumPy geometry.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -24,15 +25,18 @@ def n_parts(b):
     return ndimage.label(b, structure=EIGHT)[1]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(task="circles", n=4), "unknown task 'circles'; allowed: 'quad'"),
-    (dict(task="quad", n=0), "n must be"),
-    (dict(task="quad", n=4, size=15), "size must be a whole number >= 16"),
-    (dict(task="inside", n=4, size=24), ">= 32 pixels for task 'inside'"),
-    (dict(task="hole", n=4, size=20), ">= 24 pixels for task 'hole'"),
-    (dict(task="quad", n=4, variant="wobbly"), "unknown variant 'wobbly'; allowed: 'regular', 'irregular'"),
-    (dict(task="quad", n=4, scale=(0.3, 0.7)), "scale must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(task="circles", n=4), "unknown task 'circles'; allowed: 'quad'"),
+        (dict(task="quad", n=0), "n must be"),
+        (dict(task="quad", n=4, size=15), "size must be a whole number >= 16"),
+        (dict(task="inside", n=4, size=24), ">= 32 pixels for task 'inside'"),
+        (dict(task="hole", n=4, size=20), ">= 24 pixels for task 'hole'"),
+        (dict(task="quad", n=4, variant="wobbly"), "unknown variant 'wobbly'; allowed: 'regular', 'irregular'"),
+        (dict(task="quad", n=4, scale=(0.3, 0.7)), "scale must be"),
+    ],
+)
 def test_bad_parameters_name_the_allowed_values(kwargs, match):
     task, n = kwargs.pop("task"), kwargs.pop("n")
     with pytest.raises(ValueError, match=match):
@@ -228,6 +232,10 @@ def test_a_data_set_generated_in_chunks_is_the_one_generated_at_once(monkeypatch
     whole = ShapesDataset("shapes10", 23, seed=2, split="val", channels=1)
     monkeypatch.setattr(ShapesDataset, "CHUNK", 5)
     chunked = ShapesDataset("shapes10", 23, seed=2, split="val", channels=1)
-    assert torch.equal(whole.images, chunked.images) and torch.equal(whole.labels, chunked.labels) and whole.images.shape[1] == 1
+    assert (
+        torch.equal(whole.images, chunked.images)
+        and torch.equal(whole.labels, chunked.labels)
+        and whole.images.shape[1] == 1
+    )
     with pytest.raises(ValueError, match="n must be a whole number"):
         ShapesDataset("shapes10", 0)

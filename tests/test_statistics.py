@@ -1,4 +1,5 @@
 """Verdicts from seeds: three-valued on synthetic result tables, and the Mantel test."""
+
 import numpy as np
 import pytest
 
@@ -53,7 +54,9 @@ def test_the_intervals_are_the_paired_t_and_the_percentile_bootstrap_of_the_mean
     rng = np.random.default_rng(11)
     means = d[rng.integers(0, 6, size=(200000, 6))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    assert res["bootstrap_ci"][0] == pytest.approx(lo, abs=2e-3) and res["bootstrap_ci"][1] == pytest.approx(hi, abs=2e-3)
+    assert res["bootstrap_ci"][0] == pytest.approx(lo, abs=2e-3) and res["bootstrap_ci"][1] == pytest.approx(
+        hi, abs=2e-3
+    )
     assert res["mean"] == pytest.approx(d.mean())
 
 
@@ -62,12 +65,19 @@ def test_verdicts_without_an_effect_are_rarely_decided(n):
     """Under no effect, 'supported' or 'contradicted' must come out about 5 % of the time (the
     percentile bootstrap over so few seeds gave 24 % / 16 %)."""
     rng = np.random.default_rng(n)
-    decided = sum(paired_difference(rng.normal(0, 1, n), np.zeros(n), n_resamples=200)["verdict"] != "undecided" for _ in range(400))
+    decided = sum(
+        paired_difference(rng.normal(0, 1, n), np.zeros(n), n_resamples=200)["verdict"] != "undecided"
+        for _ in range(400)
+    )
     assert decided / 400 < 0.09
 
 
 def test_verdict_edges():
-    assert verdict(0.01, 0.02) == "supported" and verdict(-0.02, -0.01) == "contradicted" and verdict(-0.01, 0.01) == "undecided"
+    assert (
+        verdict(0.01, 0.02) == "supported"
+        and verdict(-0.02, -0.01) == "contradicted"
+        and verdict(-0.01, 0.01) == "undecided"
+    )
     assert verdict(float("nan"), 1.0) == "undecided"
 
 

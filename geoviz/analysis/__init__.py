@@ -1,6 +1,6 @@
 """Measurements that combine capture and geometry (no training, no plotting)."""
+
 from .alignment import layer_alignment
-from .probes import linear_probe, pooled_features, probe_layers
 from .angles import (
     AngleConfusionTracker,
     angle_confusion_correlation,
@@ -9,6 +9,17 @@ from .angles import (
     confusion_rates,
     pair_values,
 )
+from .probes import linear_probe, pooled_features, probe_layers
 
-__all__ = ["layer_alignment", "linear_probe", "pooled_features", "probe_layers", "AngleConfusionTracker", "angle_confusion_correlation", "class_mean_angles",
-           "class_vector_angles", "confusion_rates", "pair_values"]
+__all__ = [
+    "layer_alignment",
+    "linear_probe",
+    "pooled_features",
+    "probe_layers",
+    "AngleConfusionTracker",
+    "angle_confusion_correlation",
+    "class_mean_angles",
+    "class_vector_angles",
+    "confusion_rates",
+    "pair_values",
+]

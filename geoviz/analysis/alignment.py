@@ -1,4 +1,5 @@
 """How alike are two networks' local geometries, layer pair by layer pair?"""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,18 @@ from ..geometry import knn_agreement, linear_cka
 
 
 @torch.no_grad()
-def layer_alignment(student: nn.Module, teacher: nn.Module, images: torch.Tensor, pairs: dict[str, str], *, k: int = 10,
-                    max_points: int = 2048, align: str = "pool", seed: int = 0, batch_size: int = 128) -> dict[str, dict[str, float]]:
+def layer_alignment(
+    student: nn.Module,
+    teacher: nn.Module,
+    images: torch.Tensor,
+    pairs: dict[str, str],
+    *,
+    k: int = 10,
+    max_points: int = 2048,
+    align: str = "pool",
+    seed: int = 0,
+    batch_size: int = 128,
+) -> dict[str, dict[str, float]]:
     """For each ``{student layer: teacher layer}`` pair: ``knn_agreement`` (mean Jaccard of the
     k-neighbour sets) and ``linear_cka`` between the two nets' local features at the same
     positions of the same images (aligned by relative coordinate, at most ``max_points`` positions,
@@ -20,8 +31,11 @@ def layer_alignment(student: nn.Module, teacher: nn.Module, images: torch.Tensor
     dev_t = next(teacher.parameters()).device
     fs = {p: [] for p in pairs}
     ft = {p: [] for p in pairs}
-    with eval_mode(student, teacher), ActivationRecorder(student, list(pairs), device="cpu") as rs, \
-            ActivationRecorder(teacher, list(pairs.values()), device="cpu") as rt:
+    with (
+        eval_mode(student, teacher),
+        ActivationRecorder(student, list(pairs), device="cpu") as rs,
+        ActivationRecorder(teacher, list(pairs.values()), device="cpu") as rt,
+    ):
         for i in range(0, len(images), batch_size):
             x = images[i : i + batch_size]
             student(x.to(dev_s))
@@ -38,5 +52,8 @@ def layer_alignment(student: nn.Module, teacher: nn.Module, images: torch.Tensor
         if len(a) > max_points:
             keep = torch.randperm(len(a), generator=g)[:max_points]
             a, b = a[keep], b[keep]
-        out[f"{s_layer}→{t_layer}"] = {"knn_agreement": knn_agreement(a, b, min(k, len(a) - 1)).item(), "cka": linear_cka(a, b).item()}
+        out[f"{s_layer}→{t_layer}"] = {
+            "knn_agreement": knn_agreement(a, b, min(k, len(a) - 1)).item(),
+            "cka": linear_cka(a, b).item(),
+        }
     return out

@@ -10,6 +10,7 @@ tracks the angle between their class vectors — smaller angle, more confusion.
 - ``class_geometry``: the same relation for any classifier on any labelled images, no training
   (the head's class vectors when its classes are the data's, else class means of its features).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -119,7 +120,10 @@ def angle_confusion_correlation(angles, confusion, *, n_boot: int = 1000, ci: fl
 
     a, c = pair_values(angles), pair_values(confusion)
     if a.shape != c.shape:
-        raise ValueError(f"angles and confusion must be matrices over the same classes, got {np.shape(angles)} and {np.shape(confusion)}")
+        raise ValueError(
+            "angles and confusion must be matrices over the same "
+            f"classes, got {np.shape(angles)} and {np.shape(confusion)}"
+        )
     ok = np.isfinite(a) & np.isfinite(c)
     a, c = a[ok], c[ok]
     if len(a) < 3:
@@ -127,8 +131,14 @@ def angle_confusion_correlation(angles, confusion, *, n_boot: int = 1000, ci: fl
     out = {"n_pairs": int(len(a))}
     const = np.ptp(a) == 0 or np.ptp(c) == 0
     if const:
-        out.update(pearson=float("nan"), pearson_p=float("nan"), spearman=float("nan"), spearman_p=float("nan"),
-                   pearson_ci=[float("nan")] * 2, spearman_ci=[float("nan")] * 2)
+        out.update(
+            pearson=float("nan"),
+            pearson_p=float("nan"),
+            spearman=float("nan"),
+            spearman_p=float("nan"),
+            pearson_ci=[float("nan")] * 2,
+            spearman_ci=[float("nan")] * 2,
+        )
         return out
     pr, pp = stats.pearsonr(a, c)
     sr, sp = stats.spearmanr(a, c)
@@ -148,9 +158,14 @@ def angle_confusion_correlation(angles, confusion, *, n_boot: int = 1000, ci: fl
 
     lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     pb, sb = pearson_rows(ab, cb), pearson_rows(ranks(ab), ranks(cb))
-    out.update(pearson=float(pr), pearson_p=float(pp), spearman=float(sr), spearman_p=float(sp),
-               pearson_ci=[float(np.percentile(pb, lo)), float(np.percentile(pb, hi))],
-               spearman_ci=[float(np.percentile(sb, lo)), float(np.percentile(sb, hi))])
+    out.update(
+        pearson=float(pr),
+        pearson_p=float(pp),
+        spearman=float(sr),
+        spearman_p=float(sp),
+        pearson_ci=[float(np.percentile(pb, lo)), float(np.percentile(pb, hi))],
+        spearman_ci=[float(np.percentile(sb, lo)), float(np.percentile(sb, hi))],
+    )
     return out
 
 
@@ -215,13 +230,32 @@ class ClassGeometry:
 
     def summary(self) -> dict:
         m = self.mantel or {}
-        return {"mode": self.mode, "accuracy": self.accuracy, "n_images": int(len(self.rows)), "pearson": self.correlation.get("pearson"),
-                "spearman": self.correlation.get("spearman"), "mantel_r": m.get("r"), "mantel_p": m.get("p_value"),
-                "verdict": m.get("verdict", "undecided"), "note": self.note}
+        return {
+            "mode": self.mode,
+            "accuracy": self.accuracy,
+            "n_images": int(len(self.rows)),
+            "pearson": self.correlation.get("pearson"),
+            "spearman": self.correlation.get("spearman"),
+            "mantel_r": m.get("r"),
+            "mantel_p": m.get("p_value"),
+            "verdict": m.get("verdict", "undecided"),
+            "note": self.note,
+        }
 
 
-def class_geometry(labels, class_names, *, features, outputs=None, head_index=None, head_weight=None, train=None, test=None,
-                   n_resamples: int = 9999, seed: int = 0) -> ClassGeometry:
+def class_geometry(
+    labels,
+    class_names,
+    *,
+    features,
+    outputs=None,
+    head_index=None,
+    head_weight=None,
+    train=None,
+    test=None,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> ClassGeometry:
     """Relate class geometry to confusion for labelled images (no training of the network).
 
     With ``head_index`` (for each class, the head output that stands for it) and ``outputs`` (the
@@ -242,7 +276,11 @@ def class_geometry(labels, class_names, *, features, outputs=None, head_index=No
         probs = torch.softmax(logits.double(), 1).numpy()
         rows = np.arange(len(y))
         angles = class_vector_angles(torch.as_tensor(np.asarray(head_weight))[list(head_index)]).numpy()
-        mode, note = "class vectors", f"the head's own class vectors and predictions, restricted to the data's {c} classes, on all {len(y)} images"
+        mode, note = (
+            "class vectors",
+            "the head's own class vectors and predictions, restricted "
+            f"to the data's {c} classes, on all {len(y)} images",
+        )
     else:
         from .probes import logistic_probe
 
@@ -253,15 +291,38 @@ def class_geometry(labels, class_names, *, features, outputs=None, head_index=No
         probs = np.zeros((len(test), c))
         probs[:, probe.classes_] = probe.predict_proba(f[test])
         rows = np.asarray(test)
-        angles = class_mean_angles(f[train], y[train], c, center=True).numpy()  # about the global mean: ReLU features all share one orthant
-        mode, note = "class means", (f"class means of the penultimate features over {len(train)} training images, centred on their global "
-                                     f"mean; confusion of a logistic probe on them over {len(test)} held-out images (the head's classes "
-                                     "are not the data's)")
+        angles = class_mean_angles(
+            f[train], y[train], c, center=True
+        ).numpy()  # about the global mean: ReLU features all share one orthant
+        mode, note = (
+            "class means",
+            (
+                f"class means of the penultimate features over {len(train)} training images, "
+                "centred on their global mean; confusion of a logistic probe on them over "
+                f"{len(test)} held-out images (the head's classes are not the data's)"
+            ),
+        )
     yt = y[rows]
     pred = probs.argmax(1)
     conf = confusion_rates(yt, pred, c)
     corr = angle_confusion_correlation(angles, conf, seed=seed)
-    # many classes: fewer permutations (999 still resolve p = 0.001; 9,999 over 1,000 classes' 499,500 pairs take minutes)
-    mt = mantel_test(angles, conf, n_resamples=n_resamples if c <= 100 else min(n_resamples, 999), seed=seed) if c >= 4 else None
-    return ClassGeometry(mode, list(class_names), angles, conf, corr, mt, float((pred == yt).mean()), rows, yt, probs,
-                         note + ("" if mt is not None else "; the Mantel test needs 4 classes or more"))
+    # many classes: fewer permutations (999 still resolve p = 0.001; 9,999 over 1,000 classes' 499,500 pairs take
+    # minutes)
+    mt = (
+        mantel_test(angles, conf, n_resamples=n_resamples if c <= 100 else min(n_resamples, 999), seed=seed)
+        if c >= 4
+        else None
+    )
+    return ClassGeometry(
+        mode,
+        list(class_names),
+        angles,
+        conf,
+        corr,
+        mt,
+        float((pred == yt).mean()),
+        rows,
+        yt,
+        probs,
+        note + ("" if mt is not None else "; the Mantel test needs 4 classes or more"),
+    )

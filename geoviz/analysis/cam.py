@@ -9,6 +9,7 @@ on their grid first (``capture.as_maps``), as pytorch-grad-cam's reshape transfo
 ViT is explained at the input of its last block by default: the patch tokens a last block puts out
 never reach the class token, so their gradients are zero.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,9 @@ from ..models import block_layers
 
 
 def _is_head(m: nn.Module) -> bool:
-    return isinstance(m, (nn.Linear, nn.Identity, nn.Dropout)) or (isinstance(m, nn.Sequential) and any(isinstance(c, nn.Linear) for c in m))
+    return isinstance(m, (nn.Linear, nn.Identity, nn.Dropout)) or (
+        isinstance(m, nn.Sequential) and any(isinstance(c, nn.Linear) for c in m)
+    )
 
 
 def _is_transformer(net: nn.Module) -> bool:
@@ -74,7 +77,9 @@ def _token_grid(layer: nn.Module, image_size, prefix_tokens):
     return grid, layer.register_forward_hook(hook)
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, target=None, *, layer: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(maps (B, H, W) in [0, 1] on the CPU, the explained classes (B,)); ``target`` None explains
     each image's predicted class. The model stays where it is (and in its mode); the images go to it."""
     from captum.attr import LayerAttribution, LayerGradCam

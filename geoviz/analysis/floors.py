@@ -11,13 +11,27 @@ near chance needs its topology, not its pixel budget.
 ``pixel_floor`` is the floor of any labelled image set (a folder of the user's images): the best
 of a panel of cheap feature sets × classifiers, chosen on the training images alone.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-STATISTICS = ("area", "perimeter", "bbox_y0", "bbox_y1", "bbox_x0", "bbox_x1", "bbox_h", "bbox_w",
-              "centroid_y", "centroid_x", "mu20", "mu02", "mu11")
+STATISTICS = (
+    "area",
+    "perimeter",
+    "bbox_y0",
+    "bbox_y1",
+    "bbox_x0",
+    "bbox_x1",
+    "bbox_h",
+    "bbox_w",
+    "centroid_y",
+    "centroid_x",
+    "mu20",
+    "mu02",
+    "mu11",
+)
 
 
 def mask_statistics(images: torch.Tensor, extras: np.ndarray | None = None, threshold: float = 0.5) -> np.ndarray:
@@ -66,8 +80,22 @@ def mask_statistics(images: torch.Tensor, extras: np.ndarray | None = None, thre
     return out
 
 
-IMAGE_STATISTICS = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "grey_p1", "grey_p5", "grey_p50", "grey_p95", "grey_p99",
-                    "gradient_mean", "gradient_p99", *(f"hist_{k}" for k in range(16)))
+IMAGE_STATISTICS = (
+    "mean_r",
+    "mean_g",
+    "mean_b",
+    "std_r",
+    "std_g",
+    "std_b",
+    "grey_p1",
+    "grey_p5",
+    "grey_p50",
+    "grey_p95",
+    "grey_p99",
+    "gradient_mean",
+    "gradient_p99",
+    *(f"hist_{k}" for k in range(16)),
+)
 
 
 def image_statistics(images: torch.Tensor) -> np.ndarray:
@@ -89,7 +117,14 @@ def image_statistics(images: torch.Tensor) -> np.ndarray:
     lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
     bins = ((flat - lo) / (hi - lo).clamp_min(1e-6) * 16).long().clamp(0, 15)
     hist = torch.zeros(n, 16).scatter_add_(1, bins, torch.ones_like(flat)) / flat.shape[1]
-    cols = [x.mean((2, 3)), x.std((2, 3)), pct, grad.mean(1, keepdim=True), torch.quantile(grad, 0.99, dim=1)[:, None], hist]
+    cols = [
+        x.mean((2, 3)),
+        x.std((2, 3)),
+        pct,
+        grad.mean(1, keepdim=True),
+        torch.quantile(grad, 0.99, dim=1)[:, None],
+        hist,
+    ]
     return torch.cat(cols, 1).double().numpy()
 
 
@@ -106,11 +141,17 @@ def _polar(dots: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
         cols += [np.hypot(dx, dy), np.cos(a), np.sin(a)]
         ang.append(a)
     if len(ang) == 2:
-        cols += [np.hypot(dots[:, 2] - dots[:, 0], dots[:, 3] - dots[:, 1]), np.cos(ang[1] - ang[0]), np.sin(ang[1] - ang[0])]
+        cols += [
+            np.hypot(dots[:, 2] - dots[:, 0], dots[:, 3] - dots[:, 1]),
+            np.cos(ang[1] - ang[0]),
+            np.sin(ang[1] - ang[0]),
+        ]
     return np.stack(cols, 1)
 
 
-def shortcut_floor(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0) -> float:
+def shortcut_floor(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, seed: int = 0
+) -> float:
     """Held-out accuracy of a gradient-boosted classifier on the statistics: the shortcut floor."""
     return shortcut_floors(train_x, train_y, {"test": (test_x, test_y)}, seed=seed)["test"]
 
@@ -157,11 +198,15 @@ def _classifiers(fold_train: int) -> dict:
     from .probes import logistic_probe
 
     k = max(1, min(5, fold_train))  # a fold's training part may hold fewer than 5 images
-    return {"logistic regression": logistic_probe,
-            f"{k} nearest neighbours": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(k))}
+    return {
+        "logistic regression": logistic_probe,
+        f"{k} nearest neighbours": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(k)),
+    }
 
 
-def pixel_floor(train_images: torch.Tensor, train_y, test_images: torch.Tensor, test_y, *, folds: int = 3, seed: int = 0) -> dict:
+def pixel_floor(
+    train_images: torch.Tensor, train_y, test_images: torch.Tensor, test_y, *, folds: int = 3, seed: int = 0
+) -> dict:
     """What a classifier reaches from the pixels without any network: the best of a panel of cheap
     feature sets (downsampled pixels at 8 × 8 and 16 × 16, per-channel colour histograms, the 29
     whole-image statistics) × classifiers (standardised logistic regression, 5 nearest neighbours),
@@ -186,5 +231,10 @@ def pixel_floor(train_images: torch.Tensor, train_y, test_images: torch.Tensor, 
     fname, cname = max(scores, key=scores.get)
     clf = classifiers[cname]().fit(feats[fname][0], train_y)
     correct = clf.predict(feats[fname][1]) == test_y
-    return {"accuracy": float(correct.mean()), "correct": correct, "features": fname, "classifier": cname,
-            "cv": {f"{f} / {c}": v for (f, c), v in scores.items()}}
+    return {
+        "accuracy": float(correct.mean()),
+        "correct": correct,
+        "features": fname,
+        "classifier": cname,
+        "cv": {f"{f} / {c}": v for (f, c), v in scores.items()},
+    }

@@ -10,6 +10,7 @@ numbers (Hendrycks & Dietterich 2019):
 
 E is the error rate for classification and the mean absolute error for regression.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,13 +60,29 @@ def summarize_errors(errors: dict, clean: float, reference: dict | None = None) 
         for c in names:
             den = sum(ref[c][s] - ref_clean for s in errors[c])
             rel[c] = sum(errors[c][s] - clean for s in errors[c]) / den if abs(den) > 1e-12 else float("nan")
-        out.update(ce=ce, mce=float(np.mean(list(ce.values()))), relative_ce=rel, relative_mce=float(np.mean(list(rel.values()))),
-                   group_ce={g: float(np.mean([ce[c] for c in cs])) for g, cs in groups.items() if cs})
+        out.update(
+            ce=ce,
+            mce=float(np.mean(list(ce.values()))),
+            relative_ce=rel,
+            relative_mce=float(np.mean(list(rel.values()))),
+            group_ce={g: float(np.mean([ce[c] for c in cs])) for g, cs in groups.items() if cs},
+        )
     return out
 
 
-def robustness_reports(models: dict, dataset, corruptions=CORRUPTIONS, severities=SEVERITIES, *, task: str = "classification",
-                       reference: str | dict | None = None, seed: int = 0, device="auto", batch_size: int = 256, progress: bool = True) -> dict:
+def robustness_reports(
+    models: dict,
+    dataset,
+    corruptions=CORRUPTIONS,
+    severities=SEVERITIES,
+    *,
+    task: str = "classification",
+    reference: str | dict | None = None,
+    seed: int = 0,
+    device="auto",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict:
     """Every model in ``models`` (name → model) scored on the same corrupted images, each corrupted
     set made once (the corruptions cost as much as a small model's forward pass); ``reference``: one
     of the names, or another model's report, to normalise by. Returns name → report."""
@@ -100,13 +117,34 @@ def robustness_reports(models: dict, dataset, corruptions=CORRUPTIONS, severitie
     return reps
 
 
-def robustness_report(model, dataset, corruptions=CORRUPTIONS, severities=SEVERITIES, *, task: str = "classification", reference: dict | None = None,
-                      seed: int = 0, device="auto", batch_size: int = 256, progress: bool = True) -> dict:
+def robustness_report(
+    model,
+    dataset,
+    corruptions=CORRUPTIONS,
+    severities=SEVERITIES,
+    *,
+    task: str = "classification",
+    reference: dict | None = None,
+    seed: int = 0,
+    device="auto",
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict:
     """``model``'s error on ``dataset`` (images in [0, 1] with targets) clean and under each
     corruption × severity (corrupted on the fly, deterministic per seed), summarised as above;
     ``reference``: another model's report on the same table, for CE / mCE and their relative forms."""
-    return robustness_reports({"model": model}, dataset, corruptions, severities, task=task, reference=reference, seed=seed, device=device,
-                              batch_size=batch_size, progress=progress)["model"]
+    return robustness_reports(
+        {"model": model},
+        dataset,
+        corruptions,
+        severities,
+        task=task,
+        reference=reference,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )["model"]
 
 
 __all__ = ["model_error", "summarize_errors", "robustness_report", "robustness_reports", "TASKS"]

@@ -7,10 +7,11 @@ normalisation). ``geoviz.inference.as_loader(..., device=...)`` then moves the t
 once and gathers each batch there, which is the same batch the per-item ``DataLoader`` would
 build (same indices, same values) without a Python call and a collate per image.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -35,16 +36,20 @@ class BatchSource:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8:
-            raise TypeError(f"BatchSource images must be uint8 (read as x / 255, as __getitem__ does), got {self.images.dtype}")
+            raise TypeError(
+                f"BatchSource images must be uint8 (read as x / 255, as __getitem__ does), got {self.images.dtype}"
+            )
 
     def __len__(self) -> int:
         return len(self.targets) if self.rows is None else len(self.rows)
 
-    def subset(self, indices) -> "BatchSource":
+    def subset(self, indices) -> BatchSource:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return replace(self, rows=idx if self.rows is None else self.rows[idx], ids=None if self.ids is None else self.ids[idx])
+        return replace(
+            self, rows=idx if self.rows is None else self.rows[idx], ids=None if self.ids is None else self.ids[idx]
+        )
 
-    def indexed(self) -> "BatchSource":
+    def indexed(self) -> BatchSource:
         """Batches that also carry each item's index in this data set."""
         return replace(self, ids=torch.arange(len(self)))
 

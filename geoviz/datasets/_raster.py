@@ -7,6 +7,7 @@ only zero-length edges. Inside/outside uses the even–odd rule, so non-convex o
 the distance is the exact distance to the nearest edge, so a stroke ``|sdf| <= w/2`` has the same
 width everywhere. Work is chunked over the batch so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,7 +102,9 @@ def transform(local: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, cen
     return out + centre[:, None, :]
 
 
-def radial_polygon(radii: torch.Tensor, phase: torch.Tensor | float = 0.0, n_valid: torch.Tensor | None = None) -> torch.Tensor:
+def radial_polygon(
+    radii: torch.Tensor, phase: torch.Tensor | float = 0.0, n_valid: torch.Tensor | None = None
+) -> torch.Tensor:
     """Local-frame polygon with vertex k at angle ``phase + 2πk/n`` and radius ``radii[:, k]``.
 
     ``n_valid`` (B,) lets each polygon use only its first n vertices (the rest repeat the last).

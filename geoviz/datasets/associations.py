@@ -13,6 +13,7 @@ miRNA and disease, by name or by 1-based index), ``mirna_similarity`` and ``dise
 (square matrices, whitespace-, tab- or comma-separated), each ``.txt``, ``.csv`` or ``.tsv``.
 Every file is checked; a bad one fails with what is wrong in it.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,11 +50,23 @@ class AssociationData:
 
     def __repr__(self):
         kind = "synthetic" if self.truth is not None else "files"
-        return f"AssociationData({kind}: {len(self.mirnas)} miRNAs × {len(self.diseases)} diseases, {int(self.A.sum())} associations)"
+        return (
+            f"AssociationData({kind}: {len(self.mirnas)} miRNAs × {len(self.diseases)} diseases, "
+            f"{int(self.A.sum())} associations)"
+        )
 
 
-def make_synthetic_mda(n_mirna: int = 495, n_disease: int = 383, n_assoc: int = 5430, *, rank: int = 8, hidden: float = 0.2,
-                       noise: float = 0.5, similarity_noise: float = 0.05, seed: int = 0) -> AssociationData:
+def make_synthetic_mda(
+    n_mirna: int = 495,
+    n_disease: int = 383,
+    n_assoc: int = 5430,
+    *,
+    rank: int = 8,
+    hidden: float = 0.2,
+    noise: float = 0.5,
+    similarity_noise: float = 0.05,
+    seed: int = 0,
+) -> AssociationData:
     """A set with planted low-rank structure, at HMDD v2.0's sizes by default.
 
     Non-negative factors ``U`` (miRNAs × rank) and ``V`` (diseases × rank), sparse Gamma draws, give
@@ -79,9 +92,15 @@ def make_synthetic_mda(n_mirna: int = 495, n_disease: int = 383, n_assoc: int = 
     pos = np.flatnonzero(truth.ravel())
     A = np.zeros_like(truth)
     A.flat[rng.choice(pos, n_assoc, replace=False)] = 1
-    return AssociationData([f"miR-{i + 1}" for i in range(n_mirna)], [f"disease-{j + 1}" for j in range(n_disease)], A,
-                           _factor_similarity(U, similarity_noise, rng), _factor_similarity(V, similarity_noise, rng), truth,
-                           {"rank": rank, "hidden": hidden, "noise": noise, "similarity_noise": similarity_noise, "seed": seed})
+    return AssociationData(
+        [f"miR-{i + 1}" for i in range(n_mirna)],
+        [f"disease-{j + 1}" for j in range(n_disease)],
+        A,
+        _factor_similarity(U, similarity_noise, rng),
+        _factor_similarity(V, similarity_noise, rng),
+        truth,
+        {"rank": rank, "hidden": hidden, "noise": noise, "similarity_noise": similarity_noise, "seed": seed},
+    )
 
 
 def _factor_similarity(F: np.ndarray, noise: float, rng) -> np.ndarray:
@@ -100,8 +119,10 @@ def load_mda(root: str | Path | None = None) -> AssociationData:
     for stem in FILES:
         found = [root / f"{stem}{s}" for s in SUFFIXES if (root / f"{stem}{s}").is_file()]
         if not found:
-            raise FileNotFoundError(f"{root / stem}.txt (or .csv / .tsv) is missing: data/mda/ needs {', '.join(FILES)} "
-                                    f"(see data/README.md), or use the synthetic set (make_synthetic_mda)")
+            raise FileNotFoundError(
+                f"{root / stem}.txt (or .csv / .tsv) is missing: data/mda/ needs {', '.join(FILES)} "
+                f"(see data/README.md), or use the synthetic set (make_synthetic_mda)"
+            )
         paths[stem] = found[0]
     mirnas, diseases = _names(paths["mirna_names"]), _names(paths["disease_names"])
     SM = _similarity(paths["mirna_similarity"], len(mirnas), "miRNAs")
@@ -112,7 +133,11 @@ def load_mda(root: str | Path | None = None) -> AssociationData:
 
 def _rows(path: Path) -> list[list[str]]:
     lines = path.read_text(encoding="utf-8-sig").splitlines()
-    return [[c.strip().strip('"') for c in re.split(r"[\t,]" if re.search(r"[\t,]", ln) else r"\s+", ln.strip())] for ln in lines if ln.strip()]
+    return [
+        [c.strip().strip('"') for c in re.split(r"[\t,]" if re.search(r"[\t,]", ln) else r"\s+", ln.strip())]
+        for ln in lines
+        if ln.strip()
+    ]
 
 
 def _names(path: Path) -> list[str]:
@@ -139,11 +164,16 @@ def _similarity(path: Path, n: int, what: str) -> np.ndarray:
     if len(S) != n:
         raise ValueError(f"{path}: {len(S)} × {len(S)}, but the names file lists {n} {what}")
     if not np.isfinite(S).all() or S.min() < 0 or S.max() > 1:
-        raise ValueError(f"{path}: similarities must lie in [0, 1]; found values from {np.nanmin(S):.4g} to {np.nanmax(S):.4g}")
+        raise ValueError(
+            f"{path}: similarities must lie in [0, 1]; found values from {np.nanmin(S):.4g} to {np.nanmax(S):.4g}"
+        )
     asym = np.abs(S - S.T).max()
     if asym > 1e-6:
         i, j = np.unravel_index(np.argmax(np.abs(S - S.T)), S.shape)
-        raise ValueError(f"{path}: a similarity matrix must be symmetric; entry ({i + 1}, {j + 1}) is {S[i, j]:.4g} but ({j + 1}, {i + 1}) is {S[j, i]:.4g}")
+        raise ValueError(
+            f"{path}: a similarity matrix must be symmetric; entry ({i + 1}, "
+            f"{j + 1}) is {S[i, j]:.4g} but ({j + 1}, {i + 1}) is {S[j, i]:.4g}"
+        )
     return S
 
 
@@ -170,8 +200,10 @@ def _associations(path: Path, mirnas: list[str], diseases: list[str]) -> np.ndar
     rows = _pair_lines(path)
     bad_shape = [k + 1 for k, r in enumerate(rows) if len(r) != 2]
     if bad_shape:
-        raise ValueError(f"{path}: every line holds a miRNA and a disease (tab- or comma-separated; quote names with commas); "
-                         f"lines {bad_shape[:10]} do not")
+        raise ValueError(
+            f"{path}: every line holds a miRNA and a disease (tab- or "
+            f"comma-separated; quote names with commas); lines {bad_shape[:10]} do not"
+        )
     mi, di = {n: k for k, n in enumerate(mirnas)}, {n: k for k, n in enumerate(diseases)}
 
     def resolve(r):
@@ -181,13 +213,20 @@ def _associations(path: Path, mirnas: list[str], diseases: list[str]) -> np.ndar
         return (mi[r[0]], di[r[1]]) if r[0] in mi and r[1] in di else None
 
     pairs = [resolve(r) for r in rows]
-    if pairs and pairs[0] is None and not (rows[0][0].isdigit() and rows[0][1].isdigit()) and all(p is not None for p in pairs[1:]):
+    if (
+        pairs
+        and pairs[0] is None
+        and not (rows[0][0].isdigit() and rows[0][1].isdigit())
+        and all(p is not None for p in pairs[1:])
+    ):
         rows, pairs = rows[1:], pairs[1:]  # a header line ("miRNA, disease")
     unknown = [", ".join(r) for r, p in zip(rows, pairs) if p is None]
     if unknown:
         zero = any(r[0] == "0" or r[1] == "0" for r in rows)
-        raise ValueError(f"{path} names entities the names files do not list ({len(unknown)} lines): {unknown[:10]}"
-                         + ("; indices are 1-based" if zero else ""))
+        raise ValueError(
+            f"{path} names entities the names files do not list ({len(unknown)} lines): {unknown[:10]}"
+            + ("; indices are 1-based" if zero else "")
+        )
     A = np.zeros((len(mirnas), len(diseases)), np.int8)
     for a, b in pairs:
         A[a, b] = 1

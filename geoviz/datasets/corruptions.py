@@ -19,6 +19,7 @@ differs, on purpose:
 
 Groups as in ImageNet-C: noise, blur, weather, digital.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,13 +51,24 @@ PARAMS = {
     "glass_blur": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),  # sigma, max delta, iterations
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma
     "zoom_blur": tuple(tuple(np.arange(1, hi, 0.01).round(2).tolist()) for hi in (1.06, 1.11, 1.16, 1.21, 1.26)),
-    "snow": ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
+    "snow": (
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ),
     "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),
     "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),  # strength, wibble decay
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),
     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),
-    "elastic_transform": ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)),  # × image size
+    "elastic_transform": (
+        (0, 0, 0.08),
+        (0.05, 0.2, 0.07),
+        (0.08, 0.06, 0.06),
+        (0.1, 0.04, 0.05),
+        (0.1, 0.03, 0.03),
+    ),  # × image size
     "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),
     "jpeg_compression": (80, 65, 58, 50, 40),
 }
@@ -73,7 +85,11 @@ def _generator(seed: int, name: str, device) -> torch.Generator:
 
 def _pixel_grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, columns) float coordinates of every pixel, each (h, w)."""
-    return torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    return torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -179,7 +195,12 @@ def glass_shuffle(x: torch.Tensor, d: torch.Tensor, delta: int = 1) -> torch.Ten
     inside = (ys > delta) & (ys <= h - delta) & (xs > delta) & (xs <= w - delta)
     sy = torch.where(inside, ys + d[:, 1], ys).clamp(0, h - 1)
     sx = torch.where(inside, xs + d[:, 0], xs).clamp(0, w - 1)
-    return x[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(ch, device=x.device).view(1, ch, 1, 1), sy[:, None], sx[:, None]]
+    return x[
+        torch.arange(n, device=x.device).view(n, 1, 1, 1),
+        torch.arange(ch, device=x.device).view(1, ch, 1, 1),
+        sy[:, None],
+        sx[:, None],
+    ]
 
 
 def _line_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
@@ -331,7 +352,9 @@ def fog(x, c, g):
     n, ch, h, w = x.shape
     size = 1 << int(math.ceil(math.log2(max(h, w))))  # CIFAR-10-C: plasma_fractal(mapsize=32) at 32 px
     chunk = max(1, (1 << 20) // (size * size))  # bounded memory (2²⁰ values at a time), and cache-sized
-    layer = torch.cat([plasma_fractal(min(chunk, n - i), size, c[1], g, x.device)[:, None, :h, :w] for i in range(0, n, chunk)])
+    layer = torch.cat(
+        [plasma_fractal(min(chunk, n - i), size, c[1], g, x.device)[:, None, :h, :w] for i in range(0, n, chunk)]
+    )
     mx = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + c[0] * layer) * mx / (mx + c[0])
 
@@ -423,7 +446,9 @@ def jpeg_compression(x, c, g):
     from torchvision.io import decode_jpeg, encode_jpeg
 
     u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec for future releases; the codec is libjpeg either way
+    with (
+        warnings.catch_warnings()
+    ):  # torchvision 0.29 points to torchcodec for future releases; the codec is libjpeg either way
         warnings.simplefilter("ignore", DeprecationWarning)
         dec = decode_jpeg(encode_jpeg(list(u8), quality=int(c)))
     return torch.stack(list(dec)).to(x.device, torch.float32) / 255
@@ -477,7 +502,9 @@ class CorruptedImages(torch.utils.data.Dataset):
         return self._block(i // self.batch)[i % self.batch], self.base[i][1]
 
 
-def gallery(image: torch.Tensor, *, corruptions=CORRUPTIONS, severities=SEVERITIES, seed: int = 0) -> tuple[list[torch.Tensor], list[str]]:
+def gallery(
+    image: torch.Tensor, *, corruptions=CORRUPTIONS, severities=SEVERITIES, seed: int = 0
+) -> tuple[list[torch.Tensor], list[str]]:
     """Every corruption × severity of one image (C, H, W) in [0, 1]: (images, captions) row by row,
     each row the clean image then severities 1..5."""
     images, captions = [], []
@@ -502,13 +529,18 @@ def load_cifar10c(corruption: str, severity: int, root=None) -> tuple[torch.Tens
     folder = (resolve_in_root(root) if root is not None else data_root()) / "CIFAR-10-C"
     path, lab = folder / f"{corruption}.npy", folder / "labels.npy"
     if not path.is_file() or not lab.is_file():
-        raise FileNotFoundError(f"CIFAR-10-C not found in {folder} (missing {path.name if not path.is_file() else 'labels.npy'}). geoviz never "
-                                "downloads data: unpack CIFAR-10-C.tar from https://zenodo.org/record/2535967 into data/ (see data/README.md)")
+        raise FileNotFoundError(
+            f"CIFAR-10-C not found in {folder} (missing "
+            f"{path.name if not path.is_file() else 'labels.npy'}). geoviz never downloads data: unpack "
+            "CIFAR-10-C.tar from https://zenodo.org/record/2535967 into data/ (see data/README.md)"
+        )
     arr = np.load(path, mmap_mode="r")
     labels = np.load(lab)
     if arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) % 5 or len(labels) != len(arr):
-        raise ValueError(f"{path} should hold 5 severities × N images (5N, 32, 32, 3) uint8 with labels.npy of length 5N; "
-                         f"got {arr.shape} and {labels.shape}")
+        raise ValueError(
+            f"{path} should hold 5 severities × N images (5N, 32, 32, 3) uint8 with labels.npy of length 5N; "
+            f"got {arr.shape} and {labels.shape}"
+        )
     n = len(arr) // 5
     sl = slice((severity - 1) * n, severity * n)
     images = torch.from_numpy(np.ascontiguousarray(arr[sl].transpose(0, 3, 1, 2)))

@@ -21,6 +21,7 @@ Real data are read, never downloaded: MVTec AD's layout
 ``good``) and any ``data/defects/<class>/*`` image folder (torchvision's ``ImageFolder``), resized
 to ``size`` and split class-balanced (seeded) into train / val / test.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,15 +79,22 @@ def _worley_creases(rng: CounterRNG, size: int, cells: int) -> tuple[torch.Tenso
 def _hide(rng: CounterRNG, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, 3, size, size) defect-free leather in [0, 1], and its base colour (n, 3)."""
     n = rng.n
-    base = _hsv_to_rgb(rng.uniform("hue", None, 0.04, 0.11), rng.uniform("sat", None, 0.35, 0.75), rng.uniform("val", None, 0.35, 0.75))
+    base = _hsv_to_rgb(
+        rng.uniform("hue", None, 0.04, 0.11), rng.uniform("sat", None, 0.35, 0.75), rng.uniform("val", None, 0.35, 0.75)
+    )
     cells = max(8, (size * size) // 60)  # pebbles of ~8 px at any size
     crease, bump = _worley_creases(rng, size, cells)
     depth = rng.uniform("crease_depth", None, 0.15, 0.35)[:, None, None]
-    shade = 1 - depth * crease + 0.06 * (0.5 - bump) + rng.uniform("noise_amp", None, 0.03, 0.07)[:, None, None] * _noise(rng, "grain", size)
+    shade = (
+        1
+        - depth * crease
+        + 0.06 * (0.5 - bump)
+        + rng.uniform("noise_amp", None, 0.03, 0.07)[:, None, None] * _noise(rng, "grain", size)
+    )
     # pores: a few small dark dots
     pores = rng.uniform("pores", 24).view(n, 12, 2) * size
     d = torch.cdist(pixel_centres(size)[None].expand(n, -1, -1), pores).amin(-1).view(n, size, size)
-    shade = shade - 0.25 * torch.exp(-(d / (0.7 * size / 64)) ** 2)
+    shade = shade - 0.25 * torch.exp(-((d / (0.7 * size / 64)) ** 2))
     # lighting: a linear ramp in a random direction
     a = rng.uniform("light_angle", None, 0, 2 * math.pi)
     c = torch.arange(size, dtype=torch.float32) / size - 0.5
@@ -114,7 +122,10 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
     for j in range(2):
         c = _centre(rng, f"look.spot{j}", size, 0.1)
         r = rng.uniform(f"look.spot_r{j}", None, 1.3, 2.6)[:, None, None] * px
-        spots = torch.maximum(spots, fill_coverage(_point_distance(c, size) - r) * rng.bernoulli(f"look.spot_on{j}", 0.5).float()[:, None, None])
+        spots = torch.maximum(
+            spots,
+            fill_coverage(_point_distance(c, size) - r) * rng.bernoulli(f"look.spot_on{j}", 0.5).float()[:, None, None],
+        )
     img = img * (1 - 0.85 * s[:, None] * spots[:, None])
     specks = torch.zeros(n, size, size)
     for j in range(6):  # as many bright pixels as a scratch's three strokes, each stroke on its own
@@ -147,8 +158,16 @@ def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
     for j in range(5):
         c = _centre(rng, f"look.vein{j}", size, 0.1)
         u, v = _direction(rng, f"look.vein_dir{j}")
-        t = torch.linspace(-0.5, 0.5, 10)[None, :, None] * rng.uniform(f"look.vein_len{j}", None, 0.2, 0.35)[:, None, None] * size
-        wave = rng.uniform(f"look.vein_amp{j}", None, 0.5, 2.0)[:, None, None] * px * torch.sin(t / (3 * px) + rng.uniform(f"look.vein_ph{j}", None, 0, 6.3)[:, None, None])
+        t = (
+            torch.linspace(-0.5, 0.5, 10)[None, :, None]
+            * rng.uniform(f"look.vein_len{j}", None, 0.2, 0.35)[:, None, None]
+            * size
+        )
+        wave = (
+            rng.uniform(f"look.vein_amp{j}", None, 0.5, 2.0)[:, None, None]
+            * px
+            * torch.sin(t / (3 * px) + rng.uniform(f"look.vein_ph{j}", None, 0, 6.3)[:, None, None])
+        )
         verts = c[:, None] + u[:, None] * t + v[:, None] * wave
         veins = torch.maximum(veins, stroke_coverage(_polyline_distance(verts, size), 1.4 * px))
     img = img * (1 - 0.3 * s[:, None] * (veins * on("veins"))[:, None])
@@ -191,8 +210,12 @@ def _direction(rng: CounterRNG, key: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _blob(rng: CounterRNG, key: str, size: int, lo: float, hi: float) -> torch.Tensor:
     """(n, size, size) soft coverage of a wobbly blob of radius lo–hi × size."""
     radii = 1 + 0.25 * torch.tanh(rng.normal(f"{key}.r", 16))
-    verts = transform(radial_polygon(radii), rng.uniform(f"{key}.a", None, 0, 2 * math.pi), rng.uniform(f"{key}.s", None, lo, hi) * size,
-                      _centre(rng, f"{key}.c", size, 0.15))
+    verts = transform(
+        radial_polygon(radii),
+        rng.uniform(f"{key}.a", None, 0, 2 * math.pi),
+        rng.uniform(f"{key}.s", None, lo, hi) * size,
+        _centre(rng, f"{key}.c", size, 0.15),
+    )
     sdf = signed_distance(verts, pixel_centres(size)).view(-1, size, size)
     return fill_coverage(sdf / 1.5)  # a 1.5 px soft edge
 
@@ -204,9 +227,15 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
     strength = rng.uniform(f"{cls}.contrast", None, 0.6, 1.0)[:, None, None]
     if cls == "color":
         m = _blob(rng, "stain", size, 0.07, 0.18)
-        tint = _hsv_to_rgb(rng.uniform("stain.h", None, 0.0, 0.15), rng.uniform("stain.s", None, 0.5, 0.9), rng.uniform("stain.v", None, 0.15, 0.4))
+        tint = _hsv_to_rgb(
+            rng.uniform("stain.h", None, 0.0, 0.15),
+            rng.uniform("stain.s", None, 0.5, 0.9),
+            rng.uniform("stain.v", None, 0.15, 0.4),
+        )
         a = (0.55 * strength * m)[:, None]
-        return img * (1 - a) + a * tint[:, :, None, None] * (img / base[:, :, None, None].clamp_min(1e-3)).clamp(0.5, 1.5), m
+        return img * (1 - a) + a * tint[:, :, None, None] * (img / base[:, :, None, None].clamp_min(1e-3)).clamp(
+            0.5, 1.5
+        ), m
     if cls == "glue":
         m = _blob(rng, "glue", size, 0.06, 0.15)
         gloss = 1.15 + 0.25 * strength[:, None]
@@ -264,7 +293,9 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) ->
     raise ValueError(f"unknown defect {cls!r}")
 
 
-def make_leather(n: int, *, size: int = 64, seed: int = 0, start: int = 0, classes=DEFECT_CLASSES, return_twins: bool = False):
+def make_leather(
+    n: int, *, size: int = 64, seed: int = 0, start: int = 0, classes=DEFECT_CLASSES, return_twins: bool = False
+):
     """``n`` hides: images (n, 3, size, size) float32 in [0, 1] and labels (image ``k``'s class is
     ``(start + k) % len(classes)``); with ``return_twins`` also the defect-free twins and the
     defects' coverage masks (n, size, size)."""
@@ -302,15 +333,22 @@ class LeatherDefects(TensorImages):
     def __init__(self, n: int = 800, *, size: int = 64, seed: int = 0, split: str = "train", augment: bool = False):
         choice("split", split, tuple(SPLIT_OFFSET))
         x, y = make_leather(n, size=size, seed=seed, start=SPLIT_OFFSET[split])
-        super().__init__((x * 255).round().to(torch.uint8), y, DEFECT_CLASSES, augment=augment, name=f"leather[{split}]")
+        super().__init__(
+            (x * 255).round().to(torch.uint8), y, DEFECT_CLASSES, augment=augment, name=f"leather[{split}]"
+        )
 
 
 @register_dataset("leather")
-def leather(split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 64, augment: bool = False) -> LeatherDefects:
-    return LeatherDefects(n or {"train": 1600, "val": 400, "test": 800}[split], size=size, seed=seed, split=split, augment=augment)
+def leather(
+    split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 64, augment: bool = False
+) -> LeatherDefects:
+    return LeatherDefects(
+        n or {"train": 1600, "val": 400, "test": 800}[split], size=size, seed=seed, split=split, augment=augment
+    )
 
 
 # ----------------------------------------------------------------------------- real data
+
 
 def _read_images(files: list[Path], size: int) -> torch.Tensor:
     """uint8 (N, 3, size, size): each file read as RGB (PIL, as torchvision's ImageFolder reads
@@ -350,8 +388,10 @@ def load_mvtec_leather(root=None, size: int = 128) -> tuple[torch.Tensor, torch.
     good hides, so its own split cannot train a classifier) and split again class by class."""
     folder = (resolve_in_root(root) if root is not None else data_root()) / "mvtec_anomaly_detection" / "leather"
     if not folder.is_dir():
-        raise FileNotFoundError(f"MVTec AD leather not found in {folder}. geoviz never downloads data: unpack MVTec AD's leather "
-                                "category there, as leather/train/good/*.png and leather/test/<class>/*.png (see data/README.md)")
+        raise FileNotFoundError(
+            f"MVTec AD leather not found in {folder}. geoviz never downloads data: unpack MVTec AD's leather "
+            "category there, as leather/train/good/*.png and leather/test/<class>/*.png (see data/README.md)"
+        )
     found = sorted({p.name for part in ("train", "test") for p in (folder / part).glob("*") if p.is_dir()})
     classes = tuple(["good"] * ("good" in found) + [c for c in found if c != "good"])
     files, labels = [], []
@@ -361,7 +401,10 @@ def load_mvtec_leather(root=None, size: int = 128) -> tuple[torch.Tensor, torch.
             files += fs
             labels += [k] * len(fs)
     if len(set(labels)) < 2:
-        raise ValueError(f"{folder} holds images of {len(set(labels))} class(es): a defect classifier needs the test/<defect>/ folders too")
+        raise ValueError(
+            f"{folder} holds images of {len(set(labels))} class(es): "
+            "a defect classifier needs the test/<defect>/ folders too"
+        )
     return _read_images(files, size), torch.tensor(labels), classes
 
 
@@ -372,8 +415,10 @@ def load_defect_folder(root=None, size: int = 128) -> tuple[torch.Tensor, torch.
 
     folder = (resolve_in_root(root) if root is not None else data_root()) / "defects"
     if not folder.is_dir():
-        raise FileNotFoundError(f"no defect images in {folder}. geoviz never downloads data: put one folder per class there, "
-                                "defects/<class>/*.png (see data/README.md)")
+        raise FileNotFoundError(
+            f"no defect images in {folder}. geoviz never downloads data: put one folder per class there, "
+            "defects/<class>/*.png (see data/README.md)"
+        )
     ds = ImageFolder(str(folder))
     files = [Path(p) for p, _ in ds.samples]
     return _read_images(files, size), torch.tensor([t for _, t in ds.samples]), tuple(ds.classes)
@@ -390,13 +435,24 @@ def _real(loader, name: str, split: str, n: int | None, seed: int, size: int, ro
 
 
 @register_dataset("mvtec_leather")
-def mvtec_leather(split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 128, root=None, augment: bool = False) -> TensorImages:
+def mvtec_leather(
+    split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 128, root=None, augment: bool = False
+) -> TensorImages:
     return _real(load_mvtec_leather, "mvtec_leather", split, n, seed, size, root, augment)
 
 
 @register_dataset("defect_folder")
-def defect_folder(split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 128, root=None, augment: bool = False) -> TensorImages:
+def defect_folder(
+    split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 128, root=None, augment: bool = False
+) -> TensorImages:
     return _real(load_defect_folder, "defects", split, n, seed, size, root, augment)
 
 
-__all__ = ["DEFECT_CLASSES", "MVTEC_CLASSES", "make_leather", "LeatherDefects", "load_mvtec_leather", "load_defect_folder"]
+__all__ = [
+    "DEFECT_CLASSES",
+    "MVTEC_CLASSES",
+    "make_leather",
+    "LeatherDefects",
+    "load_mvtec_leather",
+    "load_defect_folder",
+]

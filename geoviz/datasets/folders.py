@@ -25,6 +25,7 @@ A folder that fits ``max_bytes`` (1 GiB of uint8 pixels by default) is decoded o
 into memory (then batched on the device like the other tensor data sets); a bigger one is read
 image by image.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,15 @@ from ..preprocessing import InputSpec
 from ._batched import BatchSource
 from .splits import balanced_holdout
 
-__all__ = ["FolderImages", "image_folder", "folder_split", "parse_folder_spec", "as_dataset", "write_image_folder", "ImageArrays"]
+__all__ = [
+    "FolderImages",
+    "image_folder",
+    "folder_split",
+    "parse_folder_spec",
+    "as_dataset",
+    "write_image_folder",
+    "ImageArrays",
+]
 
 FOLDER_PREFIX = "folder:"
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
@@ -87,10 +96,14 @@ def resolve_folder(path: str | os.PathLike) -> Path:
     if found.is_dir():
         return found
     if found.exists():
-        raise NotADirectoryError(f"{found} is not a folder: give the folder that holds the images (or their class folders)")
+        raise NotADirectoryError(
+            f"{found} is not a folder: give the folder that holds the images (or their class folders)"
+        )
     inside = resolve_in_root(p)
-    raise FileNotFoundError(f"image folder {str(path)!r} not found (looked in {Path.cwd() / p} and {inside}): give the path "
-                            "of a folder with one subfolder of images per class, or of a folder of images")
+    raise FileNotFoundError(
+        f"image folder {str(path)!r} not found (looked in {Path.cwd() / p} and {inside}): give the path "
+        "of a folder with one subfolder of images per class, or of a folder of images"
+    )
 
 
 def _split_folder(root: Path, split: str | None) -> tuple[Path, str | None]:
@@ -103,10 +116,14 @@ def _split_folder(root: Path, split: str | None) -> tuple[Path, str | None]:
     if split is None:
         split = "val" if "val" in present else "test" if "test" in present else None
         if split is None:
-            raise ValueError(f"{root} holds only a training split ({', '.join(d.name for d in dirs)}): pass split='train' to read it")
+            raise ValueError(
+                f"{root} holds only a training split ({', '.join(d.name for d in dirs)}): pass split='train' to read it"
+            )
     if split not in present:
-        raise ValueError(f"{root} has the split folders {sorted(p.name for p in present.values())} but no {split!r} one; "
-                         f"pass split= one of {sorted(present)}")
+        raise ValueError(
+            f"{root} has the split folders {sorted(p.name for p in present.values())} but no {split!r} one; "
+            f"pass split= one of {sorted(present)}"
+        )
     return present[split], split
 
 
@@ -121,17 +138,23 @@ def _scan(root: Path, labels: bool | str) -> tuple[list[Path], list[int], list[s
         files = top if labels == "auto" else top + [f for fs in per_class.values() for f in fs]
         if not files:
             other = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))[:8]
-            raise ValueError(f"{root} holds no images (extensions {exts}); found {other or 'nothing'}: put the images there, "
-                             "or one subfolder of images per class")
+            raise ValueError(
+                f"{root} holds no images (extensions {exts}); found {other or 'nothing'}: put the images there, "
+                "or one subfolder of images per class"
+            )
         return files, [-1] * len(files), [], []
     empty = [c for c, fs in per_class.items() if not fs]
     if empty:
-        raise ValueError(f"class folder(s) {empty} of {root} hold no images (extensions {exts}); "
-                         f"the others hold {sum(map(len, with_images.values()))}: remove the empty ones or add images")
+        raise ValueError(
+            f"class folder(s) {empty} of {root} hold no images (extensions {exts}); "
+            f"the others hold {sum(map(len, with_images.values()))}: remove the empty ones or add images"
+        )
     if len(with_images) < 2:
-        (name, fs), = with_images.items()
-        raise ValueError(f"{root} holds one class folder ({name!r}, {len(fs)} images): labelled analyses need at least two "
-                         "class folders. Add one per class, or read the images unlabelled (labels=False)")
+        ((name, fs),) = with_images.items()
+        raise ValueError(
+            f"{root} holds one class folder ({name!r}, {len(fs)} images): labelled analyses need at least two "
+            "class folders. Add one per class, or read the images unlabelled (labels=False)"
+        )
     classes = sorted(with_images)
     files = [f for c in classes for f in with_images[c]]
     targets = [k for k, c in enumerate(classes) for _ in with_images[c]]
@@ -161,8 +184,18 @@ class FolderImages(Dataset):
     ``images`` (uint8 tensor (N, 3, size, size) when decoded into memory, else None).
     """
 
-    def __init__(self, files, labels, classes, spec: InputSpec, *, root: Path | None = None, source_sizes=None,
-                 images: torch.Tensor | None = None, name: str | None = None):
+    def __init__(
+        self,
+        files,
+        labels,
+        classes,
+        spec: InputSpec,
+        *,
+        root: Path | None = None,
+        source_sizes=None,
+        images: torch.Tensor | None = None,
+        name: str | None = None,
+    ):
         self.files = [Path(f) for f in files]
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         self.classes, self.spec, self.root = list(classes), spec, root
@@ -191,30 +224,47 @@ class FolderImages(Dataset):
     def batch_source(self) -> BatchSource | None:
         return None if self.images is None else BatchSource(self.images, self.labels)
 
-    def subset(self, indices) -> "FolderImages":
+    def subset(self, indices) -> FolderImages:
         idx = [int(i) for i in indices]
         images = None if self.images is None else self.images[torch.as_tensor(idx, dtype=torch.long)]
-        return FolderImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.spec, root=self.root,
-                            source_sizes=self.source_sizes, images=images, name=self.name)
+        return FolderImages(
+            [self.files[i] for i in idx],
+            self.labels[idx].tolist(),
+            self.classes,
+            self.spec,
+            root=self.root,
+            source_sizes=self.source_sizes,
+            images=images,
+            name=self.name,
+        )
 
-    def decode(self, max_bytes: int, progress: bool = True) -> "FolderImages":
+    def decode(self, max_bytes: int, progress: bool = True) -> FolderImages:
         """Decode every image into memory (in threads) when their pixels fit ``max_bytes``; otherwise
         they stay on disk, read one by one. Returns self."""
         need = len(self) * 3 * self.spec.size**2
         if need <= max_bytes:
             self.images = _decode_all(self.files, self.spec, progress)
         elif progress:
-            print(f"{self.root}: {len(self)} images would take {format_bytes(need)} decoded (over max_bytes={format_bytes(max_bytes)}): "
-                  "read one by one")
+            print(
+                f"{self.root}: {len(self)} images would take {format_bytes(need)} "
+                f"decoded (over max_bytes={format_bytes(max_bytes)}): read one by one"
+            )
         return self
 
     def describe(self) -> dict:
         """What was read: counts per class, the sizes found, the crop applied."""
         counts = np.bincount(self.labels.numpy(), minlength=len(self.classes)) if self.labelled else []
         sizes = self.source_sizes.most_common()
-        return {"root": str(self.root), "n_images": len(self), "classes": self.classes, "per_class": [int(c) for c in counts],
-                "source_sizes": [[list(s), n] for s, n in sizes[:10]], "n_source_sizes": len(sizes), "spec": self.spec.to_dict(),
-                "in_memory": self.images is not None}
+        return {
+            "root": str(self.root),
+            "n_images": len(self),
+            "classes": self.classes,
+            "per_class": [int(c) for c in counts],
+            "source_sizes": [[list(s), n] for s, n in sizes[:10]],
+            "n_source_sizes": len(sizes),
+            "spec": self.spec.to_dict(),
+            "in_memory": self.images is not None,
+        }
 
     def __repr__(self):
         kind = f"{len(self.classes)} classes" if self.labelled else "unlabelled"
@@ -239,9 +289,19 @@ def _decode(path: Path, spec: InputSpec) -> torch.Tensor:
 
 def _decode_all(files: list[Path], spec: InputSpec, progress: bool) -> torch.Tensor:
     out = torch.empty(len(files), 3, spec.size, spec.size, dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:  # PIL decodes and resizes without the GIL
-        for i, img in enumerate(progress_bar(pool.map(lambda f: _decode(f, spec), files), total=len(files), desc="decode images",
-                                             unit="img", enabled=progress, leave=False)):
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(8, os.cpu_count() or 1))
+    ) as pool:  # PIL decodes and resizes without the GIL
+        for i, img in enumerate(
+            progress_bar(
+                pool.map(lambda f: _decode(f, spec), files),
+                total=len(files),
+                desc="decode images",
+                unit="img",
+                enabled=progress,
+                leave=False,
+            )
+        ):
             out[i] = img
     return out
 
@@ -256,9 +316,21 @@ def _as_spec(size, resize, interpolation, spec) -> InputSpec:
     return InputSpec(size or 224, resize, interpolation or "bilinear")
 
 
-def image_folder(path, size: int | None = None, *, resize: int | None = None, interpolation: str | None = None, spec=None,
-                 split: str | None = None, labels: bool | str = "auto", n: int | None = None, seed: int = 0,
-                 skip_unreadable: bool = False, max_bytes: int = 1024**3, progress: bool = True) -> FolderImages:
+def image_folder(
+    path,
+    size: int | None = None,
+    *,
+    resize: int | None = None,
+    interpolation: str | None = None,
+    spec=None,
+    split: str | None = None,
+    labels: bool | str = "auto",
+    n: int | None = None,
+    seed: int = 0,
+    skip_unreadable: bool = False,
+    max_bytes: int = 1024**3,
+    progress: bool = True,
+) -> FolderImages:
     """The images of ``path`` (see the module docstring) as ``FolderImages``.
 
     ``size`` (default 224) and ``resize`` (the shorter side before the centre crop; default
@@ -270,27 +342,40 @@ def image_folder(path, size: int | None = None, *, resize: int | None = None, in
     spec = _as_spec(size, resize, interpolation, spec)
     root, found = _split_folder(resolve_folder(path), split)
     if split is not None and found is None:
-        raise ValueError(f"{root} has no split folders (train/, val/, test/), so split={split!r} would read all of it: leave split "
-                         f"out for every image, or use get_dataset('folder:{path}', {split!r}) for a fixed 60/20/20 partition")
+        raise ValueError(
+            f"{root} has no split folders (train/, val/, test/), so split={split!r} would read all of it: leave split "
+            f"out for every image, or use get_dataset('folder:{path}', {split!r}) for a fixed 60/20/20 partition"
+        )
     files, targets, classes, ignored = _scan(root, labels)
     if ignored:
-        warnings.warn(f"{len(ignored)} image(s) directly in {root} (e.g. {ignored[0].name}) are outside any class folder and left out",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(ignored)} image(s) directly in {root} (e.g. "
+            f"{ignored[0].name}) are outside any class folder and left out",
+            stacklevel=2,
+        )
     if n is not None and n < len(files):
         keep = _subset(np.asarray(targets), n, seed, bool(classes))
         files, targets = [files[i] for i in keep], [targets[i] for i in keep]
     sizes, bad = _header_sizes(files)
     if bad:
-        listed = "; ".join(f"{f} ({why})" for f, why in bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        listed = "; ".join(f"{f} ({why})" for f, why in bad[:5]) + (
+            f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+        )
         if not skip_unreadable:
-            raise ValueError(f"{len(bad)} of {len(files)} image file(s) cannot be read: {listed}. Remove them, or pass "
-                             "skip_unreadable=True to leave them out")
+            raise ValueError(
+                f"{len(bad)} of {len(files)} image file(s) cannot be read: {listed}. Remove them, or pass "
+                "skip_unreadable=True to leave them out"
+            )
         warnings.warn(f"left out {len(bad)} unreadable image file(s): {listed}", stacklevel=2)
         keep = [i for i, s in enumerate(sizes) if s is not None]
         files, targets, sizes = [files[i] for i in keep], [targets[i] for i in keep], [sizes[i] for i in keep]
         if classes and len(set(targets)) < 2:
-            raise ValueError(f"after leaving out the unreadable files, {root} holds images of {len(set(targets))} class(es): need 2")
-    return FolderImages(files, targets, classes, spec, root=root, source_sizes=Counter(sizes)).decode(max_bytes, progress)
+            raise ValueError(
+                f"after leaving out the unreadable files, {root} holds images of {len(set(targets))} class(es): need 2"
+            )
+    return FolderImages(files, targets, classes, spec, root=root, source_sizes=Counter(sizes)).decode(
+        max_bytes, progress
+    )
 
 
 def _subset(labels: np.ndarray, n: int, seed: int, labelled: bool) -> np.ndarray:
@@ -311,15 +396,15 @@ def folder_split(ds: FolderImages, split: str, seed: int = 1234, fractions=(0.6,
         n_test = int(round(fractions[2] * len(idx))) if len(idx) >= 3 else 0
         n_val = int(round(fractions[1] * len(idx))) if len(idx) >= 3 else 0
         parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test:n_test + n_val])
-        parts["train"].append(idx[n_test + n_val:])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
     return np.sort(np.concatenate(parts[split]))
 
 
 def parse_folder_spec(name: str) -> str | None:
     """The path of a ``folder:<path>`` data set name, None for any other name."""
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        path = name[len(FOLDER_PREFIX):]
+        path = name[len(FOLDER_PREFIX) :]
         if not path:
             raise ValueError("folder: needs a path, e.g. folder:data/my_images")
         return path
@@ -334,10 +419,14 @@ def folder_dataset(path: str, split: str = "train", n: int | None = None, seed: 
     if found is not None:
         ds = image_folder(split_root, n=n, seed=seed, **kwargs)  # the split's own folder, read as a plain one
     else:
-        whole = image_folder(root, **{**kwargs, "max_bytes": 0, "progress": False})  # scan and check only; decode the split's part
+        whole = image_folder(
+            root, **{**kwargs, "max_bytes": 0, "progress": False}
+        )  # scan and check only; decode the split's part
         ds = whole.subset(folder_split(whole, split))
         if len(ds) == 0:
-            raise ValueError(f"{root} has too few images per class for a {split!r} split (60/20/20 per class needs >= 3 per class)")
+            raise ValueError(
+                f"{root} has too few images per class for a {split!r} split (60/20/20 per class needs >= 3 per class)"
+            )
         ds.decode(kwargs.get("max_bytes", 1024**3), kwargs.get("progress", True))
     if n is not None and n < len(ds):
         ds = ds.subset(_subset(ds.labels.numpy(), n, seed, ds.labelled))
@@ -345,7 +434,16 @@ def folder_dataset(path: str, split: str = "train", n: int | None = None, seed: 
     return ds
 
 
-folder_dataset.accepts = ["size", "resize", "interpolation", "spec", "labels", "skip_unreadable", "max_bytes", "progress"]
+folder_dataset.accepts = [
+    "size",
+    "resize",
+    "interpolation",
+    "spec",
+    "labels",
+    "skip_unreadable",
+    "max_bytes",
+    "progress",
+]
 
 
 # ----------------------------------------------------------------------------- anything else as a data set
@@ -368,12 +466,18 @@ class ImageArrays(Dataset):
         elif x.is_floating_point():
             lo, hi = float(x.min()), float(x.max())
             if lo < -1e-6 or hi > 1 + 1e-6:
-                raise ValueError(f"float images must lie in [0, 1] (got {lo:.3g} to {hi:.3g}): scale them, or pass uint8")
+                raise ValueError(
+                    f"float images must lie in [0, 1] (got {lo:.3g} to {hi:.3g}): scale them, or pass uint8"
+                )
             self.images = (x.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
         else:
             raise TypeError(f"images must be uint8 or float, got {x.dtype}")
         n = len(self.images)
-        y = torch.full((n,), -1, dtype=torch.long) if labels is None else torch.as_tensor(np.asarray(labels)).long().reshape(-1)
+        y = (
+            torch.full((n,), -1, dtype=torch.long)
+            if labels is None
+            else torch.as_tensor(np.asarray(labels)).long().reshape(-1)
+        )
         if len(y) != n:
             raise ValueError(f"{n} images but {len(y)} labels")
         self.labels = y
@@ -396,8 +500,18 @@ class ImageArrays(Dataset):
         return BatchSource(self.images, self.labels)
 
 
-def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int | None = None, seed: int = 0, spec=None,
-               progress: bool = True, **kwargs) -> Dataset:
+def as_dataset(
+    data,
+    *,
+    labels=None,
+    classes=None,
+    split: str = "test",
+    n: int | None = None,
+    seed: int = 0,
+    spec=None,
+    progress: bool = True,
+    **kwargs,
+) -> Dataset:
     """Anything that holds images as a Dataset of (image, label):
 
     - a name: ``folder:<path>`` (the whole folder on the pixel grid ``spec`` says, a network's
@@ -420,15 +534,20 @@ def as_dataset(data, *, labels=None, classes=None, split: str = "test", n: int |
         first = data[0]
         x = first[0] if isinstance(first, (tuple, list)) else first
         if not torch.is_tensor(x) or x.dim() != 3:
-            raise TypeError(f"the data set must yield (image, label) with a (C, H, W) tensor image, got {type(x).__name__}"
-                            f"{tuple(x.shape) if torch.is_tensor(x) else ''}: add a transform that makes tensors (torchvision's ToTensor)")
+            raise TypeError(
+                "the data set must yield (image, label) with a (C, H, W) tensor image, "
+                f"got {type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}: "
+                "add a transform that makes tensors (torchvision's ToTensor)"
+            )
         return _first(data, n, seed)
     if isinstance(data, tuple) and len(data) == 2:
         return _first(ImageArrays(data[0], data[1], classes), n, seed)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return _first(ImageArrays(data, labels, classes), n, seed)
-    raise TypeError(f"cannot read images from a {type(data).__name__}: pass 'folder:<path>', a data set name, a Dataset, "
-                    "or an array of images (N, H, W, C)")
+    raise TypeError(
+        f"cannot read images from a {type(data).__name__}: pass 'folder:<path>', a data set name, a Dataset, "
+        "or an array of images (N, H, W, C)"
+    )
 
 
 class LabelledSubset(Subset):
@@ -478,7 +597,9 @@ def write_image_folder(data: Dataset, root, *, classes=None, progress: bool = Tr
         return root
     work = root.with_name(root.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    for i, (x, y) in enumerate(progress_bar(list(zip(images, labels)), desc="write images", unit="img", enabled=progress, leave=False)):
+    for i, (x, y) in enumerate(
+        progress_bar(list(zip(images, labels)), desc="write images", unit="img", enabled=progress, leave=False)
+    ):
         sub = work / (classes[y] if y >= 0 and classes else "")
         sub.mkdir(parents=True, exist_ok=True)
         arr = x.permute(1, 2, 0).numpy()

@@ -4,6 +4,7 @@
 split is a class-balanced, seeded hold-out of the training batches (5,000 images by default), so
 model selection never sees the test set.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ class TensorImages(Dataset):
     """Images held as a uint8 tensor (N, C, H, W) with integer labels; optional augmentation
     (reflect-pad 4, random crop back to the image's size, horizontal flip: the standard CIFAR recipe)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, *, augment: bool = False, name: str = "images"):
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, classes, *, augment: bool = False, name: str = "images"
+    ):
         self.images, self.labels, self.classes = images, labels.long(), list(classes)
         self.augment, self.name = augment, name
 
@@ -57,7 +60,9 @@ class TensorImages(Dataset):
         return f"{self.name}(n={len(self)}, augment={self.augment})"
 
 
-def load_cifar10(root: str | Path | None = None, train: bool = True, *, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10(
+    root: str | Path | None = None, train: bool = True, *, verify: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 3, 32, 32), labels) from ``<root>/cifar-10-batches-py`` via torchvision.
 
     ``verify`` keeps torchvision's MD5 check of the official files; ``verify=False`` reads any
@@ -83,7 +88,11 @@ def load_cifar10(root: str | Path | None = None, train: bool = True, *, verify: 
     root = resolve_in_root(root) if root is not None else data_root()
     folder = root / "cifar-10-batches-py"
     if not folder.is_dir():
-        raise _missing("CIFAR-10", folder, "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data/")
+        raise _missing(
+            "CIFAR-10",
+            folder,
+            "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and unpack it into data/",
+        )
     try:
         ds = _Files(str(root), train=train, download=False)
     except RuntimeError as err:  # torchvision's integrity check failed
@@ -93,7 +102,16 @@ def load_cifar10(root: str | Path | None = None, train: bool = True, *, verify: 
 
 
 @register_dataset("cifar10")
-def cifar10(split: str = "train", n: int | None = None, seed: int = 0, *, augment: bool | None = None, n_val: int = 5000, root=None, verify: bool = True) -> TensorImages:
+def cifar10(
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    augment: bool | None = None,
+    n_val: int = 5000,
+    root=None,
+    verify: bool = True,
+) -> TensorImages:
     """CIFAR-10 splits: ``train`` (training batches minus the validation hold-out), ``val``
     (a class-balanced hold-out of ``n_val`` training images), ``test`` (the test batch).
     ``augment`` defaults to True for train. ``n`` keeps a class-balanced subset."""
@@ -115,7 +133,9 @@ DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 
 def _upsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    x = torch.nn.functional.interpolate(images.float()[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(
+        images.float()[:, None], size=(size, size), mode="bilinear", align_corners=False
+    )
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -141,7 +161,9 @@ def digits(split: str = "train", n: int | None = None, seed: int = 0, *, size: i
 def cifar10_present(root: str | Path | None = None) -> bool:
     """Whether CIFAR-10's python batches are in ``<root>/cifar-10-batches-py``."""
     folder = (resolve_in_root(root) if root is not None else data_root()) / "cifar-10-batches-py"
-    return all((folder / n).is_file() for n in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6))))
+    return all(
+        (folder / n).is_file() for n in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))
+    )
 
 
 def mnist_present(root: str | Path | None = None) -> bool:
@@ -168,7 +190,9 @@ def load_mnist(root: str | Path | None = None, train: bool = True) -> tuple[torc
                 shutil.copyfileobj(src, dst)
     missing = [n for n in names if not (raw / n).is_file()]
     if missing:
-        raise _missing("MNIST", raw, f"missing {missing}; put the four idx files (or their .gz) from the MNIST site there")
+        raise _missing(
+            "MNIST", raw, f"missing {missing}; put the four idx files (or their .gz) from the MNIST site there"
+        )
     ds = torchvision.datasets.MNIST(str(root), train=train, download=False)
     return ds.data[:, None].contiguous(), ds.targets.clone()
 

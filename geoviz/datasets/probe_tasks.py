@@ -27,9 +27,11 @@ E7    same_curve              global     same, different (two dots on the same o
 
 ``PRETRAINING`` is the class set the small networks' "pretrained" start learns first: the
 shapes10 classes that no experiment uses and that do not differ by aspect ratio (circle, triangle,
-pentagon, hexagon, star), so a pretrained network has never seen a probe class or its cue. Labels stay true by construction (the tests
+pentagon, hexagon, star), so a pretrained network has never seen a probe class or its cue. Labels stay true by
+construction (the tests
 re-check them on these very sets).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,13 +44,22 @@ from .._utils import unknown_name_message
 from ._batched import BatchSource
 from .shapes import SPLIT_OFFSET, TASKS, make_shapes
 
-TRANSFER_SCALE = {"quad": (0.14, 0.22), "hole": (0.43, 0.48), "connectivity": (0.07, 0.1), "inside": (0.16, 0.19), "curve": (0.24, 0.28)}
+TRANSFER_SCALE = {
+    "quad": (0.14, 0.22),
+    "hole": (0.43, 0.48),
+    "connectivity": (0.07, 0.1),
+    "inside": (0.16, 0.19),
+    "curve": (0.24, 0.28),
+}
 # probes draw inside/outside at >= 48 px: at 32 px the centroid shifts towards the closed contour
 # by the gap's missing stroke, and simple statistics reach ~0.65 (0.55 at 48 px)
 PROBE_MIN_SIZE = {"inside": 48, "curve": 64}
 TRANSFER_SETS = ("style", "size", "both")
-_TRANSFER_KW = {"style": lambda task: {"variant": "irregular"}, "size": lambda task: {"scale": TRANSFER_SCALE[task]},
-                "both": lambda task: {"variant": "irregular", "scale": TRANSFER_SCALE[task]}}
+_TRANSFER_KW = {
+    "style": lambda task: {"variant": "irregular"},
+    "size": lambda task: {"scale": TRANSFER_SCALE[task]},
+    "both": lambda task: {"variant": "irregular", "scale": TRANSFER_SCALE[task]},
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -68,30 +79,87 @@ class ProbeExperiment:
     def tests_on(self, which: str = "both") -> str:
         """What a transfer set changes, in words."""
         tasks = sorted({t for t, _ in self.sources})
-        sizes = "other sizes (" + ", ".join(f"{t} radius {TRANSFER_SCALE[t][0]:g}-{TRANSFER_SCALE[t][1]:g} of the image" for t in tasks) + ")"
-        return {"style": "irregular outlines at the training sizes", "size": "regular outlines at " + sizes,
-                "both": "irregular outlines at " + sizes}[which]
+        sizes = (
+            "other sizes ("
+            + ", ".join(f"{t} radius {TRANSFER_SCALE[t][0]:g}-{TRANSFER_SCALE[t][1]:g} of the image" for t in tasks)
+            + ")"
+        )
+        return {
+            "style": "irregular outlines at the training sizes",
+            "size": "regular outlines at " + sizes,
+            "both": "irregular outlines at " + sizes,
+        }[which]
 
 
 def _exp(key, name, invariant, sources, description):
     return ProbeExperiment(key, name, invariant, tuple(sources), description)
 
 
-EXPERIMENTS: dict[str, ProbeExperiment] = {e.key: e for e in [
-    _exp("E1", "square_vs_rectangle", "local", [("quad", "square"), ("quad", "rectangle")], "equal vs unequal sides, both with right angles"),
-    _exp("E2", "quad4", "local", [("quad", c) for c in TASKS["quad"]], "the four quadrilaterals: side lengths, right angles, parallel sides"),
-    _exp("E3", "hole", "global", [("hole", c) for c in TASKS["hole"]], "a filled shape with or without a hole (bites are not holes)"),
-    _exp("E4", "connectivity", "global", [("connectivity", c) for c in TASKS["connectivity"]], "one connected part or two separate parts"),
-    _exp("E5", "inside", "global", [("inside", c) for c in TASKS["inside"]], "a dot inside or outside a closed contour"),
-    _exp("E6", "global_combined", "global", [(t, c) for t in ("hole", "connectivity", "inside") for c in TASKS[t]], "E3, E4 and E5 in one six-way task"),
-    _exp("E7", "same_curve", "global", [("curve", c) for c in TASKS["curve"]],
-         "two dots on the same or on different arms of a double spiral (Minsky and Papert's figure; beyond the paper: global at every scale)"),
-]}
+EXPERIMENTS: dict[str, ProbeExperiment] = {
+    e.key: e
+    for e in [
+        _exp(
+            "E1",
+            "square_vs_rectangle",
+            "local",
+            [("quad", "square"), ("quad", "rectangle")],
+            "equal vs unequal sides, both with right angles",
+        ),
+        _exp(
+            "E2",
+            "quad4",
+            "local",
+            [("quad", c) for c in TASKS["quad"]],
+            "the four quadrilaterals: side lengths, right angles, parallel sides",
+        ),
+        _exp(
+            "E3",
+            "hole",
+            "global",
+            [("hole", c) for c in TASKS["hole"]],
+            "a filled shape with or without a hole (bites are not holes)",
+        ),
+        _exp(
+            "E4",
+            "connectivity",
+            "global",
+            [("connectivity", c) for c in TASKS["connectivity"]],
+            "one connected part or two separate parts",
+        ),
+        _exp(
+            "E5",
+            "inside",
+            "global",
+            [("inside", c) for c in TASKS["inside"]],
+            "a dot inside or outside a closed contour",
+        ),
+        _exp(
+            "E6",
+            "global_combined",
+            "global",
+            [(t, c) for t in ("hole", "connectivity", "inside") for c in TASKS[t]],
+            "E3, E4 and E5 in one six-way task",
+        ),
+        _exp(
+            "E7",
+            "same_curve",
+            "global",
+            [("curve", c) for c in TASKS["curve"]],
+            "two dots on the same or on different arms of a double spiral (Minsky "
+            "and Papert's figure; beyond the paper: global at every scale)",
+        ),
+    ]
+}
 
 
 # no ellipse: circle vs ellipse is an aspect ratio, square vs rectangle's own cue
-PRETRAINING = _exp("P", "pretraining", "none", [("shapes10", c) for c in ("circle", "triangle", "pentagon", "hexagon", "star")],
-                   "the shapes10 classes no experiment uses: what the small networks' pretrained start learns first")
+PRETRAINING = _exp(
+    "P",
+    "pretraining",
+    "none",
+    [("shapes10", c) for c in ("circle", "triangle", "pentagon", "hexagon", "star")],
+    "the shapes10 classes no experiment uses: what the small networks' pretrained start learns first",
+)
 
 
 def get_experiment(name: str) -> ProbeExperiment:
@@ -101,7 +169,9 @@ def get_experiment(name: str) -> ProbeExperiment:
     for e in EXPERIMENTS.values():
         if e.name == name:
             return e
-    raise KeyError(unknown_name_message("probe experiment", name, list(EXPERIMENTS) + [e.name for e in EXPERIMENTS.values()]))
+    raise KeyError(
+        unknown_name_message("probe experiment", name, list(EXPERIMENTS) + [e.name for e in EXPERIMENTS.values()])
+    )
 
 
 class ProbeDataset(Dataset):
@@ -112,8 +182,18 @@ class ProbeDataset(Dataset):
     disjoint image indices. ``dots`` holds the pixel positions of the task's dots (inside/outside:
     one, same_curve: two; NaN elsewhere)."""
 
-    def __init__(self, experiment, which: str = "train", *, n_per_class: int = 100, size: int = 32, seed: int = 0,
-                 split: str = "train", channels: int = 3, imagenet_norm: bool = False):
+    def __init__(
+        self,
+        experiment,
+        which: str = "train",
+        *,
+        n_per_class: int = 100,
+        size: int = 32,
+        seed: int = 0,
+        split: str = "train",
+        channels: int = 3,
+        imagenet_norm: bool = False,
+    ):
         exp = experiment if isinstance(experiment, ProbeExperiment) else get_experiment(experiment)
         which = "both" if which == "transfer" else which
         if which not in ("train",) + TRANSFER_SETS:
@@ -127,7 +207,9 @@ class ProbeDataset(Dataset):
             # image j of this class: index c + k*j of the task (class = index mod k), from the split's range
             idx = SPLIT_OFFSET[split] + c + k * np.arange(n_per_class)
             kw = {} if which == "train" else _TRANSFER_KW[which](task)
-            im, _, meta = make_shapes(task, n_per_class, size=size, seed=seed, indices=idx, return_meta=task in ("inside", "curve"), **kw)
+            im, _, meta = make_shapes(
+                task, n_per_class, size=size, seed=seed, indices=idx, return_meta=task in ("inside", "curve"), **kw
+            )
             images.append(im)
             d = np.full((n_per_class, 4), np.nan)
             if task == "inside":
@@ -141,7 +223,9 @@ class ProbeDataset(Dataset):
             x = x.expand(-1, 3, -1, -1)
         self.images = (x * 255).round().to(torch.uint8).contiguous()
         self.labels = torch.cat(labels)
-        self.dots = np.concatenate(dots)  # (n, 4) pixel x, y of the task's dots (inside: one, curve: two), NaN where there is none
+        self.dots = np.concatenate(
+            dots
+        )  # (n, 4) pixel x, y of the task's dots (inside: one, curve: two), NaN where there is none
         self.classes = exp.classes
         self.experiment, self.which, self.imagenet_norm = exp, which, imagenet_norm
         self._mean = torch.tensor(IMAGENET_MEAN)[:, None, None]

@@ -3,10 +3,11 @@
 The shape tasks are generated; real data sets are read from ``data/`` (see ``data/README.md``)
 and never downloaded.
 """
+
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from torch.utils.data import Dataset
 
@@ -34,13 +35,16 @@ def _loader(name: str) -> Callable[..., Dataset]:
 
     path = parse_folder_spec(name)
     if path is not None:  # folder:<path>, the user's own images
+
         def load(split: str, n: int | None, seed: int, **kwargs):
             return folder_dataset(path, split, n, seed, **kwargs)
 
         load.accepts = folder_dataset.accepts
         return load
     if name not in _LOADERS:
-        raise KeyError(unknown_name_message("dataset", name, list_datasets()) + " (or folder:<path> for a folder of your images)")
+        raise KeyError(
+            unknown_name_message("dataset", name, list_datasets()) + " (or folder:<path> for a folder of your images)"
+        )
     return _LOADERS[name]
 
 

@@ -7,6 +7,7 @@ and only the size matters. Like human age labels, the targets of the training an
 splits carry label noise (Gaussian, ``label_noise`` px; 0.5 by default, about 5 % of the range);
 the test split's are the true sizes, so its MAE measures what was learnt.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,9 @@ class ShapeSizeDataset(Dataset):
         choice("split", split, tuple(SPLIT_OFFSET))
         if label_noise < 0:
             raise ValueError(f"label_noise must be >= 0 (pixels), got {label_noise}")
-        images, _, meta = make_shapes("shapes10", n, size=size, seed=seed, start=SPLIT_OFFSET[split], scale=SIZE_RANGE, return_meta=True)
+        images, _, meta = make_shapes(
+            "shapes10", n, size=size, seed=seed, start=SPLIT_OFFSET[split], scale=SIZE_RANGE, return_meta=True
+        )
         self.images = (images * 255).round().to(torch.uint8).contiguous()
         self.true_sizes = torch.tensor([m["scale"] for m in meta], dtype=torch.float32)
         g = torch.Generator().manual_seed(seed * 7919 + SPLIT_OFFSET[split] % 1_000_003 + 17)
@@ -51,6 +54,8 @@ class ShapeSizeDataset(Dataset):
 
 
 @register_dataset("shape_size")
-def shape_size(split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 32, label_noise: float = 0.5) -> ShapeSizeDataset:
+def shape_size(
+    split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 32, label_noise: float = 0.5
+) -> ShapeSizeDataset:
     default_n = {"train": 5000, "val": 1000, "test": 2000}[split]
     return ShapeSizeDataset(n or default_n, size=size, seed=seed, split=split, label_noise=label_noise)

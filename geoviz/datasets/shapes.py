@@ -26,6 +26,7 @@ clear of contours after rasterisation; the tests check every label with connecte
 Images depend only on (task, variant, seed, index), never on batch size or order; class labels
 cycle with the index, so any contiguous index range is class-balanced.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._utils import choice
 from .._counter_rng import CounterRNG
+from .._utils import choice
 from ._batched import BatchSource
 from ._raster import (
     fill_coverage,
@@ -55,8 +56,16 @@ TASKS: dict[str, tuple[str, ...]] = {
     "inside": ("inside", "outside"),
     "curve": ("same", "different"),
     "shapes10": (
-        "square", "rectangle", "circle", "ellipse", "triangle",
-        "pentagon", "hexagon", "trapezoid", "parallelogram", "star",
+        "square",
+        "rectangle",
+        "circle",
+        "ellipse",
+        "triangle",
+        "pentagon",
+        "hexagon",
+        "trapezoid",
+        "parallelogram",
+        "star",
     ),
 }
 VARIANTS = ("regular", "irregular")
@@ -145,7 +154,9 @@ def _place(rng: CounterRNG, key: str, radius: torch.Tensor, size: int, margin: f
 def _scale_range(scale, default):
     lo, hi = default if scale is None else scale
     if not (0 < lo <= hi <= 0.5):
-        raise ValueError(f"scale must be (lo, hi) with 0 < lo <= hi <= 0.5 (fractions of the image size), got {scale!r}")
+        raise ValueError(
+            f"scale must be (lo, hi) with 0 < lo <= hi <= 0.5 (fractions of the image size), got {scale!r}"
+        )
     return lo, hi
 
 
@@ -173,7 +184,9 @@ def _gen_quad(rng, labels, size, variant, scale):
     filled = rng.bernoulli("filled", 0.5)
     sdf = polygon_sdf_image(verts, size)
     img = torch.where(filled[:, None, None], fill_coverage(sdf), stroke_coverage(sdf, stroke))
-    return _Batch(img[:, None], dict(vertices=[verts], centre=centre, scale=R, angle=angle, filled=filled, stroke=stroke))
+    return _Batch(
+        img[:, None], dict(vertices=[verts], centre=centre, scale=R, angle=angle, filled=filled, stroke=stroke)
+    )
 
 
 def _outline(rng, key, n, variant, amp, sides_choices=_REGULAR_SIDES):
@@ -234,13 +247,29 @@ def _gen_hole(rng, labels, size, variant, scale):
         psi_j = rng.uniform(f"dent{j}.psi", None, 0.0, 2 * math.pi)
         u_j = torch.stack([torch.cos(psi_j), torch.sin(psi_j)], -1)
         far = ((centre - cut_centre) * u_j).sum(-1) + R + 2.0
-        stop = rho + margin + rng.uniform(f"dent{j}.stop", None, 0.0, 1.0) * (far - rho - margin - 2.0).clamp_min(0) * 0.6
+        stop = (
+            rho + margin + rng.uniform(f"dent{j}.stop", None, 0.0, 1.0) * (far - rho - margin - 2.0).clamp_min(0) * 0.6
+        )
         w_j = rng.uniform(f"dent{j}.w", None, 2.2, 3.0) * max(1.0, px)
         dent = _bar(cut_centre + u_j * stop[:, None], cut_centre + u_j * far[:, None], w_j)
-        chan_cov = torch.maximum(chan_cov, fill_coverage(polygon_sdf_image(dent, size)) * rng.bernoulli(f"dent{j}", 0.5).float()[:, None, None])
+        chan_cov = torch.maximum(
+            chan_cov,
+            fill_coverage(polygon_sdf_image(dent, size)) * rng.bernoulli(f"dent{j}", 0.5).float()[:, None, None],
+        )
     img = torch.minimum(cov, 1 - torch.maximum(cut_cov, chan_cov))
-    return _Batch(img[:, None], dict(vertices=[outer], cut=[cut[i] for i in range(n)], cut_centre=cut_centre, channel=[channel[i] for i in range(n)],
-                                      centre=centre, scale=R, angle=angle, filled=torch.ones(n, dtype=torch.bool)))
+    return _Batch(
+        img[:, None],
+        dict(
+            vertices=[outer],
+            cut=[cut[i] for i in range(n)],
+            cut_centre=cut_centre,
+            channel=[channel[i] for i in range(n)],
+            centre=centre,
+            scale=R,
+            angle=angle,
+            filled=torch.ones(n, dtype=torch.bool),
+        ),
+    )
 
 
 def _bar(a: torch.Tensor, b: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -287,8 +316,10 @@ def _gen_connectivity(rng, labels, size, variant, scale):
     # one width for both pieces and both classes (a wider broken bar would be a cue of its own)
     bar_b = _bar(c1 + u * (b0 + gap_min)[:, None], c2, width)
     cov = torch.maximum(fill_coverage(polygon_sdf_image(p1, size)), fill_coverage(polygon_sdf_image(p2, size)))
-    bar_cov = torch.maximum(fill_coverage(polygon_sdf_image(bar_a, size)),
-                            fill_coverage(polygon_sdf_image(bar_b, size)) * (~connected).float()[:, None, None])
+    bar_cov = torch.maximum(
+        fill_coverage(polygon_sdf_image(bar_a, size)),
+        fill_coverage(polygon_sdf_image(bar_b, size)) * (~connected).float()[:, None, None],
+    )
     # in both classes alike, up to three spurs: dead-end bars from a part, pointing away from the
     # other one. A break adds two bar ends (perimeter) and removes a little area; random spurs
     # drown that, and bar ends alone stop telling the class
@@ -301,17 +332,34 @@ def _gen_connectivity(rng, labels, size, variant, scale):
         v = torch.stack([torch.cos(ang), torch.sin(ang)], -1)
         reach = torch.where(on_second, R2, R1) + rng.uniform(f"spur{j}.len", None, 1.5, 6.0) * max(1.0, px)
         spur = _bar(base, base + v * reach[:, None], rng.uniform(f"spur{j}.w", None, 2.2, 4.0) * max(1.0, px))
-        bar_cov = torch.maximum(bar_cov, fill_coverage(polygon_sdf_image(spur, size)) * rng.bernoulli(f"spur{j}", 0.5).float()[:, None, None])
+        bar_cov = torch.maximum(
+            bar_cov,
+            fill_coverage(polygon_sdf_image(spur, size)) * rng.bernoulli(f"spur{j}", 0.5).float()[:, None, None],
+        )
     img = torch.maximum(cov, bar_cov)
     bars = [bar_a[i][None] if connected[i] else torch.stack([bar_a[i], bar_b[i]]) for i in range(n)]  # (pieces, 4, 2)
-    return _Batch(img[:, None], dict(vertices=[p1, p2], bar=bars, centre=torch.stack([c1, c2], 1), scale=torch.stack([R1, R2], 1),
-                                      angle=torch.stack([a1, a2], 1), filled=torch.ones(n, dtype=torch.bool)))
+    return _Batch(
+        img[:, None],
+        dict(
+            vertices=[p1, p2],
+            bar=bars,
+            centre=torch.stack([c1, c2], 1),
+            scale=torch.stack([R1, R2], 1),
+            angle=torch.stack([a1, a2], 1),
+            filled=torch.ones(n, dtype=torch.bool),
+        ),
+    )
 
 
 def _enclosed(background: torch.Tensor) -> torch.Tensor:
     """(n, S, S) bool: background pixels not 4-connected to the image border (flood fill from it)."""
     reach = torch.zeros_like(background)
-    reach[:, 0], reach[:, -1], reach[:, :, 0], reach[:, :, -1] = background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]
+    reach[:, 0], reach[:, -1], reach[:, :, 0], reach[:, :, -1] = (
+        background[:, 0],
+        background[:, -1],
+        background[:, :, 0],
+        background[:, :, -1],
+    )
     while True:
         grown = reach.clone()
         grown[:, 1:] |= reach[:, :-1]
@@ -328,7 +376,8 @@ def _gen_inside(rng, labels, size, variant, scale):
     """A dot inside a closed contour, or inside a contour whose outline has a gap (so the dot is
     outside: its region reaches the border). Every image holds one closed and one open contour,
     apart and anywhere, and the dot sits in one of them (the larger enough to hold it; the other is
-    any size) at a depth drawn from one range for both classes: the dot's position, its nearness to an outline and the drawing's area, extent and
+    any size) at a depth drawn from one range for both classes: the dot's position, its nearness to an outline and the
+    drawing's area, extent and
     moments then carry (almost) no label — only whether *its* contour is closed. Where two
     contours do not fit (small images), the dot's contour is drawn alone. The label is checked on
     the drawing by a flood fill from the border."""
@@ -373,8 +422,12 @@ def _gen_inside(rng, labels, size, variant, scale):
     cut_cov = fill_coverage(polygon_sdf_image(cut, size))
     drawn = [torch.ones(n, dtype=torch.bool), two]
     opened = [first_open, ~first_open & two]  # alone and inside: no open contour is drawn
-    strokes = [stroke_coverage(polygon_sdf_image(polys[j], size), stroke) * drawn[j].float()[:, None, None]
-               * (1 - opened[j].float()[:, None, None] * cut_cov) for j in range(2)]
+    strokes = [
+        stroke_coverage(polygon_sdf_image(polys[j], size), stroke)
+        * drawn[j].float()[:, None, None]
+        * (1 - opened[j].float()[:, None, None] * cut_cov)
+        for j in range(2)
+    ]
     outline = torch.maximum(strokes[0], strokes[1])
     # the dot: in its contour's interior, clear of the outline, at a depth from one range for both
     # classes; a random pixel among equals
@@ -384,33 +437,49 @@ def _gen_inside(rng, labels, size, variant, scale):
     grid = torch.arange(size, dtype=torch.float32) + 0.5
     ok = (depth >= clear[:, None, None]) & (_enclosed(outline < 0.5) == inside[:, None, None])
     jitter = rng.uniform("dot.pick", size * size).view(n, size, size) * 0.5
-    miss = torch.where(ok, (depth - target[:, None, None]).abs() + jitter, torch.full_like(depth, float("inf"))).view(n, -1)
+    miss = torch.where(ok, (depth - target[:, None, None]).abs() + jitter, torch.full_like(depth, float("inf"))).view(
+        n, -1
+    )
     best = miss.argmin(dim=1)
     found = torch.isfinite(miss[torch.arange(n), best])
     if not bool(found.all()):
-        raise RuntimeError(f"inside/outside: no room for a dot in {int((~found).sum())} images at size {size}; use a larger size or scale")
+        raise RuntimeError(
+            f"inside/outside: no room for a dot in {int((~found).sum())} "
+            f"images at size {size}; use a larger size or scale"
+        )
     dot = torch.stack([grid[best % size], grid[best // size]], -1)
     dot_poly = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dot)
     cov = torch.maximum(outline, fill_coverage(polygon_sdf_image(dot_poly, size)))
     polys[1] = torch.where(two[:, None, None], polys[1], torch.full_like(polys[1], float("nan")))  # not drawn
-    return _Batch(cov[:, None], dict(vertices=polys, dot=dot, dot_radius=rd, centre=torch.stack(centres, 1), scale=torch.stack(radii, 1),
-                                      angle=torch.stack(angles, 1), stroke=stroke, gap=[cut[i] if opened[0][i] or opened[1][i] else None for i in range(n)],
-                                      filled=torch.zeros(n, dtype=torch.bool)))
+    return _Batch(
+        cov[:, None],
+        dict(
+            vertices=polys,
+            dot=dot,
+            dot_radius=rd,
+            centre=torch.stack(centres, 1),
+            scale=torch.stack(radii, 1),
+            angle=torch.stack(angles, 1),
+            stroke=stroke,
+            gap=[cut[i] if opened[0][i] or opened[1][i] else None for i in range(n)],
+            filled=torch.zeros(n, dtype=torch.bool),
+        ),
+    )
 
 
 def _gen_curve(rng, labels, size, variant, scale):
     """Minsky and Papert's double spiral: two interleaved arms that never touch, and two dots on
-    them, on the same arm or one on each. Whether the dots share an arm shows by following the arms
-    around the turns between them; nearby, both arms look alike (parallel strokes). The dots' distance
-    is drawn from the range points of both arms cover, so the spacing carries no label. Which arm a
-    dot sits on would follow from its polar position about the centre if the spiral were
-    Archimedean (a fixed pitch): the radius grows as a random power of the angle instead (r ∝ θ^γ,
-    γ in 0.7–1.5, the windings spreading or crowding outwards), with as many turns as keep the arms
-    clear of each other. Even so, with about one turn at 64 px the dots' polar positions about the
-centroid give the label away to a gradient-boosted classifier ~0.82 of the time (its shortcut
-floor; 0.52 from raw positions).
-    ``scale``: the outer radius (fraction of the size; the figure scaled as a whole);
-    ``irregular``: each arm wobbles along its length (waves of 6–10 px, ±1 px at 64 px)."""
+        them, on the same arm or one on each. Whether the dots share an arm shows by following the arms
+        around the turns between them; nearby, both arms look alike (parallel strokes). The dots' distance
+        is drawn from the range points of both arms cover, so the spacing carries no label. Which arm a
+        dot sits on would follow from its polar position about the centre if the spiral were
+        Archimedean (a fixed pitch): the radius grows as a random power of the angle instead (r ∝ θ^γ,
+        γ in 0.7–1.5, the windings spreading or crowding outwards), with as many turns as keep the arms
+        clear of each other. Even so, with about one turn at 64 px the dots' polar positions about the
+    centroid give the label away to a gradient-boosted classifier ~0.82 of the time (its shortcut
+    floor; 0.52 from raw positions).
+        ``scale``: the outer radius (fraction of the size; the figure scaled as a whole);
+        ``irregular``: each arm wobbles along its length (waves of 6–10 px, ±1 px at 64 px)."""
     n = len(labels)
     default = (0.34, 0.42)
     lo, hi = _scale_range(scale, default)
@@ -449,7 +518,9 @@ floor; 0.52 from raw positions).
         if variant == "irregular":  # jagged: a wave along the arc, of random wavelength and phase
             arc = torch.cumsum(torch.cat([torch.zeros(n, 1), (rad[:, 1:] + rad[:, :-1]) / 2 * theta.diff(dim=1)], 1), 1)
             lam = rng.uniform(f"wave{a}", None, 6.0, 10.0) * px
-            r = rad + wob * torch.sin(2 * math.pi * arc / lam[:, None] + rng.uniform(f"wave{a}.ph", None, 0, 2 * math.pi)[:, None])
+            r = rad + wob * torch.sin(
+                2 * math.pi * arc / lam[:, None] + rng.uniform(f"wave{a}.ph", None, 0, 2 * math.pi)[:, None]
+            )
         phi = rot[:, None] + hand[:, None] * theta + a * math.pi  # arm 1: arm 0 turned half a turn
         arms.append(centre[:, None] + r[..., None] * torch.stack([phi.cos(), phi.sin()], -1))
     # the dots: the first on arm `first` past its inner quarter turn, the second on arm `second`
@@ -481,14 +552,28 @@ floor; 0.52 from raw positions).
     i2 = cost.argmin(dim=1)
     cand = pts[rows, second]
     d2 = cand[rows, i2]
-    cov = torch.maximum(stroke_coverage(polygon_sdf_image(arms[0], size, closed=False), stroke),
-                        stroke_coverage(polygon_sdf_image(arms[1], size, closed=False), stroke))
+    cov = torch.maximum(
+        stroke_coverage(polygon_sdf_image(arms[0], size, closed=False), stroke),
+        stroke_coverage(polygon_sdf_image(arms[1], size, closed=False), stroke),
+    )
     dots = torch.stack([d1, d2], 1)
     for k in range(2):
         disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dots[:, k])
         cov = torch.maximum(cov, fill_coverage(polygon_sdf_image(disc, size)))
-    return _Batch(cov[:, None], dict(vertices=arms, dots=dots, dot_curves=torch.stack([first, second], 1), centre=centre,
-                                      stroke=stroke, scale=R / size, gamma=gamma, turns=turns, filled=torch.zeros(n, dtype=torch.bool)))
+    return _Batch(
+        cov[:, None],
+        dict(
+            vertices=arms,
+            dots=dots,
+            dot_curves=torch.stack([first, second], 1),
+            centre=centre,
+            stroke=stroke,
+            scale=R / size,
+            gamma=gamma,
+            turns=turns,
+            filled=torch.zeros(n, dtype=torch.bool),
+        ),
+    )
 
 
 def _hsv_to_rgb(h, s, v):
@@ -564,7 +649,9 @@ def _gen_shapes10(rng, labels, size, variant, scale):
         img = img * (1 - a) + seg_col[:, j, :, None, None] * a
 
     # foreground: a colour far from the background's brightness, optionally striped
-    fg_v = torch.where(bg_v > 0.55, bg_v - rng.uniform("fg.dv", None, 0.35, 0.55), bg_v + rng.uniform("fg.dv", None, 0.35, 0.55)).clamp(0.05, 1.0)
+    fg_v = torch.where(
+        bg_v > 0.55, bg_v - rng.uniform("fg.dv", None, 0.35, 0.55), bg_v + rng.uniform("fg.dv", None, 0.35, 0.55)
+    ).clamp(0.05, 1.0)
     fg = _hsv_to_rgb(rng.uniform("fg.h", None), rng.uniform("fg.s", None, 0.3, 1.0), fg_v)
     phi = rng.uniform("tex.phi", None, 0, 2 * math.pi)
     freq = rng.uniform("tex.f", None, 0.15, 0.35) * size
@@ -706,8 +793,16 @@ class ShapesDataset(Dataset):
         # in chunks: an image depends on its index only, and the float32 rasters of a whole large
         # set at once (plus the generator's temporaries) would peak at ~25× the uint8 result
         for s0 in range(0, n, self.CHUNK):
-            x, y, _ = make_shapes(task, min(self.CHUNK, n - s0), size=size, seed=seed, variant=variant, start=SPLIT_OFFSET[split] + s0,
-                                  scale=scale, return_meta=False)
+            x, y, _ = make_shapes(
+                task,
+                min(self.CHUNK, n - s0),
+                size=size,
+                seed=seed,
+                variant=variant,
+                start=SPLIT_OFFSET[split] + s0,
+                scale=scale,
+                return_meta=False,
+            )
             if channels == 3 and x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
             elif channels == 1 and x.shape[1] == 3:
@@ -744,4 +839,7 @@ class ShapesDataset(Dataset):
 
     def __repr__(self) -> str:
         c, s = self.images.shape[1], self.images.shape[-1]
-        return f"ShapesDataset(task={self.task!r}, variant={self.variant!r}, split={self.split!r}, n={len(self)}, image={c}x{s}x{s})"
+        return (
+            f"ShapesDataset(task={self.task!r}, variant={self.variant!r}, "
+            f"split={self.split!r}, n={len(self)}, image={c}x{s}x{s})"
+        )

@@ -1,4 +1,5 @@
 """Class-balanced, seeded subsets: the validation hold-out and the limited-data fractions."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,15 +12,38 @@
 ``predict`` / ``evaluate`` live in ``geoviz.inference`` (below ``analysis``, which needs them too)
 and are re-exported here.
 """
+
 from ..inference import evaluate, evaluate_reconstruction, evaluate_regression, predict
 from .checkpoints import deterministic_mode, rng_state, set_rng_state
 from .distributed import choose_backend, ddp_device
 from .loop import EpochState, FitResult, build_terms, fit
-from .pseudo_labels import distill_offline, pseudo_label
 from .optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from .step import OBJECTIVES, TrainStep, Trainable
+from .pseudo_labels import distill_offline, pseudo_label
+from .step import OBJECTIVES, Trainable, TrainStep
 from .teacher_cache import TeacherCache
 
-__all__ = ["fit", "FitResult", "EpochState", "build_terms", "TrainStep", "Trainable", "TeacherCache", "predict", "evaluate",
-           "evaluate_reconstruction", "evaluate_regression", "pseudo_label", "distill_offline", "make_optimizer", "make_schedule", "OPTIMIZERS", "SCHEDULES", "OBJECTIVES",
-           "rng_state", "set_rng_state", "deterministic_mode", "choose_backend", "ddp_device"]
+__all__ = [
+    "fit",
+    "FitResult",
+    "EpochState",
+    "build_terms",
+    "TrainStep",
+    "Trainable",
+    "TeacherCache",
+    "predict",
+    "evaluate",
+    "evaluate_reconstruction",
+    "evaluate_regression",
+    "pseudo_label",
+    "distill_offline",
+    "make_optimizer",
+    "make_schedule",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "OBJECTIVES",
+    "rng_state",
+    "set_rng_state",
+    "deterministic_mode",
+    "choose_backend",
+    "ddp_device",
+]

@@ -15,6 +15,7 @@ What is exact where:
 - A checkpoint written on a GPU machine resumes on a CPU-only one (its CUDA states are skipped,
   with a warning), and the other way round.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,13 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "python": random.getstate(),
     }
 
@@ -53,8 +60,11 @@ def set_rng_state(state, rank: int = 0) -> None:
     if isinstance(state, dict) and "ranks" in state:
         ranks = state["ranks"]
         if rank >= len(ranks):
-            warnings.warn(f"the checkpoint holds generator states of {len(ranks)} process(es), this is rank {rank}: it takes "
-                          f"rank 0's (the run continues, but not exactly as it would have)", stacklevel=2)
+            warnings.warn(
+                f"the checkpoint holds generator states of {len(ranks)} process(es), this is rank {rank}: it takes "
+                f"rank 0's (the run continues, but not exactly as it would have)",
+                stacklevel=2,
+            )
             rank = 0
         state = ranks[rank]
     if torch.is_tensor(state):
@@ -64,11 +74,17 @@ def set_rng_state(state, rank: int = 0) -> None:
     cuda = state.get("cuda") or []
     if cuda:
         if not torch.cuda.is_available():
-            warnings.warn("the checkpoint holds CUDA generator states but CUDA is not available here: only the CPU, NumPy "
-                          "and Python generators are restored", stacklevel=2)
+            warnings.warn(
+                "the checkpoint holds CUDA generator states but CUDA is not available here: only the CPU, NumPy "
+                "and Python generators are restored",
+                stacklevel=2,
+            )
         elif len(cuda) != torch.cuda.device_count():
-            warnings.warn(f"the checkpoint holds {len(cuda)} CUDA generator states but {torch.cuda.device_count()} GPUs are "
-                          f"visible: CUDA generators are restored for the first {min(len(cuda), torch.cuda.device_count())}", stacklevel=2)
+            warnings.warn(
+                f"the checkpoint holds {len(cuda)} CUDA generator states but {torch.cuda.device_count()} GPUs are "
+                f"visible: CUDA generators are restored for the first {min(len(cuda), torch.cuda.device_count())}",
+                stacklevel=2,
+            )
             for i, s in enumerate(cuda[: torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(_byte_tensor(s), i)
         else:
@@ -88,7 +104,11 @@ def model_signature(model: nn.Module) -> dict:
     if args is not None:
         return to_jsonable(args)
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
-    return {"class": type(model).__name__, "n_tensors": len(shapes), "n_values": int(sum(np.prod(s) for s in shapes.values()))}
+    return {
+        "class": type(model).__name__,
+        "n_tensors": len(shapes),
+        "n_values": int(sum(np.prod(s) for s in shapes.values())),
+    }
 
 
 def check_settings(run_name: str, old: dict, new: dict) -> None:
@@ -96,8 +116,10 @@ def check_settings(run_name: str, old: dict, new: dict) -> None:
     lacks are not compared)."""
     diff = {k: (old.get(k), v) for k, v in new.items() if k in old and old.get(k) != v}
     if diff:
-        raise ValueError(f"run {run_name!r} was started with other training settings {diff} (old, new): resuming would "
-                         f"not continue the same training. Resume with the same settings, or use a new run name.")
+        raise ValueError(
+            f"run {run_name!r} was started with other training settings {diff} (old, new): resuming would "
+            f"not continue the same training. Resume with the same settings, or use a new run name."
+        )
 
 
 def load_model_state(module: nn.Module, state: dict, what: str) -> None:
@@ -105,10 +127,17 @@ def load_model_state(module: nn.Module, state: dict, what: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        raise ValueError(f"{what} does not fit this model (another architecture or other loss terms?): missing {missing[:4]}, "
-                         f"unexpected {unexpected[:4]}, other shapes {shapes[:4]}. Use a new run name, or the model it was made with.")
+        raise ValueError(
+            f"{what} does not fit this model (another architecture or other loss "
+            f"terms?): missing {missing[:4]}, unexpected {unexpected[:4]}, other "
+            f"shapes {shapes[:4]}. Use a new run name, or the model it was made with."
+        )
     module.load_state_dict(state)
 
 
@@ -119,8 +148,12 @@ def deterministic_mode(enabled: bool):
     if not enabled:
         yield
         return
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     # cuBLAS reads this when it first starts; set before any CUDA matmul for it to take effect
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -5,6 +5,7 @@ NCCL needs one GPU per process: two processes on one GPU fail inside NCCL. So a 
 GPUs the processes share them round-robin and talk over gloo (slower, but it runs); with no GPU
 (or ``device="cpu"``) they run on the CPU over gloo.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,10 @@ def ddp_device(device: str | torch.device = "auto") -> torch.device:
     if not under_torchrun() or dev.type != "cuda":
         return dev
     if dev.index is not None and _local_world() > 1:
-        raise ValueError(f"device {str(device)!r} under torchrun would put every process on the same GPU: use device 'auto' "
-                         f"or 'cuda' (each process takes the GPU LOCAL_RANK; choose the GPUs with CUDA_VISIBLE_DEVICES)")
+        raise ValueError(
+            f"device {str(device)!r} under torchrun would put every process on the same GPU: use device 'auto' "
+            f"or 'cuda' (each process takes the GPU LOCAL_RANK; choose the GPUs with CUDA_VISIBLE_DEVICES)"
+        )
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
 
@@ -51,9 +54,12 @@ def choose_backend(device: torch.device, local_world: int | None = None, gpus: i
     gpus = torch.cuda.device_count() if gpus is None else gpus
     if gpus >= local_world:
         return "nccl"
-    warnings.warn(f"{local_world} processes per node but {gpus} GPU(s): NCCL needs one GPU per process, so the processes "
-                  f"share the GPUs over gloo (slower). Start at most {gpus} process(es) per node (--nproc_per_node={gpus}), "
-                  f"or set GEOVIZ_DIST_BACKEND=nccl if each process sees a GPU of its own.", stacklevel=3)
+    warnings.warn(
+        f"{local_world} processes per node but {gpus} GPU(s): NCCL needs one GPU per process, so the processes "
+        f"share the GPUs over gloo (slower). Start at most {gpus} process(es) per node (--nproc_per_node={gpus}), "
+        f"or set GEOVIZ_DIST_BACKEND=nccl if each process sees a GPU of its own.",
+        stacklevel=3,
+    )
     return "gloo"
 
 
@@ -68,7 +74,7 @@ class DistContext:
     backend: str | None = None
 
     @classmethod
-    def setup(cls, device: torch.device) -> "DistContext":
+    def setup(cls, device: torch.device) -> DistContext:
         """Join the process group under torchrun (WORLD_SIZE > 1); a no-op otherwise."""
         if dist.is_available() and dist.is_initialized():
             return cls(True, dist.get_rank(), dist.get_world_size(), False, dist.get_backend())

@@ -6,14 +6,15 @@ evaluates the validation split (model selection), calls the callbacks, logs its 
 run's ``metrics.json`` and saves an atomic checkpoint from which a rerun resumes (see
 ``engine.checkpoints`` for what is exact where).
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -23,7 +24,15 @@ from .._io import to_jsonable
 from .._utils import check_number, choice, eval_mode, progress_bar, seed_everything
 from ..capture import ActivationRecorder, resolve_layers
 from ..datasets._batched import batch_source
-from ..inference import AMP_MODES, DeviceLoader, amp_dtype, as_loader, evaluate, evaluate_reconstruction, evaluate_regression
+from ..inference import (
+    AMP_MODES,
+    DeviceLoader,
+    amp_dtype,
+    as_loader,
+    evaluate,
+    evaluate_reconstruction,
+    evaluate_regression,
+)
 from ..losses.terms import Term, build_term
 from ..runs import RunDir
 from .checkpoints import check_settings, deterministic_mode, load_model_state, model_signature, rng_state, set_rng_state
@@ -130,7 +139,13 @@ def _check_data(name: str, data, required: bool) -> None:
         raise ValueError(f"the {name} data set is empty")
 
 
-def build_terms(terms, model: nn.Module, teacher: nn.Module | None, teacher_cache: TeacherCache | None, objective: str = "classification") -> list[Term]:
+def build_terms(
+    terms,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    teacher_cache: TeacherCache | None,
+    objective: str = "classification",
+) -> list[Term]:
     """The loss terms from their specs, checked against the models: names, settings, layer paths
     (unknown ones fail with the closest names) and whether a teacher is there when one is needed."""
     if isinstance(terms, (str, dict, Term)):
@@ -160,8 +175,24 @@ def build_terms(terms, model: nn.Module, teacher: nn.Module | None, teacher_cach
 class _Training:
     """One call of ``fit``: its state and the steps of the loop, each small enough to read."""
 
-    def __init__(self, model, train, val, test, teacher, terms, opts: _Options, teacher_cache, callbacks, run, progress, dev, ctx,
-                 unlabelled=None, unlabelled_batch_size=None):
+    def __init__(
+        self,
+        model,
+        train,
+        val,
+        test,
+        teacher,
+        terms,
+        opts: _Options,
+        teacher_cache,
+        callbacks,
+        run,
+        progress,
+        dev,
+        ctx,
+        unlabelled=None,
+        unlabelled_batch_size=None,
+    ):
         self.model, self.teacher, self.terms, self.o = model, teacher, terms, opts
         self.cache, self.callbacks, self.dev, self.ctx = teacher_cache, list(callbacks), dev, ctx
         self.show = progress and ctx.rank == 0
@@ -178,17 +209,37 @@ class _Training:
         if o.batch_size % ctx.world:
             raise ValueError(f"batch_size {o.batch_size} must divide evenly over {ctx.world} processes")
         if ctx.enabled and isinstance(train, DataLoader):
-            raise TypeError("under torchrun fit needs the training Dataset, not a DataLoader: it shards it with a DistributedSampler")
+            raise TypeError(
+                "under torchrun fit needs the training Dataset, not "
+                "a DataLoader: it shards it with a DistributedSampler"
+            )
         self.train_data = self.cache.indexed(train) if self.cache is not None else train
-        self.sampler = DistributedSampler(self.train_data, ctx.world, ctx.rank, shuffle=True, seed=o.seed, drop_last=True) if ctx.enabled else None
+        self.sampler = (
+            DistributedSampler(self.train_data, ctx.world, ctx.rank, shuffle=True, seed=o.seed, drop_last=True)
+            if ctx.enabled
+            else None
+        )
         self.order = None  # the generator of an epoch_size sampler
-        if o.epoch_size is not None:  # passes over the data, each in its own order, concatenated (no repeats within a pass)
+        if (
+            o.epoch_size is not None
+        ):  # passes over the data, each in its own order, concatenated (no repeats within a pass)
             self.order = torch.Generator().manual_seed(o.seed)
-            self.sampler = RandomSampler(self.train_data, replacement=False, num_samples=o.epoch_size, generator=self.order)
+            self.sampler = RandomSampler(
+                self.train_data, replacement=False, num_samples=o.epoch_size, generator=self.order
+            )
         pin = self.dev.type == "cuda"
         dev = self.dev if o.device_data else None
-        self.train_loader = as_loader(self.train_data, o.batch_size // ctx.world, shuffle=True, seed=o.seed, num_workers=o.num_workers,
-                                      drop_last=True, sampler=self.sampler, pin_memory=pin, device=dev)
+        self.train_loader = as_loader(
+            self.train_data,
+            o.batch_size // ctx.world,
+            shuffle=True,
+            seed=o.seed,
+            num_workers=o.num_workers,
+            drop_last=True,
+            sampler=self.sampler,
+            pin_memory=pin,
+            device=dev,
+        )
         self.val_loader = as_loader(val, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin, device=dev)
         self.test_loader = as_loader(test, 2 * o.batch_size, num_workers=o.num_workers, pin_memory=pin, device=dev)
 
@@ -199,10 +250,20 @@ class _Training:
         o, ctx = self.o, self.ctx
         data = self.cache.indexed(data) if self.cache is not None else data
         if ctx.enabled:
-            self.u_sampler = DistributedSampler(data, ctx.world, ctx.rank, shuffle=True, seed=o.seed + 1, drop_last=True)
-        self.u_loader = as_loader(data, max(1, batch_size // ctx.world), shuffle=True, seed=o.seed + 1, num_workers=o.num_workers,
-                                  drop_last=True, sampler=self.u_sampler, pin_memory=self.dev.type == "cuda",
-                                  device=self.dev if o.device_data else None)
+            self.u_sampler = DistributedSampler(
+                data, ctx.world, ctx.rank, shuffle=True, seed=o.seed + 1, drop_last=True
+            )
+        self.u_loader = as_loader(
+            data,
+            max(1, batch_size // ctx.world),
+            shuffle=True,
+            seed=o.seed + 1,
+            num_workers=o.num_workers,
+            drop_last=True,
+            sampler=self.u_sampler,
+            pin_memory=self.dev.type == "cuda",
+            device=self.dev if o.device_data else None,
+        )
         self.u_size = (len(data), batch_size)
 
     def _unlabelled_batches(self, epoch: int):
@@ -245,15 +306,32 @@ class _Training:
         if o.compile:  # the forward only: checkpoints keep saving the uncompiled module's state
             self.wrapped = torch.compile(self.wrapped, **({"backend": o.compile} if isinstance(o.compile, str) else {}))
         self.opt = make_optimizer(self.trainable.parameters(), o.optimizer, o.lr, o.momentum, o.weight_decay)
-        self.sched = make_schedule(self.opt, o.schedule, o.epochs, len(self.train_loader), o.warmup_epochs, o.milestones)
+        self.sched = make_schedule(
+            self.opt, o.schedule, o.epochs, len(self.train_loader), o.warmup_epochs, o.milestones
+        )
         self.amp_dtype = amp_dtype(o.amp, dev)
         self.scaler = torch.amp.GradScaler(dev.type) if self.amp_dtype == torch.float16 else None
-        self.settings = to_jsonable({
-            "epochs": o.epochs, "lr": o.lr, "optimizer": o.optimizer, "momentum": o.momentum, "weight_decay": o.weight_decay,
-            "schedule": o.schedule, "milestones": list(o.milestones), "warmup_epochs": o.warmup_epochs, "batch_size": o.batch_size,
-            "seed": o.seed, "eval_every": o.eval_every, "objective": o.objective, "epoch_size": o.epoch_size, "terms": [t.spec() for t in self.terms],
-            "model": model_signature(self.model), **({"unlabelled": list(self.u_size)} if self.u_loader is not None else {}),
-            **self._augmentation_setting()})
+        self.settings = to_jsonable(
+            {
+                "epochs": o.epochs,
+                "lr": o.lr,
+                "optimizer": o.optimizer,
+                "momentum": o.momentum,
+                "weight_decay": o.weight_decay,
+                "schedule": o.schedule,
+                "milestones": list(o.milestones),
+                "warmup_epochs": o.warmup_epochs,
+                "batch_size": o.batch_size,
+                "seed": o.seed,
+                "eval_every": o.eval_every,
+                "objective": o.objective,
+                "epoch_size": o.epoch_size,
+                "terms": [t.spec() for t in self.terms],
+                "model": model_signature(self.model),
+                **({"unlabelled": list(self.u_size)} if self.u_loader is not None else {}),
+                **self._augmentation_setting(),
+            }
+        )
 
     def _augmentation_setting(self) -> dict:
         """Random augmentation draws in another order batched than item by item: a resume must not switch."""
@@ -329,9 +407,15 @@ class _Training:
             elif not o.recon:
                 tot_correct += (logits.argmax(1) == y).sum().item()
             seen += n
-            bar.set_postfix(loss=f"{tot_loss / seen:.4f}", **({} if o.recon else {o.metric: f"{tot_correct / seen:.3f}"}))
-        metrics = {"epoch": epoch, "train_loss": tot_loss / max(1, seen), "lr": self.opt.param_groups[0]["lr"],
-                   "epoch_seconds": time.perf_counter() - t0}
+            bar.set_postfix(
+                loss=f"{tot_loss / seen:.4f}", **({} if o.recon else {o.metric: f"{tot_correct / seen:.3f}"})
+            )
+        metrics = {
+            "epoch": epoch,
+            "train_loss": tot_loss / max(1, seen),
+            "lr": self.opt.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - t0,
+        }
         if not o.recon:
             metrics[f"train_{o.metric}"] = tot_correct / max(1, seen)
         if len(self.terms) > 1:
@@ -363,7 +447,9 @@ class _Training:
             self.best_score, self.best_key = score, key
             self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
             if self.run_w is not None:
-                self.run_w.save_checkpoint({"model": self.best_state, "epoch": epoch, "val_score": self.best_score}, "best.pt")
+                self.run_w.save_checkpoint(
+                    {"model": self.best_state, "epoch": epoch, "val_score": self.best_score}, "best.pt"
+                )
 
     def save(self, epoch: int, metrics: dict) -> None:
         self.history.append(metrics)
@@ -373,25 +459,62 @@ class _Training:
         if self.run_w is None:
             return
         self.run_w.log_epoch(metrics)
-        state = {"model": self.trainable.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                 "epoch": epoch, "best_score": self.best_score, "best_key": self.best_key, "rng": rng, "settings": self.settings}
+        state = {
+            "model": self.trainable.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": epoch,
+            "best_score": self.best_score,
+            "best_key": self.best_key,
+            "rng": rng,
+            "settings": self.settings,
+        }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         self.run_w.save_checkpoint(state)
 
     def loop(self) -> None:
         o = self.o
-        with TrainStep(self.wrapped, self.model, self.terms, self.opt, self.sched, teacher=self.teacher, teacher_cache=self.cache,
-                       device=self.dev, amp_dtype=self.amp_dtype, objective=o.objective, scaler=self.scaler) as step:
-            epochs = progress_bar(range(self.start_epoch, o.epochs + 1), desc="epochs", enabled=self.show and o.epochs > 1,
-                          initial=self.start_epoch - 1, total=o.epochs)
+        with TrainStep(
+            self.wrapped,
+            self.model,
+            self.terms,
+            self.opt,
+            self.sched,
+            teacher=self.teacher,
+            teacher_cache=self.cache,
+            device=self.dev,
+            amp_dtype=self.amp_dtype,
+            objective=o.objective,
+            scaler=self.scaler,
+        ) as step:
+            epochs = progress_bar(
+                range(self.start_epoch, o.epochs + 1),
+                desc="epochs",
+                enabled=self.show and o.epochs > 1,
+                initial=self.start_epoch - 1,
+                total=o.epochs,
+            )
             for epoch in epochs:
                 metrics = self.train_epoch(step, epoch)
                 with step.paused():  # evaluation and callbacks need no recorded layers
                     self.validate(epoch, metrics)
                     for cb in self.callbacks:
-                        cb(EpochState(epoch, o.epochs, self.model, metrics, self.history, self.run_w, self.dev,
-                                      self.val_loader, self.test_loader, self.teacher, self.ctx.rank))
+                        cb(
+                            EpochState(
+                                epoch,
+                                o.epochs,
+                                self.model,
+                                metrics,
+                                self.history,
+                                self.run_w,
+                                self.dev,
+                                self.val_loader,
+                                self.test_loader,
+                                self.teacher,
+                                self.ctx.rank,
+                            )
+                        )
                 self.save(epoch, metrics)
                 self.ctx.barrier()
                 epochs.set_postfix(val_acc=f"{metrics.get('val_acc', float('nan')):.3f}")
@@ -408,10 +531,17 @@ class _Training:
         if self.val_loader is not None:
             summary[f"val_{key}_best"] = -self.best_score if lower else self.best_score
             evaluated = [r for r in history if sel in r]
-            order = (lambda r: (r[sel], r["val_loss"])) if o.regression else (lambda r: r[sel]) if o.recon else (lambda r: (r[sel], -r["val_loss"]))
+            order = (
+                (lambda r: (r[sel], r["val_loss"]))
+                if o.regression
+                else (lambda r: r[sel])
+                if o.recon
+                else (lambda r: (r[sel], -r["val_loss"]))
+            )
             pick = (min if lower else max)(evaluated, key=order) if evaluated else None
             summary["best_epoch"] = pick["epoch"] if pick else None
         if self.test_loader is not None:
+
             def score(m):
                 if o.recon:
                     return evaluate_reconstruction(m, self.test_loader, device=self.dev)["loss"]
@@ -505,8 +635,25 @@ def fit(
     compilation; ``benchmarks/geometry.py`` measures whether it pays off); a string names the backend
     (``"eager"`` traces without compiling, for debugging).
     """
-    opts = _Options(epochs, lr, optimizer, momentum, weight_decay, schedule, tuple(milestones), warmup_epochs, batch_size,
-                    seed, eval_every, num_workers, amp, objective, epoch_size, device_data, compile)
+    opts = _Options(
+        epochs,
+        lr,
+        optimizer,
+        momentum,
+        weight_decay,
+        schedule,
+        tuple(milestones),
+        warmup_epochs,
+        batch_size,
+        seed,
+        eval_every,
+        num_workers,
+        amp,
+        objective,
+        epoch_size,
+        device_data,
+        compile,
+    )
     _check_options(opts)
     _check_data("train", train, required=True)
     _check_data("val", val, required=False)
@@ -519,22 +666,44 @@ def fit(
         if isinstance(unlabelled, DataLoader):
             raise TypeError("unlabelled: pass a Dataset (fit batches it alongside the training data), not a DataLoader")
         if objective != "classification" or not any(t.needs_teacher for t in terms):
-            raise ValueError("unlabelled data feed the terms that need a teacher (kd, geometric, fitnet, ...): add one, or leave unlabelled=None")
+            raise ValueError(
+                "unlabelled data feed the terms that need a teacher (kd, "
+                "geometric, fitnet, ...): add one, or leave unlabelled=None"
+            )
         if teacher_cache is not None:
-            teacher_cache.indexed(unlabelled)  # the cache must cover them too (a Subset of its data set), else: no cache
+            teacher_cache.indexed(
+                unlabelled
+            )  # the cache must cover them too (a Subset of its data set), else: no cache
         check_number("unlabelled_batch_size", unlabelled_batch_size, low=1, integer=True, allow_none=True)
     if epoch_size is not None and (isinstance(train, DataLoader) or under_torchrun()):
         raise ValueError("epoch_size needs the training Dataset and one process (under torchrun an epoch is one pass)")
     if under_torchrun() and isinstance(train, DataLoader):
-        raise TypeError("under torchrun fit needs the training Dataset, not a DataLoader: it shards it with a DistributedSampler")
+        raise TypeError(
+            "under torchrun fit needs the training Dataset, not a DataLoader: it shards it with a DistributedSampler"
+        )
 
     dev = ddp_device(device)
     ctx = DistContext.setup(dev)
     try:
         with deterministic_mode(deterministic):
             seed_everything(seed)
-            training = _Training(model, train, val, test, teacher, terms, opts, teacher_cache, callbacks, run, progress, dev, ctx,
-                                 unlabelled, unlabelled_batch_size)
+            training = _Training(
+                model,
+                train,
+                val,
+                test,
+                teacher,
+                terms,
+                opts,
+                teacher_cache,
+                callbacks,
+                run,
+                progress,
+                dev,
+                ctx,
+                unlabelled,
+                unlabelled_batch_size,
+            )
             training.setup()
             training.resume()
             training.loop()

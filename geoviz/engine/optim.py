@@ -1,8 +1,9 @@
 """Optimiser and learning-rate schedule, by name."""
+
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -20,7 +21,15 @@ def make_optimizer(params, name: str, lr: float, momentum: float, weight_decay: 
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-def make_schedule(opt, name: str, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, milestones: Iterable[float] = (0.5, 0.75), gamma: float = 0.1):
+def make_schedule(
+    opt,
+    name: str,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    milestones: Iterable[float] = (0.5, 0.75),
+    gamma: float = 0.1,
+):
     """Per-step LR multiplier: linear warm-up, then cosine / step (at fractions of training) / constant."""
     choice("schedule", name, SCHEDULES)
     total = max(1, epochs * steps_per_epoch)

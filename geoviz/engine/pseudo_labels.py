@@ -8,6 +8,7 @@ record of the teacher and the pool it came from, and a rerun with another teache
 refused rather than mixed. ``distill_offline`` chains the labelling and two ``fit`` runs (each
 resumable as any run).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,17 +39,32 @@ def _fingerprint(model: torch.nn.Module, pool, chunk: int) -> dict:
 
 
 @torch.no_grad()
-def pseudo_label(teacher: torch.nn.Module, pool, run: RunDir, *, chunk: int = 1024, batch_size: int = 256, device="cpu",
-                 progress: bool = True) -> np.ndarray:
+def pseudo_label(
+    teacher: torch.nn.Module,
+    pool,
+    run: RunDir,
+    *,
+    chunk: int = 1024,
+    batch_size: int = 256,
+    device="cpu",
+    progress: bool = True,
+) -> np.ndarray:
     """The teacher's first output for every pool image (``pool[i][0]``), float32 (N,), stored as
     ``<run>/pseudo_labels.npy``; resumes from ``<run>/pseudo_labels/part-*.npy`` when interrupted."""
     import shutil
 
-    final, meta_path, parts = run.path / "pseudo_labels.npy", run.path / "pseudo_labels.json", run.path / "pseudo_labels"
+    final, meta_path, parts = (
+        run.path / "pseudo_labels.npy",
+        run.path / "pseudo_labels.json",
+        run.path / "pseudo_labels",
+    )
     meta = _fingerprint(teacher, pool, chunk)
     if meta_path.is_file() and read_json(meta_path) != meta:
-        raise ValueError(f"{run.path} holds pseudo-labels of another teacher, pool or chunk size ({read_json(meta_path)} vs {meta}); "
-                         f"use a new run name, or delete {meta_path.name}, {final.name} and the folder {parts.name}/ to label again")
+        raise ValueError(
+            f"{run.path} holds pseudo-labels of another teacher, pool or chunk size "
+            f"({read_json(meta_path)} vs {meta}); use a new run name, or delete "
+            f"{meta_path.name}, {final.name} and the folder {parts.name}/ to label again"
+        )
     if not meta_path.is_file():  # parts without a record are nobody's: start clean
         shutil.rmtree(parts, ignore_errors=True)
         final.unlink(missing_ok=True)
@@ -71,7 +87,9 @@ def pseudo_label(teacher: torch.nn.Module, pool, run: RunDir, *, chunk: int = 10
         atomic_save_npy(path, torch.cat(out).numpy().astype(np.float32))
     labels = np.concatenate([np.load(parts / f"part-{s // chunk:05d}.npy") for s in starts])
     if len(labels) != n:
-        raise ValueError(f"the parts in {parts} hold {len(labels)} labels for a pool of {n}: delete the folder to label again")
+        raise ValueError(
+            f"the parts in {parts} hold {len(labels)} labels for a pool of {n}: delete the folder to label again"
+        )
     atomic_save_npy(final, labels)
     return labels
 
@@ -87,15 +105,63 @@ class _Relabelled(Dataset):
         return self.pool[i][0], self.targets[i]
 
 
-def distill_offline(student: torch.nn.Module, teacher: torch.nn.Module, labelled, pool, val=None, *, test=None, run: RunDir,
-                    labels_run: RunDir | None = None, pretrain_epochs: int = 10, finetune_epochs: int = 5, lr: float = 0.05,
-                    finetune_lr: float = 0.01, batch_size: int = 64, device="cpu", seed: int = 0, progress: bool = True, **fit_kwargs) -> dict:
+def distill_offline(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    labelled,
+    pool,
+    val=None,
+    *,
+    test=None,
+    run: RunDir,
+    labels_run: RunDir | None = None,
+    pretrain_epochs: int = 10,
+    finetune_epochs: int = 5,
+    lr: float = 0.05,
+    finetune_lr: float = 0.01,
+    batch_size: int = 64,
+    device="cpu",
+    seed: int = 0,
+    progress: bool = True,
+    **fit_kwargs,
+) -> dict:
     """Pseudo-label ``pool`` with ``teacher`` (stored in ``labels_run``, default ``run``: several
     students of one teacher share one labelling), regress them with ``student`` (MSE), then
     fine-tune on ``labelled``; returns both stages' ``fit`` summaries and histories."""
     labels = pseudo_label(teacher, pool, labels_run or run, device=device, progress=progress)
-    pre = fit(student, _Relabelled(pool, labels), val, test=test, objective="regression", epochs=pretrain_epochs, lr=lr, batch_size=batch_size,
-              device=device, run=RunDir("pretrain", run.path), seed=seed, progress=progress, **fit_kwargs)
-    ft = fit(student, labelled, val, test=test, objective="regression", epochs=finetune_epochs, lr=finetune_lr, batch_size=batch_size,
-             device=device, run=RunDir("finetune", run.path), seed=seed, progress=progress, **fit_kwargs)
-    return {"pseudo_labels": labels, "pretrain": pre.summary, "finetune": ft.summary, "history": {"pretrain": pre.history, "finetune": ft.history}}
+    pre = fit(
+        student,
+        _Relabelled(pool, labels),
+        val,
+        test=test,
+        objective="regression",
+        epochs=pretrain_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        device=device,
+        run=RunDir("pretrain", run.path),
+        seed=seed,
+        progress=progress,
+        **fit_kwargs,
+    )
+    ft = fit(
+        student,
+        labelled,
+        val,
+        test=test,
+        objective="regression",
+        epochs=finetune_epochs,
+        lr=finetune_lr,
+        batch_size=batch_size,
+        device=device,
+        run=RunDir("finetune", run.path),
+        seed=seed,
+        progress=progress,
+        **fit_kwargs,
+    )
+    return {
+        "pseudo_labels": labels,
+        "pretrain": pre.summary,
+        "finetune": ft.summary,
+        "history": {"pretrain": pre.history, "finetune": ft.history},
+    }

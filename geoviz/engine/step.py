@@ -1,9 +1,10 @@
 """One optimisation step: forward of student (and teacher, or its cached outputs), every loss
 term, backward with loss scaling where fp16 needs it, update."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -33,11 +34,15 @@ def _non_finite_message(loss, parts, x, t_logits) -> str:
     values = ", ".join(f"{t.name}={v.item():.3g}" for t, v in parts)
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
-        return (f"the input batch holds {bad} NaN/inf value(s), so the loss became {loss.item()} ({values}): the data are "
-                f"broken, not the training; check the data set (e.g. torch.isfinite(ds[i][0]).all() for each item)")
+        return (
+            f"the input batch holds {bad} NaN/inf value(s), so the loss became {loss.item()} ({values}): the data are "
+            f"broken, not the training; check the data set (e.g. torch.isfinite(ds[i][0]).all() for each item)"
+        )
     if t_logits is not None and not torch.isfinite(t_logits).all():
-        return (f"the teacher's outputs hold NaN/inf, so the loss became {loss.item()} ({values}): check the teacher's "
-                f"checkpoint and its inputs")
+        return (
+            f"the teacher's outputs hold NaN/inf, so the loss became {loss.item()} "
+            f"({values}): check the teacher's checkpoint and its inputs"
+        )
     return f"the loss became {loss.item()} ({values}): lower the learning rate or the term weights"
 
 
@@ -50,9 +55,21 @@ class TrainStep:
     gradients would otherwise underflow; steps with inf/NaN gradients are then skipped by it.
     """
 
-    def __init__(self, wrapped: nn.Module, student: nn.Module, terms: Sequence[Term], opt, sched=None, *, teacher=None,
-                 teacher_cache: TeacherCache | None = None, device="cpu", amp_dtype=None, objective: str = "classification",
-                 scaler: torch.amp.GradScaler | None = None):
+    def __init__(
+        self,
+        wrapped: nn.Module,
+        student: nn.Module,
+        terms: Sequence[Term],
+        opt,
+        sched=None,
+        *,
+        teacher=None,
+        teacher_cache: TeacherCache | None = None,
+        device="cpu",
+        amp_dtype=None,
+        objective: str = "classification",
+        scaler: torch.amp.GradScaler | None = None,
+    ):
         self.wrapped, self.student, self.terms, self.opt, self.sched = wrapped, student, list(terms), opt, sched
         self.reconstruct = choice("objective", objective, OBJECTIVES) == "reconstruction"
         self.regression = objective == "regression"
@@ -64,9 +81,11 @@ class TrainStep:
         self._stack = ExitStack()
         self.rec_s = self.rec_t = None
 
-    def __enter__(self) -> "TrainStep":
+    def __enter__(self) -> TrainStep:
         if self.student_layers:
-            self.rec_s = self._stack.enter_context(ActivationRecorder(self.student, self.student_layers, detach=False, device=None))
+            self.rec_s = self._stack.enter_context(
+                ActivationRecorder(self.student, self.student_layers, detach=False, device=None)
+            )
         if self.teacher_layers and self.cache is None:
             self.rec_t = self._stack.enter_context(ActivationRecorder(self.teacher, self.teacher_layers, device=None))
         return self
@@ -101,7 +120,11 @@ class TrainStep:
             logits = self.wrapped(x)
             t_logits, t_feats = None, {}
             if self.cache is not None:
-                idx = batch[2] if unlabelled is None else torch.cat([torch.as_tensor(batch[2]), torch.as_tensor(unlabelled[2])])
+                idx = (
+                    batch[2]
+                    if unlabelled is None
+                    else torch.cat([torch.as_tensor(batch[2]), torch.as_tensor(unlabelled[2])])
+                )
                 t_logits, t_feats = self.cache.lookup(idx, dev)
             elif self.needs_teacher:
                 with torch.no_grad():

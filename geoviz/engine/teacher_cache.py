@@ -1,19 +1,19 @@
 """A frozen teacher's outputs computed once for a deterministic data set, so that students trained
 on it (or on subsets of it) skip the teacher's forward pass."""
+
 from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-
-from ..datasets._batched import BatchSource, batch_source
 from .._utils import eval_mode, format_bytes, resolve_device
 from ..capture import ActivationRecorder, MemoryBudgetError
+from ..datasets._batched import BatchSource, batch_source
 from ..inference import amp_dtype
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -49,18 +49,31 @@ class TeacherCache:
     number alone, so a runner can decide to train without a cache instead.
     """
 
-    def __init__(self, teacher: nn.Module, dataset: Dataset, layers: Sequence[str], *, device, batch_size: int = 256, amp="auto",
-                 max_bytes: int | None = DEFAULT_MAX_BYTES):
+    def __init__(
+        self,
+        teacher: nn.Module,
+        dataset: Dataset,
+        layers: Sequence[str],
+        *,
+        device,
+        batch_size: int = 256,
+        amp="auto",
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+    ):
         if not getattr(dataset, "deterministic", False):
-            raise ValueError("TeacherCache needs a deterministic data set (no random augmentation): its items must not change between epochs")
+            raise ValueError(
+                "TeacherCache needs a deterministic data set (no random "
+                "augmentation): its items must not change between epochs"
+            )
         dev = resolve_device(device)
         self.layers = list(layers)
         need = self.estimate_bytes(teacher, dataset, self.layers, device=dev)
         if max_bytes is not None and need > max_bytes:
             raise MemoryBudgetError(
-                f"a teacher cache of {len(dataset)} images and layers {self.layers} would hold {format_bytes(need)}, over "
-                f"max_bytes={format_bytes(max_bytes)}. Train without a cache (teacher_cache=None: the teacher runs every step), "
-                f"cache fewer layers, or raise max_bytes if the memory is there.")
+                f"a teacher cache of {len(dataset)} images and layers {self.layers} would hold {format_bytes(need)}, "
+                f"over max_bytes={format_bytes(max_bytes)}. Train without a cache (teacher_cache=None: the teacher "
+                "runs every step), cache fewer layers, or raise max_bytes if the memory is there."
+            )
         dtype = amp_dtype(amp, dev)
         logits, feats = [], {l: [] for l in self.layers}
         with torch.no_grad(), eval_mode(teacher), _recorder(teacher, self.layers) as rec:
@@ -75,8 +88,16 @@ class TeacherCache:
         self.dataset = dataset
 
     @classmethod
-    def if_it_fits(cls, teacher: nn.Module, dataset: Dataset, layers: Sequence[str], *, device, max_bytes: int = DEFAULT_MAX_BYTES,
-                   **kwargs) -> "TeacherCache | None":
+    def if_it_fits(
+        cls,
+        teacher: nn.Module,
+        dataset: Dataset,
+        layers: Sequence[str],
+        *,
+        device,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        **kwargs,
+    ) -> TeacherCache | None:
         """A cache when the data set is deterministic and the estimate fits ``max_bytes``; otherwise
         None (with a warning naming the estimate when it is the budget): training then runs the
         teacher every step, which is slower but needs no memory."""
@@ -84,8 +105,11 @@ class TeacherCache:
             return None
         need = cls.estimate_bytes(teacher, dataset, layers, device=device)
         if need > max_bytes:
-            warnings.warn(f"a teacher cache would hold {format_bytes(need)}, over its budget of {format_bytes(max_bytes)}: "
-                          f"training without it (the teacher runs every step)", stacklevel=2)
+            warnings.warn(
+                f"a teacher cache would hold {format_bytes(need)}, over its budget of {format_bytes(max_bytes)}: "
+                f"training without it (the teacher runs every step)",
+                stacklevel=2,
+            )
             return None
         return cls(teacher, dataset, layers, device=device, max_bytes=max_bytes, **kwargs)
 
@@ -109,8 +133,10 @@ class TeacherCache:
     def indexed(self, data) -> Dataset:
         """``data`` (the cached data set or a Subset of it) as items carrying the cache's indices."""
         if isinstance(data, DataLoader):
-            raise TypeError("fit with a teacher_cache needs the training Dataset (or a Subset of it), not a DataLoader: "
-                            "the cache looks items up by their index in the data set")
+            raise TypeError(
+                "fit with a teacher_cache needs the training Dataset (or a Subset of it), not a DataLoader: "
+                "the cache looks items up by their index in the data set"
+            )
         if data is self.dataset:
             return _Indexed(data)
         if isinstance(data, Subset) and data.dataset is self.dataset:

@@ -1,13 +1,7 @@
 """Ready-made experiments: a frozen config (profiles smoke / quick / full) and a runner that
-trains, measures and returns plain results. Notebooks and ``geoviz`` CLI commands call these."""
-
-
-class SavesSummary:
-    """For result objects with ``experiment`` (a RunDir or None) and ``summary()``."""
-
-    def save_metrics(self) -> dict:
-        """Write ``summary()`` into the experiment's ``metrics.json`` and return what was written."""
-        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
+trains, measures and returns a result keeping one contract (``_study.StudyResult``: ``claims()``,
+``table()``, ``curves()``, ``floors``, ``provenance``). Each runner is a ``_study.Study`` whose
+``steps()`` lists what it does. Notebooks and ``geoviz`` CLI commands call these."""
 
 
 def train_val_probe(cfg):
@@ -17,12 +11,26 @@ def train_val_probe(cfg):
     from ..datasets import get_dataset
 
     seed_everything(cfg.seed)
-    data = [get_dataset(cfg.dataset, split, n=n, seed=cfg.seed) for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_images))]
+    data = [
+        get_dataset(cfg.dataset, split, n=n, seed=cfg.seed)
+        for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_images))
+    ]
     return resolve_device(cfg.device), *data
 
 
-def pretrained_once(arch: str, num_classes: int, make_data, *, name: str, settings: dict, epochs: int, lr: float, batch_size: int, device,
-                    run_root=None) -> str:
+def pretrained_once(
+    arch: str,
+    num_classes: int,
+    make_data,
+    *,
+    name: str,
+    settings: dict,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    device,
+    run_root=None,
+) -> str:
     """Train zoo network ``arch`` on a source task once and cache it under ``runs/<name>-<hash of
     settings>/model.pt`` (``make_data()`` → (train, val), called only when training); returns the
     file, from which ``models.load_backbone`` starts a fine-tuning."""
@@ -31,13 +39,26 @@ def pretrained_once(arch: str, num_classes: int, make_data, *, name: str, settin
     from ..models import build_model, save_model
     from ..runs import RunDir, config_hash
 
-    key = dict(settings, arch=arch, num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, device=str(device))
+    key = dict(
+        settings, arch=arch, num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, device=str(device)
+    )
     run = RunDir(f"{name}-{arch.replace(':', '_')}-{config_hash(key)}", run_root)
     path = run.path / "model.pt"
     if not path.is_file():
         seed_everything(1234)
         model = build_model(arch, num_classes)
         train, val = make_data()
-        fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, device=device, run=run, seed=1234, progress=False)
+        fit(
+            model,
+            train,
+            val,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            device=device,
+            run=run,
+            seed=1234,
+            progress=False,
+        )
         save_model(model, path)
     return str(path)

@@ -22,6 +22,7 @@ Statistics (``claims()``): the angle–confusion relation of each run is tested 
 bootstrap overstate significance; the bootstrap interval is kept as a description only); methods
 are compared by paired per-seed differences with intervals, three-valued.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,33 +30,65 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.angles import AngleConfusionTracker, angle_confusion_correlation, class_vector_angles, confusion_rates, most_confused
-from ..analysis.statistics import mantel, mean_std, paired_difference
+from .._utils import progress_bar
+from ..analysis.angles import (
+    AngleConfusionTracker,
+    angle_confusion_correlation,
+    class_vector_angles,
+    confusion_rates,
+    most_confused,
+)
+from ..analysis.statistics import VERDICTS, Claim, claim_rows, mantel, mean_std, paired_difference
 from ..config import ExperimentConfig
-from ..datasets import get_dataset, num_classes
-from ..engine import fit, predict
+from ..datasets import get_dataset, labels_of, num_classes
+from ..engine import predict
 from ..losses.angular import use_normalized_head
 from ..models import build_model
 from ..runs import RunDir, config_hash
-from . import SavesSummary
+from ._study import Study, StudyResult
 
 METHODS = ("ce", "normalized_ce", "ical", "ical_confused", "ical_confused_capped", "ical_confused_hinge")
 DEFAULT_METHODS = ("ce", "normalized_ce", "ical", "ical_confused", "ical_confused_hinge")
-ICAL_PAIRS = {"ical": "all", "ical_confused": "confused", "ical_confused_capped": "confused_capped", "ical_confused_hinge": "confused_hinge"}
+ICAL_PAIRS = {
+    "ical": "all",
+    "ical_confused": "confused",
+    "ical_confused_capped": "confused_capped",
+    "ical_confused_hinge": "confused_hinge",
+}
 # (claim, method a, method b, metric): a beats b on metric, seed by seed
-COMPARISONS = (("ICAL beats plain CE", "ical", "ce", "test_acc_best_val"),
-               ("ICAL beats CE with the same normalised head (the loss's own effect)", "ical", "normalized_ce", "test_acc_best_val"),
-               ("the normalised head alone beats plain CE", "normalized_ce", "ce", "test_acc_best_val"),
-               ("confusion weighting beats plain ICAL", "ical_confused", "ical", "test_acc_best_val"),
-               ("capped confusion weighting beats plain ICAL", "ical_confused_capped", "ical", "test_acc_best_val"),
-               ("the confusion hinge beats plain ICAL", "ical_confused_hinge", "ical", "test_acc_best_val"),
-               ("ICAL widens the smallest class-vector angle (vs the same head without it)", "ical", "normalized_ce", "min_angle_deg"),
-               ("ICAL widens the mean class-vector angle (vs the same head without it)", "ical", "normalized_ce", "mean_angle_deg"))
+COMPARISONS = (
+    ("ICAL beats plain CE", "ical", "ce", "test_acc_best_val"),
+    (
+        "ICAL beats CE with the same normalised head (the loss's own effect)",
+        "ical",
+        "normalized_ce",
+        "test_acc_best_val",
+    ),
+    ("the normalised head alone beats plain CE", "normalized_ce", "ce", "test_acc_best_val"),
+    ("confusion weighting beats plain ICAL", "ical_confused", "ical", "test_acc_best_val"),
+    ("capped confusion weighting beats plain ICAL", "ical_confused_capped", "ical", "test_acc_best_val"),
+    ("the confusion hinge beats plain ICAL", "ical_confused_hinge", "ical", "test_acc_best_val"),
+    (
+        "ICAL widens the smallest class-vector angle (vs the same head without it)",
+        "ical",
+        "normalized_ce",
+        "min_angle_deg",
+    ),
+    (
+        "ICAL widens the mean class-vector angle (vs the same head without it)",
+        "ical",
+        "normalized_ce",
+        "mean_angle_deg",
+    ),
+)
 
 
 @dataclass(frozen=True)
 class AnglesConfig(ExperimentConfig):
+    """Angles and confusion study (paper 3): ``model`` trained on ``dataset`` with each of ``methods``
+    (ce, normalized_ce, ical, ical_confused*) per seed, ``lam`` the ICAL weight. Profiles: smoke (CI),
+    quick (shapes10, resnet8), full (CIFAR-10, ResNet-110, the paper's schedule)."""
+
     dataset: str = "shapes10"
     model: str = "resnet8"
     model_kwargs: dict = field(default_factory=dict)
@@ -79,8 +112,22 @@ class AnglesConfig(ExperimentConfig):
         "smoke": dict(epochs=2, seeds=(0, 1), n_train=256, n_val=100, n_test=200, n_boot=50, n_permutations=200),
         # the paper's CIFAR-10 setting (PreResNet-110 there; geoviz's CIFAR ResNet-110 here): SGD 0.1,
         # batch 128, weight decay 1e-4, 200 epochs, LR x0.1 at 100 and 150, lambda 5 with augmentation
-        "full": dict(dataset="cifar10", model="resnet110", model_kwargs={}, epochs=200, lam=5.0, n_train=None, n_val=None,
-                     n_test=None, batch_size=128, lr=0.1, weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75), n_boot=1000),
+        "full": dict(
+            dataset="cifar10",
+            model="resnet110",
+            model_kwargs={},
+            epochs=200,
+            lam=5.0,
+            n_train=None,
+            n_val=None,
+            n_test=None,
+            batch_size=128,
+            lr=0.1,
+            weight_decay=1e-4,
+            schedule="step",
+            milestones=(0.5, 0.75),
+            n_boot=1000,
+        ),
     }
 
     def __post_init__(self):
@@ -92,6 +139,7 @@ class AnglesConfig(ExperimentConfig):
             raise ValueError(f"lam must be >= 0, got {self.lam}")
 
     def terms(self, method: str) -> list:
+        """The loss terms of ``method`` (what ``engine.fit`` sums)."""
         if method in ("ce", "normalized_ce"):
             return ["ce"]
         return ["ce", {"name": "ical", "weight": self.lam, "pairs": ICAL_PAIRS[method]}]
@@ -99,6 +147,9 @@ class AnglesConfig(ExperimentConfig):
 
 @dataclass
 class AnglesRun:
+    """One (method, seed) run: its per-epoch history, summary, and the last-epoch model's test angles,
+    confusion, probabilities, correlation and Mantel test."""
+
     method: str
     seed: int
     history: list[dict]
@@ -111,6 +162,7 @@ class AnglesRun:
 
     @property
     def mean_angle_deg(self) -> float:
+        """The mean angle between two class vectors (degrees)."""
         return float(np.mean(self.test_angles[np.triu_indices(len(self.test_angles), 1)]))
 
     @property
@@ -120,30 +172,50 @@ class AnglesRun:
         return float(np.min(self.test_angles[np.triu_indices(len(self.test_angles), 1)]))
 
     def metric(self, key: str) -> float:
+        """A summary value by name (``mean_angle_deg`` and ``min_angle_deg`` computed)."""
         if key in ("mean_angle_deg", "min_angle_deg"):
             return getattr(self, key)
         return float(self.summary[key])
 
     def pair_trajectory(self, i: int, j: int) -> dict:
         """Angle (degrees) and validation confusion of classes i and j at every epoch."""
-        return {"epochs": [h["epoch"] for h in self.history], "angle": [h["angles"][i][j] for h in self.history],
-                "confusion": [h["confusion"][i][j] for h in self.history]}
+        return {
+            "epochs": [h["epoch"] for h in self.history],
+            "angle": [h["angles"][i][j] for h in self.history],
+            "confusion": [h["confusion"][i][j] for h in self.history],
+        }
 
     @property
     def name(self) -> str:
+        """``<method>-s<seed>``: the run's folder name."""
         return f"{self.method}-s{self.seed}"
 
 
 @dataclass
-class AnglesResult(SavesSummary):
+class AnglesResult(StudyResult):
+    """What ``run_angles`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    runs : one ``AnglesRun`` per (seed, method): history, test angles, confusion, Mantel test.
+    class_names : the data set's classes.
+    test_images : uint8 (N, C, H, W) test images (for the most-confused gallery).
+    test_labels : their labels.
+    experiment : the run folder.
+    floors : chance accuracy.
+    """
+
     config: AnglesConfig
     runs: list[AnglesRun]
     class_names: list[str]
     test_images: torch.Tensor  # uint8 (N, C, H, W)
     test_labels: np.ndarray
     experiment: RunDir | None = None
+    floors: dict = field(default_factory=dict)
 
     def run(self, name: str) -> AnglesRun:
+        """The run named ``<method>-s<seed>``."""
         return next(r for r in self.runs if r.name == name)
 
     def table(self) -> list[dict]:
@@ -156,11 +228,13 @@ class AnglesResult(SavesSummary):
                 continue
 
             row = {"method": m, "n": len(rs)}
-            for key, vals in (("test_acc_best_val", [r.summary["test_acc_best_val"] for r in rs]),
-                              ("test_acc_last", [r.summary["test_acc_last"] for r in rs]),
-                              ("pearson_r", [r.test_correlation["pearson"] for r in rs]),
-                              ("spearman_rho", [r.test_correlation["spearman"] for r in rs]),
-                              ("mean_angle_deg", [float(np.mean(r.test_angles[np.triu_indices(len(r.test_angles), 1)])) for r in rs])):
+            for key, vals in (
+                ("test_acc_best_val", [r.summary["test_acc_best_val"] for r in rs]),
+                ("test_acc_last", [r.summary["test_acc_last"] for r in rs]),
+                ("pearson_r", [r.test_correlation["pearson"] for r in rs]),
+                ("spearman_rho", [r.test_correlation["spearman"] for r in rs]),
+                ("mean_angle_deg", [float(np.mean(r.test_angles[np.triu_indices(len(r.test_angles), 1)])) for r in rs]),
+            ):
                 row[key], row[key + "_std"] = mean_std(vals)
             out.append(row)
         return out
@@ -180,60 +254,140 @@ class AnglesResult(SavesSummary):
         (index, true class, probability given to the other class), most confident mistakes first."""
         return most_confused(run.test_probs, self.test_labels, i, j, k)
 
-    def claims(self) -> dict:
-        """The relation per run (Mantel verdicts, counted per method) and the method comparisons
-        as paired per-seed differences with intervals, three-valued."""
-        relation = {}
-        for m in self.config.methods:
-            rs = [r for r in self.runs if r.method == m]
-            if rs:
-                counts = {v: sum(r.mantel.get("verdict") == v for r in rs) for v in ("supported", "contradicted", "undecided")}
-                relation[m] = {"verdicts": counts, "mantel_r": [r.mantel.get("r") for r in rs], "p_values": [r.mantel.get("p_value") for r in rs]}
-        comparisons = []
+    def claims(self) -> list[Claim]:
+        """The relation per run (a Mantel test each: class labels are the unit) and the method
+        comparisons as paired per-seed differences with intervals, three-valued."""
+        out = [
+            Claim.from_mantel(
+                f"angle and confusion relate negatively: {r.method}, seed {r.seed}",
+                "Mantel r between class-vector angles and test confusion (pairs of classes)",
+                r.mantel,
+                n_classes=len(r.test_angles),
+                conditions={"method": r.method, "seed": r.seed},
+            )
+            for r in self.runs
+        ]
         for claim, a, b, metric in COMPARISONS:
             ra = {r.seed: r.metric(metric) for r in self.runs if r.method == a}
             rb = {r.seed: r.metric(metric) for r in self.runs if r.method == b}
             seeds = [s for s in self.config.seeds if s in ra and s in rb]
             if len(seeds) >= 2:
-                comparisons.append({"claim": claim, "a": a, "b": b, "metric": metric,
-                                    **paired_difference([ra[s] for s in seeds], [rb[s] for s in seeds],
-                                                        resolution=0.0 if metric.endswith("angle_deg") else 1.0 / len(self.test_labels))})
-        return {"relation": relation, "comparisons": comparisons}
+                unit = "degrees" if metric.endswith("angle_deg") else "fraction"
+                d = paired_difference(
+                    [ra[s] for s in seeds],
+                    [rb[s] for s in seeds],
+                    resolution=0.0 if metric.endswith("angle_deg") else 1.0 / len(self.test_labels),
+                )
+                out.append(
+                    Claim.from_paired(
+                        claim, f"{metric}, {a} minus {b} ({unit})", d, n=len(seeds), conditions={"a": a, "b": b}
+                    )
+                )
+        return out
+
+    def relation_counts(self) -> dict[str, dict[str, int]]:
+        """Per method: how many seeds' Mantel tests came out supported / contradicted / undecided."""
+        return {
+            m: {v: sum(r.mantel.get("verdict") == v for r in self.runs if r.method == m) for v in VERDICTS}
+            for m in self.config.methods
+            if any(r.method == m for r in self.runs)
+        }
+
+    def curves(self) -> dict[tuple[str, int], list[dict]]:
+        """Per-epoch records (angles, confusion, accuracy) per ``(method, seed)``."""
+        return {(r.method, r.seed): r.history for r in self.runs}
 
     def summary(self) -> dict:
-        return {"table": self.table(), "claims": self.claims(),
-                "runs": {r.name: {"test_correlation": r.test_correlation, "mantel": r.mantel, **r.summary} for r in self.runs}}
+        """The table, the claims, the Mantel counts, the floors and every run's summary."""
+        return {
+            "table": self.table(),
+            "claims": claim_rows(self.claims()),
+            "relation": self.relation_counts(),
+            "floors": self.floors,
+            "runs": {
+                r.name: {"test_correlation": r.test_correlation, "mantel": r.mantel, **r.summary} for r in self.runs
+            },
+        }
 
 
-def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True) -> AnglesResult:
-    device = resolve_device(cfg.device)
-    train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0)
-    val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0)
-    test = get_dataset(cfg.dataset, "test", n=cfg.n_test, seed=0)
-    k, in_chans = num_classes(train), train[0][0].shape[0]
-    if k < 3:
-        raise ValueError(f"angle–confusion correlation needs at least 3 classes; {cfg.dataset} has {k}")
-    exp = RunDir(f"angles-{cfg.model}-{cfg.dataset}-{config_hash(cfg)}", run_root)
-    exp.write_config(cfg)
-    runs = []
-    jobs = [(s, m) for s in cfg.seeds for m in cfg.methods]
-    for seed, method in progress_bar(jobs, desc="training runs", enabled=progress):
-        seed_everything(seed)
-        model = build_model(cfg.model, k, in_chans=in_chans, **cfg.model_kwargs)
+class AnglesStudy(Study):
+    """Steps: ``prepare`` (data, the run folder), then ``train_and_analyse`` each (seed, method)."""
+
+    key = "angles"
+
+    def steps(self) -> AnglesResult:
+        self.prepare()
+        runs = [
+            self.train_and_analyse(seed, method)
+            for seed, method in progress_bar(
+                [(s, m) for s in self.cfg.seeds for m in self.cfg.methods], desc="training runs", enabled=self.progress
+            )
+        ]
+        test = self.test
+        images = (
+            test.images
+            if hasattr(test, "images")
+            else torch.stack([(test[i][0] * 255).round().to(torch.uint8) for i in range(len(test))])
+        )
+        return AnglesResult(
+            self.cfg,
+            runs,
+            list(self.train.classes),
+            images,
+            labels_of(test).numpy(),
+            self.exp,
+            floors={"chance": 1.0 / self.k},
+        )
+
+    def prepare(self) -> None:
+        """The training, validation and test splits (at least 3 classes), then the run folder."""
+        cfg = self.cfg
+        self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0)
+        self.val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0)
+        self.test = get_dataset(cfg.dataset, "test", n=cfg.n_test, seed=0)
+        self.k, self.in_chans = num_classes(self.train), self.train[0][0].shape[0]
+        if self.k < 3:
+            raise ValueError(f"angle–confusion correlation needs at least 3 classes; {cfg.dataset} has {self.k}")
+        self.open_run(f"angles-{cfg.model}-{cfg.dataset}-{config_hash(cfg)}")
+
+    def _build(self, method: str):
+        model = build_model(self.cfg.model, self.k, in_chans=self.in_chans, **self.cfg.model_kwargs)
         if method != "ce":  # every arm but plain CE has the bias-free unit-row head
             use_normalized_head(model)
-        res = fit(model, train, val, test=test, terms=cfg.terms(method), epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                  weight_decay=cfg.weight_decay, schedule=cfg.schedule, milestones=cfg.milestones, device=device,
-                  run=RunDir(f"{method}-s{seed}", exp.path), seed=seed, progress=False,
-                  callbacks=[AngleConfusionTracker(k, n_boot=cfg.n_boot)])
-        logits, labels = predict(model, test, device=device)
+        return model
+
+    def train_and_analyse(self, seed: int, method: str) -> AnglesRun:
+        """Train one arm (angles and confusion tracked per epoch), then its last-epoch model on the test split."""
+        cfg, k = self.cfg, self.k
+        model, res = self.fit_arm(
+            method,
+            seed,
+            lambda: self._build(method),
+            self.train,
+            self.val,
+            test=self.test,
+            terms=cfg.terms(method),
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            schedule=cfg.schedule,
+            milestones=cfg.milestones,
+            callbacks=[AngleConfusionTracker(k, n_boot=cfg.n_boot)],
+        )
+        logits, labels = predict(model, self.test, device=self.device)
         pred = logits.argmax(1).numpy()
         ang = class_vector_angles(model).numpy()
         conf = confusion_rates(labels.numpy(), pred, k)
         corr = angle_confusion_correlation(ang, conf, n_boot=cfg.n_boot, seed=seed)
         relation = mantel(ang, conf, alternative="less", n_resamples=cfg.n_permutations, seed=seed)
-        runs.append(AnglesRun(method, seed, res.history, res.summary, ang, conf, torch.softmax(logits, 1).numpy(), corr, relation))
-    images = test.images if hasattr(test, "images") else torch.stack([(test[i][0] * 255).round().to(torch.uint8) for i in range(len(test))])
-    from ..datasets import labels_of
+        return AnglesRun(
+            method, seed, res.history, res.summary, ang, conf, torch.softmax(logits, 1).numpy(), corr, relation
+        )
 
-    return AnglesResult(cfg, runs, list(train.classes), images, labels_of(test).numpy(), exp)
+
+def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> AnglesResult:
+    """Train every (seed, method) classifier, tracking class angles and confusion per epoch, and test
+    the relation on each (``AnglesStudy``); writes ``runs/angles-<model>-<data>-<hash>/`` with one
+    folder per ``<method>-s<seed>``."""
+    return AnglesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()

@@ -8,10 +8,12 @@ computed from. The training pairs are the other known associations and as many u
 at random (balanced negative sampling); the evaluation pairs are the test positives and every
 unknown pair not drawn for training; all of it is chosen from the fold's training associations
 alone. Every method scores the same evaluation pairs: the CNN (trained through the engine on
-cross-fitted inputs, so that no pair's association, training or test, is in its own inputs; kept at the epoch with the best accuracy on a held-out tenth of its training pairs),
+cross-fitted inputs, so that no pair's association, training or test, is in its own inputs; kept at the epoch with the
+best accuracy on a held-out tenth of its training pairs),
 the NMF reconstruction (its rank chosen on the training associations), the
 similarity-weighted neighbour score, a logistic regression on the left rows and their product
-(fitted on the same training pairs, through the same cross-fitted inputs) and popularity (the product of the two nodes' numbers of
+(fitted on the same training pairs, through the same cross-fitted inputs) and popularity (the product of the two nodes'
+numbers of
 known associations). AUC and AUPR per fold (scikit-learn).
 
 Claims, paired by fold and three-valued: the CNN beats each baseline, in AUC and in AUPR. The
@@ -26,6 +28,7 @@ reported too (AUC of the hidden truth against the pairs outside the truth, among
 evaluation pairs). Case study: a model trained on every known association (its negatives drawn
 outside the chosen disease) ranks that disease's unknown miRNAs (top k).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,14 +36,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.statistics import verdict
+from .._utils import progress_bar, seed_everything
+from ..analysis.statistics import NAN, Claim, claim_rows, verdict
 from ..config import ExperimentConfig
 from ..datasets.associations import AssociationData, load_mda, make_synthetic_mda
 from ..engine import fit
-from ..methods.cnnmda import CNNMDA, PairFeatures, auc_aupr, CrossFitted, misim, neighbour_scores, nmf_factors, nmf_scores, score_pairs
+from ..methods.cnnmda import (
+    CNNMDA,
+    CrossFitted,
+    PairFeatures,
+    auc_aupr,
+    misim,
+    neighbour_scores,
+    nmf_factors,
+    nmf_scores,
+    score_pairs,
+)
 from ..runs import RunDir, config_hash
-from . import SavesSummary
+from ._study import Study, StudyResult
 
 METHODS = ("cnnmda", "nmf", "neighbours", "logistic", "popularity")
 NMF_RANKS = (4, 8, 16, 32)  # the NMF baseline's rank is chosen among these on the training associations
@@ -49,6 +62,10 @@ SIMILARITY = ("auto", "given", "misim")
 
 @dataclass(frozen=True)
 class CnnmdaConfig(ExperimentConfig):
+    """CNNMDA study (paper 7): ``data`` (synthetic with a planted truth, or files in data/mda), ``folds``-fold
+    cross-validation ``repeats`` times of the dual-branch CNN against NMF, neighbour, logistic and
+    popularity scores; ``disease`` the case study. Profiles: smoke, quick, full."""
+
     data: str = "synthetic"  # "files": data/mda/ (HMDD-derived; see data/README.md)
     n_mirna: int = 495  # synthetic: HMDD v2.0's sizes
     n_disease: int = 383
@@ -57,9 +74,13 @@ class CnnmdaConfig(ExperimentConfig):
     hidden: float = 0.2  # synthetic: the share of the planted truth A does not show
     noise: float = 0.5
     similarity_noise: float = 0.05  # synthetic: how far the similarities stray from the planted factors
-    mirna_similarity: str = "auto"  # "given" (the file / the synthetic factors), "misim" (from each fold's training associations); auto: misim for files
+    # "given" (the file / the synthetic factors), "misim" (from each fold's training associations); auto: misim for
+    # files
+    mirna_similarity: str = "auto"
     rank: int = 16  # NMF rank of the right branch
-    crossfit: int = 10  # every pair read through inputs (rows, NMF, a derived similarity) with its chunk of the associations hidden; 0: the paper's one NMF of them all
+    # every pair read through inputs (rows, NMF, a derived similarity) with its chunk of the associations hidden; 0: the
+    # paper's one NMF of them all
+    crossfit: int = 10
     folds: int = 5
     repeats: int = 1  # the k-fold run this many times on the same data, each on a new partition (seed + repeat)
     epochs: int = 16  # at most: the epoch is chosen on validation (val_share); 12 epochs without it overfit by 24
@@ -74,8 +95,12 @@ class CnnmdaConfig(ExperimentConfig):
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
-        "smoke": dict(n_mirna=60, n_disease=40, n_assoc=300, planted_rank=4, rank=4, folds=3, epochs=1, channels=4, top_k=5),
-        "full": dict(data="files", folds=5, repeats=3, epochs=40, channels=32),  # the HMDD-derived files in data/mda (a GPU helps)
+        "smoke": dict(
+            n_mirna=60, n_disease=40, n_assoc=300, planted_rank=4, rank=4, folds=3, epochs=1, channels=4, top_k=5
+        ),
+        "full": dict(
+            data="files", folds=5, repeats=3, epochs=40, channels=32
+        ),  # the HMDD-derived files in data/mda (a GPU helps)
     }
 
     def __post_init__(self):
@@ -87,20 +112,34 @@ class CnnmdaConfig(ExperimentConfig):
         if self.folds < 2:
             raise ValueError(f"cross-validation needs at least 2 folds, got {self.folds}")
         if self.crossfit == 1 or self.crossfit < 0:
-            raise ValueError(f"crossfit is a number of chunks (at least 2) or 0 for the paper's shared NMF, got {self.crossfit}")
+            raise ValueError(
+                f"crossfit is a number of chunks (at least 2) or 0 for the paper's shared NMF, got {self.crossfit}"
+            )
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
 
     @property
     def similarity(self) -> str:
-        return ("misim" if self.data == "files" else "given") if self.mirna_similarity == "auto" else self.mirna_similarity
+        """The miRNA similarity in use (``auto`` resolved: given for files, MISIM otherwise)."""
+        return (
+            ("misim" if self.data == "files" else "given") if self.mirna_similarity == "auto" else self.mirna_similarity
+        )
 
 
 def load_data(cfg: CnnmdaConfig) -> AssociationData:
+    """The association data the config names: synthetic (seeded) or read from data/mda."""
     if cfg.data == "files":
         return load_mda()
-    return make_synthetic_mda(cfg.n_mirna, cfg.n_disease, cfg.n_assoc, rank=cfg.planted_rank, hidden=cfg.hidden, noise=cfg.noise,
-                              similarity_noise=cfg.similarity_noise, seed=cfg.seed)
+    return make_synthetic_mda(
+        cfg.n_mirna,
+        cfg.n_disease,
+        cfg.n_assoc,
+        rank=cfg.planted_rank,
+        hidden=cfg.hidden,
+        noise=cfg.noise,
+        similarity_noise=cfg.similarity_noise,
+        seed=cfg.seed,
+    )
 
 
 def fold_positives(A: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
@@ -117,7 +156,14 @@ def fold_inputs(data: AssociationData, test_pos: np.ndarray, cfg: CnnmdaConfig) 
     derive = (lambda A: misim(A, data.SD)) if cfg.similarity == "misim" else None  # noqa: E731
     SM = derive(A_train) if derive else data.SM
     W, H = nmf_factors(A_train, cfg.rank, seed=cfg.seed)
-    return {"A_train": A_train, "SM": SM, "W": W, "H": H, "features": PairFeatures(SM, data.SD, A_train, W, H), "similarity": derive}
+    return {
+        "A_train": A_train,
+        "SM": SM,
+        "W": W,
+        "H": H,
+        "features": PairFeatures(SM, data.SD, A_train, W, H),
+        "similarity": derive,
+    }
 
 
 def fold_pairs(A_train: np.ndarray, negatives: float, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,7 +187,11 @@ def choose_nmf_rank(A_train: np.ndarray, ranks=NMF_RANKS, *, seed: int = 0, shar
     unknown = np.argwhere(A_train == 0)
     pairs = np.concatenate([hide, unknown])
     labels = np.r_[np.ones(len(hide)), np.zeros(len(unknown))]
-    aucs = {r: auc_aupr(nmf_scores(*nmf_factors(inner, r, seed=seed), pairs), labels)["auc"] for r in ranks if r < min(A_train.shape)}
+    aucs = {
+        r: auc_aupr(nmf_scores(*nmf_factors(inner, r, seed=seed), pairs), labels)["auc"]
+        for r in ranks
+        if r < min(A_train.shape)
+    }
     return max(aucs, key=aucs.get)
 
 
@@ -167,7 +217,23 @@ def corrected_interval(diffs, folds: int, confidence: float = 0.95) -> dict:
 
 
 @dataclass
-class CnnmdaResult(SavesSummary):
+class CnnmdaResult(StudyResult):
+    """What ``run_cnnmda`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    data : the association data (similarities, known associations, planted truth when synthetic).
+    folds : per fold: n_test_pos, n_eval, per method AUC / AUPR, curves, planted-truth recovery.
+    histories : ``(fold, seed)`` → the CNN's per-epoch records (and ``("all", seed)``: the final model).
+    top : the case study: the chosen disease's top-k unknown miRNAs.
+    disease : the case study's disease.
+    embedding : pair embeddings of the final model: features, kind, names, score.
+    experiment : the run folder.
+    final : (model, PairFeatures, its training negatives) trained on every known association.
+    floors : per fold, mean AUC / AUPR of the popularity score (the floor every scorer must beat).
+    """
+
     config: CnnmdaConfig
     data: AssociationData
     folds: list[dict]  # per fold: n_test_pos, n_eval, per method auc / aupr, curves, planted-truth recovery
@@ -176,7 +242,9 @@ class CnnmdaResult(SavesSummary):
     disease: str = ""
     embedding: dict = field(default_factory=dict)  # pair embeddings of the final model: features, kind, names
     experiment: RunDir | None = None
-    final: tuple | None = None  # (model, PairFeatures, its training negatives) trained on every known association: the case studies
+    final: tuple | None = (
+        None  # (model, PairFeatures, its training negatives) trained on every known association: the case studies
+    )
 
     def top_candidates(self, disease: str, k: int | None = None) -> list[dict]:
         """The disease's unknown miRNAs ranked by the final model (trained on every known
@@ -189,10 +257,19 @@ class CnnmdaResult(SavesSummary):
         s = score_pairs(model, features, np.stack([candidates, np.full_like(candidates, j)], 1))
         order = np.argsort(-s, kind="stable")[: k or self.config.top_k]
         trained_negative = set(negatives[negatives[:, 1] == j, 0].tolist())
-        return [{"rank": r + 1, "mirna": data.mirnas[candidates[o]], "score": float(s[o]), "trained_as_negative": int(candidates[o]) in trained_negative,
-                 **({"in_planted_truth": bool(data.truth[candidates[o], j])} if data.truth is not None else {})} for r, o in enumerate(order)]
+        return [
+            {
+                "rank": r + 1,
+                "mirna": data.mirnas[candidates[o]],
+                "score": float(s[o]),
+                "trained_as_negative": int(candidates[o]) in trained_negative,
+                **({"in_planted_truth": bool(data.truth[candidates[o], j])} if data.truth is not None else {}),
+            }
+            for r, o in enumerate(order)
+        ]
 
     def table(self) -> list[dict]:
+        """Per method: AUC, AUPR (and AUC on the hidden truth) mean ± std over folds."""
         out = []
         for m in METHODS:
             row = {"method": m}
@@ -203,26 +280,60 @@ class CnnmdaResult(SavesSummary):
             out.append(row)
         return out
 
-    def claims(self) -> list[dict]:
+    @property
+    def floors(self) -> dict:
+        """The popularity score's mean AUC and AUPR over folds: the floor every scorer must beat."""
+        return (
+            {f"popularity_{k}": float(np.mean([f["popularity"][k] for f in self.folds])) for k in ("auc", "aupr")}
+            if self.folds
+            else {}
+        )
+
+    def claims(self) -> list[Claim]:
+        """CNNMDA minus each baseline, AUC and AUPR, per fold; the resampled-t interval corrected for
+        the folds' overlapping training sets (``corrected_interval``) decides."""
         out = []
         for base in METHODS[1:]:
             for key in ("auc", "aupr"):
                 diffs = [f["cnnmda"][key] - f[base][key] for f in self.folds]
                 c = corrected_interval(diffs, self.config.folds, self.config.confidence)
-                out.append({"claim": f"CNNMDA beats {base} ({key.upper()}, per fold)", "metric": key, "baseline": base, **c, "n_folds": len(diffs)})
+                out.append(
+                    Claim(
+                        f"CNNMDA beats {base} ({key.upper()}, per fold)",
+                        f"{key.upper()}, CNNMDA minus {base}",
+                        c["mean"],
+                        tuple(c["ci"]),
+                        NAN,
+                        len(diffs),
+                        "folds (corrected resampled t)",
+                        c["verdict"],
+                        conditions={"score": key.upper(), "baseline": base},
+                    )
+                )
         return out
 
     def summary(self) -> dict:
+        """The table, the claims, the folds (without curves), the case study and the data."""
         folds = [{k: v for k, v in f.items() if k != "curves"} for f in self.folds]
-        return {"table": self.table(), "claims": self.claims(), "folds": folds, "disease": self.disease, "top": self.top,
-                "data": repr(self.data), "similarity": self.config.similarity}
+        return {
+            "table": self.table(),
+            "claims": claim_rows(self.claims()),
+            "folds": folds,
+            "disease": self.disease,
+            "top": self.top,
+            "data": repr(self.data),
+            "similarity": self.config.similarity,
+        }
 
 
 def _disease_index(data: AssociationData, disease: str) -> int:
     if disease not in data.diseases:
         import difflib
 
-        raise KeyError(f"disease {disease!r} is not in the data; close matches: {difflib.get_close_matches(disease, data.diseases, n=5) or 'none'}")
+        raise KeyError(
+            f"disease {disease!r} is not in the data; close matches: "
+            f"{difflib.get_close_matches(disease, data.diseases, n=5) or 'none'}"
+        )
     return data.diseases.index(disease)
 
 
@@ -249,8 +360,21 @@ def _fit_cnn(cfg, features, pos: np.ndarray, neg: np.ndarray, device, run, seed:
         x, y = x[~held], y[~held]
     seed_everything(seed)
     model = CNNMDA(features.n_left, features.n_right, channels=cfg.channels)
-    res = fit(model, torch.utils.data.TensorDataset(x, y), val, epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", weight_decay=1e-4,
-              batch_size=cfg.batch_size, device=device, run=run, seed=seed, progress=False, amp="off")
+    res = fit(
+        model,
+        torch.utils.data.TensorDataset(x, y),
+        val,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        batch_size=cfg.batch_size,
+        device=device,
+        run=run,
+        seed=seed,
+        progress=False,
+        amp="off",
+    )
     chosen = len(res.history)
     if val is not None and res.best_state is not None:
         model.load_state_dict(res.best_state)
@@ -270,7 +394,9 @@ def _logistic(features, pos, neg, eval_pairs, seed: int, chunk: int = 20000) -> 
     pairs = np.concatenate([pos, neg])
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     clf = LogisticRegression(max_iter=1000, C=1.0, random_state=seed).fit(rows(pairs), y)
-    return np.concatenate([clf.predict_proba(rows(eval_pairs[s : s + chunk]))[:, 1] for s in range(0, len(eval_pairs), chunk)])
+    return np.concatenate(
+        [clf.predict_proba(rows(eval_pairs[s : s + chunk]))[:, 1] for s in range(0, len(eval_pairs), chunk)]
+    )
 
 
 def _curves(scores, labels, points: int = 200) -> dict:
@@ -284,46 +410,80 @@ def _curves(scores, labels, points: int = 200) -> dict:
     return {"fpr": fpr[r].tolist(), "tpr": tpr[r].tolist(), "recall": rec[p].tolist(), "precision": prec[p].tolist()}
 
 
-def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True) -> CnnmdaResult:
-    device = resolve_device(cfg.device)
-    data = load_data(cfg)
-    if cfg.disease is not None:
-        _disease_index(data, cfg.disease)  # an unknown disease fails before any training
-    exp = RunDir(f"cnnmda-{config_hash(cfg)}", run_root)
-    exp.write_config(cfg)
-    folds, histories = [], {}
-    bar = progress_bar(total=cfg.repeats * cfg.folds, desc="folds", enabled=progress)
-    for r in range(cfg.repeats):
-        rng = np.random.default_rng(cfg.seed + r)
-        for f, test_pos in enumerate(fold_positives(data.A, cfg.folds, cfg.seed + r)):
-            key = f"fold{f}" if cfg.repeats == 1 else f"repeat{r}-fold{f}"
-            folds.append(_fold(cfg, data, test_pos, rng, device, RunDir(key, exp.path), cfg.seed + 100 * r + f, histories, key))
-            folds[-1].update(repeat=r, fold=f)
-            bar.update()
-    bar.close()
-    result = CnnmdaResult(cfg, data, folds, histories, experiment=exp)
-    _case_study(result, device, exp)
-    return result
+class CnnmdaStudy(Study):
+    """Steps: ``prepare`` (data, the case-study disease checked, the run folder), ``cross_validation``
+    (every repeat and fold: CNNMDA and the baselines on the same pairs), ``_case_study`` (a model on
+    every known association ranks one disease's unknown miRNAs)."""
+
+    key = "cnnmda"
+
+    def steps(self) -> CnnmdaResult:
+        cfg = self.cfg
+        data = load_data(cfg)
+        if cfg.disease is not None:
+            _disease_index(data, cfg.disease)  # an unknown disease fails before any training
+        self.open_run(f"cnnmda-{config_hash(cfg)}")
+        result = CnnmdaResult(cfg, data, self.cross_validation(data), self.histories, experiment=self.exp)
+        _case_study(result, self.device, self.exp)
+        return result
+
+    def cross_validation(self, data: AssociationData) -> list[dict]:
+        """Every repeat and fold: the CNN trained in ``<fold>/`` and every method scored on the same pairs."""
+        cfg, folds = self.cfg, []
+        bar = progress_bar(total=cfg.repeats * cfg.folds, desc="folds", enabled=self.progress)
+        for r in range(cfg.repeats):
+            rng = np.random.default_rng(cfg.seed + r)
+            for f, test_pos in enumerate(fold_positives(data.A, cfg.folds, cfg.seed + r)):
+                key, seed = f"fold{f}" if cfg.repeats == 1 else f"repeat{r}-fold{f}", cfg.seed + 100 * r + f
+                folds.append(
+                    _fold(cfg, data, test_pos, rng, self.device, self.arm_run(key), seed, self.histories, (key, seed))
+                )
+                folds[-1].update(repeat=r, fold=f)
+                bar.update()
+        bar.close()
+        return folds
 
 
-def _fold(cfg, data: AssociationData, test_pos: np.ndarray, rng, device, run: RunDir, seed: int, histories: dict, key: str) -> dict:
+def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> CnnmdaResult:
+    """k-fold cross-validation of CNNMDA against NMF, neighbour, logistic and popularity scores, then
+    the case study (``CnnmdaStudy``); writes ``runs/cnnmda-<hash>/`` with one folder per fold."""
+    return CnnmdaStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+
+
+def _fold(
+    cfg, data: AssociationData, test_pos: np.ndarray, rng, device, run: RunDir, seed: int, histories: dict, key: tuple
+) -> dict:
     """One fold: every method scores the same evaluation pairs; AUC, AUPR, curves and (synthetic)
     recovery of the hidden truth."""
     inp = fold_inputs(data, test_pos, cfg)
     train_pos, neg, eval_pairs = fold_pairs(inp["A_train"], cfg.negatives, rng)
-    labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(int)  # the fold's test associations, as the only positives
+    labels = data.A[eval_pairs[:, 0], eval_pairs[:, 1]].astype(
+        int
+    )  # the fold's test associations, as the only positives
     pairs_in = cnn_inputs(cfg, inp, seed)
     model, histories[key], chosen = _fit_cnn(cfg, pairs_in, train_pos, neg, device, run, seed)
     nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
-    scores = {"cnnmda": score_pairs(model.to(device), pairs_in, eval_pairs, device=device),
-              "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
-              "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
-              "logistic": _logistic(pairs_in, train_pos, neg, eval_pairs, cfg.seed),
-              "popularity": popularity_scores(inp["A_train"], eval_pairs)}
-    row = {"n_test_pos": int(labels.sum()), "n_eval": len(eval_pairs), "nmf_rank": nmf_rank, "epoch_chosen": chosen, "curves": {}}
-    if isinstance(pairs_in, CrossFitted):  # how well the chunk NMFs' components match the shared one's (cosine per component)
+    scores = {
+        "cnnmda": score_pairs(model.to(device), pairs_in, eval_pairs, device=device),
+        "nmf": nmf_scores(*nmf_factors(inp["A_train"], nmf_rank, seed=cfg.seed), eval_pairs),
+        "neighbours": neighbour_scores(inp["SM"], data.SD, inp["A_train"], eval_pairs),
+        "logistic": _logistic(pairs_in, train_pos, neg, eval_pairs, cfg.seed),
+        "popularity": popularity_scores(inp["A_train"], eval_pairs),
+    }
+    row = {
+        "n_test_pos": int(labels.sum()),
+        "n_eval": len(eval_pairs),
+        "nmf_rank": nmf_rank,
+        "epoch_chosen": chosen,
+        "curves": {},
+    }
+    if isinstance(
+        pairs_in, CrossFitted
+    ):  # how well the chunk NMFs' components match the shared one's (cosine per component)
         cos = np.concatenate(pairs_in.alignment)
-        row.update(alignment_min_cosine=float(cos.min()), alignment_below_half=f"{int((cos < 0.5).sum())} of {len(cos)}")
+        row.update(
+            alignment_min_cosine=float(cos.min()), alignment_below_half=f"{int((cos < 0.5).sum())} of {len(cos)}"
+        )
     for m, s in scores.items():
         row[m] = auc_aupr(s, labels)
         row["curves"][m] = _curves(s, labels)
@@ -349,7 +509,9 @@ def _case_study(result: CnnmdaResult, device, exp: RunDir) -> None:
     pool = unknown[unknown[:, 1] != j]
     neg = pool[rng.choice(len(pool), min(len(pool) - 1, int(round(cfg.negatives * len(pos)))), replace=False)]
     pairs_in = cnn_inputs(cfg, inp, cfg.seed + 1000)
-    model, result.histories["all"], _ = _fit_cnn(cfg, pairs_in, pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000)
+    model, result.histories[("all", cfg.seed + 1000)], _ = _fit_cnn(
+        cfg, pairs_in, pos, neg, device, RunDir("all", exp.path), cfg.seed + 1000
+    )
     result.final = (model.cpu().eval(), pairs_in, neg)
     result.disease = data.diseases[j]
     result.top = result.top_candidates(result.disease)
@@ -361,10 +523,28 @@ def _case_study(result: CnnmdaResult, device, exp: RunDir) -> None:
     kind = ["known"] * n + ["unknown"] * n + ["top predicted"] * len(top_pairs)
     with torch.no_grad():
         feats = torch.cat([model.features(pairs_in.pairs(pairs[s : s + 2048])) for s in range(0, len(pairs), 2048)])
-        score = torch.softmax(model.head(feats), 1)[:, 1]  # the head on the embeddings just made, not a second forward pass
-    result.embedding = {"features": feats.numpy(), "kind": kind, "names": [f"{data.mirnas[i]} – {data.diseases[d]}" for i, d in pairs],
-                        "score": score.numpy()}
+        score = torch.softmax(model.head(feats), 1)[
+            :, 1
+        ]  # the head on the embeddings just made, not a second forward pass
+    result.embedding = {
+        "features": feats.numpy(),
+        "kind": kind,
+        "names": [f"{data.mirnas[i]} – {data.diseases[d]}" for i, d in pairs],
+        "score": score.numpy(),
+    }
 
 
-__all__ = ["CnnmdaConfig", "CnnmdaResult", "run_cnnmda", "fold_positives", "fold_inputs", "fold_pairs", "choose_nmf_rank", "popularity_scores",
-           "corrected_interval", "load_data", "METHODS", "NMF_RANKS"]
+__all__ = [
+    "CnnmdaConfig",
+    "CnnmdaResult",
+    "run_cnnmda",
+    "fold_positives",
+    "fold_inputs",
+    "fold_pairs",
+    "choose_nmf_rank",
+    "popularity_scores",
+    "corrected_interval",
+    "load_data",
+    "METHODS",
+    "NMF_RANKS",
+]

@@ -18,6 +18,7 @@ networks (one per member family) and the data sets are the same for every seed, 
 hold for these images and these source networks. Many claims at 95 % each: read them as a family
 (no multiplicity correction).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,19 +26,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import eval_mode, progress_bar, resolve_device, seed_everything
+from .._utils import eval_mode, progress_bar
 from ..analysis.floors import image_statistics, shortcut_floor
-from ..analysis.statistics import mean_std, paired_difference
+from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset
 from ..datasets.probe_tasks import IMAGENET_MEAN, IMAGENET_STD
 from ..datasets.shapes import ShapesDataset
-from ..engine import fit
 from ..inference import predict
 from ..methods.ensemble import FUSIONS, Ensemble, mean_pairwise, pairwise_diversity
 from ..models import build_model, load_backbone
 from ..runs import RunDir, config_hash
-from . import SavesSummary, pretrained_once
+from . import pretrained_once
+from ._study import Study, StudyResult
 
 STARTS = ("transfer", "scratch")
 FINETUNE = ("all", "last")
@@ -46,6 +47,10 @@ SOURCES = ("shapes10", "imagenet")
 
 @dataclass(frozen=True)
 class EnsemblesConfig(ExperimentConfig):
+    """Ensembles study (paper 2): ``members`` fine-tuned from ``source`` (shapes10 or ImageNet weights)
+    and from scratch on ``dataset`` (leather defects), fused by ``fusions``, per seed. Profiles: smoke,
+    quick (procedural leather), full (MVTec AD leather from data/, torchvision members)."""
+
     dataset: str = "leather"  # or "mvtec_leather", "defect_folder" (files in data/)
     # quick is a fixed, small budget (≤ 5 min on 2 CPU cores): members from scratch have barely
     # left chance at its end (the table counts the members still learning and at chance). The
@@ -63,8 +68,12 @@ class EnsemblesConfig(ExperimentConfig):
     batch_size: int = 32
     source_n: int = 2000  # shapes10 images for the source task
     source_epochs: int = 6
-    source: str = "shapes10"  # "imagenet": torchvision members (tv:...) start from ImageNet weights read from a local file
-    source_weights: str = "DEFAULT"  # with source="imagenet": a torchvision weights name (the local hub cache) or a .pth file
+    source: str = (
+        "shapes10"  # "imagenet": torchvision members (tv:...) start from ImageNet weights read from a local file
+    )
+    source_weights: str = (
+        "DEFAULT"  # with source="imagenet": a torchvision weights name (the local hub cache) or a .pth file
+    )
     fusions: tuple = FUSIONS
     seeds: tuple = (0, 1, 2)
     floor_n: int = 1200
@@ -72,10 +81,31 @@ class EnsemblesConfig(ExperimentConfig):
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
-        "smoke": dict(image_size=32, n_train=64, n_val=48, n_test=48, members=("resnet8", "resnet14"), epochs=1, source_n=100, source_epochs=1,
-                      seeds=(0, 1), floor_n=96),
-        "full": dict(image_size=96, n_train=8000, n_val=1600, n_test=3200, members=("tv:resnet18", "wrn_16_2", "vgg11", "mobilenetv2"), epochs=80,
-                     source_n=20000, source_epochs=30, batch_size=128, seeds=(0, 1, 2, 3, 4), floor_n=8000),
+        "smoke": dict(
+            image_size=32,
+            n_train=64,
+            n_val=48,
+            n_test=48,
+            members=("resnet8", "resnet14"),
+            epochs=1,
+            source_n=100,
+            source_epochs=1,
+            seeds=(0, 1),
+            floor_n=96,
+        ),
+        "full": dict(
+            image_size=96,
+            n_train=8000,
+            n_val=1600,
+            n_test=3200,
+            members=("tv:resnet18", "wrn_16_2", "vgg11", "mobilenetv2"),
+            epochs=80,
+            source_n=20000,
+            source_epochs=30,
+            batch_size=128,
+            seeds=(0, 1, 2, 3, 4),
+            floor_n=8000,
+        ),
     }
 
     def __post_init__(self):
@@ -97,7 +127,24 @@ class EnsemblesConfig(ExperimentConfig):
 
 
 @dataclass
-class EnsemblesResult(SavesSummary):
+class EnsemblesResult(StudyResult):
+    """What ``run_ensembles`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    rows : per (seed, start, name): kind member | fusion, test accuracy (and validation accuracy for members).
+    diversity : per (seed, start): mean pairwise disagreement, Q, error correlation; gains over the best member.
+    floors : chance and the image-statistics floor (gradient boosting on whole-image statistics).
+    classes : class names.
+    histories : ``(arm, seed)`` → per-epoch records, arm "<member> (<start>)".
+    confusion : first seed: (start, name) → (C, C) counts, rows true.
+    models : first seed: (start, member) → model (for the CAMs).
+    test_images, test_labels : the test split.
+    source_val_acc : member → the source network's last validation accuracy on shapes10.
+    experiment : the run folder.
+    """
+
     config: EnsemblesConfig
     rows: list[dict]  # per (seed, start, name): kind member | fusion, test accuracy (and val accuracy for members)
     diversity: list[dict]  # per (seed, start): mean pairwise disagreement, Q, error correlation; gains
@@ -108,7 +155,9 @@ class EnsemblesResult(SavesSummary):
     models: dict = field(default_factory=dict)  # first seed: (start, member) → model (for the CAMs)
     test_images: torch.Tensor | None = None
     test_labels: np.ndarray | None = None
-    source_val_acc: dict = field(default_factory=dict)  # member → the source network's last validation accuracy on shapes10
+    source_val_acc: dict = field(
+        default_factory=dict
+    )  # member → the source network's last validation accuracy on shapes10
     experiment: RunDir | None = None
 
     def table(self) -> list[dict]:
@@ -126,44 +175,65 @@ class EnsemblesResult(SavesSummary):
     def _end_of_training(self, start: str, member: str) -> dict:
         """How many seeds' runs of a member were still learning, and how many ended at chance
         (None where the histories are too short to tell)."""
-        hs = [self.histories.get(f"{member} ({start})-s{sd}", []) for sd in self.config.seeds]
+        hs = [self.histories.get((f"{member} ({start})", sd), []) for sd in self.config.seeds]
         n_val, chance = self.config.n_val, self.floors.get("chance", 0.0)
+
         def count(flags):
             return None if any(f is None for f in flags) else sum(flags)
 
-        return {"still_learning": count([still_learning(h, n_val) for h in hs]), "at_chance": count([at_chance(h, n_val, chance) for h in hs])}
+        return {
+            "still_learning": count([still_learning(h, n_val) for h in hs]),
+            "at_chance": count([at_chance(h, n_val, chance) for h in hs]),
+        }
 
     def _per_seed(self, start, name):
-        return [next(r["acc"] for r in self.rows if r["seed"] == sd and r["start"] == start and r["name"] == name) for sd in self.config.seeds]
+        return [
+            next(r["acc"] for r in self.rows if r["seed"] == sd and r["start"] == start and r["name"] == name)
+            for sd in self.config.seeds
+        ]
 
-
-    def claims(self) -> list[dict]:
+    def claims(self) -> list[Claim]:
+        """Transfer beats scratch per member (and the mean ensemble); every member beats the
+        image-statistics floor; each fusion beats its best member (chosen on validation). Paired by seed."""
         cfg, out = self.config, []
         res = 1.0 / max(1, len(self.test_labels)) if self.test_labels is not None else 0.0
 
-        def claim(text, a, b):
+        def claim(text, a, b, metric="test accuracy, the first minus the second (fraction)"):
             d = paired_difference(a, b, confidence=cfg.confidence, resolution=res) if len(cfg.seeds) > 1 else None
-            out.append({"claim": text, "mean": d["mean"] if d else float("nan"), "ci": d["ci"] if d else [float("nan")] * 2,
-                        "n_seeds": len(cfg.seeds), "verdict": d["verdict"] if d else "undecided"})
+            out.append(Claim.from_paired(text, metric, d, n=len(cfg.seeds)))
 
         if set(STARTS) <= set(cfg.starts):
-            tune = f"from {cfg.source}, " + ("whole network" if cfg.finetune == "all" else "last stage only") + f"; epochs: {cfg.epochs}"
+            tune = (
+                f"from {cfg.source}, "
+                + ("whole network" if cfg.finetune == "all" else "last stage only")
+                + f"; epochs: {cfg.epochs}"
+            )
             for name in (*cfg.members, *(["mean"] if "mean" in cfg.fusions else [])):
                 what = "the mean-fused ensemble" if name == "mean" else name
-                claim(f"transfer ({tune}) beats scratch: {what} (test accuracy, transfer minus scratch)", self._per_seed("transfer", name),
-                      self._per_seed("scratch", name))
+                claim(
+                    f"transfer ({tune}) beats scratch: {what} (test accuracy, transfer minus scratch)",
+                    self._per_seed("transfer", name),
+                    self._per_seed("scratch", name),
+                )
                 if name != "mean":  # a verdict between runs that had not finished learning holds at this budget only
                     t, sc = self._end_of_training("transfer", name), self._end_of_training("scratch", name)
-                    out[-1]["end_of_training"] = {"transfer": t, "scratch": sc}
+                    out[-1] = _with_end_of_training(out[-1], {"transfer": t, "scratch": sc})
         for start in cfg.starts:  # every member must clear the image-statistics floor
             for name in cfg.members:
                 acc = self._per_seed(start, name)
-                claim(f"{start}: {name} beats the image-statistics floor ({self.floors['image_statistics']:.3f})", acc,
-                      [self.floors["image_statistics"]] * len(acc))
+                claim(
+                    f"{start}: {name} beats the image-statistics floor ({self.floors['image_statistics']:.3f})",
+                    acc,
+                    [self.floors["image_statistics"]] * len(acc),
+                )
         for start in cfg.starts:
             best = [best_member(self.rows, sd, start)["acc"] for sd in cfg.seeds]
             for f in cfg.fusions:
-                claim(f"{start}: the {f} ensemble beats its best member (chosen on validation)", self._per_seed(start, f), best)
+                claim(
+                    f"{start}: the {f} ensemble beats its best member (chosen on validation)",
+                    self._per_seed(start, f),
+                    best,
+                )
         return out
 
     def diversity_vs_gain(self, fusion: str = "mean") -> dict:
@@ -192,12 +262,48 @@ class EnsemblesResult(SavesSummary):
             raise KeyError(f"no model for ({start!r}, {member!r}); kept: {sorted(self.models)}")
         x, model = self.test_images[index : index + 1], self.models[(start, member)]
         maps, explained = grad_cam(model, x, target)
-        return {"image": x[0], "map": maps[0].numpy(), "probabilities": _class_probabilities(model, x)[0], "explained": int(explained[0]), "label": int(self.test_labels[index])}
+        return {
+            "image": x[0],
+            "map": maps[0].numpy(),
+            "probabilities": _class_probabilities(model, x)[0],
+            "explained": int(explained[0]),
+            "label": int(self.test_labels[index]),
+        }
 
     def summary(self) -> dict:
-        return {"table": self.table(), "claims": self.claims(), "floors": self.floors, "diversity": self.diversity, "classes": self.classes,
-                "diversity_vs_gain": {f: self.diversity_vs_gain(f) for f in self.config.fusions}, "source_val_acc": self.source_val_acc,
-                "confusion": {f"{s}/{n}": c.tolist() for (s, n), c in self.confusion.items()}}
+        """The table, the claims, floors, diversity and its relation to gain, and the confusion matrices."""
+        return {
+            "table": self.table(),
+            "claims": claim_rows(self.claims()),
+            "floors": self.floors,
+            "diversity": self.diversity,
+            "classes": self.classes,
+            "diversity_vs_gain": {f: self.diversity_vs_gain(f) for f in self.config.fusions},
+            "source_val_acc": self.source_val_acc,
+            "confusion": {f"{s}/{n}": c.tolist() for (s, n), c in self.confusion.items()},
+        }
+
+
+def _with_end_of_training(c: Claim, end: dict) -> Claim:
+    """``c`` with how many seeds' runs were still learning or at chance, in its note and extra."""
+    note = "; ".join(
+        f"{s}: {end[s]['still_learning']} still learning, {end[s]['at_chance']} at chance"
+        for s in ("transfer", "scratch")
+        if end[s]["still_learning"] is not None
+    )
+    return Claim(
+        c.claim,
+        c.metric,
+        c.mean,
+        c.interval,
+        c.p,
+        c.n,
+        c.unit,
+        c.verdict,
+        "; ".join(x for x in (c.note, note) if x),
+        c.conditions,
+        {**c.extra, "end_of_training": end},
+    )
 
 
 def still_learning(history: list[dict], n_val: int, key: str = "val_acc") -> bool | None:
@@ -229,7 +335,10 @@ def at_chance(history: list[dict], n_val: int, chance: float, key: str = "val_ac
 def best_member(rows: list[dict], seed: int, start: str) -> dict:
     """The member row of (seed, start) with the highest validation accuracy: chosen on
     validation, scored on test."""
-    return max((r for r in rows if r["seed"] == seed and r["start"] == start and r["kind"] == "member"), key=lambda r: r["val_acc"])
+    return max(
+        (r for r in rows if r["seed"] == seed and r["start"] == start and r["kind"] == "member"),
+        key=lambda r: r["val_acc"],
+    )
 
 
 def class_gallery(cfg: EnsemblesConfig, per_class: int = 3) -> tuple[list, list[str]]:
@@ -247,7 +356,9 @@ def build_member(cfg: EnsemblesConfig, member: str, num_classes: int, start: str
     if start == "scratch":
         net = build_model(member, num_classes)
     elif cfg.source == "imagenet":
-        net = build_model(member, num_classes, weights=cfg.source_weights)  # never downloads: a missing file says where to put it
+        net = build_model(
+            member, num_classes, weights=cfg.source_weights
+        )  # never downloads: a missing file says where to put it
     else:
         net = load_backbone(build_model(member, num_classes), source_file)
     if cfg.source == "imagenet":  # both arms see the inputs as ImageNet's weights expect them
@@ -275,7 +386,11 @@ def _check_members(cfg: EnsemblesConfig, num_classes: int) -> None:
     if "transfer" not in cfg.starts:
         return
     for m in cfg.members:
-        net = build_model(m, num_classes, weights=cfg.source_weights) if cfg.source == "imagenet" else build_model(m, num_classes)
+        net = (
+            build_model(m, num_classes, weights=cfg.source_weights)
+            if cfg.source == "imagenet"
+            else build_model(m, num_classes)
+        )
         if cfg.finetune == "last":
             _freeze_all_but_last(net)
 
@@ -296,8 +411,10 @@ def _freeze_all_but_last(model) -> None:
     layers, their source statistics (evaluated in eval mode even while the model trains)."""
     names = [n for n, _ in model.named_children()]
     if not set(model.stage_names) <= set(names):
-        raise ValueError(f"finetune='last' needs a network whose stages are its children (the zoo, torchvision ResNets); "
-                         f"{type(model).__name__}'s stages are {list(model.stage_names)[:4]}...: use finetune='all'")
+        raise ValueError(
+            f"finetune='last' needs a network whose stages are its children (the zoo, torchvision ResNets); "
+            f"{type(model).__name__}'s stages are {list(model.stage_names)[:4]}...: use finetune='all'"
+        )
     first = names.index(model.stage_names[0])
     frozen = set(names[:first]) | set(model.stage_names[:-1])
     for name, child in model.named_children():
@@ -323,73 +440,153 @@ def image_floor(cfg: EnsemblesConfig, train, test) -> float:
     return shortcut_floor(image_statistics(images), labels.numpy(), image_statistics(test.images), test.labels.numpy())
 
 
-def run_ensembles(cfg: EnsemblesConfig, *, run_root=None, progress: bool = True) -> EnsemblesResult:
-    device = resolve_device(cfg.device)
-    kw = dict(size=cfg.image_size)
-    train = get_dataset(cfg.dataset, "train", n=cfg.n_train, augment=True, **kw)
-    val = get_dataset(cfg.dataset, "val", n=cfg.n_val, **kw)
-    test = get_dataset(cfg.dataset, "test", n=cfg.n_test, **kw)
-    classes, k = list(train.classes), len(train.classes)
-    _check_members(cfg, k)
-    floors = {"chance": 1.0 / k, "image_statistics": image_floor(cfg, train, test)}
-    exp = RunDir(f"ensembles-{config_hash(cfg)}", run_root)
-    exp.write_config(cfg)
-    source = {}
-    if "transfer" in cfg.starts and cfg.source == "shapes10":
-        def source_data():
-            return (ShapesDataset("shapes10", cfg.source_n, size=cfg.image_size, split="train"),
-                    ShapesDataset("shapes10", max(100, cfg.source_n // 10), size=cfg.image_size, split="val"))
+class EnsemblesStudy(Study):
+    """Steps: ``prepare`` (data, members checked, the image-statistics floor, the run folder),
+    ``source_networks`` (pretrained once), then per (seed, start) ``members`` and ``fuse``."""
 
-        settings = {"task": "shapes10", "n": cfg.source_n, "size": cfg.image_size}
-        for m in progress_bar(cfg.members, desc="source task", enabled=progress, leave=False):
-            source[m] = pretrained_once(m, 10, source_data, name="ensembles-source", settings=settings, epochs=cfg.source_epochs, lr=cfg.lr,
-                                        batch_size=cfg.batch_size, device=device, run_root=run_root)
-    source_val_acc = {m: _last_val_acc(p) for m, p in source.items()}
+    key = "ensembles"
 
-    rows, diversity, histories, confusion, models = [], [], {}, {}, {}
-    jobs = [(sd, st, m) for sd in cfg.seeds for st in cfg.starts for m in cfg.members]
-    bar = progress_bar(total=len(jobs), desc="members", enabled=progress)
-    for sd in cfg.seeds:
-        for st in cfg.starts:
-            pv, pt = [], []
-            for m in cfg.members:
-                bar.set_postfix_str(f"{m}, {st}, seed {sd}")
-                seed_everything(sd)
-                net = build_member(cfg, m, k, st, source.get(m))
-                res = fit(net, train, val, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device,
-                          run=RunDir(f"{m.replace(':', '_')}-{st}-s{sd}", exp.path), seed=sd, progress=False)
-                histories[f"{m} ({st})-s{sd}"] = res.history
-                v, yv = _probabilities(net, val, device)
-                t, yt = _probabilities(net, test, device)
-                pv.append(v)
-                pt.append(t)
-                rows.append({"seed": sd, "start": st, "name": m, "kind": "member", "acc": float((t.argmax(1) == yt).mean()),
-                             "val_acc": float((v.argmax(1) == yv).mean())})
-                if sd == cfg.seeds[0]:
-                    models[(st, m)] = net.cpu().eval()
-                    confusion[(st, m)] = _confusion(yt, t.argmax(1), k)
-                bar.update()
-            pv, pt = np.stack(pv), np.stack(pt)
-            accs = {}
-            for f in cfg.fusions:
-                pred = Ensemble(k, f, seed=sd).fit(pv, yv).predict(pt)  # fitted on validation only
-                accs[f] = float((pred == yt).mean())
-                rows.append({"seed": sd, "start": st, "name": f, "kind": "fusion", "acc": accs[f]})
-                if sd == cfg.seeds[0]:
-                    confusion[(st, f)] = _confusion(yt, pred, k)
-            d = pairwise_diversity(pt.argmax(2) == yt[None])
-            best = best_member(rows, sd, st)
-            diversity.append({"seed": sd, "start": st, "disagreement": mean_pairwise(d["disagreement"]), "q": mean_pairwise(d["q"]),
-                              "error_correlation": mean_pairwise(d["error_correlation"]), "best_member": best["name"], "best_member_acc": best["acc"],
-                              **{f"gain_{f}": accs[f] - best["acc"] for f in cfg.fusions}})
-    bar.close()
-    x = test.images.float() / 255  # as test[i] gives them
-    return EnsemblesResult(cfg, rows, diversity, floors, classes, histories, confusion, models, x, test.labels.numpy(), source_val_acc, exp)
+    def steps(self) -> EnsemblesResult:
+        cfg = self.cfg
+        self.prepare()
+        source = self.source_networks()
+        self.rows, self.diversity, self.confusion, self.models = [], [], {}, {}
+        self.bar = progress_bar(
+            total=len(cfg.seeds) * len(cfg.starts) * len(cfg.members), desc="members", enabled=self.progress
+        )
+        for sd in cfg.seeds:
+            for st in cfg.starts:
+                pv, pt, yv, yt = self.members(sd, st, source)
+                self.fuse(sd, st, pv, pt, yv, yt)
+        self.bar.close()
+        x = self.test.images.float() / 255  # as test[i] gives them
+        return EnsemblesResult(
+            cfg,
+            self.rows,
+            self.diversity,
+            self.floors,
+            self.classes,
+            self.histories,
+            self.confusion,
+            self.models,
+            x,
+            self.test.labels.numpy(),
+            {m: _last_val_acc(p) for m, p in source.items()},
+            self.exp,
+        )
+
+    def prepare(self) -> None:
+        """The splits, the members checked, the image-statistics floor, then the run folder."""
+        cfg = self.cfg
+        kw = dict(size=cfg.image_size)
+        self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, augment=True, **kw)
+        self.val = get_dataset(cfg.dataset, "val", n=cfg.n_val, **kw)
+        self.test = get_dataset(cfg.dataset, "test", n=cfg.n_test, **kw)
+        self.classes, self.k = list(self.train.classes), len(self.train.classes)
+        _check_members(cfg, self.k)
+        self.floors = {"chance": 1.0 / self.k, "image_statistics": image_floor(cfg, self.train, self.test)}
+        self.open_run(f"ensembles-{config_hash(cfg)}")
+
+    def source_networks(self) -> dict[str, str]:
+        """Each member pretrained once on shapes10 (``pretrained_once``): member → its file."""
+        cfg, source = self.cfg, {}
+        if "transfer" in cfg.starts and cfg.source == "shapes10":
+
+            def source_data():
+                return (
+                    ShapesDataset("shapes10", cfg.source_n, size=cfg.image_size, split="train"),
+                    ShapesDataset("shapes10", max(100, cfg.source_n // 10), size=cfg.image_size, split="val"),
+                )
+
+            settings = {"task": "shapes10", "n": cfg.source_n, "size": cfg.image_size}
+            for m in progress_bar(cfg.members, desc="source task", enabled=self.progress, leave=False):
+                source[m] = pretrained_once(
+                    m,
+                    10,
+                    source_data,
+                    name="ensembles-source",
+                    settings=settings,
+                    epochs=cfg.source_epochs,
+                    lr=cfg.lr,
+                    batch_size=cfg.batch_size,
+                    device=self.device,
+                    run_root=self.run_root,
+                )
+        return source
+
+    def members(self, sd: int, st: str, source: dict):
+        """Every member of (seed, start) fine-tuned; their validation and test probabilities."""
+        cfg, k, pv, pt = self.cfg, self.k, [], []
+        for m in cfg.members:
+            self.bar.set_postfix_str(f"{m}, {st}, seed {sd}")
+            net, _ = self.fit_arm(
+                f"{m} ({st})",
+                sd,
+                lambda: build_member(cfg, m, k, st, source.get(m)),
+                self.train,
+                self.val,
+                name=f"{m.replace(':', '_')}-{st}-s{sd}",
+                epochs=cfg.epochs,
+                lr=cfg.lr,
+                batch_size=cfg.batch_size,
+            )
+            v, yv = _probabilities(net, self.val, self.device)
+            t, yt = _probabilities(net, self.test, self.device)
+            pv.append(v)
+            pt.append(t)
+            self.rows.append(
+                {
+                    "seed": sd,
+                    "start": st,
+                    "name": m,
+                    "kind": "member",
+                    "acc": float((t.argmax(1) == yt).mean()),
+                    "val_acc": float((v.argmax(1) == yv).mean()),
+                }
+            )
+            if sd == cfg.seeds[0]:
+                self.models[(st, m)] = net.cpu().eval()
+                self.confusion[(st, m)] = _confusion(yt, t.argmax(1), k)
+            self.bar.update()
+        return np.stack(pv), np.stack(pt), yv, yt
+
+    def fuse(self, sd: int, st: str, pv, pt, yv, yt) -> None:
+        """Each fusion fitted on validation only, scored on test; diversity and gain over the best member."""
+        cfg, k, accs = self.cfg, self.k, {}
+        for f in cfg.fusions:
+            pred = Ensemble(k, f, seed=sd).fit(pv, yv).predict(pt)  # fitted on validation only
+            accs[f] = float((pred == yt).mean())
+            self.rows.append({"seed": sd, "start": st, "name": f, "kind": "fusion", "acc": accs[f]})
+            if sd == cfg.seeds[0]:
+                self.confusion[(st, f)] = _confusion(yt, pred, k)
+        d = pairwise_diversity(pt.argmax(2) == yt[None])
+        best = best_member(self.rows, sd, st)
+        self.diversity.append(
+            {
+                "seed": sd,
+                "start": st,
+                "disagreement": mean_pairwise(d["disagreement"]),
+                "q": mean_pairwise(d["q"]),
+                "error_correlation": mean_pairwise(d["error_correlation"]),
+                "best_member": best["name"],
+                "best_member_acc": best["acc"],
+                **{f"gain_{f}": accs[f] - best["acc"] for f in cfg.fusions},
+            }
+        )
+
+
+def run_ensembles(
+    cfg: EnsemblesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+) -> EnsemblesResult:
+    """Members fine-tuned from a source task and from scratch per seed, fused by averaging, voting
+    and stacking (``EnsemblesStudy``); writes ``runs/ensembles-<hash>/`` (and ``runs/ensembles-source-*``)."""
+    return EnsemblesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
 
 
 def _last_val_acc(model_file: str) -> float:
-    from .._io import read_json
     from pathlib import Path
+
+    from .._io import read_json
 
     epochs = read_json(Path(model_file).parent / "metrics.json").get("epochs", [])
     return float(epochs[-1]["val_acc"]) if epochs else float("nan")
@@ -401,4 +598,17 @@ def _confusion(y, pred, k) -> np.ndarray:
     return confusion_matrix(y, pred, labels=list(range(k)))
 
 
-__all__ = ["STARTS", "FINETUNE", "EnsemblesConfig", "EnsemblesResult", "run_ensembles", "image_floor", "best_member", "class_gallery", "still_learning", "at_chance", "build_member", "SOURCES"]
+__all__ = [
+    "STARTS",
+    "FINETUNE",
+    "EnsemblesConfig",
+    "EnsemblesResult",
+    "run_ensembles",
+    "image_floor",
+    "best_member",
+    "class_gallery",
+    "still_learning",
+    "at_chance",
+    "build_member",
+    "SOURCES",
+]

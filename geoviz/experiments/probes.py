@@ -31,6 +31,7 @@ global invariants better (an exact permutation over architectures, decided only 
 depths, descriptive below); C pretrained networks learn local tasks faster and networks from
 scratch learn global tasks faster.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,17 +41,16 @@ import numpy as np
 from torch import nn
 
 from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.probes import pooled_features, probe_layers
-from ..config import ExperimentConfig
 from ..analysis.floors import mask_statistics, shortcut_floors
-from ..analysis.statistics import paired_difference
+from ..analysis.probes import pooled_features, probe_layers
+from ..analysis.statistics import NAN, Claim, claim_rows, paired_difference
+from ..config import ExperimentConfig
 from ..datasets.probe_tasks import EXPERIMENTS, PRETRAINING, PROBE_MIN_SIZE, TRANSFER_SETS, ProbeDataset, get_experiment
-from ..engine import fit
 from ..inference import predict
-from ..models import block_layers, build_model, list_models, load_backbone, weight_layers
-from ..models import timm_available
+from ..models import block_layers, build_model, list_models, load_backbone, timm_available, weight_layers
 from ..runs import RunDir, config_hash
-from . import SavesSummary, pretrained_once
+from . import pretrained_once
+from ._study import Study, StudyResult
 
 STARTS = ("pretrained", "scratch")
 MIN_SEEDS = 3  # fewer seeds cannot decide a hypothesis
@@ -63,7 +63,10 @@ def resolve_architecture(name: str) -> tuple[str, str | None]:
     if name == "inception_resnet_v2":
         if timm_available():
             return "timm:inception_resnet_v2", None
-        return "tv:inception_v3", "Inception-ResNet-v2 is not in torchvision and timm is not installed: Inception-v3 stands in"
+        return (
+            "tv:inception_v3",
+            "Inception-ResNet-v2 is not in torchvision and timm is not installed: Inception-v3 stands in",
+        )
     if not (name.startswith("tv:") or name.startswith("timm:")) and name not in list_models():
         from .._utils import unknown_name_message
 
@@ -79,6 +82,10 @@ def _imagenet(name: str) -> bool:
 class ProbesConfig(ExperimentConfig):
     # quick: one binary task per invariant kind and one depth, three seeds, in ~4 minutes on 2 cores
     # (H2 then stays "undecided (1 depth)"); full: all six tasks, the paper's four networks
+    """Shape probes study (paper 5): ``architectures`` from ``starts`` (scratch, pretrained) fine-tuned on
+    each of ``experiments`` per seed, scored on the transfer sets, and probed layer by layer.
+    Profiles: smoke, quick (zoo networks, two tasks), full (all six tasks, the paper's four networks)."""
+
     experiments: tuple = ("E1", "E3", "E4", "E5")
     architectures: tuple = ("resnet14",)
     starts: tuple = STARTS
@@ -102,10 +109,32 @@ class ProbesConfig(ExperimentConfig):
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
-        "smoke": dict(experiments=("E1", "E3"), architectures=("resnet8",), n_per_class=30, n_val_per_class=10, n_test_per_class=20,
-                      epochs=2, seeds=(0,), pretrain_epochs=1, pretrain_n=200, probe_n_per_class=15, floor_n_per_class=40),
-        "full": dict(experiments=tuple(EXPERIMENTS), architectures=PAPER_ARCHITECTURES, image_size=224, n_per_class=500, n_val_per_class=100, n_test_per_class=200,
-                     epochs=10, batch_size=64, lr=0.01, seeds=(0, 1, 2, 3, 4), probe_n_per_class=200),
+        "smoke": dict(
+            experiments=("E1", "E3"),
+            architectures=("resnet8",),
+            n_per_class=30,
+            n_val_per_class=10,
+            n_test_per_class=20,
+            epochs=2,
+            seeds=(0,),
+            pretrain_epochs=1,
+            pretrain_n=200,
+            probe_n_per_class=15,
+            floor_n_per_class=40,
+        ),
+        "full": dict(
+            experiments=tuple(EXPERIMENTS),
+            architectures=PAPER_ARCHITECTURES,
+            image_size=224,
+            n_per_class=500,
+            n_val_per_class=100,
+            n_test_per_class=200,
+            epochs=10,
+            batch_size=64,
+            lr=0.01,
+            seeds=(0, 1, 2, 3, 4),
+            probe_n_per_class=200,
+        ),
     }
 
     def __post_init__(self):
@@ -120,7 +149,9 @@ class ProbesConfig(ExperimentConfig):
         if bad or not self.transfer_sets:
             raise ValueError(f"unknown transfer sets {bad}; allowed: {TRANSFER_SETS}")
         if self.image_size < 32:
-            raise ValueError(f"image_size must be >= 32 (the shape tasks need room for their holes and dots), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be >= 32 (the shape tasks need room for their holes and dots), got {self.image_size}"
+            )
 
 
 def _nanmean(x, axis=None):
@@ -182,10 +213,25 @@ def _decide(a: np.ndarray, b: np.ndarray, confidence: float) -> dict:
     n = int(keep.sum())
     if n < MIN_SEEDS:
         est = float(np.mean(a[keep] - b[keep])) if n else float("nan")
-        return {"estimate": est, "ci": [float("nan"), float("nan")], "bootstrap_ci": [float("nan"), float("nan")], "p_value": float("nan"),
-                "n_seeds": n, "verdict": f"undecided ({n} seed{'s' if n != 1 else ''})"}
+        return {
+            "estimate": est,
+            "ci": [float("nan"), float("nan")],
+            "bootstrap_ci": [float("nan"), float("nan")],
+            "p_value": float("nan"),
+            "n_seeds": n,
+            "verdict": "undecided",
+            "note": f"{n} seed{'s' if n != 1 else ''}: too few for an interval",
+        }
     d = paired_difference(a[keep], b[keep], confidence=confidence)
-    return {"estimate": d["mean"], "ci": d["ci"], "bootstrap_ci": d["bootstrap_ci"], "p_value": d["p_value"], "n_seeds": n, "verdict": d["verdict"]}
+    return {
+        "estimate": d["mean"],
+        "ci": d["ci"],
+        "bootstrap_ci": d["bootstrap_ci"],
+        "p_value": d["p_value"],
+        "n_seeds": n,
+        "verdict": d["verdict"],
+        "note": "",
+    }
 
 
 def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, confidence: float = 0.95) -> list[dict]:
@@ -208,19 +254,35 @@ def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, confidence:
     archs = list(dict.fromkeys(r["architecture"] for r in runs))
     out = []
     for t in transfer_sets:
-        value = (lambda rs, t=t: _group_cc(rs, t))
+        value = functools.partial(_group_cc, t=t)
         for scope in ["overall"] + (archs if len(archs) > 1 else []):
             in_scope = (lambda r: True) if scope == "overall" else (lambda r, a=scope: r["architecture"] == a)
             loc, lu, lt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "local", value)
             glo, gu, gt = _per_seed(runs, seeds, lambda r: in_scope(r) and r["invariant"] == "global", value)
-            out.append({"hypothesis": "H1 local transfers better than global", "transfer_set": t, "scope": scope,
-                        "local": float(_nanmean(loc)), "global": float(_nanmean(glo)),
-                        "learnt": f"local {lu}/{lt}, global {gu}/{gt}", "statistic": "chance-corrected transfer, local minus global",
-                        **_decide(loc, glo, confidence)})
+            out.append(
+                {
+                    "hypothesis": "H1 local transfers better than global",
+                    "transfer_set": t,
+                    "scope": scope,
+                    "local": float(_nanmean(loc)),
+                    "global": float(_nanmean(glo)),
+                    "learnt": f"local {lu}/{lt}, global {gu}/{gt}",
+                    "statistic": "chance-corrected transfer, local minus global",
+                    **_decide(loc, glo, confidence),
+                }
+            )
         # H2 across architectures
         depth = {a: next(r["depth"] for r in runs if r["architecture"] == a) for a in archs}
-        glob = {a: float(_nanmean(_per_seed(runs, seeds, lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", value)[0]))
-                for a in archs}
+        glob = {
+            a: float(
+                _nanmean(
+                    _per_seed(runs, seeds, lambda r, a=a: r["architecture"] == a and r["invariant"] == "global", value)[
+                        0
+                    ]
+                )
+            )
+            for a in archs
+        }
         n_depths = len(set(depth.values()))
         rho, p_up, p_down = float("nan"), float("nan"), float("nan")
         usable = [a for a in archs if np.isfinite(glob[a])]
@@ -236,36 +298,96 @@ def probe_verdicts(runs: list[dict], *, transfer_sets=TRANSFER_SETS, confidence:
             if perms:
                 p_up = float(np.mean([x >= rho - 1e-12 for x in perms]))
                 p_down = float(np.mean([x <= rho + 1e-12 for x in perms]))
-        alpha = (1 - confidence) / 2
+        alpha, note = (1 - confidence) / 2, ""
         if n_depths < MIN_DEPTHS:
-            verdict = f"undecided ({n_depths} depth{'s' if n_depths != 1 else ''}: descriptive)"
+            verdict, note = (
+                "undecided",
+                f"{n_depths} depth{'s' if n_depths != 1 else ''}: descriptive (a verdict needs {MIN_DEPTHS})",
+            )
         else:
             verdict = "supported" if p_up < alpha else "contradicted" if p_down < alpha else "undecided"
-        out.append({"hypothesis": "H2 deeper transfers global better", "transfer_set": t, "scope": "overall", "estimate": rho,
-                    "ci": [float("nan"), float("nan")], "p_value": p_up, "p_value_decreasing": p_down, "n_seeds": len(seeds),
-                    "depths": depth, "global_by_architecture": glob, "statistic": "Spearman rho, depth vs global chance-corrected transfer",
-                    "verdict": verdict})
+        out.append(
+            {
+                "hypothesis": "H2 deeper transfers global better",
+                "transfer_set": t,
+                "scope": "overall",
+                "estimate": rho,
+                "ci": [float("nan"), float("nan")],
+                "p_value": p_up,
+                "p_value_decreasing": p_down,
+                "n_seeds": len(seeds),
+                "depths": depth,
+                "global_by_architecture": glob,
+                "statistic": "Spearman rho, depth vs global chance-corrected transfer",
+                "n_depths": n_depths,
+                "verdict": verdict,
+                "note": note,
+            }
+        )
     # C: learning speed, paired per seed
     for scope in ["overall"] + (archs if len(archs) > 1 else []):
         in_scope = (lambda r: True) if scope == "overall" else (lambda r, a=scope: r["architecture"] == a)
 
         def auc(start, inv):
-            return _per_seed(runs, seeds, lambda r: in_scope(r) and r["start"] == start and r["invariant"] == inv, _auc)[0]
+            return _per_seed(
+                runs, seeds, lambda r: in_scope(r) and r["start"] == start and r["invariant"] == inv, _auc
+            )[0]
 
-        local_row = {"hypothesis": "C pretrained learns local tasks faster", "transfer_set": "-", "scope": scope,
-                     "statistic": "chance-corrected learning-curve area, pretrained minus scratch", **_decide(auc("pretrained", "local"), auc("scratch", "local"), confidence)}
-        global_row = {"hypothesis": "C scratch learns global tasks faster", "transfer_set": "-", "scope": scope,
-                      "statistic": "chance-corrected learning-curve area, scratch minus pretrained", **_decide(auc("scratch", "global"), auc("pretrained", "global"), confidence)}
+        local_row = {
+            "hypothesis": "C pretrained learns local tasks faster",
+            "transfer_set": "-",
+            "scope": scope,
+            "statistic": "chance-corrected learning-curve area, pretrained minus scratch",
+            **_decide(auc("pretrained", "local"), auc("scratch", "local"), confidence),
+        }
+        global_row = {
+            "hypothesis": "C scratch learns global tasks faster",
+            "transfer_set": "-",
+            "scope": scope,
+            "statistic": "chance-corrected learning-curve area, scratch minus pretrained",
+            **_decide(auc("scratch", "global"), auc("pretrained", "global"), confidence),
+        }
         parts = (local_row["verdict"], global_row["verdict"])
-        both = ("supported" if parts == ("supported", "supported") else "contradicted" if "contradicted" in parts
-                else next((v for v in parts if v.startswith("undecided (")), "undecided"))
-        out += [local_row, global_row, {"hypothesis": "C (both parts)", "transfer_set": "-", "scope": scope, "estimate": float("nan"),
-                                        "ci": [float("nan"), float("nan")], "n_seeds": local_row["n_seeds"], "verdict": both}]
+        both = (
+            "supported"
+            if parts == ("supported", "supported")
+            else "contradicted"
+            if "contradicted" in parts
+            else "undecided"
+        )
+        out += [
+            local_row,
+            global_row,
+            {
+                "hypothesis": "C (both parts)",
+                "transfer_set": "-",
+                "scope": scope,
+                "estimate": float("nan"),
+                "ci": [float("nan"), float("nan")],
+                "n_seeds": local_row["n_seeds"],
+                "verdict": both,
+                "note": local_row["note"] or global_row["note"],
+            },
+        ]
     return out
 
 
 @dataclass
-class ProbesResult(SavesSummary):
+class ProbesResult(StudyResult):
+    """What ``run_probes`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    runs : one row per (experiment, architecture, start, seed) fine-tuning run: accuracies on the
+        training distribution and each transfer set, learning curve, per-image correctness.
+    probes : one row per (experiment, architecture, start, layer): the linear probe's accuracies.
+    notes : what was substituted or left out, and why.
+    experiment : the run folder.
+    floors : per experiment: chance, the shortcut floor per set, the random network's best probe.
+    histories : per-epoch records per ``(arm, seed)``, arm = "<experiment>-<architecture>-<start>".
+    """
+
     config: ProbesConfig
     runs: list[dict]
     probes: list[dict]
@@ -274,6 +396,7 @@ class ProbesResult(SavesSummary):
     _frozen: dict = field(default_factory=dict, repr=False)  # (arch, start, seed) → state dict of the starting network
     _cache: dict = field(default_factory=dict, repr=False)
     floors: list[dict] = field(default_factory=list)
+    histories: dict = field(default_factory=dict)
 
     # ---------------------------------------------------------------- tables
     def table(self) -> list[dict]:
@@ -284,11 +407,19 @@ class ProbesResult(SavesSummary):
         for e, a, s in keys:
             rs = [r for r in self.runs if (r["experiment"], r["architecture"], r["start"]) == (e, a, s)]
             reach = [r["images_to_target"] for r in rs if r["images_to_target"] is not None]
-            row = {"experiment": e, "invariant": rs[0]["invariant"], "architecture": a, "start": s, "depth": rs[0]["depth"], "chance": rs[0]["chance"],
-                   "train_acc": float(np.mean([r["train_acc"] for r in rs])),
-                   "images_to_target": float(np.mean(reach)) if len(reach) == len(rs) else None,
-                   "curve_auc": float(np.mean([r["curve_auc"] for r in rs])), "n": len(rs),
-                   "n_learnt": sum(_learnt(r["train_acc"], r["chance"]) for r in rs)}
+            row = {
+                "experiment": e,
+                "invariant": rs[0]["invariant"],
+                "architecture": a,
+                "start": s,
+                "depth": rs[0]["depth"],
+                "chance": rs[0]["chance"],
+                "train_acc": float(np.mean([r["train_acc"] for r in rs])),
+                "images_to_target": float(np.mean(reach)) if len(reach) == len(rs) else None,
+                "curve_auc": float(np.mean([r["curve_auc"] for r in rs])),
+                "n": len(rs),
+                "n_learnt": sum(_learnt(r["train_acc"], r["chance"]) for r in rs),
+            }
             for t in self.config.transfer_sets:
                 row[f"{t}_acc"] = float(np.mean([r["transfer_acc"][t] for r in rs]))
                 row[f"{t}_cc"] = float(_nanmean([r["transfer_cc"][t] for r in rs]))
@@ -296,9 +427,40 @@ class ProbesResult(SavesSummary):
         return out
 
     def verdicts(self) -> list[dict]:
-        """H1, H2 and C, decided over seeds (``probe_verdicts``)."""
+        """H1, H2 and C, decided over seeds (``probe_verdicts``): the rows with every detail."""
         cfg = self.config
         return probe_verdicts(self.runs, transfer_sets=cfg.transfer_sets, confidence=cfg.confidence)
+
+    def claims(self) -> list[Claim]:
+        """``verdicts()`` as ``Claim``s: H1 and C paired over seeds, H2 over architectures (Spearman)."""
+        out = []
+        for v in self.verdicts():
+            h2, both = v["hypothesis"].startswith("H2"), v["hypothesis"] == "C (both parts)"
+            note = v.get("note", "")
+            if h2:  # one-sided exact p over orderings; contradicted when the opposite p is below alpha
+                note = "; ".join(x for x in (note, f"opposite p {v['p_value_decreasing']:.3g}") if x)
+            if both:
+                note = "; ".join(x for x in ("decided by the two parts above, each paired over seeds", note) if x)
+            out.append(
+                Claim(
+                    v["hypothesis"],
+                    v.get("statistic", "both parts of C"),
+                    v["estimate"],
+                    tuple(v["ci"]),
+                    v.get("p_value", NAN),
+                    len(v["depths"]) if h2 else v["n_seeds"],
+                    "architectures (Spearman, exact permutations)" if h2 else "seeds",
+                    v["verdict"],
+                    note,
+                    {"transfer set": v["transfer_set"], "scope": v["scope"]},
+                    {
+                        k: v[k]
+                        for k in ("bootstrap_ci", "local", "global", "learnt", "depths", "p_value_decreasing")
+                        if k in v
+                    },
+                )
+            )
+        return out
 
     # ---------------------------------------------------------------- on demand
     def embedding(self, experiment: str, architecture: str, start: str, layer: str, method: str = "umap"):
@@ -309,7 +471,9 @@ class ProbesResult(SavesSummary):
         key = (experiment, architecture, start, layer, method)
         if key not in self._cache:
             cfg = self.config
-            model = _make_model(architecture, start, len(get_experiment(experiment).classes), cfg, self._frozen, cfg.seeds[0])
+            model = _make_model(
+                architecture, start, len(get_experiment(experiment).classes), cfg, self._frozen, cfg.seeds[0]
+            )
             ds = _probe_data(cfg, experiment, architecture, "train", cfg.probe_n_per_class, "test")
             feats, labels = pooled_features(model, ds, [layer], device=resolve_device(cfg.device))
             self._cache[key] = (project(feats[layer], method, seed=0), labels)
@@ -318,9 +482,14 @@ class ProbesResult(SavesSummary):
     def gallery(self, experiment: str, per_class: int = 3):
         """Images for ``viz.ShapeGallery``: per class a row of training images, then each transfer set's."""
         exp = get_experiment(experiment)
-        size = max(image_size(self.config, exp.key), min(self.config.image_size, 64))  # the look of the task, at a browsable size
+        size = max(
+            image_size(self.config, exp.key), min(self.config.image_size, 64)
+        )  # the look of the task, at a browsable size
         sets = [("train", ProbeDataset(exp.key, "train", n_per_class=per_class, size=size, split="test", channels=1))]
-        sets += [(t, ProbeDataset(exp.key, t, n_per_class=per_class, size=size, split="test", channels=1)) for t in self.config.transfer_sets]
+        sets += [
+            (t, ProbeDataset(exp.key, t, n_per_class=per_class, size=size, split="test", channels=1))
+            for t in self.config.transfer_sets
+        ]
         images, captions = [], []
         for c, name in enumerate(exp.classes):
             for tag, ds in sets:
@@ -328,15 +497,27 @@ class ProbesResult(SavesSummary):
                 images += [ds.images[i] for i in sel]
                 captions += [f"{tag}: {name}"] * len(sel)
         changes = "; ".join(f"{t} = {exp.tests_on(t)}" for t in self.config.transfer_sets)
-        title = f"{exp.key} {exp.name} ({exp.invariant}): training distribution | " + " | ".join(self.config.transfer_sets) + f"<br><sup>{exp.description}; {changes}</sup>"
+        title = (
+            f"{exp.key} {exp.name} ({exp.invariant}): training distribution | "
+            + " | ".join(self.config.transfer_sets)
+            + f"<br><sup>{exp.description}; {changes}</sup>"
+        )
         return images, captions, len(sets) * per_class, title
 
     def layers_of(self, architecture: str) -> list[str]:
+        """The blocks of ``architecture`` the layer probes read."""
         return block_layers(build_model(resolve_architecture(architecture)[0], 2))
 
     def summary(self) -> dict:
-        return {"table": self.table(), "verdicts": self.verdicts(), "floors": self.floors, "probes": self.probes, "notes": self.notes}
-
+        """The table, the verdict rows, the claims, the floors, the probes and the notes."""
+        return {
+            "table": self.table(),
+            "verdicts": self.verdicts(),
+            "claims": claim_rows(self.claims()),
+            "floors": self.floors,
+            "probes": self.probes,
+            "notes": self.notes,
+        }
 
 
 # -------------------------------------------------------------------- helpers
@@ -362,12 +543,28 @@ def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
     k = len(PRETRAINING.classes)
 
     def data():
-        return (ProbeDataset(PRETRAINING, "train", n_per_class=max(1, cfg.pretrain_n // k), size=cfg.image_size, split="train"),
-                ProbeDataset(PRETRAINING, "train", n_per_class=max(10, cfg.pretrain_n // (10 * k)), size=cfg.image_size, split="val"))
+        return (
+            ProbeDataset(
+                PRETRAINING, "train", n_per_class=max(1, cfg.pretrain_n // k), size=cfg.image_size, split="train"
+            ),
+            ProbeDataset(
+                PRETRAINING, "train", n_per_class=max(10, cfg.pretrain_n // (10 * k)), size=cfg.image_size, split="val"
+            ),
+        )
 
     settings = {"n": cfg.pretrain_n, "size": cfg.image_size, "classes": PRETRAINING.classes}
-    return pretrained_once(arch, k, data, name="probes-pretrain", settings=settings, epochs=cfg.pretrain_epochs, lr=0.05,
-                           batch_size=cfg.batch_size, device=device, run_root=run_root)
+    return pretrained_once(
+        arch,
+        k,
+        data,
+        name="probes-pretrain",
+        settings=settings,
+        epochs=cfg.pretrain_epochs,
+        lr=0.05,
+        batch_size=cfg.batch_size,
+        device=device,
+        run_root=run_root,
+    )
 
 
 def _make_model(arch: str, start: str, k: int, cfg: ProbesConfig, frozen: dict, seed: int = 0) -> nn.Module:
@@ -379,7 +576,9 @@ def _make_model(arch: str, start: str, k: int, cfg: ProbesConfig, frozen: dict, 
         model = build_model(name, k)
         if key in frozen:  # the same starting network for every experiment: only the head is new
             own = model.state_dict()
-            model.load_state_dict({kk: v for kk, v in frozen[key].items() if kk in own and own[kk].shape == v.shape}, strict=False)
+            model.load_state_dict(
+                {kk: v for kk, v in frozen[key].items() if kk in own and own[kk].shape == v.shape}, strict=False
+            )
     return model
 
 
@@ -401,11 +600,15 @@ def check_pretrained_weights(cfg: ProbesConfig) -> None:
                 url = hub_weights_file(name[3:], "DEFAULT")[1]
                 missing.append(f"{arch}: {path} (from {url})")
         elif name.startswith("timm:") and not cfg.weights.get(arch):
-            missing.append(f"{arch}: pass weights={{'{arch}': 'DEFAULT'}} (timm's weights, read from the Hugging Face cache) or "
-                           f"weights={{'{arch}': 'path/to/{name[5:]}.pth'}}")
+            missing.append(
+                f"{arch}: pass weights={{'{arch}': 'DEFAULT'}} (timm's weights, read from the Hugging Face cache) or "
+                f"weights={{'{arch}': 'path/to/{name[5:]}.pth'}}"
+            )
     if missing:
-        raise FileNotFoundError("pretrained weights are missing (geoviz never downloads them; copy each file there, or use starts=('scratch',)):\n  "
-                                + "\n  ".join(missing))
+        raise FileNotFoundError(
+            "pretrained weights are missing (geoviz never downloads "
+            "them; copy each file there, or use starts=('scratch',)):\n  " + "\n  ".join(missing)
+        )
 
 
 def task_floors(cfg: ProbesConfig) -> list[dict]:
@@ -417,14 +620,25 @@ def task_floors(cfg: ProbesConfig) -> list[dict]:
     out = []
     for e in cfg.experiments:
         exp = get_experiment(e)
-        train = ProbeDataset(e, "train", n_per_class=cfg.floor_n_per_class, size=image_size(cfg, e), split="train", channels=1)
+        train = ProbeDataset(
+            e, "train", n_per_class=cfg.floor_n_per_class, size=image_size(cfg, e), split="train", channels=1
+        )
         tests = {}
         for which in ("train", *cfg.transfer_sets):
-            test = ProbeDataset(e, which, n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1)
+            test = ProbeDataset(
+                e, which, n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1
+            )
             tests[which] = (mask_statistics(test.images, test.dots), test.labels.numpy())
         acc = shortcut_floors(mask_statistics(train.images, train.dots), train.labels.numpy(), tests)
-        out.append({"experiment": exp.key, "invariant": exp.invariant, "chance": 1.0 / len(exp.classes), "shortcut_floor": acc.pop("train"),
-                    **{f"shortcut_floor_{t}": v for t, v in acc.items()}})
+        out.append(
+            {
+                "experiment": exp.key,
+                "invariant": exp.invariant,
+                "chance": 1.0 / len(exp.classes),
+                "shortcut_floor": acc.pop("train"),
+                **{f"shortcut_floor_{t}": v for t, v in acc.items()},
+            }
+        )
     return out
 
 
@@ -433,44 +647,77 @@ def _correct(model, data, device) -> list[int]:
     return (logits.argmax(1) == labels).int().tolist()
 
 
-def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> ProbesResult:
-    check_pretrained_weights(cfg)
-    device = resolve_device(cfg.device)
-    notes = sorted({n for a in cfg.architectures for n in [resolve_architecture(a)[1]] if n})
-    exp_dir = RunDir(f"probes-{config_hash(cfg)}", run_root)
-    exp_dir.write_config(cfg)
+class ProbesStudy(Study):
+    """Steps: ``starting_networks`` (scratch per seed, pretrained once), ``floors``, ``fine_tune``
+    every (experiment, architecture, start, seed), ``layer_probes`` of the frozen starting networks."""
 
-    # the starting networks, shared by every experiment: scratch differs per seed, pretrained is one
-    frozen = {}
-    for arch in cfg.architectures:
-        name, _ = resolve_architecture(arch)
-        for start in cfg.starts:
-            if _imagenet(name) and start == "pretrained":
-                continue
-            for seed in (cfg.seeds if start == "scratch" else (0,)):
-                seed_everything(4321 + seed)
-                m = build_model(name, 10)
-                if start == "pretrained":
-                    load_backbone(m, _pretrain(name, cfg, device, run_root))
-                frozen[(arch, start, seed)] = {k: v.clone() for k, v in m.state_dict().items()}
-    if any(s == "pretrained" for s in cfg.starts) and any(not _imagenet(resolve_architecture(a)[0]) for a in cfg.architectures):
-        notes.append("zoo networks: 'pretrained' = pretrained by geoviz on shapes10 classes no experiment uses "
-                     f"({', '.join(PRETRAINING.classes)}; no ImageNet weights exist for them)")
+    key = "probes"
 
-    floors = task_floors(cfg)
-    runs, probes = [], []
-    jobs = [(e, a, s, seed) for e in cfg.experiments for a in cfg.architectures for s in cfg.starts for seed in cfg.seeds]
-    for e, a, s, seed in progress_bar(jobs, desc="fine-tuning runs", enabled=progress):
+    def steps(self) -> ProbesResult:
+        cfg = self.cfg
+        check_pretrained_weights(cfg)
+        notes = sorted({n for a in cfg.architectures for n in [resolve_architecture(a)[1]] if n})
+        self.open_run(f"probes-{config_hash(cfg)}")
+        frozen = self.starting_networks()
+        if any(s == "pretrained" for s in cfg.starts) and any(
+            not _imagenet(resolve_architecture(a)[0]) for a in cfg.architectures
+        ):
+            notes.append(
+                "zoo networks: 'pretrained' = pretrained by geoviz on shapes10 classes no experiment uses "
+                f"({', '.join(PRETRAINING.classes)}; no ImageNet weights exist for them)"
+            )
+        floors = task_floors(cfg)
+        jobs = [
+            (e, a, s, seed)
+            for e in cfg.experiments
+            for a in cfg.architectures
+            for s in cfg.starts
+            for seed in cfg.seeds
+        ]
+        runs = [
+            self.fine_tune(frozen, *job) for job in progress_bar(jobs, desc="fine-tuning runs", enabled=self.progress)
+        ]
+        probes = self.layer_probes(frozen)
+        for f in floors:  # the random network's best block, where a scratch start was probed
+            rand = [p["cv_acc"] for p in probes if p["experiment"] == f["experiment"] and p["start"] == "scratch"]
+            f["random_network_probe"] = max(rand) if rand else None
+        return ProbesResult(cfg, runs, probes, notes, self.exp, frozen, floors=floors, histories=self.histories)
+
+    def starting_networks(self) -> dict:
+        """The starting networks, shared by every experiment: scratch differs per seed, pretrained is one."""
+        cfg, frozen = self.cfg, {}
+        for arch in cfg.architectures:
+            name, _ = resolve_architecture(arch)
+            for start in cfg.starts:
+                if _imagenet(name) and start == "pretrained":
+                    continue
+                for seed in cfg.seeds if start == "scratch" else (0,):
+                    seed_everything(4321 + seed)
+                    m = build_model(name, 10)
+                    if start == "pretrained":
+                        load_backbone(m, _pretrain(name, cfg, self.device, self.run_root))
+                    frozen[(arch, start, seed)] = {k: v.clone() for k, v in m.state_dict().items()}
+        return frozen
+
+    def fine_tune(self, frozen: dict, e: str, a: str, s: str, seed: int) -> dict:
+        """One fine-tuning run on the training distribution, scored there and on every transfer set."""
+        cfg, device = self.cfg, self.device
         exp = get_experiment(e)
         k = len(exp.classes)
         train = _probe_data(cfg, e, a, "train", cfg.n_per_class, "train")
         val = _probe_data(cfg, e, a, "train", cfg.n_val_per_class, "val")
         test = _probe_data(cfg, e, a, "train", cfg.n_test_per_class, "test")
-        name = f"{exp.key}-{a.replace(':', '_')}-{s}-s{seed}"
-        rd = RunDir(name, exp_dir.path)
-        seed_everything(seed)
-        model = _make_model(a, s, k, cfg, frozen, seed)
-        res = fit(model, train, val, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device, run=rd, seed=seed, progress=False)
+        arm = f"{exp.key}-{a.replace(':', '_')}-{s}"
+        model, res = self.fit_arm(
+            arm,
+            seed,
+            lambda: _make_model(a, s, k, cfg, frozen, seed),
+            train,
+            val,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+        )
         curve = [(h["epoch"] * len(train), h["val_acc"]) for h in res.history]
         reach = next((n for n, acc in curve if acc >= cfg.target_acc), None)
         correct = {"test": _correct(model, test, device)}
@@ -478,24 +725,54 @@ def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True) -> Pr
             correct[t] = _correct(model, _probe_data(cfg, e, a, t, cfg.n_test_per_class, "test"), device)
         train_acc = float(np.mean(correct["test"]))
         acc = {t: float(np.mean(correct[t])) for t in cfg.transfer_sets}
-        runs.append({"experiment": exp.key, "name": exp.name, "invariant": exp.invariant, "architecture": a, "start": s, "seed": seed,
-                     "depth": weight_layers(model), "train_acc": train_acc, "transfer_acc": acc,
-                     "transfer_cc": {t: chance_corrected(acc[t], train_acc, 1.0 / k) for t in cfg.transfer_sets}, "curve": curve,
-                     "images_to_target": reach, "epochs_to_target": None if reach is None else reach // len(train),
-                     "curve_auc": float(np.mean([v for _, v in curve])), "chance": 1.0 / k, "correct": correct})
-        rd.write_summary(transfer_acc=acc, transfer_cc=runs[-1]["transfer_cc"], images_to_target=reach)
+        row = {
+            "experiment": exp.key,
+            "name": exp.name,
+            "invariant": exp.invariant,
+            "architecture": a,
+            "start": s,
+            "seed": seed,
+            "depth": weight_layers(model),
+            "train_acc": train_acc,
+            "transfer_acc": acc,
+            "transfer_cc": {t: chance_corrected(acc[t], train_acc, 1.0 / k) for t in cfg.transfer_sets},
+            "curve": curve,
+            "images_to_target": reach,
+            "epochs_to_target": None if reach is None else reach // len(train),
+            "curve_auc": float(np.mean([v for _, v in curve])),
+            "chance": 1.0 / k,
+            "correct": correct,
+        }
+        self.arm_run(f"{arm}-s{seed}").write_summary(
+            transfer_acc=acc, transfer_cc=row["transfer_cc"], images_to_target=reach
+        )
+        return row
 
-    # layer-wise linear probes of the frozen starting networks (seed 0's scratch network)
-    pjobs = [(e, a, s) for e in cfg.experiments for a in cfg.architectures for s in cfg.starts]
-    for e, a, s in progress_bar(pjobs, desc="layer probes", enabled=progress):
-        exp = get_experiment(e)
-        model = _make_model(a, s, len(exp.classes), cfg, frozen, cfg.seeds[0]).to(device).eval()
-        ptrain = _probe_data(cfg, e, a, "train", cfg.probe_n_per_class, "test")
-        ptransfer = _probe_data(cfg, e, a, "both", cfg.probe_n_per_class, "test")
-        for row in probe_layers(model, ptrain, ptransfer, folds=cfg.probe_folds, device=device):
-            probes.append({"experiment": exp.key, "invariant": exp.invariant, "architecture": a, "start": s, **row,
-                           "chance": 1.0 / len(exp.classes)})
-    for f in floors:  # the random network's best block, where a scratch start was probed
-        rand = [p["cv_acc"] for p in probes if p["experiment"] == f["experiment"] and p["start"] == "scratch"]
-        f["random_network_probe"] = max(rand) if rand else None
-    return ProbesResult(cfg, runs, probes, notes, exp_dir, frozen, floors=floors)
+    def layer_probes(self, frozen: dict) -> list[dict]:
+        """Layer-wise linear probes of the frozen starting networks (seed 0's scratch network)."""
+        cfg, probes = self.cfg, []
+        pjobs = [(e, a, s) for e in cfg.experiments for a in cfg.architectures for s in cfg.starts]
+        for e, a, s in progress_bar(pjobs, desc="layer probes", enabled=self.progress):
+            exp = get_experiment(e)
+            model = _make_model(a, s, len(exp.classes), cfg, frozen, cfg.seeds[0]).to(self.device).eval()
+            ptrain = _probe_data(cfg, e, a, "train", cfg.probe_n_per_class, "test")
+            ptransfer = _probe_data(cfg, e, a, "both", cfg.probe_n_per_class, "test")
+            for row in probe_layers(model, ptrain, ptransfer, folds=cfg.probe_folds, device=self.device):
+                probes.append(
+                    {
+                        "experiment": exp.key,
+                        "invariant": exp.invariant,
+                        "architecture": a,
+                        "start": s,
+                        **row,
+                        "chance": 1.0 / len(exp.classes),
+                    }
+                )
+        return probes
+
+
+def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> ProbesResult:
+    """Fine-tune every architecture from scratch and pretrained on each shape experiment, score the
+    transfer sets, probe the frozen networks layer by layer, and decide H1, H2 and C
+    (``ProbesStudy``); writes ``runs/probes-<hash>/`` (and ``runs/probes-pretrain-*`` once per network)."""
+    return ProbesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()

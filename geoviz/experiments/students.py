@@ -21,6 +21,7 @@ three-valued): each distilled student near the teacher (within ``near_teacher_ma
 clean and corrupted), and distillation vs the labelled set alone. The floor: the MAE of predicting
 the labelled set's mean. Speeds are single medians on a shared CPU: descriptive, not claims.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,17 +31,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._utils import progress_bar, resolve_device, seed_everything
+from .._utils import progress_bar, seed_everything
 from ..analysis.robustness import robustness_reports
-from ..analysis.statistics import mean_std, paired_difference
+from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
+from ..costs import measure_flops, measure_latency
 from ..datasets import get_dataset
 from ..datasets.corruptions import CORRUPTIONS, SEVERITIES
-from ..costs import measure_flops, measure_latency
 from ..engine import distill_offline, fit
 from ..models import build_model
 from ..runs import RunDir, config_hash
-from . import SavesSummary
+from ._study import Study, StudyResult
 
 # name → (zoo model, build kwargs, input size or None)
 STUDENTS = {
@@ -52,8 +53,11 @@ STUDENTS = {
 
 
 def _build(model: str, kwargs: dict, size: int | None, start: float) -> torch.nn.Module:
-    net = build_model(model, 1, **kwargs) if size is None else \
-        build_model("resized", 1, base={"name": model, "num_classes": 1, **kwargs}, size=size)
+    net = (
+        build_model(model, 1, **kwargs)
+        if size is None
+        else build_model("resized", 1, base={"name": model, "num_classes": 1, **kwargs}, size=size)
+    )
     return _start_at_mean(net, start)
 
 
@@ -69,6 +73,10 @@ def _start_at_mean(net: torch.nn.Module, mean: float) -> torch.nn.Module:
 
 @dataclass(frozen=True)
 class StudentsConfig(ExperimentConfig):
+    """Students study (paper 4): a ``teacher`` regressor and each of ``students`` distilled from its
+    pseudo-labels on ``n_pool`` unlabelled images or trained on the labelled set alone, per seed, scored
+    clean and under ``corruptions`` × ``severities``. Profiles: smoke, quick, full."""
+
     teacher: str = "wrn_16_2"
     # quick: resnet8 only. On two CPU cores MobileNetV2-half trains at ~430 images/s (resnet8 ~2,000),
     # and its distilled arm needs twice quick's budget to converge (seed 0: 1.68 → 1.25 px when
@@ -107,12 +115,37 @@ class StudentsConfig(ExperimentConfig):
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
-        "smoke": dict(teacher="resnet14", students=("resnet8", "mobilenetv2_half@24"), n_labelled=96, n_pool=128, n_val=48, n_test=40,
-                      teacher_epochs=1, pretrain_epochs=1, finetune_epochs=1, corruptions=("gaussian_noise", "defocus_blur", "fog", "contrast"),
-                      severities=(1, 5), seeds=(0, 1), latency_repeats=2),
-        "full": dict(teacher="wrn_40_2", students=tuple(STUDENTS), severities=SEVERITIES, n_labelled=5000, n_pool=50000, n_val=1000, n_test=2000,
-                     teacher_epochs=60, teacher_per_seed=True, pretrain_epochs=30, finetune_epochs=10, batch_size=128, seeds=(0, 1, 2, 3, 4),
-                     latency_repeats=50),
+        "smoke": dict(
+            teacher="resnet14",
+            students=("resnet8", "mobilenetv2_half@24"),
+            n_labelled=96,
+            n_pool=128,
+            n_val=48,
+            n_test=40,
+            teacher_epochs=1,
+            pretrain_epochs=1,
+            finetune_epochs=1,
+            corruptions=("gaussian_noise", "defocus_blur", "fog", "contrast"),
+            severities=(1, 5),
+            seeds=(0, 1),
+            latency_repeats=2,
+        ),
+        "full": dict(
+            teacher="wrn_40_2",
+            students=tuple(STUDENTS),
+            severities=SEVERITIES,
+            n_labelled=5000,
+            n_pool=50000,
+            n_val=1000,
+            n_test=2000,
+            teacher_epochs=60,
+            teacher_per_seed=True,
+            pretrain_epochs=30,
+            finetune_epochs=10,
+            batch_size=128,
+            seeds=(0, 1, 2, 3, 4),
+            latency_repeats=50,
+        ),
     }
 
     def __post_init__(self):
@@ -121,11 +154,27 @@ class StudentsConfig(ExperimentConfig):
         if bad or not self.students:
             raise ValueError(f"unknown students {bad}; allowed: {tuple(STUDENTS)}")
         if not self.near_teacher_margin >= 0:
-            raise ValueError(f"near_teacher_margin must be >= 0 (a fraction of the teacher's MAE), got {self.near_teacher_margin}")
+            raise ValueError(
+                f"near_teacher_margin must be >= 0 (a fraction of the teacher's MAE), got {self.near_teacher_margin}"
+            )
 
 
 @dataclass
-class StudentsResult(SavesSummary):
+class StudentsResult(StudyResult):
+    """What ``run_students`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    rows : per (seed, model, arm): MAE clean and under corruptions, robustness report, costs, speed-ups.
+    floor_mae : the MAE of predicting the training mean on the test split (the floor).
+    histories : ``(arm, seed)`` → per-epoch records ("teacher", "<student> distilled", "<student> labelled only").
+    test_images, test_targets : the test split.
+    models : the first seed's networks by name (for the prediction widget).
+    val_floor_mae : the mean predictor on the validation split (noisy targets), for the curves.
+    experiment : the run folder.
+    """
+
     config: StudentsConfig
     rows: list[dict]  # per (seed, model, arm): MAE clean, robustness report, costs
     floor_mae: float
@@ -135,6 +184,11 @@ class StudentsResult(SavesSummary):
     models: dict = field(default_factory=dict)  # first seed: name → model (for the prediction widget)
     val_floor_mae: float = float("nan")  # the mean predictor on the validation split (noisy targets), for the curves
     experiment: RunDir | None = None
+
+    @property
+    def floors(self) -> dict:
+        """The MAE of predicting the training mean, on the test and the validation split."""
+        return {"mean_predictor_mae": self.floor_mae, "mean_predictor_val_mae": self.val_floor_mae}
 
     def table(self) -> list[dict]:
         """Per (model, arm): MAE clean and mean over corruptions (mean ± std over seeds), relative
@@ -147,7 +201,15 @@ class StudentsResult(SavesSummary):
             row = {"model": key[0], "arm": key[1], "n": n}
             for k in ("mae", "corrupted_mae", "mce", "relative_mce"):
                 row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
-            for k in ("params", "flops", "images_per_s_b1", "images_per_s_b64", "speedup_b1", "speedup_b64", "cuda_images_per_s_b64"):
+            for k in (
+                "params",
+                "flops",
+                "images_per_s_b1",
+                "images_per_s_b64",
+                "speedup_b1",
+                "speedup_b64",
+                "cuda_images_per_s_b64",
+            ):
                 row[k] = rs[0].get(k)
             out.append(row)
         return out
@@ -155,9 +217,16 @@ class StudentsResult(SavesSummary):
     def heatmap(self, model: str, arm: str) -> np.ndarray:
         """(corruptions × severities) MAE, mean over seeds."""
         rs = [r for r in self.rows if r["model"] == model and r["arm"] == arm]
-        return np.array([[np.mean([r["report"]["errors"][c][s] for r in rs]) for s in self.config.severities] for c in self.config.corruptions])
+        return np.array(
+            [
+                [np.mean([r["report"]["errors"][c][s] for r in rs]) for s in self.config.severities]
+                for c in self.config.corruptions
+            ]
+        )
 
-    def corrupted(self, image: int, corruption: str, severity: int, seed: int | None = None) -> tuple[torch.Tensor, dict, float]:
+    def corrupted(
+        self, image: int, corruption: str, severity: int, seed: int | None = None
+    ) -> tuple[torch.Tensor, dict, float]:
         """One test image under a corruption as the first seed's models were scored on it (or
         ``seed``'s draws), and every kept model's prediction for it."""
         seed = self.config.seeds[0] if seed is None else seed
@@ -174,17 +243,30 @@ class StudentsResult(SavesSummary):
         """Per (model, arm): clean MAE and mean MAE per corruption group, mean ± std over seeds; first
         the mean predictor, whose MAE no corruption changes (the floor every model must beat)."""
         groups = list(self.rows[0]["report"]["group_mean_error"])
-        out = [{"model": "predicting the mean (floor)", "clean": self.floor_mae, "clean_std": 0.0, "groups": dict.fromkeys(groups, self.floor_mae),
-                "groups_std": dict.fromkeys(groups, 0.0)}]
+        out = [
+            {
+                "model": "predicting the mean (floor)",
+                "clean": self.floor_mae,
+                "clean_std": 0.0,
+                "groups": dict.fromkeys(groups, self.floor_mae),
+                "groups_std": dict.fromkeys(groups, 0.0),
+            }
+        ]
         for key in dict.fromkeys((r["model"], r["arm"]) for r in self.rows):
             rs = [r for r in self.rows if (r["model"], r["arm"]) == key]
             g = {k: [r["report"]["group_mean_error"][k] for r in rs] for k in groups}
-            out.append({"model": key[0] if key[1] == "teacher" else f"{key[0]} ({key[1]})", "clean": float(np.mean([r["mae"] for r in rs])),
-                        "clean_std": float(np.std([r["mae"] for r in rs])), "groups": {k: float(np.mean(v)) for k, v in g.items()},
-                        "groups_std": {k: float(np.std(v)) for k, v in g.items()}})
+            out.append(
+                {
+                    "model": key[0] if key[1] == "teacher" else f"{key[0]} ({key[1]})",
+                    "clean": float(np.mean([r["mae"] for r in rs])),
+                    "clean_std": float(np.std([r["mae"] for r in rs])),
+                    "groups": {k: float(np.mean(v)) for k, v in g.items()},
+                    "groups_std": {k: float(np.std(v)) for k, v in g.items()},
+                }
+            )
         return out
 
-    def claims(self) -> list[dict]:
+    def claims(self) -> list[Claim]:
         """Three-valued, paired by seed (t interval over seeds; lower MAE is better):
 
         - near-teacher, per student, clean and corrupted: ``teacher·(1 + margin) − student > 0``,
@@ -195,108 +277,238 @@ class StudentsResult(SavesSummary):
         cfg, out, m = self.config, [], self.config.near_teacher_margin
 
         def per_seed(model, arm, key):
-            return np.array([next(r[key] for r in self.rows if r["model"] == model and r["arm"] == arm and r["seed"] == s) for s in cfg.seeds])
+            return np.array(
+                [
+                    next(r[key] for r in self.rows if r["model"] == model and r["arm"] == arm and r["seed"] == s)
+                    for s in cfg.seeds
+                ]
+            )
 
-        def claim(text, a, b, gap=None):
+        def claim(text, metric, a, b, gap=None):
             d = paired_difference(a, b, confidence=cfg.confidence, resolution=1e-6) if len(cfg.seeds) > 1 else None
-            row = {"claim": text, "mean": d["mean"] if d else float("nan"), "ci": d["ci"] if d else [float("nan")] * 2,
-                   "n_seeds": len(cfg.seeds), "verdict": d["verdict"] if d else "undecided"}
-            if gap is not None:
-                row["gap_mean"] = float(np.mean(gap))  # student − teacher, px
-            out.append(row)
+            extra = {} if gap is None else {"gap_mean": float(np.mean(gap))}  # student − teacher, px
+            note = "" if gap is None else f"student − teacher: {float(np.mean(gap)):+.3f} px"
+            out.append(Claim.from_paired(text, metric, d, n=len(cfg.seeds), note=note, **extra))
 
         for st in cfg.students:
             for key, what in (("mae", "clean"), ("corrupted_mae", "corrupted")):
                 t, s_ = per_seed("teacher", "teacher", key), per_seed(st, "distilled", key)
-                claim(f"{st} (distilled) within {m:.0%} of the teacher's MAE, {what}", t * (1 + m), s_, gap=s_ - t)
-            claim(f"{st}: distillation beats the labelled set alone", per_seed(st, "labelled only", "mae"), per_seed(st, "distilled", "mae"))
+                claim(
+                    f"{st} (distilled) within {m:.0%} of the teacher's MAE, {what}",
+                    f"{what} MAE (px), teacher × {1 + m:g} minus student",
+                    t * (1 + m),
+                    s_,
+                    gap=s_ - t,
+                )
+            claim(
+                f"{st}: distillation beats the labelled set alone",
+                "clean MAE (px), labelled only minus distilled",
+                per_seed(st, "labelled only", "mae"),
+                per_seed(st, "distilled", "mae"),
+            )
         return out
 
     def summary(self) -> dict:
+        """The table, the claims, the floors and every row with its corruption errors."""
         rows = [{k: v for k, v in r.items() if k != "report"} | {"errors": r["report"]["errors"]} for r in self.rows]
-        return {"table": self.table(), "claims": self.claims(), "floor_mae": self.floor_mae, "val_floor_mae": self.val_floor_mae, "rows": json.loads(json.dumps(rows, default=str))}
+        return {
+            "table": self.table(),
+            "claims": claim_rows(self.claims()),
+            "floors": self.floors,
+            "floor_mae": self.floor_mae,
+            "val_floor_mae": self.val_floor_mae,
+            "rows": json.loads(json.dumps(rows, default=str)),
+        }
 
 
-def run_students(cfg: StudentsConfig, *, run_root=None, progress: bool = True) -> StudentsResult:
-    device = resolve_device(cfg.device)
-    kw = dict(label_noise=cfg.label_noise)
-    labelled = get_dataset("shape_size", "train", n=cfg.n_labelled, seed=0, **kw)
-    pool = get_dataset("shape_size", "train", n=cfg.n_pool, seed=1, **kw)  # another index stream: no image in both
-    val = get_dataset("shape_size", "val", n=cfg.n_val, seed=0, **kw)
-    test = get_dataset("shape_size", "test", n=cfg.n_test, seed=0, **kw)
-    start = float(labelled.targets.mean())
-    floor = test.mean_predictor_mae(start)
-    exp = RunDir(f"students-{config_hash(cfg)}", run_root)
-    exp.write_config(cfg)
-    in_size = tuple(labelled[0][0].shape)
-    rows, histories, models, speed = [], {}, {}, {}
-    cuda = device.type == "cuda"
+class StudentsStudy(Study):
+    """Steps per seed: ``teacher`` (one per seed, or shared), each student ``distilled`` and
+    ``labelled_only`` from the same initial weights, then ``measure`` every model on clean and
+    corrupted test images; speeds relative to the teacher last."""
 
-    def costs(name, net):
-        if name not in speed:
+    key = "students"
+
+    def steps(self) -> StudentsResult:
+        cfg = self.cfg
+        self.prepare()
+        self.rows, self.models, self.speed, teacher = [], {}, {}, None
+        self.bar = progress_bar(
+            total=len(cfg.seeds) * (1 + 2 * len(cfg.students)), desc="students", enabled=self.progress
+        )
+        for sd in cfg.seeds:
+            td = sd if cfg.teacher_per_seed else cfg.seeds[0]
+            self.bar.set_postfix_str(f"teacher, seed {td}")
+            if teacher is None or cfg.teacher_per_seed:
+                teacher = self.teacher(td)
+            nets = {("teacher", "teacher"): teacher}
+            self.bar.update()
+            for st in cfg.students:
+                nets.update(self.student(st, sd, td, teacher))
+            self.bar.set_postfix_str(f"corruptions, seed {sd}")
+            self.measure(sd, nets)
+        self.bar.close()
+        t_speed = self.speed["teacher"]
+        for r in self.rows:
+            for b in (1, 64):
+                r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
+        test = self.test
+        x = torch.stack([test[i][0] for i in range(len(test))])
+        return StudentsResult(
+            cfg,
+            self.rows,
+            self.floor,
+            self.histories,
+            x,
+            test.targets.numpy(),
+            self.models,
+            self.val.mean_predictor_mae(self.start),
+            self.exp,
+        )
+
+    def prepare(self) -> None:
+        """The labelled set, the unlabelled pool, validation and test splits; then the run folder."""
+        cfg = self.cfg
+        kw = dict(label_noise=cfg.label_noise)
+        self.labelled = get_dataset("shape_size", "train", n=cfg.n_labelled, seed=0, **kw)
+        self.pool = get_dataset(
+            "shape_size", "train", n=cfg.n_pool, seed=1, **kw
+        )  # another index stream: no image in both
+        self.val = get_dataset("shape_size", "val", n=cfg.n_val, seed=0, **kw)
+        self.test = get_dataset("shape_size", "test", n=cfg.n_test, seed=0, **kw)
+        self.start = float(self.labelled.targets.mean())
+        self.floor = self.test.mean_predictor_mae(self.start)
+        self.open_run(f"students-{config_hash(cfg)}")
+        self.in_size = tuple(self.labelled[0][0].shape)
+        self.opt = dict(optimizer=cfg.optimizer, weight_decay=cfg.weight_decay)
+
+    def teacher(self, td: int):
+        """The teacher of seed ``td``, trained on the labelled set in ``teacher-s<td>/``."""
+        cfg = self.cfg
+        teacher, _ = self.fit_arm(
+            "teacher",
+            td,
+            lambda: _start_at_mean(build_model(cfg.teacher, 1), self.start),
+            self.labelled,
+            self.val,
+            objective="regression",
+            epochs=cfg.teacher_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            **self.opt,
+        )
+        return teacher
+
+    def student(self, st: str, sd: int, td: int, teacher) -> dict:
+        """Student ``st`` distilled from the teacher's pseudo-labels on the pool, and trained on the
+        labelled set alone for as many images, both from the same initial weights."""
+        cfg, nets = self.cfg, {}
+        model, kwargs, size = STUDENTS[st]
+        seed_everything(sd)
+        init = _build(model, kwargs, size, self.start)
+        self.bar.set_postfix_str(f"{st} distilled, seed {sd}")
+        net = nets[st, "distilled"] = copy.deepcopy(init)
+        folder = st.replace("@", "-at")
+        out = distill_offline(
+            net,
+            teacher,
+            self.labelled,
+            self.pool,
+            self.val,
+            run=self.arm_run(f"{folder}-distilled-s{sd}"),
+            labels_run=self.arm_run(f"teacher-s{td}"),
+            pretrain_epochs=cfg.pretrain_epochs,
+            finetune_epochs=cfg.finetune_epochs,
+            lr=cfg.lr,
+            finetune_lr=cfg.finetune_lr,
+            batch_size=cfg.batch_size,
+            device=self.device,
+            seed=sd,
+            progress=False,
+            **self.opt,
+        )
+        self.histories[(f"{st} distilled", sd)] = out["history"]["pretrain"] + out["history"]["finetune"]
+        self.bar.update()
+        self.bar.set_postfix_str(f"{st} labelled only, seed {sd}")
+        net = nets[st, "labelled only"] = copy.deepcopy(init)
+        seen = cfg.pretrain_epochs * len(self.pool) + cfg.finetune_epochs * len(
+            self.labelled
+        )  # the distilled student's images
+        res = fit(
+            net,
+            self.labelled,
+            self.val,
+            objective="regression",
+            epochs=max(1, round(seen / len(self.labelled))),
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            device=self.device,
+            run=self.arm_run(f"{folder}-labelled-s{sd}"),
+            seed=sd,
+            progress=False,
+            **self.opt,
+        )
+        self.histories[(f"{st} labelled only", sd)] = res.history
+        self.bar.update()
+        return nets
+
+    def costs(self, name: str, net) -> dict:
+        """Parameters, FLOPs and images/s (batch 1 and 64) of a network, measured once per name."""
+        cfg, in_size = self.cfg, self.in_size
+        if name not in self.speed:
             c = {"params": int(sum(p.numel() for p in net.parameters())), "flops": measure_flops(net, in_size)}
             for b in (1, 64):
-                c[f"images_per_s_b{b}"] = b / (measure_latency(net, in_size, batch=b, device="cpu", repeats=cfg.latency_repeats) / 1e3)
-            if cuda:
-                c["cuda_images_per_s_b64"] = 64 / (measure_latency(net, in_size, batch=64, device=device, repeats=cfg.latency_repeats) / 1e3)
-            speed[name] = c
-        return speed[name]
+                c[f"images_per_s_b{b}"] = b / (
+                    measure_latency(net, in_size, batch=b, device="cpu", repeats=cfg.latency_repeats) / 1e3
+                )
+            if self.device.type == "cuda":
+                c["cuda_images_per_s_b64"] = 64 / (
+                    measure_latency(net, in_size, batch=64, device=self.device, repeats=cfg.latency_repeats) / 1e3
+                )
+            self.speed[name] = c
+        return self.speed[name]
 
-    def measure(sd, nets):
+    def measure(self, sd: int, nets: dict) -> None:
         """Every model of one seed on the same corrupted images, relative to the teacher."""
-        nets = {k: n.to(device).eval() for k, n in nets.items()}  # scored where they trained; costs and the widget on the CPU
-        reps = robustness_reports({f"{k[0]}|{k[1]}": n for k, n in nets.items()}, test, cfg.corruptions, cfg.severities, task="regression",
-                                  reference="teacher|teacher", seed=sd, device=device, progress=False)
+        cfg, device = self.cfg, self.device
+        nets = {
+            k: n.to(device).eval() for k, n in nets.items()
+        }  # scored where they trained; costs and the widget on the CPU
+        reps = robustness_reports(
+            {f"{k[0]}|{k[1]}": n for k, n in nets.items()},
+            self.test,
+            cfg.corruptions,
+            cfg.severities,
+            task="regression",
+            reference="teacher|teacher",
+            seed=sd,
+            device=device,
+            progress=False,
+        )
         for (name, arm), net in nets.items():
             rep, net = reps[f"{name}|{arm}"], net.cpu()
-            rows.append({"seed": sd, "model": name, "arm": arm, "mae": rep["clean"], "corrupted_mae": rep["mean_corruption_error"],
-                         "mce": rep["mce"], "relative_mce": rep["relative_mce"], "report": rep, **costs(name, net)})
+            self.rows.append(
+                {
+                    "seed": sd,
+                    "model": name,
+                    "arm": arm,
+                    "mae": rep["clean"],
+                    "corrupted_mae": rep["mean_corruption_error"],
+                    "mce": rep["mce"],
+                    "relative_mce": rep["relative_mce"],
+                    "report": rep,
+                    **self.costs(name, net),
+                }
+            )
             if sd == cfg.seeds[0]:
-                models[f"{name} ({arm})" if arm != "teacher" else name] = net
+                self.models[f"{name} ({arm})" if arm != "teacher" else name] = net
 
-    jobs = len(cfg.seeds) * (1 + 2 * len(cfg.students))
-    bar = progress_bar(total=jobs, desc="students", enabled=progress)
-    opt = dict(optimizer=cfg.optimizer, weight_decay=cfg.weight_decay)
-    teacher = None
-    for sd in cfg.seeds:
-        td = sd if cfg.teacher_per_seed else cfg.seeds[0]
-        bar.set_postfix_str(f"teacher, seed {td}")
-        if teacher is None or cfg.teacher_per_seed:
-            seed_everything(td)
-            teacher = _start_at_mean(build_model(cfg.teacher, 1), start)
-            res = fit(teacher, labelled, val, objective="regression", epochs=cfg.teacher_epochs, lr=cfg.lr, batch_size=cfg.batch_size, device=device,
-                      run=RunDir(f"teacher-s{td}", exp.path), seed=td, progress=False, **opt)
-            histories[f"teacher-s{td}"] = res.history
-        nets = {("teacher", "teacher"): teacher}
-        bar.update()
-        for st in cfg.students:
-            model, kwargs, size = STUDENTS[st]
-            seed_everything(sd)
-            init = _build(model, kwargs, size, start)
-            bar.set_postfix_str(f"{st} distilled, seed {sd}")
-            net = nets[st, "distilled"] = copy.deepcopy(init)
-            out = distill_offline(net, teacher, labelled, pool, val, run=RunDir(f"{st.replace('@', '-at')}-distilled-s{sd}", exp.path),
-                                  labels_run=RunDir(f"teacher-s{td}", exp.path), pretrain_epochs=cfg.pretrain_epochs,
-                                  finetune_epochs=cfg.finetune_epochs, lr=cfg.lr, finetune_lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-                                  device=device, seed=sd, progress=False, **opt)
-            histories[f"{st} distilled-s{sd}"] = out["history"]["pretrain"] + out["history"]["finetune"]
-            bar.update()
-            bar.set_postfix_str(f"{st} labelled only, seed {sd}")
-            net = nets[st, "labelled only"] = copy.deepcopy(init)
-            seen = cfg.pretrain_epochs * len(pool) + cfg.finetune_epochs * len(labelled)  # the distilled student's images
-            res = fit(net, labelled, val, objective="regression", epochs=max(1, round(seen / len(labelled))), lr=cfg.lr, batch_size=cfg.batch_size,
-                      device=device, run=RunDir(f"{st.replace('@', '-at')}-labelled-s{sd}", exp.path), seed=sd, progress=False, **opt)
-            histories[f"{st} labelled only-s{sd}"] = res.history
-            bar.update()
-        bar.set_postfix_str(f"corruptions, seed {sd}")
-        measure(sd, nets)
-    bar.close()
-    t_speed = speed["teacher"]
-    for r in rows:
-        for b in (1, 64):
-            r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
-    x = torch.stack([test[i][0] for i in range(len(test))])
-    return StudentsResult(cfg, rows, floor, histories, x, test.targets.numpy(), models, val.mean_predictor_mae(start), exp)
+
+def run_students(
+    cfg: StudentsConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+) -> StudentsResult:
+    """Teacher, distilled and labelled-only students per seed, scored clean and under corruptions
+    (``StudentsStudy``); writes ``runs/students-<hash>/``."""
+    return StudentsStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
 
 
 __all__ = ["STUDENTS", "StudentsConfig", "StudentsResult", "run_students"]

@@ -7,6 +7,7 @@ rerun would refuse. Every run saves its fully resolved config (``runs/<name>/con
 per-epoch metrics, resumable checkpoints and the final weights with their build metadata
 (``model.pt``). The same command runs on several GPUs or nodes under ``torchrun``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,9 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training run (``geoviz train --config``): model, data, terms, optimiser, schedule, epochs and
+    the run's name; read from YAML with ``load_config``."""
+
     name: str
     dataset: str = "shapes10"
     n_train: int | None = None  # None: the data set's own size / default
@@ -78,7 +82,9 @@ class TrainConfig:
 
     def _check_values(self) -> None:
         if not RunDir.valid_name(self.name):
-            raise ValueError(f"name {self.name!r} must start with a letter or digit and use only letters, digits and _ . = + -")
+            raise ValueError(
+                f"name {self.name!r} must start with a letter or digit and use only letters, digits and _ . = + -"
+            )
         dataset_arguments(self.dataset)  # an unknown name raises, naming the close ones; folder:<path> is a name too
         for key in ("model", "teacher"):
             name = getattr(self, key)
@@ -89,8 +95,15 @@ class TrainConfig:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; allowed: {', '.join(map(repr, allowed))}")
         if not _DEVICE.match(self.device):
             raise ValueError(f"unknown device {self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        for key, low in (("epochs", 1), ("batch_size", 1), ("n_train", 1), ("n_val", 1), ("n_test", 1), ("num_workers", 0),
-                         ("teacher_cache_max_bytes", 0)):
+        for key, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("n_train", 1),
+            ("n_val", 1),
+            ("n_test", 1),
+            ("num_workers", 0),
+            ("teacher_cache_max_bytes", 0),
+        ):
             check_range(key, getattr(self, key), low)
         check_range("seed", self.seed, 0, 2**32 - 1)
         check_range("train_fraction", self.train_fraction, 0, 1, low_open=True)
@@ -107,11 +120,14 @@ class TrainConfig:
         if needs and not self.teacher:
             raise ValueError(f"loss terms {needs} need a teacher: set teacher: and teacher_checkpoint:")
         if self.teacher and not self.teacher_checkpoint:
-            raise ValueError(f"config {self.name!r} names a teacher but no teacher_checkpoint: train the teacher first "
-                             f"(its run writes <runs>/<teacher run>/model.pt) and point teacher_checkpoint at it")
+            raise ValueError(
+                f"config {self.name!r} names a teacher but no teacher_checkpoint: train the teacher first "
+                f"(its run writes <runs>/<teacher run>/model.pt) and point teacher_checkpoint at it"
+            )
 
     @classmethod
-    def from_dict(cls, data: dict, **overrides) -> "TrainConfig":
+    def from_dict(cls, data: dict, **overrides) -> TrainConfig:
+        """A config from a dict (YAML), unknown keys named with their close matches."""
         data = {**data, **overrides}  # an explicit override wins, None included (--set teacher null)
         names = [f.name for f in dataclasses.fields(cls)]
         for k in data:
@@ -121,10 +137,12 @@ class TrainConfig:
             raise ValueError("a training config needs a run 'name'")
         return cls(**data)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
 
     def runs_dir(self) -> Path:
+        """Where the run folder goes (``runs_root`` or the runs root)."""
         return resolve_in_root(self.runs_root) if self.runs_root else default_root()
 
     def teacher_path(self) -> Path | None:
@@ -136,6 +154,7 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, **overrides) -> TrainConfig:
+    """A ``TrainConfig`` from a YAML file, with ``overrides``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config {path} does not exist; see configs/ for examples")
@@ -160,8 +179,10 @@ def _teacher(cfg: TrainConfig, k: int, in_chans: int):
         return None
     path = cfg.teacher_path()
     if not path.is_file():
-        raise FileNotFoundError(f"teacher_checkpoint {cfg.teacher_checkpoint!r} → {path} does not exist: train the teacher's "
-                                f"config first (relative paths are taken inside the runs root {cfg.runs_dir()})")
+        raise FileNotFoundError(
+            f"teacher_checkpoint {cfg.teacher_checkpoint!r} → {path} does not exist: train the teacher's "
+            f"config first (relative paths are taken inside the runs root {cfg.runs_dir()})"
+        )
     return load_state(build_model(cfg.teacher, k, in_chans=in_chans, **cfg.teacher_kwargs), path)
 
 
@@ -196,8 +217,13 @@ def prepare_train(cfg: TrainConfig) -> PreparedRun:
     cache = None
     if teacher is not None:  # the teacher's outputs computed once, when the data allow it and it fits the budget
         dev = ddp_device(cfg.device)
-        cache = TeacherCache.if_it_fits(teacher.to(dev), train, sorted({l for t in terms for l in t.teacher_layers}), device=dev,
-                                        max_bytes=cfg.teacher_cache_max_bytes)
+        cache = TeacherCache.if_it_fits(
+            teacher.to(dev),
+            train,
+            sorted({l for t in terms for l in t.teacher_layers}),
+            device=dev,
+            max_bytes=cfg.teacher_cache_max_bytes,
+        )
     return PreparedRun(cfg, model, teacher, terms, train, val, test, cache)
 
 
@@ -208,11 +234,31 @@ def run_train(cfg: TrainConfig | PreparedRun, *, progress: bool = True):
     run = RunDir(cfg.name, cfg.runs_dir())  # nothing is created before this line
     run.write_config(cfg)
     sub = train_fraction(prep.train, cfg.train_fraction, seed=cfg.seed)
-    result = fit(model, sub, prep.val, test=prep.test, teacher=prep.teacher, terms=prep.terms, epochs=cfg.epochs, lr=cfg.lr,
-                 optimizer=cfg.optimizer, momentum=cfg.momentum, weight_decay=cfg.weight_decay, schedule=cfg.schedule,
-                 milestones=cfg.milestones, warmup_epochs=cfg.warmup_epochs, batch_size=cfg.batch_size,
-                 device=cfg.device, amp=cfg.amp, run=run, seed=cfg.seed, progress=progress,
-                 num_workers=cfg.num_workers, teacher_cache=prep.cache, deterministic=cfg.deterministic)
+    result = fit(
+        model,
+        sub,
+        prep.val,
+        test=prep.test,
+        teacher=prep.teacher,
+        terms=prep.terms,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        milestones=cfg.milestones,
+        warmup_epochs=cfg.warmup_epochs,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        amp=cfg.amp,
+        run=run,
+        seed=cfg.seed,
+        progress=progress,
+        num_workers=cfg.num_workers,
+        teacher_cache=prep.cache,
+        deterministic=cfg.deterministic,
+    )
     if result.run is not None:  # rank 0
         save_model(model, run.path / "model.pt")
         if cfg.expected:

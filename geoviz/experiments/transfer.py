@@ -40,6 +40,7 @@ bootstrap intervals (``analysis.statistics.paired_difference``), three-valued:
 such f); (b) geometric+kd beats kd, and beats the best baseline (+kd); geometric beats ce and the
 best baseline.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,17 +50,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._utils import progress_bar, resolve_device, seed_everything
+from .._utils import progress_bar, seed_everything
 from ..analysis import layer_alignment
-from ..analysis.statistics import paired_difference
+from ..analysis.statistics import Claim, claim_rows, paired_difference
 from ..config import ExperimentConfig, check_range
 from ..datasets import dataset_arguments, get_dataset, labels_of, num_classes, train_fraction
 from ..engine import TeacherCache, build_terms, evaluate, fit
 from ..losses.geometric import BANDWIDTHS, KINDS, SCOPES
 from ..models import build_model, load_state
 from ..paths import resolve_in_root
-from ..runs import RunDir, config_hash, default_root
-from . import SavesSummary
+from ..runs import RunDir, config_hash, default_root, reuse_policy
+from ._study import Study, StudyResult
 
 METHODS = ("ce", "kd", "geometric", "geometric+kd")
 BASELINES = ("fitnet", "at", "sp", "rkd", "pkt")
@@ -73,10 +74,14 @@ BUDGETS = ("steps", "epochs")
 # the same order): affinity_kl batch/global ≈ 0.11, image/global ≈ 0.10, batch/perplexity ≈ 6.3,
 # image/perplexity ≈ 2.4; cosine_pairwise ≈ 0.045, knn_soft ≈ 0.18 (batch scope).
 DEFAULT_GEOMETRIC_WEIGHT = {"affinity_kl": 10.0, "cosine_pairwise": 30.0, "knn_soft": 10.0}
-PERPLEXITY_WEIGHT = {"batch": 0.15, "image": 0.4}  # affinity_kl with a per-point bandwidth: sharper distributions, larger KL
+PERPLEXITY_WEIGHT = {
+    "batch": 0.15,
+    "image": 0.4,
+}  # affinity_kl with a per-point bandwidth: sharper distributions, larger KL
 
 
 def default_geometric_weight(kind: str, scope: str, bandwidth: str) -> float:
+    """The geometric term's default weight for a kind, scope and bandwidth (each starts near 1 nat)."""
     if kind == "affinity_kl" and bandwidth == "perplexity":
         return PERPLEXITY_WEIGHT[scope]
     return DEFAULT_GEOMETRIC_WEIGHT[kind]
@@ -104,6 +109,10 @@ def baseline_pairs(method: str, student_stages, teacher_stages) -> dict[str, str
 
 @dataclass(frozen=True)
 class TransferConfig(ExperimentConfig):
+    """Geometric transfer study (paper 1): ``teacher`` trained once, ``student`` trained with each of
+    ``methods`` on each of ``train_fractions`` per seed, the geometric term at ``pairs``. Profiles: smoke,
+    quick (digits), full (CIFAR-10, the paper's networks)."""
+
     dataset: str = "digits"
     image_size: int | None = 16  # the data set's `size` (None: its own)
     teacher: str = "resnet14"
@@ -148,11 +157,30 @@ class TransferConfig(ExperimentConfig):
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
-        "smoke": dict(train_fractions=(0.5, 1.0), seeds=(0, 1), methods=("ce", "kd", "geometric", "geometric+kd", "sp"),
-                      teacher_epochs=3, steps=12, probe_images=16, m=64, convergence_check=False),
-        "full": dict(dataset="cifar10", image_size=None, teacher="resnet56", student="resnet20", student_kwargs={},
-                     pairs=(("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3")), teacher_epochs=200,
-                     budget="epochs", epochs=200, batch_size=128, lr=0.1, probe_images=256),
+        "smoke": dict(
+            train_fractions=(0.5, 1.0),
+            seeds=(0, 1),
+            methods=("ce", "kd", "geometric", "geometric+kd", "sp"),
+            teacher_epochs=3,
+            steps=12,
+            probe_images=16,
+            m=64,
+            convergence_check=False,
+        ),
+        "full": dict(
+            dataset="cifar10",
+            image_size=None,
+            teacher="resnet56",
+            student="resnet20",
+            student_kwargs={},
+            pairs=(("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3")),
+            teacher_epochs=200,
+            budget="epochs",
+            epochs=200,
+            batch_size=128,
+            lr=0.1,
+            probe_images=256,
+        ),
     }
 
     def __post_init__(self):
@@ -160,8 +188,12 @@ class TransferConfig(ExperimentConfig):
         super().__post_init__()
         if not self.pairs:
             raise ValueError("pairs must name at least one (student layer, teacher layer)")
-        for name, value, allowed in (("geometric loss kind", self.kind, KINDS), ("scope", self.scope, SCOPES),
-                                     ("bandwidth", self.bandwidth, BANDWIDTHS), ("budget", self.budget, BUDGETS)):
+        for name, value, allowed in (
+            ("geometric loss kind", self.kind, KINDS),
+            ("scope", self.scope, SCOPES),
+            ("bandwidth", self.bandwidth, BANDWIDTHS),
+            ("budget", self.budget, BUDGETS),
+        ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {allowed}")
         bad = [m for m in self.methods if m not in ALL_METHODS]
@@ -173,36 +205,85 @@ class TransferConfig(ExperimentConfig):
             check_range("train_fraction", f, 0, 1, low_open=True)
         if len(set(self.seeds)) != len(self.seeds) or not self.seeds:
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
-        for key, low in (("steps", 1), ("epochs", 1), ("teacher_epochs", 1), ("batch_size", 2), ("m", 3), ("evaluations", 1)):
+        for key, low in (
+            ("steps", 1),
+            ("epochs", 1),
+            ("teacher_epochs", 1),
+            ("batch_size", 2),
+            ("m", 3),
+            ("evaluations", 1),
+        ):
             check_range(key, getattr(self, key), low)
         check_range("perplexity", self.perplexity, 1, low_open=True)
         if self.image_size is not None and "size" not in dataset_arguments(self.dataset):
             raise ValueError(f"data set {self.dataset!r} has no size setting: leave image_size=None")
 
     def geometric_term(self) -> dict:
-        w = default_geometric_weight(self.kind, self.scope, self.bandwidth) if self.geometric_weight is None else self.geometric_weight
-        return {"name": "geometric", "weight": w, "pairs": dict(self.pairs), "kind": self.kind, "m": self.m, "k": self.k,
-                "scope": self.scope, "bandwidth": self.bandwidth, "perplexity": self.perplexity}
+        """The geometric loss term with this config's kind, scope, bandwidth and weight."""
+        w = (
+            default_geometric_weight(self.kind, self.scope, self.bandwidth)
+            if self.geometric_weight is None
+            else self.geometric_weight
+        )
+        return {
+            "name": "geometric",
+            "weight": w,
+            "pairs": dict(self.pairs),
+            "kind": self.kind,
+            "m": self.m,
+            "k": self.k,
+            "scope": self.scope,
+            "bandwidth": self.bandwidth,
+            "perplexity": self.perplexity,
+        }
 
-    def terms(self, method: str, stages: tuple = (), teacher_stages: tuple = (), best_baseline: str | None = None) -> list:
+    def terms(
+        self, method: str, stages: tuple = (), teacher_stages: tuple = (), best_baseline: str | None = None
+    ) -> list:
         """The loss terms of ``method``; the baselines need the two models' stage names."""
-        kd = [{"name": "ce", "weight": self.ce_weight_with_kd}, {"name": "kd", "weight": self.kd_weight, "T": self.kd_T}]
+        kd = [
+            {"name": "ce", "weight": self.ce_weight_with_kd},
+            {"name": "kd", "weight": self.kd_weight, "T": self.kd_T},
+        ]
         if method in BASELINES:
             return ["ce", {"name": method, "pairs": baseline_pairs(method, stages, teacher_stages)}]
         if method == BEST_BASELINE_KD:
             if best_baseline is None:
                 raise ValueError(f"{BEST_BASELINE_KD} is resolved after the baselines ran: pass best_baseline=")
             return kd + [{"name": best_baseline, "pairs": baseline_pairs(best_baseline, stages, teacher_stages)}]
-        return {"ce": ["ce"], "kd": kd, "geometric": ["ce", self.geometric_term()], "geometric+kd": kd + [self.geometric_term()]}[method]
+        return {
+            "ce": ["ce"],
+            "kd": kd,
+            "geometric": ["ce", self.geometric_term()],
+            "geometric+kd": kd + [self.geometric_term()],
+        }[method]
 
     def budget_text(self) -> str:
+        """The training budget in words (steps or epochs per run)."""
         if self.budget == "epochs":
             return f"{self.epochs} epochs per run"
         return f"{self.steps} optimiser steps per run (rounded up to whole epochs of {self.batch_size}-image steps)"
 
 
 @dataclass
-class TransferResult(SavesSummary):
+class TransferResult(StudyResult):
+    """What ``run_transfer`` measured.
+
+    Attributes
+    ----------
+    config : the study's config.
+    teacher_summary : the teacher's ``fit`` summary (test accuracy, its history).
+    runs : one row per (method, fraction, seed): accuracies, budget, geometry to the teacher.
+    geometry_init : per seed, the fresh student's geometry to the teacher (the starting point).
+    class_names : the data set's classes.
+    experiment : the run folder (``runs/transfer-…``).
+    histories : per-epoch records per ``(arm, seed)``, arm = "<method>-f<fraction>".
+    best_baseline : the baseline with the best mean validation accuracy (chosen on validation).
+    floors : chance and a logistic regression on pixels per fraction.
+    convergence : ce on all the data with its budget and twice it (has training converged?).
+    test_resolution : 1 / the number of test images, the step of a test accuracy.
+    """
+
     config: TransferConfig
     teacher_summary: dict
     runs: list[dict]  # one row per (method, fraction, seed)
@@ -230,43 +311,78 @@ class TransferResult(SavesSummary):
             for f in self.config.train_fractions:
                 vals = self.values(method, f, metric)
                 if vals:
-                    out.append({"method": self.method_label(method), "fraction": f, "mean": float(np.mean(vals)),
-                                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals), "values": vals})
+                    out.append(
+                        {
+                            "method": self.method_label(method),
+                            "fraction": f,
+                            "mean": float(np.mean(vals)),
+                            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                            "n": len(vals),
+                            "values": vals,
+                        }
+                    )
         return out
 
     def method_label(self, method: str) -> str:
-        return f"{self.best_baseline}+kd (best baseline)" if method == BEST_BASELINE_KD and self.best_baseline else method
+        """A method's name as tables show it (best_baseline+kd names the baseline chosen)."""
+        return (
+            f"{self.best_baseline}+kd (best baseline)" if method == BEST_BASELINE_KD and self.best_baseline else method
+        )
 
-    def claims(self) -> dict:
+    def claims(self) -> list[Claim]:
         """The paper's claims from paired per-seed differences of test accuracy (see the module docstring).
         Differences are paired over the seeds both arms ran; the interval's spread is at least one
         test image (``resolution``). 5 comparisons per fraction are made, none corrected for the others."""
-        cfg = self.config
-        out = {"metric": "test_acc_best_val", "budget": cfg.budget_text(), "margin": cfg.claim_margin, "comparisons": [],
-               "best_baseline": self.best_baseline, "resolution": self.test_resolution}
+        cfg, out = self.config, []
 
         def add(name, a, fa, b, fb, threshold=0.0):
             seeds = [s for s in cfg.seeds if s in self._seeds(a, fa) & self._seeds(b, fb)]
             if len(seeds) >= 2:
-                out["comparisons"].append({"claim": name, "fraction": fa, **paired_difference(
-                    self.values(a, fa, seeds=seeds), self.values(b, fb, seeds=seeds), threshold=threshold, resolution=self.test_resolution)})
+                d = paired_difference(
+                    self.values(a, fa, seeds=seeds),
+                    self.values(b, fb, seeds=seeds),
+                    threshold=threshold,
+                    resolution=self.test_resolution,
+                )
+                out.append(
+                    Claim.from_paired(
+                        name,
+                        f"test accuracy of the best-on-validation model, {a} minus {b} (fraction)",
+                        d,
+                        n=len(seeds),
+                        conditions={"fraction": fa},
+                        budget=cfg.budget_text(),
+                    )
+                )
 
         for f in cfg.train_fractions:
-            add("geometric+kd at this fraction ≥ ce on all the data − margin", "geometric+kd", f, "ce", 1.0, -cfg.claim_margin)
-            add("ce at this fraction ≥ ce on all the data − margin (the reference)", "ce", f, "ce", 1.0, -cfg.claim_margin)
+            add(
+                "geometric+kd at this fraction ≥ ce on all the data − margin",
+                "geometric+kd",
+                f,
+                "ce",
+                1.0,
+                -cfg.claim_margin,
+            )
+            add(
+                "ce at this fraction ≥ ce on all the data − margin (the reference)",
+                "ce",
+                f,
+                "ce",
+                1.0,
+                -cfg.claim_margin,
+            )
             add("geometric+kd > kd", "geometric+kd", f, "kd", f)
             add("geometric > ce", "geometric", f, "ce", f)
             if self.best_baseline:
                 add(f"geometric > {self.best_baseline} (best baseline)", "geometric", f, self.best_baseline, f)
                 add(f"geometric+kd > {self.best_baseline}+kd", "geometric+kd", f, BEST_BASELINE_KD, f)
-        out["smallest_fraction_matching_ce_on_all_data"] = self._smallest_matching(out["comparisons"], "geometric+kd at this fraction")
-        out["smallest_fraction_where_ce_matches"] = self._smallest_matching(out["comparisons"], "ce at this fraction")
         return out
 
-    @staticmethod
-    def _smallest_matching(comparisons: list[dict], prefix: str) -> float | None:
-        """The smallest fraction from which on every larger fraction's claim is supported too."""
-        verdicts = sorted((c["fraction"], c["verdict"]) for c in comparisons if c["claim"].startswith(prefix))
+    def smallest_fraction(self, prefix: str = "geometric+kd at this fraction") -> float | None:
+        """The smallest fraction from which on every larger fraction's claim starting with
+        ``prefix`` is supported too ("ce at this fraction": where ce alone matches)."""
+        verdicts = sorted((c.conditions["fraction"], c.verdict) for c in self.claims() if c.claim.startswith(prefix))
         smallest = None
         for f, v in reversed(verdicts):
             if v != "supported":
@@ -291,9 +407,20 @@ class TransferResult(SavesSummary):
         return out
 
     def summary(self) -> dict:
-        return {"teacher": self.teacher_summary, "budget": self.config.budget_text(), "best_baseline": self.best_baseline,
-                "floors": self.floors, "convergence": self.convergence, "table_test_acc_best_val": self.table(),
-                "table_test_acc_last": self.table("test_acc_last"), "claims": self.claims(), "geometry": self.geometry_table()}
+        """Teacher, budget, floors, convergence, both tables, claims, smallest fractions and geometry."""
+        return {
+            "teacher": self.teacher_summary,
+            "budget": self.config.budget_text(),
+            "best_baseline": self.best_baseline,
+            "floors": self.floors,
+            "convergence": self.convergence,
+            "table_test_acc_best_val": self.table(),
+            "table_test_acc_last": self.table("test_acc_last"),
+            "claims": claim_rows(self.claims()),
+            "smallest_fraction_matching_ce_on_all_data": self.smallest_fraction(),
+            "smallest_fraction_where_ce_matches": self.smallest_fraction("ce at this fraction"),
+            "geometry": self.geometry_table(),
+        }
 
 
 def _epochs_for(cfg: TransferConfig, n_images: int, budget_scale: int = 1) -> int:
@@ -311,8 +438,10 @@ def _teacher_checkpoint(cfg: TransferConfig, run_root) -> Path | None:
     if not p.is_absolute():
         p = (resolve_in_root(run_root) if run_root is not None else default_root()) / p
     if not p.is_file():
-        raise FileNotFoundError(f"teacher_checkpoint {cfg.teacher_checkpoint!r} → {p} does not exist (a relative path is "
-                                f"taken inside the runs root); train the teacher first or leave teacher_checkpoint=None")
+        raise FileNotFoundError(
+            f"teacher_checkpoint {cfg.teacher_checkpoint!r} → {p} does not exist (a relative path is "
+            f"taken inside the runs root); train the teacher first or leave teacher_checkpoint=None"
+        )
     return p
 
 
@@ -331,12 +460,37 @@ def _pixel_floor(train, test, seed: int) -> float:
     return float(clf.score(xte, yte))
 
 
-class _Study:
-    """The data, the teacher and the runner of one student run, shared by the study and the ablation."""
+class TransferStudy(Study):
+    """The data, the teacher and the student runs, shared by the study (``steps``) and the ablation.
 
-    def __init__(self, cfg: TransferConfig, run_root, progress: bool):
-        self.cfg, self.progress = cfg, progress
-        self.device = resolve_device(cfg.device)
+    Steps: ``prepare`` (data, every method's terms checked, the run folder, the teacher trained or
+    loaded), ``initial_geometry``, ``student_runs``, ``floors``, ``convergence_check``.
+    """
+
+    key = "transfer"
+
+    def steps(self) -> TransferResult:
+        self.prepare()
+        geometry_init = self.initial_geometry()
+        rows, best = self.student_runs()
+        return TransferResult(
+            self.cfg,
+            self.teacher_summary,
+            rows,
+            geometry_init,
+            list(self.train.classes),
+            self.exp,
+            self.histories,
+            best,
+            self.floors(),
+            self.convergence_check(rows),
+            1.0 / len(self.test),
+        )
+
+    def prepare(self) -> None:
+        """Data, the teacher network and every method's terms, checked before anything is written;
+        then the run folder and the teacher (trained once, or loaded)."""
+        cfg = self.cfg
         kw = {} if cfg.image_size is None else {"size": cfg.image_size}
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0, **kw)
         self.val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0, **kw)
@@ -344,20 +498,83 @@ class _Study:
         self.k_cls, self.in_chans = num_classes(self.train), self.train[0][0].shape[0]
         seed_everything(1000)
         self.teacher = build_model(cfg.teacher, self.k_cls, in_chans=self.in_chans, **cfg.teacher_kwargs)
-        checkpoint = _teacher_checkpoint(cfg, run_root)
+        checkpoint = _teacher_checkpoint(cfg, self.run_root)
         probe_student = self.student()
-        self.stages, self.teacher_stages = tuple(probe_student.stage_names), tuple(getattr(self.teacher, "stage_names", ()))
+        self.stages, self.teacher_stages = (
+            tuple(probe_student.stage_names),
+            tuple(getattr(self.teacher, "stage_names", ())),
+        )
         for method in cfg.methods:  # names, settings and layer pairs checked before anything is written
             best = BASELINES[0] if method == BEST_BASELINE_KD else None
             build_terms(cfg.terms(method, self.stages, self.teacher_stages, best), probe_student, self.teacher, None)
         self.unlabelled_pool = None
         if cfg.unlabelled not in (None, "rest"):
             self.unlabelled_pool = get_dataset(cfg.unlabelled, "train", seed=0, **kw)
-        self.exp = RunDir(f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}", run_root)
-        self.exp.write_config(cfg)
+        self.open_run(f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}")
         self._teacher(checkpoint)
 
+    def initial_geometry(self) -> dict:
+        """Each seed's fresh student against the teacher: where the geometry starts."""
+        seed_everything(0)
+        out = {}
+        for seed in self.cfg.seeds:
+            seed_everything(seed)
+            out[seed] = layer_alignment(
+                self.student().to(self.device), self.teacher, self.probe, dict(self.cfg.pairs), seed=seed
+            )
+        return out
+
+    def student_runs(self) -> tuple[list[dict], str | None]:
+        """Every (seed, fraction, method) student; best_baseline+kd last, once the baselines chose it."""
+        cfg = self.cfg
+        first = [m for m in cfg.methods if m != BEST_BASELINE_KD]
+        jobs = [(s, f, m) for s in cfg.seeds for f in cfg.train_fractions for m in first]
+        if BEST_BASELINE_KD in cfg.methods:
+            jobs += [(s, f, BEST_BASELINE_KD) for s in cfg.seeds for f in cfg.train_fractions]
+        rows, best = [], None
+        bar = progress_bar(jobs, desc="student runs", enabled=self.progress)
+        for seed, frac, method in bar:
+            if method == BEST_BASELINE_KD and best is None:
+                best = _best_baseline(rows)
+            arm = f"{method if method != BEST_BASELINE_KD else best + '+kd'}-f{frac:g}"
+            bar.set_postfix_str(f"{arm}-s{seed}")
+            row = self.run(
+                f"{arm}-s{seed}", method, frac, seed, cfg.terms(method, self.stages, self.teacher_stages, best)
+            )
+            self.histories[(arm, seed)] = row.pop("history")
+            rows.append(row)
+        return rows, best or _best_baseline(rows)
+
+    def floors(self) -> dict:
+        """Chance, and a logistic regression on the pixels of each fraction's images (mean over seeds)."""
+        return {
+            "chance": 1.0 / self.k_cls,
+            "pixel_logistic_regression": {
+                f"{f:g}": float(
+                    np.mean([_pixel_floor(train_fraction(self.train, f, seed=s), self.test, s) for s in self.cfg.seeds])
+                )
+                for f in self.cfg.train_fractions
+            },
+        }
+
+    def convergence_check(self, rows: list[dict]) -> dict:
+        """ce on all the data again with twice the budget (first seed): has training converged?"""
+        cfg = self.cfg
+        if not (cfg.convergence_check and 1.0 in cfg.train_fractions and "ce" in cfg.methods):
+            return {}
+        seed = cfg.seeds[0]
+        longer = self.run(f"ce-f1-s{seed}-twice-the-budget", "ce", 1.0, seed, ["ce"], budget_scale=2)
+        base = next(r for r in rows if r["method"] == "ce" and r["fraction"] == 1.0 and r["seed"] == seed)
+        return {
+            "seed": seed,
+            "test_acc": base["test_acc_best_val"],
+            "test_acc_twice_the_budget": longer["test_acc_best_val"],
+            "gain": longer["test_acc_best_val"] - base["test_acc_best_val"],
+            "history_twice_the_budget": longer["history"],
+        }
+
     def student(self):
+        """A fresh student network."""
         return build_model(self.cfg.student, self.k_cls, in_chans=self.in_chans, **self.cfg.student_kwargs)
 
     def _teacher(self, checkpoint) -> None:
@@ -367,21 +584,41 @@ class _Study:
             load_state(teacher, checkpoint)
             self.teacher_summary = {"checkpoint": str(checkpoint)}
         else:
-            self.teacher_summary = fit(teacher, self.train, self.val, test=self.test, epochs=cfg.teacher_epochs, lr=cfg.lr,
-                                       batch_size=cfg.batch_size, schedule=cfg.schedule, device=self.device,
-                                       run=RunDir("teacher", self.exp.path), seed=1000, progress=self.progress).summary
-            best = RunDir("teacher", self.exp.path).load_checkpoint("best.pt")
+            self.teacher_summary = fit(
+                teacher,
+                self.train,
+                self.val,
+                test=self.test,
+                epochs=cfg.teacher_epochs,
+                lr=cfg.lr,
+                batch_size=cfg.batch_size,
+                schedule=cfg.schedule,
+                device=self.device,
+                run=self.arm_run("teacher"),
+                seed=1000,
+                progress=self.progress,
+            ).summary
+            best = self.arm_run("teacher").load_checkpoint("best.pt")
             if best is not None:  # the teacher is the model selected on validation
                 teacher.load_state_dict(best["model"])
         teacher.to(self.device).eval()
         self.teacher_summary["test_acc"] = evaluate(teacher, self.test, device=self.device)["acc"]
-        self.teacher_summary["history"] = RunDir("teacher", self.exp.path).read_metrics()["epochs"] if checkpoint is None else []
-        layers = sorted({l for m in self.cfg.methods for t in build_terms(self.cfg.terms(m, self.stages, self.teacher_stages, BASELINES[0]),
-                                                                            self.student(), teacher, None) for l in t.teacher_layers})
+        self.teacher_summary["history"] = self.arm_run("teacher").read_metrics()["epochs"] if checkpoint is None else []
+        layers = sorted(
+            {
+                l
+                for m in self.cfg.methods
+                for t in build_terms(
+                    self.cfg.terms(m, self.stages, self.teacher_stages, BASELINES[0]), self.student(), teacher, None
+                )
+                for l in t.teacher_layers
+            }
+        )
         self.cache = TeacherCache.if_it_fits(teacher, self.train, layers, device=self.device)
         self.probe = torch.stack([self.test[i][0] for i in range(min(cfg.probe_images, len(self.test)))])
 
     def unlabelled_for(self, subset):
+        """The unlabelled images a run of ``subset`` sees (None, the rest of the split, or a pool)."""
         if self.cfg.unlabelled is None:
             return None
         if self.cfg.unlabelled == "rest":
@@ -390,10 +627,20 @@ class _Study:
             return torch.utils.data.Subset(self.train, rest) if rest else None
         return self.unlabelled_pool
 
-    def run(self, name: str, method: str, frac: float, seed: int, terms: list, *, budget_scale: int = 1, parent: RunDir | None = None) -> dict:
+    def run(
+        self,
+        name: str,
+        method: str,
+        frac: float,
+        seed: int,
+        terms: list,
+        *,
+        budget_scale: int = 1,
+        parent: RunDir | None = None,
+    ) -> dict:
         """One student run (resumed or reused when it exists); its summary row."""
         cfg = self.cfg
-        rd = RunDir(name, (parent or self.exp).path)
+        rd = self.arm_run(name, parent)
         done = rd.read_metrics()
         if done["status"] == "finished" and "geometry" in done["summary"]:
             summary, history = done["summary"], done["epochs"]
@@ -407,68 +654,83 @@ class _Study:
             # over a small fraction, each in its own order): the same epoch ends per step at every fraction
             epoch_size = max(len(self.train), cfg.batch_size) if cfg.budget == "steps" else None
             epochs = _epochs_for(cfg, epoch_size or len(subset), budget_scale)
-            res = fit(student, subset, self.val, test=self.test, teacher=self.teacher, terms=terms, epochs=epochs,
-                      lr=cfg.lr, batch_size=cfg.batch_size, schedule=cfg.schedule, device=self.device, run=rd, seed=seed,
-                      progress=False, teacher_cache=cache, eval_every=max(1, epochs // cfg.evaluations), unlabelled=unlabelled,
-                      epoch_size=epoch_size)
+            res = fit(
+                student,
+                subset,
+                self.val,
+                test=self.test,
+                teacher=self.teacher,
+                terms=terms,
+                epochs=epochs,
+                lr=cfg.lr,
+                batch_size=cfg.batch_size,
+                schedule=cfg.schedule,
+                device=self.device,
+                run=rd,
+                seed=seed,
+                progress=False,
+                teacher_cache=cache,
+                eval_every=max(1, epochs // cfg.evaluations),
+                unlabelled=unlabelled,
+                epoch_size=epoch_size,
+            )
             geometry = layer_alignment(student, self.teacher, self.probe, dict(cfg.pairs), seed=seed)
             steps = epochs * max(1, (epoch_size or len(subset)) // cfg.batch_size)
-            summary = rd.write_summary(geometry=geometry, n_train_images=len(subset), steps=steps,
-                                       passes=round(steps * cfg.batch_size / len(subset), 1),
-                                       n_unlabelled_images=len(unlabelled) if unlabelled is not None else 0)["summary"]
+            summary = rd.write_summary(
+                geometry=geometry,
+                n_train_images=len(subset),
+                steps=steps,
+                passes=round(steps * cfg.batch_size / len(subset), 1),
+                n_unlabelled_images=len(unlabelled) if unlabelled is not None else 0,
+            )["summary"]
             history = res.history
-        return {"method": method, "fraction": frac, "seed": seed, "n_train_images": summary["n_train_images"], "epochs": summary["epochs"],
-                "steps": summary.get("steps"), "passes": summary.get("passes"), "n_unlabelled_images": summary.get("n_unlabelled_images", 0),
-                "test_acc_best_val": summary["test_acc_best_val"], "test_acc_last": summary["test_acc_last"],
-                "val_acc_best": summary["val_acc_best"], "geometry": summary["geometry"], "history": history}
+        return {
+            "method": method,
+            "fraction": frac,
+            "seed": seed,
+            "n_train_images": summary["n_train_images"],
+            "epochs": summary["epochs"],
+            "steps": summary.get("steps"),
+            "passes": summary.get("passes"),
+            "n_unlabelled_images": summary.get("n_unlabelled_images", 0),
+            "test_acc_best_val": summary["test_acc_best_val"],
+            "test_acc_last": summary["test_acc_last"],
+            "val_acc_best": summary["val_acc_best"],
+            "geometry": summary["geometry"],
+            "history": history,
+        }
 
 
 def _best_baseline(rows: list[dict]) -> str | None:
     """The baseline with the best mean validation accuracy over all its runs (never test)."""
-    scores = {m: np.mean([r["val_acc_best"] for r in rows if r["method"] == m]) for m in BASELINES if any(r["method"] == m for r in rows)}
+    scores = {
+        m: np.mean([r["val_acc_best"] for r in rows if r["method"] == m])
+        for m in BASELINES
+        if any(r["method"] == m for r in rows)
+    }
     return max(scores, key=scores.get) if scores else None
 
 
-def run_transfer(cfg: TransferConfig, *, run_root=None, progress: bool = True) -> TransferResult:
-    study = _Study(cfg, run_root, progress)
-    seed_everything(0)
-    geometry_init = {}
-    for seed in cfg.seeds:
-        seed_everything(seed)
-        geometry_init[seed] = layer_alignment(study.student().to(study.device), study.teacher, study.probe, dict(cfg.pairs), seed=seed)
-
-    first = [m for m in cfg.methods if m != BEST_BASELINE_KD]
-    jobs = [(s, f, m) for s in cfg.seeds for f in cfg.train_fractions for m in first]
-    if BEST_BASELINE_KD in cfg.methods:
-        jobs += [(s, f, BEST_BASELINE_KD) for s in cfg.seeds for f in cfg.train_fractions]
-    rows, histories, best = [], {}, None
-    bar = progress_bar(jobs, desc="student runs", enabled=progress)
-    for seed, frac, method in bar:
-        if method == BEST_BASELINE_KD and best is None:
-            best = _best_baseline(rows)
-        name = f"{method if method != BEST_BASELINE_KD else best + '+kd'}-f{frac:g}-s{seed}"
-        bar.set_postfix_str(name)
-        row = study.run(name, method, frac, seed, cfg.terms(method, study.stages, study.teacher_stages, best))
-        histories[name] = row.pop("history")
-        rows.append(row)
-    best = best or _best_baseline(rows)
-
-    floors = {"chance": 1.0 / study.k_cls, "pixel_logistic_regression": {
-        f"{f:g}": float(np.mean([_pixel_floor(train_fraction(study.train, f, seed=s), study.test, s) for s in cfg.seeds]))
-        for f in cfg.train_fractions}}
-    convergence = {}
-    if cfg.convergence_check and 1.0 in cfg.train_fractions and "ce" in cfg.methods:
-        seed = cfg.seeds[0]
-        longer = study.run(f"ce-f1-s{seed}-twice-the-budget", "ce", 1.0, seed, ["ce"], budget_scale=2)
-        base = next(r for r in rows if r["method"] == "ce" and r["fraction"] == 1.0 and r["seed"] == seed)
-        convergence = {"seed": seed, "test_acc": base["test_acc_best_val"], "test_acc_twice_the_budget": longer["test_acc_best_val"],
-                       "gain": longer["test_acc_best_val"] - base["test_acc_best_val"], "history_twice_the_budget": longer["history"]}
-    return TransferResult(cfg, study.teacher_summary, rows, geometry_init, list(study.train.classes), study.exp, histories,
-                          best, floors, convergence, 1.0 / len(study.test))
+def run_transfer(
+    cfg: TransferConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+) -> TransferResult:
+    """Train the teacher, then every method's student at every fraction and seed (``TransferStudy``);
+    writes ``runs/transfer-<teacher>-<student>-<data>-<hash>/`` (the teacher and one folder per
+    student run) and resumes it when the same code made it (``reuse``: see ``geoviz.runs.reuse_mode``)."""
+    return TransferStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
 
 
-def run_geometry_ablation(cfg: TransferConfig, *, scopes=SCOPES, bandwidths=BANDWIDTHS, fractions=(0.05, 0.1, 0.25),
-                          methods=("geometric", "geometric+kd"), run_root=None, progress: bool = True) -> dict:
+def run_geometry_ablation(
+    cfg: TransferConfig,
+    *,
+    scopes=SCOPES,
+    bandwidths=BANDWIDTHS,
+    fractions=(0.05, 0.1, 0.25),
+    methods=("geometric", "geometric+kd"),
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+) -> dict:
     """scope × bandwidth of the geometric term over ``fractions`` and the config's seeds.
 
     Returns ``rows`` (mean ± std of validation and test accuracy per scope, bandwidth, method and
@@ -477,7 +739,16 @@ def run_geometry_ablation(cfg: TransferConfig, *, scopes=SCOPES, bandwidths=BAND
     difference in validation accuracy between the first two over every (method, fraction, seed),
     to say whether the choice is more than noise. Each variant keeps its default weight
     (``default_geometric_weight``: every term starts near 1 nat)."""
-    study = _Study(cfg.replace(methods=("ce",) + tuple(methods)), run_root, progress)
+    study = TransferStudy(
+        cfg.replace(methods=("ce",) + tuple(methods)), run_root=run_root, progress=progress, reuse=reuse
+    )
+    with reuse_policy(study.reuse):
+        study.prepare()
+        return _ablation(study, cfg, scopes, bandwidths, fractions, methods)
+
+
+def _ablation(study: TransferStudy, cfg: TransferConfig, scopes, bandwidths, fractions, methods) -> dict:
+    progress = study.progress
     variants = [(sc, bw) for sc in scopes for bw in bandwidths]
     jobs = [(v, f, m, s) for v in variants for f in fractions for m in methods for s in cfg.seeds]
     runs: dict = {}
@@ -490,20 +761,45 @@ def run_geometry_ablation(cfg: TransferConfig, *, scopes=SCOPES, bandwidths=BAND
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
     rows = []
-    for (scope, bandwidth) in variants:
+    for scope, bandwidth in variants:
         for frac in fractions:
             for method in methods:
                 rs = [runs[(scope, bandwidth, frac, method, s)] for s in cfg.seeds]
                 val, test = [r["val_acc_best"] for r in rs], [r["test_acc_best_val"] for r in rs]
-                rows.append({"scope": scope, "bandwidth": bandwidth, "method": method, "fraction": frac, "n": len(rs),
-                             "val_acc_mean": float(np.mean(val)), "val_acc_std": sd(val), "test_acc_mean": float(np.mean(test)), "test_acc_std": sd(test)})
+                rows.append(
+                    {
+                        "scope": scope,
+                        "bandwidth": bandwidth,
+                        "method": method,
+                        "fraction": frac,
+                        "n": len(rs),
+                        "val_acc_mean": float(np.mean(val)),
+                        "val_acc_std": sd(val),
+                        "test_acc_mean": float(np.mean(test)),
+                        "test_acc_std": sd(test),
+                    }
+                )
     keys = [(f, m, s) for f in fractions for m in methods for s in cfg.seeds]
-    summary = [{"scope": sc, "bandwidth": bw, "val_acc_mean": float(np.mean([runs[(sc, bw, *k)]["val_acc_best"] for k in keys])),
-                "test_acc_mean": float(np.mean([runs[(sc, bw, *k)]["test_acc_best_val"] for k in keys]))} for sc, bw in variants]
+    summary = [
+        {
+            "scope": sc,
+            "bandwidth": bw,
+            "val_acc_mean": float(np.mean([runs[(sc, bw, *k)]["val_acc_best"] for k in keys])),
+            "test_acc_mean": float(np.mean([runs[(sc, bw, *k)]["test_acc_best_val"] for k in keys])),
+        }
+        for sc, bw in variants
+    ]
     summary.sort(key=lambda v: -v["val_acc_mean"])
     out = {"rows": rows, "variants": summary, "best": (summary[0]["scope"], summary[0]["bandwidth"])}
     if len(summary) > 1:
         (a, b) = [(v["scope"], v["bandwidth"]) for v in summary[:2]]
-        out["best_vs_runner_up"] = {"best": a, "runner_up": b, **paired_difference(
-            [runs[(*a, *k)]["val_acc_best"] for k in keys], [runs[(*b, *k)]["val_acc_best"] for k in keys], resolution=1.0 / len(study.val))}
+        out["best_vs_runner_up"] = {
+            "best": a,
+            "runner_up": b,
+            **paired_difference(
+                [runs[(*a, *k)]["val_acc_best"] for k in keys],
+                [runs[(*b, *k)]["val_acc_best"] for k in keys],
+                resolution=1.0 / len(study.val),
+            ),
+        }
     return out

@@ -1,5 +1,6 @@
 """Precision shared by every loss: autocast may hand activations over in bf16 / fp16, and sums of
 squares, softmaxes and Gram matrices lose too much there."""
+
 from __future__ import annotations
 
 import torch

@@ -28,6 +28,7 @@ only acts while a pair is closer than the simplex angle:
 Both parts are ≥ 0 and zero at the simplex, so its minimum is ICAL's (our construction, a
 reconstruction of the FICAL idea without its flaw).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,14 @@ PAIRS = ("all", "confused", "confused_capped", "confused_hinge")
 __all__ = ["NormalizedLinear", "use_normalized_head", "ical_loss", "PAIRS"]
 
 
-def ical_loss(weight: torch.Tensor, lam: float = 5.0, *, pairs: str = "all", confusion: torch.Tensor | None = None,
-              cap: float = 2.0) -> torch.Tensor:
+def ical_loss(
+    weight: torch.Tensor,
+    lam: float = 5.0,
+    *,
+    pairs: str = "all",
+    confusion: torch.Tensor | None = None,
+    cap: float = 2.0,
+) -> torch.Tensor:
     """λ/C² ‖Σ ŵ_i‖² for the rows of ``weight`` (C, D); the confusion-weighted ``pairs`` need
     ``confusion``, a (C, C) symmetric matrix of pair confusion rates."""
     if pairs not in PAIRS:
@@ -49,7 +56,9 @@ def ical_loss(weight: torch.Tensor, lam: float = 5.0, *, pairs: str = "all", con
         raise ValueError(f"ical_loss needs class vectors (C, D) with C >= 2, got shape {tuple(weight.shape)}")
     norms = weight.norm(dim=1)
     if (norms == 0).any():
-        raise ValueError(f"class vectors {(norms == 0).nonzero()[:, 0].tolist()} are zero: their direction is undefined")
+        raise ValueError(
+            f"class vectors {(norms == 0).nonzero()[:, 0].tolist()} are zero: their direction is undefined"
+        )
     w = F.normalize(weight.float() if weight.dtype != torch.float64 else weight, dim=1)
     c = w.shape[0]
     if pairs == "all":

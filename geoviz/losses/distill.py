@@ -22,6 +22,7 @@ of student and teacher tensors (the teacher side treated as a constant); ``FitNe
 RepDistiller feeds RKD and PKT the pooled penultimate features: given a ``(B, C, H, W)`` map, these
 functions average-pool it first, so a term pairing the last stage gets exactly that.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,10 @@ def _embed(x: torch.Tensor) -> torch.Tensor:
 
 def _same_batch(s: torch.Tensor, t: torch.Tensor) -> None:
     if s.shape[0] != t.shape[0]:
-        raise ValueError(f"student and teacher tensors must come from the same batch: batch sizes {s.shape[0]} and {t.shape[0]} differ")
+        raise ValueError(
+            "student and teacher tensors must come from the same "
+            f"batch: batch sizes {s.shape[0]} and {t.shape[0]} differ"
+        )
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0) -> torch.Tensor:
@@ -53,7 +57,10 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
 def fitnet_loss(s: torch.Tensor, t: torch.Tensor, regressor: nn.Module) -> torch.Tensor:
     r = regressor(s)
     if r.shape != t.shape:
-        raise ValueError(f"the FitNet regressor maps the student's {tuple(s.shape)} to {tuple(r.shape)}, the teacher's is {tuple(t.shape)}")
+        raise ValueError(
+            f"the FitNet regressor maps the student's {tuple(s.shape)} "
+            f"to {tuple(r.shape)}, the teacher's is {tuple(t.shape)}"
+        )
     return F.mse_loss(full_precision(r), full_precision(t).detach())
 
 
@@ -67,8 +74,10 @@ def conv_regressor(student_shape, teacher_shape) -> nn.Module:
     elif hs >= ht and ws >= wt:
         conv = nn.Conv2d(cs, ct, (1 + hs - ht, 1 + ws - wt))
     else:
-        raise ValueError(f"FitNet cannot regress a student map of {hs}×{ws} onto a teacher map of {ht}×{wt}: pair layers "
-                         f"whose student map is at least as large, or half as large")
+        raise ValueError(
+            f"FitNet cannot regress a student map of {hs}×{ws} onto a teacher map of {ht}×{wt}: pair layers "
+            f"whose student map is at least as large, or half as large"
+        )
     return nn.Sequential(conv, nn.BatchNorm2d(ct), nn.ReLU())
 
 

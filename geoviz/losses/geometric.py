@@ -26,6 +26,7 @@ All three are invariant to orthogonal transforms and scaling of either channel s
 student = teacher, and cost O(m²·C) for m sampled positions — never O((B·H·W)²). Positions of
 the two maps correspond by relative spatial coordinate (``align``, see ``capture.align_maps``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,15 @@ SCOPES = ("batch", "image")
 BANDWIDTHS = ("global", "perplexity")
 
 
-def paired_local_features(s: torch.Tensor, t: torch.Tensor, m: int | None = 256, *, align: str = "pool",
-                          positions: torch.Tensor | None = None, generator: torch.Generator | None = None):
+def paired_local_features(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    m: int | None = 256,
+    *,
+    align: str = "pool",
+    positions: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+):
     """Sample the same ``m`` positions of two aligned maps: ``(m, Cs)`` and ``(m, Ct)`` features.
 
     ``positions`` (indices into the flattened aligned grid B·H·W) overrides the random sample.
@@ -55,12 +63,21 @@ def paired_local_features(s: torch.Tensor, t: torch.Tensor, m: int | None = 256,
     if positions is None:
         if m is None or m >= n:
             return fs, ft
-        positions = torch.randperm(n, generator=generator, device="cpu" if generator is not None else fs.device)[:m].to(fs.device)
+        positions = torch.randperm(n, generator=generator, device="cpu" if generator is not None else fs.device)[:m].to(
+            fs.device
+        )
     return fs[positions], ft[positions]
 
 
-def paired_image_clouds(s: torch.Tensor, t: torch.Tensor, m: int | None = 256, *, align: str = "pool",
-                        positions: torch.Tensor | None = None, generator: torch.Generator | None = None):
+def paired_image_clouds(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    m: int | None = 256,
+    *,
+    align: str = "pool",
+    positions: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+):
     """One cloud per image: ``(B, n, Cs)`` and ``(B, n, Ct)``, the same ``n = min(m, H·W)`` positions
     of each image in both maps (sampled per image; ``positions`` (n,) takes the same ones in every image)."""
     s, t = align_maps(s, t, align)
@@ -73,7 +90,9 @@ def paired_image_clouds(s: torch.Tensor, t: torch.Tensor, m: int | None = 256, *
         return fs, ft
     keys = torch.rand(B, hw, generator=generator, device="cpu" if generator is not None else fs.device).to(fs.device)
     idx = keys.argsort(dim=1)[:, :m]
-    return fs.gather(1, idx[..., None].expand(-1, -1, fs.shape[2])), ft.gather(1, idx[..., None].expand(-1, -1, ft.shape[2]))
+    return fs.gather(1, idx[..., None].expand(-1, -1, fs.shape[2])), ft.gather(
+        1, idx[..., None].expand(-1, -1, ft.shape[2])
+    )
 
 
 # Every kind works on a batch of clouds (G, n, C): one cloud of the whole batch (scope "batch")
@@ -142,8 +161,15 @@ def _log_neighbours(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.masked_fill(eye, float("-inf")), dim=-1).masked_fill(eye, 0.0)
 
 
-def affinity_kl(fs: torch.Tensor, ft: torch.Tensor, *, affinity: str = "gaussian", tau: float = 0.1, bandwidth: str = "global",
-                perplexity: float = 10.0) -> torch.Tensor:
+def affinity_kl(
+    fs: torch.Tensor,
+    ft: torch.Tensor,
+    *,
+    affinity: str = "gaussian",
+    tau: float = 0.1,
+    bandwidth: str = "global",
+    perplexity: float = 10.0,
+) -> torch.Tensor:
     """mean_i KL(P_t,i ‖ P_s,i) of the clouds' neighbour distributions, averaged over clouds.
 
     Gaussian affinities on relative squared distances: ``bandwidth="global"`` uses one precision
@@ -196,10 +222,22 @@ def knn_soft(fs: torch.Tensor, ft: torch.Tensor, k: int = 8) -> torch.Tensor:
     return (w * (ds - dt).square()).sum(-1).mean()
 
 
-def local_geometry_loss(s: torch.Tensor, t: torch.Tensor, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256, *,
-                        align: str = "pool", affinity: str = "gaussian", tau: float = 0.1, scope: str = "batch",
-                        bandwidth: str = "global", perplexity: float = 10.0,
-                        positions: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def local_geometry_loss(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    kind: str = DEFAULT_KIND,
+    k: int = 8,
+    m: int | None = 256,
+    *,
+    align: str = "pool",
+    affinity: str = "gaussian",
+    tau: float = 0.1,
+    scope: str = "batch",
+    bandwidth: str = "global",
+    perplexity: float = 10.0,
+    positions: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Geometry loss between student ``s (B, Cs, Hs, Ws)`` and teacher ``t (B, Ct, Ht, Wt)``.
 
     ``scope="batch"``: one cloud of ``m`` positions sampled across the batch (a point's neighbours
@@ -236,11 +274,26 @@ def local_geometry_loss(s: torch.Tensor, t: torch.Tensor, kind: str = DEFAULT_KI
 class LocalGeometryLoss(nn.Module):
     """``local_geometry_loss`` with its settings held (it owns no parameters)."""
 
-    def __init__(self, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256, align: str = "pool", affinity: str = "gaussian",
-                 tau: float = 0.1, scope: str = "batch", bandwidth: str = "global", perplexity: float = 10.0):
+    def __init__(
+        self,
+        kind: str = DEFAULT_KIND,
+        k: int = 8,
+        m: int | None = 256,
+        align: str = "pool",
+        affinity: str = "gaussian",
+        tau: float = 0.1,
+        scope: str = "batch",
+        bandwidth: str = "global",
+        perplexity: float = 10.0,
+    ):
         super().__init__()
-        for name, value, allowed in (("geometric loss kind", kind, KINDS), ("align mode", align, ALIGN_MODES),
-                                     ("affinity", affinity, AFFINITIES), ("scope", scope, SCOPES), ("bandwidth", bandwidth, BANDWIDTHS)):
+        for name, value, allowed in (
+            ("geometric loss kind", kind, KINDS),
+            ("align mode", align, ALIGN_MODES),
+            ("affinity", affinity, AFFINITIES),
+            ("scope", scope, SCOPES),
+            ("bandwidth", bandwidth, BANDWIDTHS),
+        ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {allowed}")
         if perplexity <= 1:
@@ -249,8 +302,22 @@ class LocalGeometryLoss(nn.Module):
         self.scope, self.bandwidth, self.perplexity = scope, bandwidth, perplexity
 
     def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return local_geometry_loss(s, t, self.kind, self.k, self.m, align=self.align, affinity=self.affinity, tau=self.tau,
-                                   scope=self.scope, bandwidth=self.bandwidth, perplexity=self.perplexity)
+        return local_geometry_loss(
+            s,
+            t,
+            self.kind,
+            self.k,
+            self.m,
+            align=self.align,
+            affinity=self.affinity,
+            tau=self.tau,
+            scope=self.scope,
+            bandwidth=self.bandwidth,
+            perplexity=self.perplexity,
+        )
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, k={self.k}, m={self.m}, align={self.align!r}, scope={self.scope!r}, bandwidth={self.bandwidth!r}"
+        return (
+            f"kind={self.kind!r}, k={self.k}, m={self.m}, align={self.align!r}, "
+            f"scope={self.scope!r}, bandwidth={self.bandwidth!r}"
+        )

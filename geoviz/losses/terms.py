@@ -8,6 +8,7 @@ A term is built from a spec — a name, or a dict as written in a YAML config::
 calls ``setup`` once with example activations (so a term can size its own parameters, e.g.
 FitNet's regressors), then adds ``weight * term(inputs)`` to the loss at each step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -141,9 +142,20 @@ class Geometric(Term):
     name = "geometric"
     needs_teacher = needs_pairs = True
 
-    def __init__(self, weight=None, pairs=None, kind: str = DEFAULT_KIND, k: int = 8, m: int | None = 256,
-                 align: str = "pool", affinity: str = "gaussian", tau: float = 0.1, scope: str = "batch",
-                 bandwidth: str = "global", perplexity: float = 10.0):
+    def __init__(
+        self,
+        weight=None,
+        pairs=None,
+        kind: str = DEFAULT_KIND,
+        k: int = 8,
+        m: int | None = 256,
+        align: str = "pool",
+        affinity: str = "gaussian",
+        tau: float = 0.1,
+        scope: str = "batch",
+        bandwidth: str = "global",
+        perplexity: float = 10.0,
+    ):
         super().__init__(weight, pairs)
         check_number("k", k, low=1, integer=True)
         check_number("m", m, low=3, integer=True, allow_none=True)
@@ -156,8 +168,18 @@ class Geometric(Term):
 
     def spec(self):
         l = self.loss
-        return {**super().spec(), "kind": l.kind, "k": l.k, "m": l.m, "align": l.align, "affinity": l.affinity, "tau": l.tau,
-                "scope": l.scope, "bandwidth": l.bandwidth, "perplexity": l.perplexity}
+        return {
+            **super().spec(),
+            "kind": l.kind,
+            "k": l.k,
+            "m": l.m,
+            "align": l.align,
+            "affinity": l.affinity,
+            "tau": l.tau,
+            "scope": l.scope,
+            "bandwidth": l.bandwidth,
+            "perplexity": l.perplexity,
+        }
 
 
 class FitNetTerm(Term):
@@ -166,11 +188,14 @@ class FitNetTerm(Term):
     default_weight = 100.0
 
     def setup(self, feats, teacher_feats):
-        self.hints = nn.ModuleList(distill.FitNet(feats[s].shape, teacher_feats[t].shape) for s, t in self.pairs.items())
+        self.hints = nn.ModuleList(
+            distill.FitNet(feats[s].shape, teacher_feats[t].shape) for s, t in self.pairs.items()
+        )
 
     def forward(self, inp):
-        return sum(h(inp.feats[s], inp.teacher_feats[t]) for h, (s, t) in zip(self.hints, self.pairs.items())) / len(self.pairs)
-
+        return sum(h(inp.feats[s], inp.teacher_feats[t]) for h, (s, t) in zip(self.hints, self.pairs.items())) / len(
+            self.pairs
+        )
 
 
 class AT(Term):
@@ -261,7 +286,9 @@ class ICAL(Term):
         return {**super().spec(), "pairs": self.pairs_mode, "momentum": self.momentum}
 
 
-TERMS: dict[str, type[Term]] = {c.name: c for c in (CrossEntropy, Reconstruction, MSE, CodeL1, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)}
+TERMS: dict[str, type[Term]] = {
+    c.name: c for c in (CrossEntropy, Reconstruction, MSE, CodeL1, KD, Geometric, FitNetTerm, AT, SP, RKD, PKT, ICAL)
+}
 
 
 def build_term(spec) -> Term:

@@ -25,6 +25,7 @@ included (``PairFeatures`` alone).
 Baselines: the NMF reconstruction ``(W H)[i, j]``; a similarity-weighted neighbour score; a
 logistic regression on the left branch's flattened rows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +52,9 @@ def misim(A: np.ndarray, SD: np.ndarray) -> np.ndarray:
     return S
 
 
-def nmf_factors(A_train: np.ndarray, rank: int, *, seed: int = 0, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def nmf_factors(
+    A_train: np.ndarray, rank: int, *, seed: int = 0, max_iter: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """``W`` (n_m, rank) and ``H`` (rank, n_d) with ``A_train ≈ W H`` (scikit-learn NMF, NNDSVDa start)."""
     from sklearn.decomposition import NMF
 
@@ -82,7 +85,16 @@ def align_factors(W: np.ndarray, H: np.ndarray, H_ref: np.ndarray) -> tuple[np.n
 class PairFeatures:
     """The inputs of every pair, built on demand from one fold's training inputs."""
 
-    def __init__(self, SM: np.ndarray, SD: np.ndarray, A_train: np.ndarray, W: np.ndarray, H: np.ndarray, *, scale: float | None = None):
+    def __init__(
+        self,
+        SM: np.ndarray,
+        SD: np.ndarray,
+        A_train: np.ndarray,
+        W: np.ndarray,
+        H: np.ndarray,
+        *,
+        scale: float | None = None,
+    ):
         self.SM = torch.as_tensor(SM, dtype=torch.float32)
         self.SD = torch.as_tensor(SD, dtype=torch.float32)
         self.A = torch.as_tensor(np.asarray(A_train), dtype=torch.float32)
@@ -179,12 +191,27 @@ class CNNMDA(nn.Module):
         super().__init__()
         self.n_left, self.n_right = n_left, n_right
         c = channels
-        self.left = nn.Sequential(nn.Conv2d(1, c, (2, 8), stride=(1, 2)), nn.ReLU(inplace=True), nn.MaxPool2d((1, 4), ceil_mode=True),
-                                  nn.Conv2d(c, 2 * c, (1, 5), padding=(0, 2)), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d((1, 8)), nn.Flatten())
+        self.left = nn.Sequential(
+            nn.Conv2d(1, c, (2, 8), stride=(1, 2)),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d((1, 4), ceil_mode=True),
+            nn.Conv2d(c, 2 * c, (1, 5), padding=(0, 2)),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d((1, 8)),
+            nn.Flatten(),
+        )
         k = min(3, n_right)
-        self.right = nn.Sequential(nn.Conv2d(1, c, (2, k), padding=(0, k // 2)), nn.ReLU(inplace=True),
-                                   nn.Conv2d(c, 2 * c, (1, 3), padding=(0, 1)), nn.ReLU(inplace=True), nn.AdaptiveMaxPool2d((1, 4)), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(2 * c * 12, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 2))
+        self.right = nn.Sequential(
+            nn.Conv2d(1, c, (2, k), padding=(0, k // 2)),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, 2 * c, (1, 3), padding=(0, 1)),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d((1, 4)),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(2 * c * 12, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 2)
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The fused pair embedding (before the head): the left and right branches' features."""
@@ -236,4 +263,15 @@ def auc_aupr(scores, labels) -> dict:
     return {"auc": float(roc_auc_score(y, s)), "aupr": float(average_precision_score(y, s))}
 
 
-__all__ = ["misim", "nmf_factors", "align_factors", "PairFeatures", "CrossFitted", "CNNMDA", "score_pairs", "nmf_scores", "neighbour_scores", "auc_aupr"]
+__all__ = [
+    "misim",
+    "nmf_factors",
+    "align_factors",
+    "PairFeatures",
+    "CrossFitted",
+    "CNNMDA",
+    "score_pairs",
+    "nmf_scores",
+    "neighbour_scores",
+    "auc_aupr",
+]

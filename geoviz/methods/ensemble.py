@@ -17,6 +17,7 @@ Kuncheva & Whitaker 2003): the disagreement ``(N01 + N10) / N``, Yule's ``Q = (N
 ``Ensemble`` is the thin class: members (any classifiers), a fusion rule, ``fit`` on validation
 data, ``predict_proba`` on any other.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,7 +81,9 @@ def fit_stacker(val_probs, val_labels, *, C: float = 1.0, seed: int = 0):
     """scikit-learn's multinomial ``LogisticRegression`` on the members' validation probabilities."""
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(_stack_features(val_probs), np.asarray(val_labels))
+    return LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(
+        _stack_features(val_probs), np.asarray(val_labels)
+    )
 
 
 def stack_fusion(probs, stacker, n_classes: int) -> np.ndarray:
@@ -125,7 +128,7 @@ class Ensemble:
         self.n_classes, self.fusion, self.seed = int(n_classes), fusion, seed
         self.weights, self.stacker = None, None
 
-    def fit(self, val_probs, val_labels) -> "Ensemble":
+    def fit(self, val_probs, val_labels) -> Ensemble:
         if self.fusion == "weighted":
             self.weights = fit_weights(val_probs, val_labels)
         elif self.fusion == "stack":
@@ -139,7 +142,10 @@ class Ensemble:
         if self.fusion == "vote":
             return vote_fusion(probs)
         if (self.fusion == "weighted" and self.weights is None) or (self.fusion == "stack" and self.stacker is None):
-            raise RuntimeError(f"the {self.fusion!r} fusion is fitted on validation probabilities first: call .fit(val_probs, val_labels)")
+            raise RuntimeError(
+                f"the {self.fusion!r} fusion is fitted on validation "
+                "probabilities first: call .fit(val_probs, val_labels)"
+            )
         if self.fusion == "weighted":
             return weighted_fusion(probs, self.weights)
         return stack_fusion(probs, self.stacker, self.n_classes)
@@ -148,5 +154,15 @@ class Ensemble:
         return self.predict_proba(probs).argmax(1)
 
 
-__all__ = ["FUSIONS", "Ensemble", "mean_fusion", "vote_fusion", "weighted_fusion", "fit_weights", "fit_stacker", "stack_fusion",
-           "pairwise_diversity", "mean_pairwise"]
+__all__ = [
+    "FUSIONS",
+    "Ensemble",
+    "mean_fusion",
+    "vote_fusion",
+    "weighted_fusion",
+    "fit_weights",
+    "fit_stacker",
+    "stack_fusion",
+    "pairwise_diversity",
+    "mean_pairwise",
+]

@@ -26,6 +26,7 @@ block's shape changes with its intensity and overlapping keypoints do not add. T
 response to one keypoint alone at the centre is that feature's visual building block
 (``building_block``).
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,11 @@ from torch import nn
 
 from .._utils import eval_mode
 
-SETUPS = {"MF4": {"num_types": 4, "learned": False}, "AF4": {"num_types": 4, "learned": True}, "AF5": {"num_types": 5, "learned": True}}
+SETUPS = {
+    "MF4": {"num_types": 4, "learned": False},
+    "AF4": {"num_types": 4, "learned": True},
+    "AF5": {"num_types": 5, "learned": True},
+}
 TABLE_COLUMNS = ("image", "type", "y", "x", "intensity")
 
 
@@ -77,7 +82,7 @@ class Keypoints:
     size: tuple[int, int]
 
     @classmethod
-    def from_maps(cls, maps: torch.Tensor) -> "Keypoints":
+    def from_maps(cls, maps: torch.Tensor) -> Keypoints:
         if maps.dim() != 4:
             raise ValueError(f"sparse maps must be (B, K, H, W), got {tuple(maps.shape)}")
         m = maps.detach().float().cpu()
@@ -94,10 +99,20 @@ class Keypoints:
         return [dict(zip(TABLE_COLUMNS, row)) for row in zip(*cols)]
 
     @classmethod
-    def from_table(cls, rows: list[dict], n_images: int, num_types: int, size: tuple[int, int]) -> "Keypoints":
-        col = lambda k, dt: torch.tensor([r[k] for r in rows], dtype=dt)
-        return cls(col("image", torch.long), col("type", torch.long), col("y", torch.long), col("x", torch.long),
-                   col("intensity", torch.float32), n_images, num_types, tuple(size))
+    def from_table(cls, rows: list[dict], n_images: int, num_types: int, size: tuple[int, int]) -> Keypoints:
+        def col(k, dt):
+            return torch.tensor([r[k] for r in rows], dtype=dt)
+
+        return cls(
+            col("image", torch.long),
+            col("type", torch.long),
+            col("y", torch.long),
+            col("x", torch.long),
+            col("intensity", torch.float32),
+            n_images,
+            num_types,
+            tuple(size),
+        )
 
     def __len__(self) -> int:
         return len(self.image)
@@ -106,11 +121,19 @@ class Keypoints:
         """Keypoints per image."""
         return torch.bincount(self.image, minlength=self.n_images)
 
-    def _subset(self, keep: torch.Tensor, n_images: int | None = None) -> "Keypoints":
-        return Keypoints(self.image[keep], self.type[keep], self.y[keep], self.x[keep], self.intensity[keep],
-                         self.n_images if n_images is None else n_images, self.num_types, self.size)
+    def _subset(self, keep: torch.Tensor, n_images: int | None = None) -> Keypoints:
+        return Keypoints(
+            self.image[keep],
+            self.type[keep],
+            self.y[keep],
+            self.x[keep],
+            self.intensity[keep],
+            self.n_images if n_images is None else n_images,
+            self.num_types,
+            self.size,
+        )
 
-    def select(self, *, top: int | None = None, types=None) -> "Keypoints":
+    def select(self, *, top: int | None = None, types=None) -> Keypoints:
         """Keep the given feature types and then, per image, the ``top`` strongest keypoints."""
         keep = torch.ones(len(self), dtype=torch.bool)
         if types is not None:
@@ -128,7 +151,7 @@ class Keypoints:
         rank[order] = torch.arange(len(kp)) - starts[kp.image[order]]  # 0 = the image's strongest
         return kp._subset(rank < top)
 
-    def of_image(self, i: int) -> "Keypoints":
+    def of_image(self, i: int) -> Keypoints:
         kp = self._subset(self.image == i, n_images=1)
         kp.image = torch.zeros_like(kp.image)
         return kp
@@ -139,12 +162,28 @@ class SparseKeypointAE(nn.Module):
     in ``last_code``; ``encode`` gives ``Keypoints``; ``decode`` maps keypoints (or sparse maps)
     back to images."""
 
-    def __init__(self, setup: str = "AF4", *, num_types: int | None = None, in_chans: int = 1, hidden: int = 48,
-                 window: int = 5, max_keypoints: int = 24, threshold: float = 0.0, dropout: float = 0.1,
-                 filter_size: int = 7, decoder: str = "blocks", decoder_kernel: int | None = None, output: str = "linear", ste: bool = False):
+    def __init__(
+        self,
+        setup: str = "AF4",
+        *,
+        num_types: int | None = None,
+        in_chans: int = 1,
+        hidden: int = 48,
+        window: int = 5,
+        max_keypoints: int = 24,
+        threshold: float = 0.0,
+        dropout: float = 0.1,
+        filter_size: int = 7,
+        decoder: str = "blocks",
+        decoder_kernel: int | None = None,
+        output: str = "linear",
+        ste: bool = False,
+    ):
         super().__init__()
         if setup not in SETUPS:
-            raise ValueError(f"unknown set-up {setup!r}; allowed: {tuple(SETUPS)} (MF4: fixed line filters; AF4/AF5: learned)")
+            raise ValueError(
+                f"unknown set-up {setup!r}; allowed: {tuple(SETUPS)} (MF4: fixed line filters; AF4/AF5: learned)"
+            )
         spec = SETUPS[setup]
         k = spec["num_types"] if num_types is None else num_types
         if not isinstance(k, int) or k < 1:
@@ -152,7 +191,9 @@ class SparseKeypointAE(nn.Module):
         if not spec["learned"] and k != 4:
             raise ValueError(f"MF4 has exactly 4 fixed line filters; got K={k} (use AF{k} for learned features)")
         if not isinstance(max_keypoints, int) or max_keypoints < 1:
-            raise ValueError(f"max_keypoints (the sparsity budget per image) must be a whole number >= 1, got {max_keypoints!r}")
+            raise ValueError(
+                f"max_keypoints (the sparsity budget per image) must be a whole number >= 1, got {max_keypoints!r}"
+            )
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0 (intensities are non-negative), got {threshold}")
         if window < 1 or window % 2 == 0:
@@ -160,7 +201,10 @@ class SparseKeypointAE(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if decoder not in ("blocks", "nonlinear"):
-            raise ValueError(f"unknown decoder {decoder!r}; allowed: 'blocks' (one learned block per keypoint type, the paper's), 'nonlinear'")
+            raise ValueError(
+                f"unknown decoder {decoder!r}; allowed: 'blocks' (one "
+                "learned block per keypoint type, the paper's), 'nonlinear'"
+            )
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"unknown output {output!r}; allowed: 'linear', 'sigmoid'")
         decoder_kernel = (11 if decoder == "blocks" else 5) if decoder_kernel is None else decoder_kernel
@@ -170,8 +214,12 @@ class SparseKeypointAE(nn.Module):
         self.window, self.max_keypoints, self.threshold, self.ste = window, max_keypoints, threshold, ste
         if spec["learned"]:
             self.encoder = nn.Sequential(
-                nn.Conv2d(in_chans, hidden, 3, padding=1), nn.PReLU(hidden), nn.Dropout2d(dropout),
-                nn.Conv2d(hidden, hidden, 3, padding=1), nn.PReLU(hidden), nn.Dropout2d(dropout),
+                nn.Conv2d(in_chans, hidden, 3, padding=1),
+                nn.PReLU(hidden),
+                nn.Dropout2d(dropout),
+                nn.Conv2d(hidden, hidden, 3, padding=1),
+                nn.PReLU(hidden),
+                nn.Dropout2d(dropout),
                 nn.Conv2d(hidden, k, 3, padding=1),
             )
         else:
@@ -187,14 +235,31 @@ class SparseKeypointAE(nn.Module):
             self.decoder = nn.Sequential(*layers)
         else:
             self.decoder = nn.Sequential(
-                nn.Conv2d(k, hidden, decoder_kernel, padding=p), nn.PReLU(hidden), nn.Dropout2d(dropout),
-                nn.Conv2d(hidden, hidden, decoder_kernel, padding=p), nn.PReLU(hidden),
-                nn.Conv2d(hidden, in_chans, decoder_kernel, padding=p), nn.Sigmoid(),
+                nn.Conv2d(k, hidden, decoder_kernel, padding=p),
+                nn.PReLU(hidden),
+                nn.Dropout2d(dropout),
+                nn.Conv2d(hidden, hidden, decoder_kernel, padding=p),
+                nn.PReLU(hidden),
+                nn.Conv2d(hidden, in_chans, decoder_kernel, padding=p),
+                nn.Sigmoid(),
             )
         self.last_code: torch.Tensor | None = None
-        self.build_args = {"name": "keypoint_ae", "setup": setup, "num_types": k, "in_chans": in_chans, "hidden": hidden,
-                           "window": window, "max_keypoints": max_keypoints, "threshold": threshold, "dropout": dropout,
-                           "filter_size": filter_size, "decoder": decoder, "decoder_kernel": decoder_kernel, "output": output, "ste": ste}
+        self.build_args = {
+            "name": "keypoint_ae",
+            "setup": setup,
+            "num_types": k,
+            "in_chans": in_chans,
+            "hidden": hidden,
+            "window": window,
+            "max_keypoints": max_keypoints,
+            "threshold": threshold,
+            "dropout": dropout,
+            "filter_size": filter_size,
+            "decoder": decoder,
+            "decoder_kernel": decoder_kernel,
+            "output": output,
+            "ste": ste,
+        }
         self.decoder_kind, self.output = decoder, output
 
     # ---------------------------------------------------------------- pieces
@@ -202,7 +267,10 @@ class SparseKeypointAE(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"expected images (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
         if min(x.shape[-2:]) < self.window:
-            raise ValueError(f"images must be at least {self.window} px (the suppression window) on each side, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"images must be at least {self.window} px (the suppression "
+                f"window) on each side, got {tuple(x.shape[-2:])}"
+            )
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """The dense, non-negative feature maps before sparsification (B, K, H, W)."""
@@ -236,7 +304,9 @@ class SparseKeypointAE(nn.Module):
     def encode(self, images: torch.Tensor, batch_size: int = 256) -> Keypoints:
         dev = next(self.parameters()).device
         with eval_mode(self):
-            maps = torch.cat([self.code(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
+            maps = torch.cat(
+                [self.code(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)]
+            )
         return Keypoints.from_maps(maps)
 
     @torch.no_grad()
@@ -246,7 +316,9 @@ class SparseKeypointAE(nn.Module):
             raise ValueError(f"expected sparse maps (B, {self.num_types}, H, W), got {tuple(maps.shape)}")
         dev = next(self.parameters()).device
         with eval_mode(self):
-            return torch.cat([self.decoder(maps[i : i + batch_size].to(dev)).cpu() for i in range(0, len(maps), batch_size)])
+            return torch.cat(
+                [self.decoder(maps[i : i + batch_size].to(dev)).cpu() for i in range(0, len(maps), batch_size)]
+            )
 
     def building_block(self, type: int, intensity: float = 1.0, size: tuple[int, int] = (28, 28)) -> torch.Tensor:
         """What one keypoint of ``type`` at the centre adds to the decoder's empty-canvas output
@@ -301,7 +373,15 @@ class ConvSparseCoder:
     starting from random image patches. Coefficients may be negative (standard sparse coding).
     """
 
-    def __init__(self, n_atoms: int = 8, atom_size: int = 7, n_nonzero: int = 24, iters: int = 30, seed: int = 0, method: str = "omp"):
+    def __init__(
+        self,
+        n_atoms: int = 8,
+        atom_size: int = 7,
+        n_nonzero: int = 24,
+        iters: int = 30,
+        seed: int = 0,
+        method: str = "omp",
+    ):
         if n_nonzero < 1:
             raise ValueError(f"n_nonzero must be >= 1, got {n_nonzero}")
         if atom_size % 2 == 0:
@@ -318,7 +398,9 @@ class ConvSparseCoder:
         for _ in range(20):
             z = self._adjoint(self.reconstruct(z))
             z = z / z.norm()
-        return 1.1 * float(self._adjoint(self.reconstruct(z)).norm())  # power iteration underestimates L: keep the step below 1/L
+        return 1.1 * float(
+            self._adjoint(self.reconstruct(z)).norm()
+        )  # power iteration underestimates L: keep the step below 1/L
 
     def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(z, self.atoms, padding=self.atom_size // 2)
@@ -388,7 +470,7 @@ class ConvSparseCoder:
         """Least-squares coefficients on the support of ``z`` (debiasing: L1 shrinks every kept
         coefficient towards 0, which at a few non-zeros costs more than the support is worth)."""
         if len(z) > 32:  # bounded memory: the columns are (images × non-zeros × pixels)
-            return torch.cat([self.refit(x[i:i + 32], z[i:i + 32]) for i in range(0, len(z), 32)])
+            return torch.cat([self.refit(x[i : i + 32], z[i : i + 32]) for i in range(0, len(z), 32)])
         b, m, h, w = z.shape
         flat = z.flatten(1)
         k = int((flat != 0).sum(1).max()) if len(flat) else 0
@@ -398,13 +480,17 @@ class ConvSparseCoder:
         live = val > 0
         one = torch.zeros(b * k, m * h * w)
         one[torch.arange(b * k), idx.reshape(-1)] = live.reshape(-1).float()
-        cols = self.reconstruct(one.view(b * k, m, h, w)).view(b, k, h * w).transpose(1, 2).double()  # (b, hw, k); dead columns are 0
+        cols = (
+            self.reconstruct(one.view(b * k, m, h, w)).view(b, k, h * w).transpose(1, 2).double()
+        )  # (b, hw, k); dead columns are 0
         coef = torch.linalg.lstsq(cols, x.reshape(b, h * w, 1).double(), driver="gelsd").solution[..., 0].float()
         out = torch.zeros_like(flat)
         out[torch.arange(b)[:, None], idx] = coef * live
         return out.view_as(z)
 
-    def penalty_for(self, x: torch.Tensor, nonzeros: int, iters: int = 150, steps: int = 10, tol: float = 1e-6) -> torch.Tensor:
+    def penalty_for(
+        self, x: torch.Tensor, nonzeros: int, iters: int = 150, steps: int = 10, tol: float = 1e-6
+    ) -> torch.Tensor:
         """One L1 penalty per image: the smallest (on a log grid, by bisection) at which FISTA's code
         of that image has at most ``nonzeros`` entries above ``tol`` — the per-image budget OMP gets.
         (One penalty for all images left half of them with an empty code at a mean of 4.)"""
@@ -416,7 +502,7 @@ class ConvSparseCoder:
             lo, hi = torch.where(nz > nonzeros, mid, lo), torch.where(nz > nonzeros, hi, mid)
         return hi.exp()
 
-    def fit(self, images: torch.Tensor, epochs: int = 3, batch_size: int = 128, lr: float = 0.01) -> "ConvSparseCoder":
+    def fit(self, images: torch.Tensor, epochs: int = 3, batch_size: int = 128, lr: float = 0.01) -> ConvSparseCoder:
         g = torch.Generator().manual_seed(self.seed)
         s = self.atom_size
         n = len(images)
@@ -424,7 +510,9 @@ class ConvSparseCoder:
         pick = torch.randint(0, n, (self.n_atoms,), generator=g)
         ys = torch.randint(0, images.shape[-2] - s + 1, (self.n_atoms,), generator=g)
         xs = torch.randint(0, images.shape[-1] - s + 1, (self.n_atoms,), generator=g)
-        atoms = torch.stack([images[i, :1, y : y + s, x : x + s] for i, y, x in zip(pick, ys, xs)]) + 1e-3 * torch.randn(self.n_atoms, 1, s, s, generator=g)
+        atoms = torch.stack(
+            [images[i, :1, y : y + s, x : x + s] for i, y, x in zip(pick, ys, xs)]
+        ) + 1e-3 * torch.randn(self.n_atoms, 1, s, s, generator=g)
         self.atoms = atoms / atoms.flatten(1).norm(dim=1)[:, None, None, None]
         atoms = self.atoms.clone().requires_grad_(True)
         opt = torch.optim.Adam([atoms], lr=lr)

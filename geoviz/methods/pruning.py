@@ -32,6 +32,7 @@ memory does not grow with the calibration set.
 Baselines, not rewritten: Torch-Pruning's L1 filter-norm (``MagnitudeImportance(p=1)``) and FPGM
 structured pruning, at the same FLOPs (the channel ratio found by bisection on measured FLOPs).
 """
+
 from __future__ import annotations
 
 import copy
@@ -66,24 +67,37 @@ def prunable_layers(model: nn.Module, layers=None, *, fold_bn: bool = True) -> d
     modules = dict(model.named_modules())
     convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
     if layers is None:
-        layers = [n for n in convs if modules[n].kernel_size != (1, 1) and modules[n].groups == 1 and modules[n].in_channels > 3]
+        layers = [
+            n
+            for n in convs
+            if modules[n].kernel_size != (1, 1) and modules[n].groups == 1 and modules[n].in_channels > 3
+        ]
     out = {}
     for name in layers:
         if name not in modules:
             raise KeyError(unknown_name_message("layer", name, convs))
         m = modules[name]
         if not isinstance(m, nn.Conv2d):
-            raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a Conv2d: only convolutions can be re-expressed; pick from {convs[:8]}...")
+            raise ValueError(
+                f"layer {name!r} is a {type(m).__name__}, not a Conv2d: only "
+                f"convolutions can be re-expressed; pick from {convs[:8]}..."
+            )
         if m.groups != 1:
-            raise ValueError(f"layer {name!r} is a grouped/depthwise convolution (groups={m.groups}): its channels do not mix, so there is "
-                             "no channel space to decorrelate; leave it out of `layers`")
+            raise ValueError(
+                f"layer {name!r} is a grouped/depthwise convolution (groups={m.groups}): its channels "
+                "do not mix, so there is no channel space to decorrelate; leave it out of `layers`"
+            )
         bn = _bn_sibling(name, modules)
         if fold_bn and bn is None:
-            raise ValueError(f"layer {name!r} has no BatchNorm beside it (expected a sibling named like 'bn{name.rpartition('.')[2][4:]}') to fold; "
-                             "pass fold_bn=False to re-express the convolution alone")
+            raise ValueError(
+                f"layer {name!r} has no BatchNorm beside it (expected a sibling named like "
+                f"'bn{name.rpartition('.')[2][4:]}') to fold; pass fold_bn=False to re-express the convolution alone"
+            )
         out[name] = bn if fold_bn else None
     if not out:
-        raise ValueError("no prunable convolution in the model (k×k, groups=1, more than 3 input channels); name them in `layers`")
+        raise ValueError(
+            "no prunable convolution in the model (k×k, groups=1, more than 3 input channels); name them in `layers`"
+        )
     return out
 
 
@@ -102,6 +116,7 @@ def folded_weights(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Te
 class LayerSpectrum:
     """A layer's decorrelating basis: eigenvalues (descending) and eigenvectors of its responses'
     covariance (``outputs``) or its inputs' second moment (``inputs``), plus what FLOPs need."""
+
     name: str
     bn: str | None
     mode: str
@@ -143,8 +158,17 @@ class LayerSpectrum:
         return next((r for r in range(1, self.channels + 1) if self.flops(r) >= full), self.channels)
 
 
-def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: str = "outputs", *, max_images: int | None = 512,
-                  batch_size: int = 128, device="auto", progress: bool = True) -> dict[str, LayerSpectrum]:
+def layer_spectra(
+    model: nn.Module,
+    data,
+    layers: dict[str, str | None],
+    mode: str = "outputs",
+    *,
+    max_images: int | None = 512,
+    batch_size: int = 128,
+    device="auto",
+    progress: bool = True,
+) -> dict[str, LayerSpectrum]:
     """Stream ``data`` (images, or (image, label) pairs) through ``model`` in eval mode and return
     each layer's :class:`LayerSpectrum`. Outputs are read after the folded BatchNorm (its output is
     the folded conv's), inputs before the conv."""
@@ -165,7 +189,13 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
     hooks, shapes = [], {}
     for name, bn in layers.items():
         conv = modules[name]
-        hooks.append(conv.register_forward_hook(lambda m, i, o, n=name: shapes.__setitem__(n, (i[0].shape[-2] * i[0].shape[-1], o.shape[-2] * o.shape[-1]))))
+        hooks.append(
+            conv.register_forward_hook(
+                lambda m, i, o, n=name: shapes.__setitem__(
+                    n, (i[0].shape[-2] * i[0].shape[-1], o.shape[-2] * o.shape[-1])
+                )
+            )
+        )
         if mode == "inputs":
             hooks.append(conv.register_forward_pre_hook(lambda m, i, n=name: accumulate(n, i[0])))
         else:
@@ -177,7 +207,9 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
     seen = 0
     try:
         with torch.inference_mode():
-            for batch in progress_bar(as_loader(data, batch_size), desc=f"moments ({mode})", enabled=progress, leave=False):
+            for batch in progress_bar(
+                as_loader(data, batch_size), desc=f"moments ({mode})", enabled=progress, leave=False
+            ):
                 x = batch[0] if isinstance(batch, (list, tuple)) else batch
                 if max_images is not None:
                     x = x[: max_images - seen]
@@ -198,8 +230,20 @@ def layer_spectra(model: nn.Module, data, layers: dict[str, str | None], mode: s
         cov = m2 - torch.outer(mean, mean) if mode == "outputs" else m2
         lam, vec = torch.linalg.eigh(cov)
         order = torch.argsort(lam, descending=True)
-        out[name] = LayerSpectrum(name, bn, mode, lam[order].numpy(), vec[:, order].numpy(), mean.numpy(), conv.in_channels, conv.out_channels,
-                                  conv.kernel_size[0] * conv.kernel_size[1], shapes[name][0], shapes[name][1], int(s["n"]))
+        out[name] = LayerSpectrum(
+            name,
+            bn,
+            mode,
+            lam[order].numpy(),
+            vec[:, order].numpy(),
+            mean.numpy(),
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0] * conv.kernel_size[1],
+            shapes[name][0],
+            shapes[name][1],
+            int(s["n"]),
+        )
     return out
 
 
@@ -208,9 +252,11 @@ def _check_calibration(n: int, layers, modules, mode: str, max_images) -> None:
         conv = modules[name]
         c = conv.in_channels if mode == "inputs" else conv.out_channels
         if n < c:
-            raise ValueError(f"the calibration set has {n} images, fewer than layer {name!r}'s {c} channels: its "
-                             f"{'second moment' if mode == 'inputs' else 'covariance'} would rest on too few independent samples; "
-                             f"give at least {c} images (max_images={max_images})")
+            raise ValueError(
+                f"the calibration set has {n} images, fewer than layer {name!r}'s {c} channels: its "
+                f"{'second moment' if mode == 'inputs' else 'covariance'} would rest on too few independent samples; "
+                f"give at least {c} images (max_images={max_images})"
+            )
 
 
 # ----------------------------------------------------------------------------- ranks
@@ -240,8 +286,10 @@ def ranks_for_flops(spectra: dict[str, LayerSpectrum], budget: float) -> dict[st
 def _greedy_ranks(spectra: dict[str, LayerSpectrum], budget: float) -> dict[str, int]:
     need = sum(s.flops(1) for s in spectra.values())
     if budget < need:
-        raise ValueError(f"a FLOPs budget of {budget:,.0f} per image for the prunable layers is below what one direction per layer costs "
-                         f"({need:,.0f}): ask for a smaller speed-up")
+        raise ValueError(
+            f"a FLOPs budget of {budget:,.0f} per image for the prunable layers is below "
+            f"what one direction per layer costs ({need:,.0f}): ask for a smaller speed-up"
+        )
     ranks = {n: 1 for n in spectra}
     used = need
     cand = []
@@ -257,7 +305,9 @@ def _greedy_ranks(spectra: dict[str, LayerSpectrum], budget: float) -> dict[str,
 
 
 # ----------------------------------------------------------------------------- re-expression
-def lowrank_weights(spec: LayerSpectrum, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, r: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+def lowrank_weights(
+    spec: LayerSpectrum, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, r: int
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """[(weight, bias)] of the pair's two convolutions at rank r (float64): outputs with the
     BatchNorm folded in, inputs without (the BatchNorm stays as it was)."""
     w, b = folded_weights(conv, bn if spec.mode == "outputs" else None)
@@ -279,7 +329,9 @@ class PruneResult:
     channel_ratio: float | None = None  # structured baselines: the ratio the FLOPs bisection found
 
 
-def decorrelate(model: nn.Module, spectra: dict[str, LayerSpectrum], ranks: dict[str, int], *, only_if_cheaper: bool = True) -> nn.Module:
+def decorrelate(
+    model: nn.Module, spectra: dict[str, LayerSpectrum], ranks: dict[str, int], *, only_if_cheaper: bool = True
+) -> nn.Module:
     """A copy of ``model`` with each layer re-expressed at its rank (with ``only_if_cheaper``, a
     layer at or above its break-even rank is left whole). The copy carries ``build_args`` of
     ``build_model("pruned", ...)``."""
@@ -310,23 +362,45 @@ def decorrelate(model: nn.Module, spectra: dict[str, LayerSpectrum], ranks: dict
                 bn.weight.copy_((var + bn.eps).sqrt())
                 bn.bias.copy_(mean)
     if base_args is not None:
-        net.build_args = {"name": "pruned", "num_classes": base_args.get("num_classes", 10), "base": base_args, "lowrank": spec_out}
+        net.build_args = {
+            "name": "pruned",
+            "num_classes": base_args.get("num_classes", 10),
+            "base": base_args,
+            "lowrank": spec_out,
+        }
     return net
 
 
-def prune_decorrelated(model: nn.Module, data, *, mode: str = "outputs", speedup: float | None = None, budget: float | None = None,
-                       energy: float | None = None, target_flops: int | None = None, layers=None, input_size=(3, 32, 32),
-                       max_images: int | None = 512, device="auto", progress: bool = True) -> PruneResult:
+def prune_decorrelated(
+    model: nn.Module,
+    data,
+    *,
+    mode: str = "outputs",
+    speedup: float | None = None,
+    budget: float | None = None,
+    energy: float | None = None,
+    target_flops: int | None = None,
+    layers=None,
+    input_size=(3, 32, 32),
+    max_images: int | None = 512,
+    device="auto",
+    progress: bool = True,
+) -> PruneResult:
     """Prune ``model`` in its decorrelated space: ``speedup`` (whole-model FLOPs ÷ this), ``budget``
     (the fraction of the model's FLOPs to keep, in (0, 1): ``1 / speedup``), ``target_flops`` (FLOPs
     per image of the pruned model, e.g. a baseline's measured count) or an ``energy`` threshold per
     layer, one of the four."""
     if sum(v is not None for v in (speedup, budget, energy, target_flops)) != 1:
-        raise ValueError("give one of speedup= (a FLOPs reduction for the whole model, > 1), budget= (the fraction of FLOPs to keep, "
-                         "in (0, 1)), target_flops= (FLOPs per image) or energy= (a per-layer threshold in (0, 1])")
+        raise ValueError(
+            "give one of speedup= (a FLOPs reduction for the whole model, > 1), budget= (the fraction of FLOPs "
+            "to keep, in (0, 1)), target_flops= (FLOPs per image) or energy= (a per-layer threshold in (0, 1])"
+        )
     if budget is not None:
         if not (isinstance(budget, (int, float)) and 0 < budget < 1):
-            raise ValueError(f"budget must be the fraction of the model's FLOPs to keep, in (0, 1) (0.33 for a 3x speed-up), got {budget!r}")
+            raise ValueError(
+                "budget must be the fraction of the model's FLOPs to "
+                f"keep, in (0, 1) (0.33 for a 3x speed-up), got {budget!r}"
+            )
         speedup = 1.0 / budget
     if speedup is not None:
         check_speedup(speedup)
@@ -340,17 +414,27 @@ def prune_decorrelated(model: nn.Module, data, *, mode: str = "outputs", speedup
         fixed = total - sum(s.flops() for s in spectra.values())
         ranks = ranks_for_flops(spectra, (target_flops if target_flops is not None else total / speedup) - fixed)
     net = decorrelate(model, spectra, ranks)
-    return PruneResult(net, f"decorrelated-{mode}", {n: (r if r < spectra[n].break_even() else None) for n, r in ranks.items()}, spectra,
-                       time.perf_counter() - t)
+    return PruneResult(
+        net,
+        f"decorrelated-{mode}",
+        {n: (r if r < spectra[n].break_even() else None) for n, r in ranks.items()},
+        spectra,
+        time.perf_counter() - t,
+    )
 
 
 def check_speedup(speedup: float) -> None:
     if not (isinstance(speedup, (int, float)) and np.isfinite(speedup) and speedup > 1):
-        raise ValueError(f"speedup must be a number > 1 (the whole model's FLOPs divided by it; a budget fraction b in (0, 1) is speedup=1/b), got {speedup!r}")
+        raise ValueError(
+            "speedup must be a number > 1 (the whole model's FLOPs divided by "
+            f"it; a budget fraction b in (0, 1) is speedup=1/b), got {speedup!r}"
+        )
 
 
 # ----------------------------------------------------------------------------- baselines
-def prune_structured(model: nn.Module, importance: str, speedup: float, *, input_size=(3, 32, 32), tol: float = 0.01) -> PruneResult:
+def prune_structured(
+    model: nn.Module, importance: str, speedup: float, *, input_size=(3, 32, 32), tol: float = 0.01
+) -> PruneResult:
     """Torch-Pruning's structured channel pruning (``importance``: ``"l1"`` filter norm or
     ``"fpgm"``), one channel ratio for every layer (the classifier kept whole), found by bisection
     so that the measured FLOPs come within ``tol`` of the target (or just under it)."""
@@ -369,7 +453,9 @@ def prune_structured(model: nn.Module, importance: str, speedup: float, *, input
     def pruned(ratio):
         net = copy.deepcopy(base)
         ignored = [m for m in net.modules() if isinstance(m, nn.Linear)][-1:]  # the classifier stays whole
-        tp.pruner.MetaPruner(net, example, importance=imp[importance](), pruning_ratio=ratio, ignored_layers=ignored).step()
+        tp.pruner.MetaPruner(
+            net, example, importance=imp[importance](), pruning_ratio=ratio, ignored_layers=ignored
+        ).step()
         return net, measure_flops(net, input_size)
 
     lo, hi, best = 0.0, 0.95, None
@@ -388,8 +474,12 @@ def prune_structured(model: nn.Module, importance: str, speedup: float, *, input
     args = getattr(base, "build_args", None)
     if args is not None:
         before = channel_shapes(base)
-        net.build_args = {"name": "pruned", "num_classes": args.get("num_classes", 10), "base": args,
-                          "shapes": {k: v for k, v in channel_shapes(net).items() if before.get(k) != v}}
+        net.build_args = {
+            "name": "pruned",
+            "num_classes": args.get("num_classes", 10),
+            "base": args,
+            "shapes": {k: v for k, v in channel_shapes(net).items() if before.get(k) != v},
+        }
     return PruneResult(net, importance, seconds=time.perf_counter() - t, channel_ratio=best[2])
 
 
@@ -409,6 +499,95 @@ def channel_correlation(spec: LayerSpectrum, *, basis: str = "original") -> np.n
     return m / d[:, None] / d[None, :]
 
 
-__all__ = ["MODES", "BASELINES", "LayerSpectrum", "PruneResult", "prunable_layers", "folded_weights", "layer_spectra", "ranks_for_energy",
-           "ranks_for_flops", "lowrank_weights", "decorrelate", "prune_decorrelated", "prune_structured", "measure_flops", "measure_latency",
-           "model_costs", "channel_correlation", "check_speedup"]
+__all__ = [
+    "MODES",
+    "BASELINES",
+    "LayerSpectrum",
+    "PruneResult",
+    "prunable_layers",
+    "folded_weights",
+    "layer_spectra",
+    "ranks_for_energy",
+    "ranks_for_flops",
+    "lowrank_weights",
+    "decorrelate",
+    "prune_decorrelated",
+    "prune_structured",
+    "measure_flops",
+    "measure_latency",
+    "model_costs",
+    "channel_correlation",
+    "check_speedup",
+]
+
+
+# ---------------------------------------------------------------------------------------------- registry
+class PruningMethod:
+    """A way to prune a trained network to a FLOPs target (Torch-Pruning's style: one small class per
+    criterion, registered by name in ``PRUNING_METHODS``). ``baseline``: a structured baseline,
+    pruned first at each speed-up; the others are then given the baselines' measured FLOPs
+    (``target_flops``) so every method is compared at equal cost. ``mode``: the decorrelated space
+    whose spectra a method keeps (None for the baselines)."""
+
+    name: str = ""
+    baseline: bool = False
+    mode: str | None = None
+
+    def prune(
+        self,
+        model: nn.Module,
+        speedup: float,
+        *,
+        calibration,
+        input_size,
+        device,
+        max_images: int,
+        target_flops: int | None = None,
+    ) -> PruneResult:
+        raise NotImplementedError
+
+
+class DecorrelatedPruning(PruningMethod):
+    """Paper 6: prune in the orthogonal (PCA) space of a layer's outputs or inputs (``prune_decorrelated``)."""
+
+    def __init__(self, mode: str):
+        self.mode, self.name = mode, f"decorrelated-{mode}"
+
+    def prune(self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None):
+        target = dict(target_flops=target_flops) if target_flops is not None else dict(speedup=speedup)
+        return prune_decorrelated(
+            model,
+            calibration,
+            mode=self.mode,
+            input_size=input_size,
+            device=device,
+            max_images=max_images,
+            progress=False,
+            **target,
+        )
+
+
+class StructuredPruning(PruningMethod):
+    """Torch-Pruning's structured channel pruning by a filter importance (``prune_structured``)."""
+
+    baseline = True
+
+    def __init__(self, importance: str):
+        self.name = importance
+
+    def prune(self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None):
+        return prune_structured(model, self.name, speedup, input_size=input_size)
+
+
+PRUNING_METHODS: dict[str, PruningMethod] = {
+    m.name: m for m in [*(DecorrelatedPruning(mode) for mode in MODES), *(StructuredPruning(b) for b in BASELINES)]
+}
+
+
+def get_pruning_method(name: str) -> PruningMethod:
+    """The registered method ``name`` (an unknown name lists the close matches)."""
+    if name not in PRUNING_METHODS:
+        from .._utils import unknown_name_message
+
+        raise ValueError(unknown_name_message("pruning method", name, list(PRUNING_METHODS)))
+    return PRUNING_METHODS[name]

@@ -7,6 +7,7 @@
 - ``classifier``: the final ``nn.Linear`` (its rows are the class vectors);
 - ``build_args``: what ``build_model`` was called with, so checkpoints can rebuild the model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -86,8 +87,20 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_HEADS = {"fc", "head", "heads", "classifier", "classif", "head_drop", "fc_norm", "global_pool", "avgpool",
-          "aux1", "aux2", "AuxLogits"}  # heads, and auxiliary heads that run in training only
+_HEADS = {
+    "fc",
+    "head",
+    "heads",
+    "classifier",
+    "classif",
+    "head_drop",
+    "fc_norm",
+    "global_pool",
+    "avgpool",
+    "aux1",
+    "aux2",
+    "AuxLogits",
+}  # heads, and auxiliary heads that run in training only
 
 
 def _has_params(m: nn.Module) -> bool:
@@ -125,7 +138,8 @@ def _blocks(path: str, m: nn.Module, depth: int) -> list[str]:
 def block_layers(model: nn.Module) -> list[str]:
     """The blocks of a network, in forward order. Stages are the model's ``stage_names`` (every
     geoviz, ``tv:`` and ``timm:`` model has them; else its top-level children), without identities
-    and dropout (they repeat their input at inference) and without the classifier. A stage that is a sequence of blocks (residual blocks, transformer
+    and dropout (they repeat their input at inference) and without the classifier. A stage that is a sequence of blocks
+    (residual blocks, transformer
     layers; also one level down, as in torchvision's ViT ``encoder.layers``) gives its blocks."""
     # without stage names (any other network): the top-level children that hold weights (not the
     # flatten, permute, pooling and activation modules between them, which reshape or repeat their input)

@@ -1,9 +1,10 @@
 """Model registry: ``build_model(name, num_classes, **kw)`` for the zoo and ``tv:<name>``."""
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
@@ -45,8 +46,10 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """
     pretrained_head = num_classes is None and name.startswith(("tv:", "timm:"))  # keep the weights' own head
     if not pretrained_head and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
-        raise ValueError(f"num_classes must be a whole number >= 1, got {num_classes!r}"
-                         + (" (None keeps the head of a tv: or timm: model's weights)" if num_classes is None else ""))
+        raise ValueError(
+            f"num_classes must be a whole number >= 1, got {num_classes!r}"
+            + (" (None keeps the head of a tv: or timm: model's weights)" if num_classes is None else "")
+        )
     if name.startswith("tv:"):
         from .torchvision_models import build_torchvision
 
@@ -67,7 +70,11 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
             raise type(err)(f"model {name!r} could not be built with {kwargs}: {err}") from None
     if pretrained_head:
         num_classes = _head(model).out_features
-    model.build_args = {"name": name, "num_classes": num_classes, **{k: v for k, v in kwargs.items() if k != "download"}}
+    model.build_args = {
+        "name": name,
+        "num_classes": num_classes,
+        **{k: v for k, v in kwargs.items() if k != "download"},
+    }
     return model
 
 
@@ -107,12 +114,16 @@ def _classifier_key(model: nn.Module) -> str:
     return (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "fc")
 
 
-def _build_timm(name: str, num_classes: int | None, weights=None, in_chans: int = 3, download: bool = False, **kwargs) -> nn.Module:
+def _build_timm(
+    name: str, num_classes: int | None, weights=None, in_chans: int = 3, download: bool = False, **kwargs
+) -> nn.Module:
     """A timm model (timm is an optional dependency). ``weights``: None (random), "DEFAULT" /
     "pretrained" (timm's pretrained weights, read from the Hugging Face cache; ``download=True`` lets
     timm fetch them) or a file. ``num_classes=None`` keeps the weights' own head."""
     if not timm_available():
-        raise ImportError(f"timm:{name} needs the optional package timm (pip install 'geoviz[timm]' or pip install timm)")
+        raise ImportError(
+            f"timm:{name} needs the optional package timm (pip install 'geoviz[timm]' or pip install timm)"
+        )
     import timm
 
     if weights is None:
@@ -123,9 +134,15 @@ def _build_timm(name: str, num_classes: int | None, weights=None, in_chans: int 
             from timm.models import get_pretrained_cfg
 
             cfg = get_pretrained_cfg(name)
-            where = f"the Hugging Face cache (repo {cfg.hf_hub_id})" if cfg is not None and getattr(cfg, "hf_hub_id", None) else "timm's cache"
-            raise FileNotFoundError(f"pretrained weights of timm:{name} not found in {where}. geoviz downloads nothing unless asked: "
-                                    "pass download=True (--download) to let timm fetch them, or weights='path/to/file'")
+            where = (
+                f"the Hugging Face cache (repo {cfg.hf_hub_id})"
+                if cfg is not None and getattr(cfg, "hf_hub_id", None)
+                else "timm's cache"
+            )
+            raise FileNotFoundError(
+                f"pretrained weights of timm:{name} not found in {where}. geoviz downloads nothing unless asked: "
+                "pass download=True (--download) to let timm fetch them, or weights='path/to/file'"
+            )
         overlay = {"pretrained_cfg_overlay": {"file": str(cached)}} if cached is not None else {}
         model = timm.create_model(name, pretrained=True, in_chans=in_chans, **overlay, **kwargs)
         if num_classes is not None and num_classes != model.num_classes:
@@ -133,8 +150,10 @@ def _build_timm(name: str, num_classes: int | None, weights=None, in_chans: int 
     else:
         weights = resolve_in_root(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"weights file {weights} for timm:{name} does not exist (weights='DEFAULT' reads timm's own "
-                                    "pretrained weights from its cache)")
+            raise FileNotFoundError(
+                f"weights file {weights} for timm:{name} does not exist (weights='DEFAULT' reads timm's own "
+                "pretrained weights from its cache)"
+            )
         state = load_weights_only(weights)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         model = timm.create_model(name, pretrained=False, num_classes=1000, in_chans=in_chans, **kwargs)
@@ -144,8 +163,10 @@ def _build_timm(name: str, num_classes: int | None, weights=None, in_chans: int 
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if "num_batches_tracked" not in k]
         if missing or unexpected:
-            raise ValueError(f"weights file {weights} does not fit timm:{name}: missing {missing[:5]} ({len(missing)} in all), "
-                             f"unexpected {unexpected[:5]} ({len(unexpected)} in all). Is it the checkpoint of this architecture?")
+            raise ValueError(
+                f"weights file {weights} does not fit timm:{name}: missing {missing[:5]} ({len(missing)} in all), "
+                f"unexpected {unexpected[:5]} ({len(unexpected)} in all). Is it the checkpoint of this architecture?"
+            )
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes)
     model.stage_names = tuple(n for n, _ in model.named_children() if n not in ("global_pool", "head", "classif", "fc"))
@@ -159,11 +180,15 @@ def save_model(model: nn.Module, path, *, class_names=None, input_spec=None) -> 
     the model's own ``class_names`` / ``input_spec`` attributes."""
     args = getattr(model, "build_args", None)
     if args is None:
-        raise ValueError("the model was not made by build_model, so it cannot be rebuilt from a file; save its state_dict instead")
+        raise ValueError(
+            "the model was not made by build_model, so it cannot be rebuilt from a file; save its state_dict instead"
+        )
     names = class_names if class_names is not None else getattr(model, "class_names", None)
     spec = input_spec if input_spec is not None else getattr(model, "input_spec", None)
-    meta = {"class_names": list(names) if names is not None else None,
-            "input_spec": spec.to_dict() if hasattr(spec, "to_dict") else spec}
+    meta = {
+        "class_names": list(names) if names is not None else None,
+        "input_spec": spec.to_dict() if hasattr(spec, "to_dict") else spec,
+    }
     atomic_torch_save({"build_args": args, "state_dict": model.state_dict(), "meta": meta}, path)
 
 
@@ -176,7 +201,7 @@ def load_state(model: nn.Module, path) -> nn.Module:
     elif isinstance(state, dict) and "model" in state:
         state = state["model"]
     if any(k.startswith("student.") for k in state):  # an engine checkpoint: student + term parameters
-        state = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+        state = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -205,7 +230,9 @@ def load_model(path, **overrides) -> nn.Module:
     """Rebuild a model saved by ``save_model`` and load its weights."""
     blob = load_weights_only(path)
     if not isinstance(blob, dict) or "build_args" not in blob:
-        raise ValueError(f"{path} has no build_args; rebuild the model with build_model(...) and use load_state(model, path)")
+        raise ValueError(
+            f"{path} has no build_args; rebuild the model with build_model(...) and use load_state(model, path)"
+        )
     args = {**blob["build_args"], **overrides}
     model = build_model(args.pop("name"), args.pop("num_classes"), **args)
     model.load_state_dict(blob["state_dict"])

@@ -1,4 +1,5 @@
 """Classifier heads."""
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,11 @@ def use_normalized_head(model: nn.Module) -> nn.Module:
         raise ValueError("the model has no nn.Linear classifier to replace")
     old = model.get_submodule(path)
     parent, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, NormalizedLinear(old.in_features, old.out_features).to(old.weight.device))
+    setattr(
+        model.get_submodule(parent) if parent else model,
+        leaf,
+        NormalizedLinear(old.in_features, old.out_features).to(old.weight.device),
+    )
     if hasattr(model, "build_args"):
         model.build_args = {**model.build_args, "head": "normalized"}
     return model

@@ -20,6 +20,7 @@ classes are part of what is analysed. Each network comes back in eval mode with
   weights, the training classes of a geoviz checkpoint), else None;
 - ``display_name``: what figures call it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,16 @@ NETWORK_PREFIXES = ("tv:", "timm:")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
-def load_network(spec, weights=None, *, num_classes: int | None = None, download: bool = False, normalize="auto",
-                 size: int | None = None, seed: int = 0) -> nn.Module:
+def load_network(
+    spec,
+    weights=None,
+    *,
+    num_classes: int | None = None,
+    download: bool = False,
+    normalize="auto",
+    size: int | None = None,
+    seed: int = 0,
+) -> nn.Module:
     """A network from ``spec`` (see the module docstring) in eval mode, with ``input_spec``,
     ``class_names`` and ``display_name`` set.
 
@@ -51,9 +60,17 @@ def load_network(spec, weights=None, *, num_classes: int | None = None, download
     ``num_classes`` replaces the head of weights named by name; a file's own head is never replaced
     (a trained head replaced by a random one would analyse nothing): a mismatch is an error."""
     if isinstance(spec, nn.Module):
-        model, input_spec, names, label = spec, getattr(spec, "input_spec", None), getattr(spec, "class_names", None), None
+        model, input_spec, names, label = (
+            spec,
+            getattr(spec, "input_spec", None),
+            getattr(spec, "class_names", None),
+            None,
+        )
     elif not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(f"a network is an nn.Module, 'tv:<name>', 'timm:<name>', a model name or a checkpoint file; got {type(spec).__name__}")
+        raise TypeError(
+            "a network is an nn.Module, 'tv:<name>', 'timm:<name>', a "
+            f"model name or a checkpoint file; got {type(spec).__name__}"
+        )
     else:
         spec = str(spec)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
@@ -66,8 +83,11 @@ def load_network(spec, weights=None, *, num_classes: int | None = None, download
                 model, input_spec, names = _checkpoint(spec, weights)
             else:
                 if weights is not None:
-                    raise ValueError(f"{spec!r} names an architecture of the zoo, built untrained: weights= is for tv: and timm: "
-                                     "networks; a trained geoviz network is its checkpoint file (load_network('runs/<run>/model.pt'))")
+                    raise ValueError(
+                        f"{spec!r} names an architecture of the zoo, built untrained: weights= is for tv: and timm: "
+                        "networks; a trained geoviz network is its checkpoint file "
+                        "(load_network('runs/<run>/model.pt'))"
+                    )
                 model, input_spec, names = build_model(spec, num_classes or 10), None, None
         label = spec + (f" ({Path(str(weights)).name})" if weights is not None else "")
         if Path(spec).suffix:  # a checkpoint: its architecture and the run (folder) it came from
@@ -81,7 +101,12 @@ def load_network(spec, weights=None, *, num_classes: int | None = None, download
     elif normalize is None or normalize in ("none", False):
         attach_normalization(model, None, None)
     model.input_spec, model.class_names = input_spec, (list(names) if names is not None else None)
-    model.display_name = label or getattr(model, "display_name", None) or getattr(model, "build_args", {}).get("name") or type(model).__name__
+    model.display_name = (
+        label
+        or getattr(model, "display_name", None)
+        or getattr(model, "build_args", {}).get("name")
+        or type(model).__name__
+    )
     return model.eval()
 
 
@@ -100,17 +125,25 @@ def _normalized_spec(spec: InputSpec | None, normalize, size: int | None) -> Inp
         return None
     base = spec or InputSpec(size or 224, source="given")
     resize = base.resize if size is None or base.resize is None else max(size, round(base.resize * size / base.size))
-    source = base.source if normalize == "auto" and size is None else f"{base.source}; changed: normalize={normalize!r}, size={size}"
+    source = (
+        base.source
+        if normalize == "auto" and size is None
+        else f"{base.source}; changed: normalize={normalize!r}, size={size}"
+    )
     return InputSpec(size or base.size, resize, base.interpolation, mean, std, source)
 
 
 def _torchvision(name: str, weights, num_classes, download):
     from_file = weights is not None and bool(Path(str(weights)).suffix)
-    model = build_model(f"tv:{name}", None if from_file else num_classes, weights=weights, download=download)  # a file keeps its head
+    model = build_model(
+        f"tv:{name}", None if from_file else num_classes, weights=weights, download=download
+    )  # a file keeps its head
     head = _last_linear(model)[1].out_features
     if from_file and num_classes is not None and num_classes != head:
-        raise ValueError(f"{resolve_in_root(weights)} holds a {head}-class head but num_classes={num_classes}: leave num_classes out "
-                         "to analyse the head the weights were trained with")
+        raise ValueError(
+            f"{resolve_in_root(weights)} holds a {head}-class head but num_classes={num_classes}: "
+            "leave num_classes out to analyse the head the weights were trained with"
+        )
     default = default_weights(name)
     spec = InputSpec.from_torchvision(default) if default is not None else None
     names = None
@@ -123,8 +156,14 @@ def _torchvision(name: str, weights, num_classes, download):
         names = cats if cats and len(cats) == head else None
     elif spec is not None:
         what = "untrained" if weights is None else f"weights from {Path(str(weights)).name}"
-        spec = InputSpec(spec.size, spec.resize, spec.interpolation, spec.mean, spec.std,
-                         f"torchvision's preset for {name} ({what}: assumed to expect it)")
+        spec = InputSpec(
+            spec.size,
+            spec.resize,
+            spec.interpolation,
+            spec.mean,
+            spec.std,
+            f"torchvision's preset for {name} ({what}: assumed to expect it)",
+        )
         cats = default.meta.get("categories")
         if weights is not None and cats and len(cats) == head:
             names = cats  # an ImageNet-1k head in a file: ImageNet's class order is assumed
@@ -133,7 +172,9 @@ def _torchvision(name: str, weights, num_classes, download):
 
 def _timm(name: str, weights, num_classes, download):
     if not timm_available():
-        raise ImportError(f"timm:{name} needs the optional package timm: pip install 'geoviz[timm]' (or pip install timm)")
+        raise ImportError(
+            f"timm:{name} needs the optional package timm: pip install 'geoviz[timm]' (or pip install timm)"
+        )
     model = build_model(f"timm:{name}", num_classes, weights=weights, download=download)
     spec = InputSpec.from_timm(model)
     names = None
@@ -150,14 +191,18 @@ def _timm(name: str, weights, num_classes, download):
 def _checkpoint(spec: str, weights):
     path = resolve_in_root(spec) if not Path(spec).exists() else Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (a network is a file written by geoviz.models.save_model, "
-                                "'tv:<name>', 'timm:<name>' or a model name)")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist (a network is a file written by geoviz.models.save_model, "
+            "'tv:<name>', 'timm:<name>' or a model name)"
+        )
     if weights is not None:
         raise ValueError(f"{path} carries its own weights: leave weights= out")
     blob = load_weights_only(path)
     if not isinstance(blob, dict) or "build_args" not in blob:
-        raise ValueError(f"{path} is a state dict without its architecture: name the architecture and pass the file as weights, "
-                         f"e.g. load_network('tv:resnet50', weights={str(path)!r})")
+        raise ValueError(
+            f"{path} is a state dict without its architecture: name the architecture and pass the file as weights, "
+            f"e.g. load_network('tv:resnet50', weights={str(path)!r})"
+        )
     model = load_model(path)
     meta = blob.get("meta", {})
     spec_dict = meta.get("input_spec")

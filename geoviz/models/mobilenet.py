@@ -1,5 +1,6 @@
 """A MobileNetV2-like student for 32×32 inputs (Sandler et al. 2018; the CIFAR adaptation of
 RepDistiller: stride-1 stem and first stages). ``width=0.5`` is the usual "MobileNetV2 (half)"."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -23,8 +24,11 @@ class InvertedResidual(nn.Module):
         if expand != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
         layers += [
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         ]
         self.conv = nn.Sequential(*layers)
         self.use_res = stride == 1 and cin == cout
@@ -41,7 +45,9 @@ class MobileNetV2(FeatureNet):
     def __init__(self, num_classes: int = 10, in_chans: int = 3, width: float = 1.0):
         super().__init__()
         cin = _ch(32 * width)
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6(inplace=True)
+        )
         groups = ((0, 1), (2,), (3, 4), (5, 6))
         chans = []
         for si, cfg_ids in enumerate(groups):
@@ -55,7 +61,9 @@ class MobileNetV2(FeatureNet):
             setattr(self, f"stage{si + 1}", nn.Sequential(*blocks))
             chans.append(cin)
         last = _ch(1280 * max(1.0, width))
-        self.conv_last = nn.Sequential(nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True))
+        self.conv_last = nn.Sequential(
+            nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True)
+        )
         self.fc = nn.Linear(last, num_classes)
         self.stage_channels = tuple(chans)
         init_weights(self)

@@ -5,6 +5,7 @@ Shortcuts that change shape use a 1×1 convolution + BN (option B), as RepDistil
 Module paths follow torchvision (``layer2.0.conv1``, ``layer3.4.bn2``), and each block calls its
 one ``relu`` twice, so the capture code's ``name#0``/``name#1`` path is exercised by the zoo itself.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -40,7 +41,9 @@ class CifarResNet(FeatureNet):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_chans: int = 3, width: float = 1.0):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}")
+            raise ValueError(
+                f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth}"
+            )
         if width <= 0:
             raise ValueError(f"width must be > 0, got {width}")
         n = (depth - 2) // 6

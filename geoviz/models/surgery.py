@@ -10,6 +10,7 @@ Two edits, applied to a freshly built base model:
 - ``shapes``: ``{module path: [out, in]}`` for convs, linears and BatchNorms whose channel counts
   a structured pruner (Torch-Pruning) shrank; the modules are recreated at those sizes.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -31,9 +32,13 @@ def lowrank_pair(conv: nn.Conv2d, mode: str, r: int) -> nn.Sequential:
     filled by the caller)."""
     k, s, p, d = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     if mode == "outputs":
-        return nn.Sequential(nn.Conv2d(conv.in_channels, r, k, s, p, d, bias=True), nn.Conv2d(r, conv.out_channels, 1, bias=True))
+        return nn.Sequential(
+            nn.Conv2d(conv.in_channels, r, k, s, p, d, bias=True), nn.Conv2d(r, conv.out_channels, 1, bias=True)
+        )
     if mode == "inputs":
-        return nn.Sequential(nn.Conv2d(conv.in_channels, r, 1, bias=False), nn.Conv2d(r, conv.out_channels, k, s, p, d, bias=True))
+        return nn.Sequential(
+            nn.Conv2d(conv.in_channels, r, 1, bias=False), nn.Conv2d(r, conv.out_channels, k, s, p, d, bias=True)
+        )
     raise ValueError(f"mode must be 'outputs' or 'inputs', got {mode!r}")
 
 
@@ -49,7 +54,9 @@ def _resized(m: nn.Module, out: int, inp: int) -> nn.Module:
     if isinstance(m, nn.Linear):
         return nn.Linear(inp, out, bias=m.bias is not None)
     if isinstance(m, nn.BatchNorm2d):
-        return nn.BatchNorm2d(out, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)
+        return nn.BatchNorm2d(
+            out, eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats
+        )
     raise TypeError(f"cannot resize a {type(m).__name__}")
 
 

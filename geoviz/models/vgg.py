@@ -1,5 +1,6 @@
 """CIFAR-style VGG with batch norm (the vgg8/11/13 of RepDistiller): five conv blocks, max-pool
 between them, global average pooling, one linear classifier."""
+
 from __future__ import annotations
 
 from torch import nn

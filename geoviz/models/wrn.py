@@ -1,5 +1,6 @@
 """Wide ResNets (Zagoruyko & Komodakis 2016): pre-activation blocks, depth 6n+4, widths
 16·k, 32·k, 64·k; ``wrn_40_2`` and ``wrn_16_2`` are the usual KD teacher/student pair."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -42,7 +43,9 @@ class WideResNet(FeatureNet):
         w = [16, 16 * widen, 32 * widen, 64 * widen]
         self.conv1 = nn.Conv2d(in_chans, w[0], 3, 1, 1, bias=False)
         for i, stride in enumerate((1, 2, 2)):
-            blocks = [WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], stride if j == 0 else 1, dropout) for j in range(n)]
+            blocks = [
+                WideBlock(w[i] if j == 0 else w[i + 1], w[i + 1], stride if j == 0 else 1, dropout) for j in range(n)
+            ]
             setattr(self, f"block{i + 1}", nn.Sequential(*blocks))
         self.bn = nn.BatchNorm2d(w[3])
         self.relu = nn.ReLU(inplace=True)

@@ -6,6 +6,7 @@ The result they take provides: ``model``, ``data`` (item i: (image in [0, 1], la
 ``atlas`` (or None), ``cams`` and ``metrics``. They display; they compute nothing (a Grad-CAM a click
 asks for comes from the result's ``cam_source()``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._io import atomic_write_text
-from .apps import _WidgetApp, show_confused
-from .figures import angle_confusion_heatmaps, angle_confusion_scatter, image_mosaic, thumbnail, to_rgb_uint8
+from .angles import angle_confusion_heatmaps, angle_confusion_scatter, show_confused
+from .common import _WidgetApp, image_mosaic, thumbnail, to_rgb_uint8
 from .style import OKABE_ITO, SEQUENTIAL, class_colors, class_symbols, finish
 
 __all__ = ["decodability_figure", "cam_figure", "ClassPairExplorer", "write_explore_report"]
@@ -30,42 +31,114 @@ def decodability_figure(probes: list[dict], floors: dict, purity: dict, *, title
     """Left: held-out accuracy of a linear probe on each layer's pooled features (the network, and
     the same architecture with random weights), with chance and the pixel floor. Right: kNN class
     purity of each layer's local features (neighbours from other images) against chance."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("linear probe on pooled features (held-out images)",
-                                                        "kNN class purity of local features"), horizontal_spacing=0.12)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("linear probe on pooled features (held-out images)", "kNN class purity of local features"),
+        horizontal_spacing=0.12,
+    )
     layers = [r["layer"] for r in probes]
     c = OKABE_ITO
     tested = [k for k in ("vs_pixel_floor", "vs_random_network") if probes and k in probes[0]]
     beats = [bool(tested) and all(r[k]["verdict"] == "supported" for k in tested) for r in probes]
-    verdicts = ["<br>".join(f"{k[3:].replace('_', ' ')}: {r[k]['verdict']} (Holm p = {r[k]['p_holm']:.3g})" for k in tested) for r in probes]
+    verdicts = [
+        "<br>".join(f"{k[3:].replace('_', ' ')}: {r[k]['verdict']} (Holm p = {r[k]['p_holm']:.3g})" for k in tested)
+        for r in probes
+    ]
     floors_named = " and ".join(k[3:].replace("_", " ") for k in tested)
-    fig.add_trace(go.Scatter(x=layers, y=[r["accuracy"] for r in probes], mode="lines+markers",
-                             name=f"this network (filled: beats the {floors_named})" if tested else "this network",
-                             marker={"color": c[4], "symbol": ["circle" if b else "circle-open" for b in beats], "size": 10,
-                                     "line": {"width": 2, "color": c[4]}}, line={"color": c[4]}, text=verdicts,
-                             hovertemplate="%{x}: %{y:.3f}<br>%{text}<extra>this network</extra>"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=[r["accuracy"] for r in probes],
+            mode="lines+markers",
+            name=f"this network (filled: beats the {floors_named})" if tested else "this network",
+            marker={
+                "color": c[4],
+                "symbol": ["circle" if b else "circle-open" for b in beats],
+                "size": 10,
+                "line": {"width": 2, "color": c[4]},
+            },
+            line={"color": c[4]},
+            text=verdicts,
+            hovertemplate="%{x}: %{y:.3f}<br>%{text}<extra>this network</extra>",
+        ),
+        row=1,
+        col=1,
+    )
     if probes and "random_network_accuracy" in probes[0]:
-        fig.add_trace(go.Scatter(x=layers, y=[r["random_network_accuracy"] for r in probes], mode="lines+markers", name="random weights",
-                                 marker={"color": c[0], "symbol": "square", "size": 8}, line={"color": c[0], "dash": "dash"},
-                                 hovertemplate="%{x}: %{y:.3f}<extra>same architecture, random weights</extra>"), row=1, col=1)
-    for key, name, dash, colour in (("chance", "chance (majority class)", "dot", "#555555"), ("pixel", "pixel floor", "dashdot", c[5])):
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=[r["random_network_accuracy"] for r in probes],
+                mode="lines+markers",
+                name="random weights",
+                marker={"color": c[0], "symbol": "square", "size": 8},
+                line={"color": c[0], "dash": "dash"},
+                hovertemplate="%{x}: %{y:.3f}<extra>same architecture, random weights</extra>",
+            ),
+            row=1,
+            col=1,
+        )
+    for key, name, dash, colour in (
+        ("chance", "chance (majority class)", "dot", "#555555"),
+        ("pixel", "pixel floor", "dashdot", c[5]),
+    ):
         if key in floors:
             v = floors[key]["accuracy"] if isinstance(floors[key], dict) else floors[key]
-            extra = f": {floors[key]['features']} / {floors[key]['classifier']}" if isinstance(floors[key], dict) else ""
-            fig.add_trace(go.Scatter(x=[layers[0], layers[-1]] if layers else [], y=[v, v], mode="lines", name=name + extra,
-                                     line={"color": colour, "dash": dash}, hovertemplate=f"{name}{extra}: {v:.3f}<extra></extra>"), row=1, col=1)
+            extra = (
+                f": {floors[key]['features']} / {floors[key]['classifier']}" if isinstance(floors[key], dict) else ""
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=[layers[0], layers[-1]] if layers else [],
+                    y=[v, v],
+                    mode="lines",
+                    name=name + extra,
+                    line={"color": colour, "dash": dash},
+                    hovertemplate=f"{name}{extra}: {v:.3f}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
     if purity:
         names = [l for l in layers if l in purity] or list(purity)
-        fig.add_trace(go.Scatter(x=names, y=[purity[l][0] for l in names], mode="lines+markers", name="kNN class purity",
-                                 marker={"color": c[2], "symbol": "diamond", "size": 9}, line={"color": c[2]},
-                                 hovertemplate="%{x}: %{y:.3f}<extra>same-class neighbours</extra>"), row=1, col=2)
-        fig.add_trace(go.Scatter(x=names, y=[purity[l][1] for l in names], mode="lines", name="purity by chance",
-                                 line={"color": "#555555", "dash": "dot"}, hovertemplate="%{x}: %{y:.3f}<extra>chance</extra>"), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=names,
+                y=[purity[l][0] for l in names],
+                mode="lines+markers",
+                name="kNN class purity",
+                marker={"color": c[2], "symbol": "diamond", "size": 9},
+                line={"color": c[2]},
+                hovertemplate="%{x}: %{y:.3f}<extra>same-class neighbours</extra>",
+            ),
+            row=1,
+            col=2,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=names,
+                y=[purity[l][1] for l in names],
+                mode="lines",
+                name="purity by chance",
+                line={"color": "#555555", "dash": "dot"},
+                hovertemplate="%{x}: %{y:.3f}<extra>chance</extra>",
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_yaxes(title_text="accuracy (fraction)", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="same-class neighbours (fraction)", range=[0, 1.02], row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(title_text="layer (input → output)", tickangle=-40, row=1, col=col)
-    sub = (f"<br><sup>filled marker: the probe beats the {floors_named} on the same held-out images (McNemar's exact test, "
-           "one-sided, Holm-adjusted over the layers, p < 0.05)</sup>") if tested else ""
+    sub = (
+        (
+            f"<br><sup>filled marker: the probe beats the {floors_named} on the same held-out images "
+            "(McNemar's exact test, one-sided, Holm-adjusted over the layers, p < 0.05)</sup>"
+        )
+        if tested
+        else ""
+    )
     fig = finish(fig, (title or "Where the labels become decodable") + sub, height=520, legend_title="")
     return fig.update_layout(margin={"t": 110})  # room for the two-line title above the panels' own titles
 
@@ -75,8 +148,13 @@ def _sequential_rgb() -> np.ndarray:
     """The sequential colour scale as a (256, 3) RGB table (sampled once)."""
     import plotly.colors as pc
 
-    return np.asarray([pc.hex_to_rgb(h) if h.startswith("#") else pc.unlabel_rgb(h)
-                       for h in pc.sample_colorscale(SEQUENTIAL, np.linspace(0, 1, 256))], np.float32)
+    return np.asarray(
+        [
+            pc.hex_to_rgb(h) if h.startswith("#") else pc.unlabel_rgb(h)
+            for h in pc.sample_colorscale(SEQUENTIAL, np.linspace(0, 1, 256))
+        ],
+        np.float32,
+    )
 
 
 def _overlay(image, cam) -> np.ndarray:
@@ -90,8 +168,13 @@ def _overlay(image, cam) -> np.ndarray:
 def cam_figure(images, maps, captions, *, title: str) -> go.Figure:
     """A mosaic of images with their Grad-CAM maps blended over them (Cividis: bright = the class
     evidence), one caption each, as one embedded PNG."""
-    tiles = [np.asarray(thumbnail(np.transpose(_overlay(im, m), (2, 0, 1)).astype(np.float32) / 255, 112)) for im, m in zip(images, maps)]
-    fig = image_mosaic(tiles, captions, n_cols=4, scale=2 if tiles and tiles[0].shape[-1] <= 64 else 1, title=title, png=True)
+    tiles = [
+        np.asarray(thumbnail(np.transpose(_overlay(im, m), (2, 0, 1)).astype(np.float32) / 255, 112))
+        for im, m in zip(images, maps)
+    ]
+    fig = image_mosaic(
+        tiles, captions, n_cols=4, scale=2 if tiles and tiles[0].shape[-1] <= 64 else 1, title=title, png=True
+    )
     return fig.update_layout(width=max(fig.layout.width or 0, 760))
 
 
@@ -110,15 +193,38 @@ def _geometry_figures(g, *, title: str, angle_of: str) -> tuple[go.Figure, go.Fi
     """The angle–confusion scatter (its statistics over every pair) and the two heatmaps, drawn over
     at most ``MAX_CLASSES`` classes (those with the most confusion) so a 1,000-class head stays legible."""
     n = len(g.class_names)
-    keep = np.arange(n) if n <= MAX_CLASSES else np.sort(np.argsort(-np.nan_to_num(g.confusion).sum(1), kind="stable")[:MAX_CLASSES])
+    keep = (
+        np.arange(n)
+        if n <= MAX_CLASSES
+        else np.sort(np.argsort(-np.nan_to_num(g.confusion).sum(1), kind="stable")[:MAX_CLASSES])
+    )
     sub = lambda m: np.asarray(m)[np.ix_(keep, keep)]  # noqa: E731
     names = [g.class_names[k] for k in keep]
-    shown = "" if n <= MAX_CLASSES else f" · drawn: the pairs of the {MAX_CLASSES} most confused of {n} classes (statistics over all)"
-    scatter = angle_confusion_scatter(sub(g.angles), sub(g.confusion), names, g.correlation, angle_of=angle_of, title=title + shown)
-    scatter.add_trace(go.Scatter(x=[], y=[], mode="markers", name="picked pair", hoverinfo="skip",
-                                 marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 2.5, "color": OKABE_ITO[5]}}))
-    heat = angle_confusion_heatmaps(sub(g.angles), sub(g.confusion), names, angle_of=angle_of,
-                                    title="Class angles and pairwise confusion — click a confusion cell" + shown)
+    shown = (
+        ""
+        if n <= MAX_CLASSES
+        else f" · drawn: the pairs of the {MAX_CLASSES} most confused of {n} classes (statistics over all)"
+    )
+    scatter = angle_confusion_scatter(
+        sub(g.angles), sub(g.confusion), names, g.correlation, angle_of=angle_of, title=title + shown
+    )
+    scatter.add_trace(
+        go.Scatter(
+            x=[],
+            y=[],
+            mode="markers",
+            name="picked pair",
+            hoverinfo="skip",
+            marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 2.5, "color": OKABE_ITO[5]}},
+        )
+    )
+    heat = angle_confusion_heatmaps(
+        sub(g.angles),
+        sub(g.confusion),
+        names,
+        angle_of=angle_of,
+        title="Class angles and pairwise confusion — click a confusion cell" + shown,
+    )
     return scatter, heat
 
 
@@ -139,9 +245,16 @@ class ClassPairExplorer(_WidgetApp):
         g = geometry
         self.names = list(g.class_names)
         m = g.mantel
-        test = (f"Mantel r = {m['r']:.3f}, one-sided p = {m['p_value']:.4f}: {m['verdict']}" if m else "Mantel test: needs 4 classes")
-        scatter, heat = _geometry_figures(g, angle_of=_angle_of(g),
-                                          title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images) · {test}")
+        test = (
+            f"Mantel r = {m['r']:.3f}, one-sided p = {m['p_value']:.4f}: {m['verdict']}"
+            if m
+            else "Mantel test: needs 4 classes"
+        )
+        scatter, heat = _geometry_figures(
+            g,
+            angle_of=_angle_of(g),
+            title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images) · {test}",
+        )
         self.scatter = go.FigureWidget(scatter)
         self.scatter.update_layout(width=620)
         self.heat = go.FigureWidget(heat)
@@ -166,8 +279,15 @@ class ClassPairExplorer(_WidgetApp):
         with self.scatter.batch_update():
             self.scatter.data[-1].x, self.scatter.data[-1].y = [float(g.angles[i, j])], [float(g.confusion[i, j])]
         picks = g.most_confused(i, j, self.n_images)
-        show_confused(self.grid, [thumbnail(self.images[r]) for r, _, _ in picks], picks, self.names, i, j,
-                      f"{self.names[i]} ↔ {self.names[j]}: the images most confused between them")
+        show_confused(
+            self.grid,
+            [thumbnail(self.images[r]) for r, _, _ in picks],
+            picks,
+            self.names,
+            i,
+            j,
+            f"{self.names[i]} ↔ {self.names[j]}: the images most confused between them",
+        )
 
 
 # ----------------------------------------------------------------------------- the report
@@ -197,12 +317,28 @@ def _explorer_data(result, max_images: int) -> dict:
         for k in keep:
             b, y, x = (int(v) for v in idx[k])
             lab = int(result.bank.labels[b])
-            pts.append([round(float(result.coords[layer][k, 0]), 3), round(float(result.coords[layer][k, 1]), 3), b, max(lab, 0),
-                        y, x, *rf.box(y, x), *rf.cell(y, x)])
+            pts.append(
+                [
+                    round(float(result.coords[layer][k, 0]), 3),
+                    round(float(result.coords[layer][k, 1]), 3),
+                    b,
+                    max(lab, 0),
+                    y,
+                    x,
+                    *rf.box(y, x),
+                    *rf.cell(y, x),
+                ]
+            )
         layers[layer] = {"points": pts, "shown": len(keep), "of": len(idx)}
     size = list(result.receptive_fields[result.explorer_layers[0]].input_size)
-    return {"layers": layers, "thumbs": {str(b): _jpeg_uri(result.image(b)) for b in first}, "classes": names, "size": size,
-            "colors": class_colors(len(names)), "symbols": class_symbols(len(names))}
+    return {
+        "layers": layers,
+        "thumbs": {str(b): _jpeg_uri(result.image(b)) for b in first},
+        "classes": names,
+        "size": size,
+        "colors": class_colors(len(names)),
+        "symbols": class_symbols(len(names)),
+    }
 
 
 _SCRIPT = """
@@ -261,7 +397,7 @@ _SCRIPT = """
     show();
   }
 })();
-"""
+"""  # noqa: E501 (embedded JavaScript / HTML)
 
 
 def _pairs_data(result, options: list, n_images: int = 8) -> dict:
@@ -270,7 +406,9 @@ def _pairs_data(result, options: list, n_images: int = 8) -> dict:
     for label, (i, j) in options:
         picks = g.most_confused(i, j, n_images)
         key = f"{i}-{j}"
-        pairs[key] = [[r, html.escape(f"{g.class_names[t]}→{g.class_names[j if t == i else i]} {p:.2f}")] for r, t, p in picks]
+        pairs[key] = [
+            [r, html.escape(f"{g.class_names[t]}→{g.class_names[j if t == i else i]} {p:.2f}")] for r, t, p in picks
+        ]
         points[key] = [float(g.angles[i, j]), float(g.confusion[i, j])]
         for r, _, _ in picks:
             thumbs.setdefault(str(r), _jpeg_uri(result.image(r), 112))
@@ -300,55 +438,110 @@ def write_explore_report(result, path, *, title: str | None = None, max_images: 
     script_pairs = {"pairs": {}, "thumbs": {}, "points": {}, "ring": 0}
     to_div = lambda fig, **kw: pio.to_html(fig, include_plotlyjs=False, full_html=False, **kw)  # noqa: E731
     spec = m.get("input_spec") or {}
-    info = [["network", m["display_name"]], ["input", f"{spec.get('size', '?')} px crop of the shorter side resized to "
-                                                       f"{spec.get('resize') or spec.get('size', '?')} px; normalisation "
-                                                       f"{'mean ' + str(spec.get('mean')) + ', std ' + str(spec.get('std')) if spec.get('mean') else 'none'} "
-                                                       f"({spec.get('source', 'given')})"],
-            *([["second network (atlas)", m["display_name_b"]]] if m.get("display_name_b") else []),
-            ["images", f"{m['n_images']} from {m['data']}"], ["classes", ", ".join(map(str, result.class_names)) or "none (unlabelled)"],
-            ["layers analysed", ", ".join(result.layers)], ["time (s)", json.dumps(m["seconds"])]]
+    info = [
+        ["network", m["display_name"]],
+        [
+            "input",
+            f"{spec.get('size', '?')} px crop of the shorter side resized to "
+            f"{spec.get('resize') or spec.get('size', '?')} px; normalisation "
+            f"{'mean ' + str(spec.get('mean')) + ', std ' + str(spec.get('std')) if spec.get('mean') else 'none'} "
+            f"({spec.get('source', 'given')})",
+        ],
+        *([["second network (atlas)", m["display_name_b"]]] if m.get("display_name_b") else []),
+        ["images", f"{m['n_images']} from {m['data']}"],
+        ["classes", ", ".join(map(str, result.class_names)) or "none (unlabelled)"],
+        ["layers analysed", ", ".join(result.layers)],
+        ["time (s)", json.dumps(m["seconds"])],
+    ]
     if "folder" in m:
-        info.append(["image sizes found", ", ".join(f"{w}×{h} ({n})" for (w, h), n in m["folder"]["source_sizes"][:6])
-                     + (f", … ({m['folder']['n_source_sizes']} sizes)" if m["folder"]["n_source_sizes"] > 6 else "")])
-    sections = [f"<h2>What was loaded</h2>{_table(info, ['', ''])}" + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in result.notes)]
-    options = "".join(f"<option value='{html.escape(l)}'{' selected' if l == result.explorer_layers[-1] else ''}>{html.escape(l)}</option>"
-                      for l in result.explorer_layers)
+        info.append(
+            [
+                "image sizes found",
+                ", ".join(f"{w}×{h} ({n})" for (w, h), n in m["folder"]["source_sizes"][:6])
+                + (f", … ({m['folder']['n_source_sizes']} sizes)" if m["folder"]["n_source_sizes"] > 6 else ""),
+            ]
+        )
+    sections = [
+        f"<h2>What was loaded</h2>{_table(info, ['', ''])}"
+        + "".join(f"<p class='note'>{html.escape(n)}</p>" for n in result.notes)
+    ]
+    options = "".join(
+        "<option "
+        f"value='{html.escape(l)}'{' selected' if l == result.explorer_layers[-1] else ''}>{html.escape(l)}</option>"
+        for l in result.explorer_layers
+    )
     sections.append(f"""<h2>Local features</h2><p class='note'>Each point is one position of one image in the layer's feature map
-(sampled positions, {axis} of the local features). Hover a point: its image, the position's receptive field (orange) and its own
-grid cell (blue).</p><label>layer <select id="explore-layer">{options}</select></label> <span id="explore-selected"></span>
+(sampled positions, {axis} of the local features). Hover a point: its image, the position's receptive field (orange) and
+its own
+grid cell (blue).</p><label>layer <select id="explore-layer">{options}</select></label> <span
+id="explore-selected"></span>
 <div style="display:flex;flex-wrap:wrap"><div id="explore-scatter" style="width:640px;height:480px"></div>
-<div id="explore-patch" style="width:380px;height:430px"></div></div>""")
+<div id="explore-patch" style="width:380px;height:430px"></div></div>""")  # noqa: E501 (embedded JavaScript / HTML)
     if result.probes:
-        sections.append("<h2>Where the labels become decodable</h2>" + to_div(decodability_figure(result.probes, result.floors, result.purity))
-                        + f"<p class='note'>Probes: logistic regression on each layer's globally pooled features, fitted on {len(result.train)} "
-                          f"images and scored on {len(result.test)} held out. Pixel floor: the best of cheap feature sets × classifiers chosen "
-                          f"on the training images alone. Random weights: the same architecture, its BatchNorm statistics recalibrated on "
-                          f"the training images. Purity: the share of a point's {result.config.k} nearest neighbours (from other images) "
-                          "whose image has its class. Filled markers: the layer beats the floors on the same held-out images (McNemar, "
-                          "Holm-adjusted over the layers).</p>")
+        sections.append(
+            "<h2>Where the labels become decodable</h2>"
+            + to_div(decodability_figure(result.probes, result.floors, result.purity))
+            + "<p class='note'>Probes: logistic regression on each layer's globally pooled features, fitted on "
+            f"{len(result.train)} images and scored on {len(result.test)} held out. Pixel floor: the best of cheap "
+            "feature sets × classifiers chosen on the training images alone. Random weights: the same architecture, "
+            "its BatchNorm statistics recalibrated on the training images. Purity: the share of a point's "
+            f"{result.config.k} nearest neighbours (from other images) whose image has its class. Filled markers: "
+            "the layer beats the floors on the same held-out images (McNemar, Holm-adjusted over the layers).</p>"
+        )
     if result.geometry is not None:
         g = result.geometry
-        scatter, heat = _geometry_figures(g, angle_of=_angle_of(g), title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images)")
+        scatter, heat = _geometry_figures(
+            g,
+            angle_of=_angle_of(g),
+            title=f"Angle vs confusion ({g.mode}; accuracy {g.accuracy:.3f} on {len(g.rows)} images)",
+        )
         options = _pair_options(g)
         script_pairs = {**_pairs_data(result, options), "ring": len(scatter.data) - 1}
         mt = g.mantel
-        verdict = (f"Mantel test (class labels permuted): r = {mt['r']:.3f}, one-sided p = {mt['p_value']:.4f} → <b>{mt['verdict']}</b>"
-                   if mt else "Mantel test: needs 4 classes or more")
+        verdict = (
+            f"Mantel test (class labels permuted): r = {mt['r']:.3f}, "
+            f"one-sided p = {mt['p_value']:.4f} → <b>{mt['verdict']}</b>"
+            if mt
+            else "Mantel test: needs 4 classes or more"
+        )
         opts = "".join(f"<option value='{i}-{j}'>{html.escape(lbl)}</option>" for lbl, (i, j) in options)
-        sections.append(f"<h2>Class geometry and confusion</h2><p class='note'>{html.escape(g.note)}. {verdict}.</p>"
-                        + to_div(scatter, div_id="explore-angles")
-                        + f"<label>pair <select id='explore-pair'>{opts}</select></label><div id='explore-pair-images' class='thumbs'></div>"
-                        + to_div(heat))
+        sections.append(
+            f"<h2>Class geometry and confusion</h2><p class='note'>{html.escape(g.note)}. {verdict}.</p>"
+            + to_div(scatter, div_id="explore-angles")
+            + f"<label>pair <select id='explore-pair'>{opts}</select></label><div "
+            "id='explore-pair-images' class='thumbs'></div>" + to_div(heat)
+        )
     if result.atlas is not None:
-        sections.append("<h2>Atlas against the second network</h2>" + to_div(atlas_heatmap(result.atlas)) + to_div(atlas_best_match(result.atlas)))
+        sections.append(
+            "<h2>Atlas against the second network</h2>"
+            + to_div(atlas_heatmap(result.atlas))
+            + to_div(atlas_best_match(result.atlas))
+        )
     if len(result.cams["rows"]):
         caps = [f"image {r}: {t}" for r, t in zip(result.cams["rows"], m.get("cams", {}).get("targets", []))]
-        sections.append("<h2>Grad-CAM</h2>" + to_div(cam_figure([result.image(r) for r in result.cams["rows"]], result.cams["maps"].numpy(), caps,
-                                                               title="Grad-CAM of the predicted class (bright: evidence for it)"))
-                        + "<p class='note'>captum's LayerGradCam at the network's last block (a transformer: the input of its last "
-                          "block), for the class the network predicts; the most confused images first.</p>")
-    script = "<script>" + _SCRIPT % {"explorer": json.dumps(_explorer_data(result, max_images)), "pairs": json.dumps(script_pairs),
-                                     "axis": json.dumps(axis)} + "</script>"
+        sections.append(
+            "<h2>Grad-CAM</h2>"
+            + to_div(
+                cam_figure(
+                    [result.image(r) for r in result.cams["rows"]],
+                    result.cams["maps"].numpy(),
+                    caps,
+                    title="Grad-CAM of the predicted class (bright: evidence for it)",
+                )
+            )
+            + "<p class='note'>captum's LayerGradCam at the network's last block (a transformer: the input of its last "
+            "block), for the class the network predicts; the most confused images first.</p>"
+        )
+    script = (
+        "<script>"
+        + _SCRIPT
+        % {
+            "explorer": json.dumps(_explorer_data(result, max_images)),
+            "pairs": json.dumps(script_pairs),
+            "axis": json.dumps(axis),
+        }
+        + "</script>"
+    )
     head = title or f"geoviz explore: {m['display_name']} on {m['data']}"
     doc = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(head)}</title>
@@ -357,7 +550,7 @@ table.t td,table.t th{{border:1px solid #ccc;padding:3px 8px;text-align:left;ver
 .thumbs{{display:flex;flex-wrap:wrap;gap:6px}} figure.thumb{{margin:0;font-size:11px;text-align:center}}</style>
 <script>{get_plotlyjs()}</script></head>
 <body><h1>{html.escape(head)}</h1>
-{''.join(sections)}
+{"".join(sections)}
 {script}
 </body></html>"""
     atomic_write_text(path, doc)

@@ -14,7 +14,9 @@ SHOTS = ROOT / "runs" / "browser"
 def browser():
     path = ensure_chromium()
     if path is None:
-        pytest.skip("Debian's chromium is missing and cannot be installed without root: `sudo apt-get install -y chromium`")
+        pytest.skip(
+            "Debian's chromium is missing and cannot be installed without root: `sudo apt-get install -y chromium`"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

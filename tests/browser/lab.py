@@ -19,7 +19,8 @@ idle, and checks what the notebook declares in its metadata::
     }
 
 Figures are found by a substring of their title, so the checks do not depend on cell order.
-"""
+"""  # noqa: E501 (embedded JavaScript / HTML)
+
 from __future__ import annotations
 
 import json
@@ -36,12 +37,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 WIDGET_CSS = {
-    "Dropdown": ".widget-dropdown", "IntSlider": ".widget-slider", "FloatSlider": ".widget-slider",
-    "SelectionSlider": ".widget-slider", "Checkbox": ".widget-checkbox", "ToggleButtons": ".widget-toggle-buttons",
-    "Button": ".widget-button", "SelectMultiple": ".widget-select-multiple", "Text": ".widget-text",
+    "Dropdown": ".widget-dropdown",
+    "IntSlider": ".widget-slider",
+    "FloatSlider": ".widget-slider",
+    "SelectionSlider": ".widget-slider",
+    "Checkbox": ".widget-checkbox",
+    "ToggleButtons": ".widget-toggle-buttons",
+    "Button": ".widget-button",
+    "SelectMultiple": ".widget-select-multiple",
+    "Text": ".widget-text",
 }
 
 
@@ -75,21 +90,35 @@ class JupyterLab:
     token: str = ""
     proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90.0) -> "JupyterLab":
+    def start(self, timeout: float = 90.0) -> JupyterLab:
         self.port, self.token = _free_port(), secrets.token_hex(16)
         cfg, settings, ws = self.state / "config", self.state / "settings", self.state / "workspaces"
         (cfg / "labconfig").mkdir(parents=True, exist_ok=True)
-        (cfg / "labconfig" / "page_config.json").write_text(json.dumps(
-            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        (cfg / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+        )
         tracker = settings / "@jupyterlab" / "notebook-extension"
         tracker.mkdir(parents=True, exist_ok=True)
         (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
         ws.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(cfg), JUPYTERLAB_SETTINGS_DIR=str(settings),
-                   JUPYTERLAB_WORKSPACES_DIR=str(ws), **self.env)
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        env = dict(
+            os.environ,
+            JUPYTER_CONFIG_DIR=str(cfg),
+            JUPYTERLAB_SETTINGS_DIR=str(settings),
+            JUPYTERLAB_WORKSPACES_DIR=str(ws),
+            **self.env,
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         log = open(self.state / "jupyter.log", "w")
@@ -129,7 +158,7 @@ _FIGURE_JS = """(needle) => {
   const plots = [...document.querySelectorAll('.js-plotly-plot')];
   return plots.findIndex(el => (el.layout && el.layout.title && String(el.layout.title.text || el.layout.title).includes(needle))
                                || (el.querySelector('.gtitle') && el.querySelector('.gtitle').textContent.includes(needle)));
-}"""
+}"""  # noqa: E501 (embedded JavaScript / HTML)
 
 _STATE_JS = """(i) => {
   const el = document.querySelectorAll('.js-plotly-plot')[i];
@@ -151,7 +180,10 @@ def _figure_index(page, needle: str, timeout: float = 20.0) -> int:
         if i >= 0:
             return i
         page.wait_for_timeout(250)
-    titles = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].map(e => e.layout && e.layout.title ? (e.layout.title.text || '') : '')")
+    titles = page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].map(e => e.layout && e.layout.title ? "
+        "(e.layout.title.text || '') : '')"
+    )
     raise AssertionError(f"no rendered figure titled like {needle!r}; rendered titles: {titles}")
 
 
@@ -170,14 +202,17 @@ def _wait_change(page, i: int, before: str, timeout: float = 15.0) -> bool:
 
 def _point(page, i: int, at: float = 0.5):
     """Centre (x, y) on the page of the scatter point at fraction ``at`` of figure i's points."""
-    box = page.evaluate("""([i, at]) => {
+    box = page.evaluate(
+        """([i, at]) => {
       const el = document.querySelectorAll('.js-plotly-plot')[i];
       const pts = [...el.querySelectorAll('.scatterlayer .points path')];
       const p = pts[Math.min(pts.length - 1, Math.floor(pts.length * at))];
       if (!p) return null;
       const r = p.getBoundingClientRect();
       return {x: r.x + r.width / 2, y: r.y + r.height / 2};
-    }""", [i, at])
+    }""",
+        [i, at],
+    )
     if box is None:
         raise AssertionError(f"figure {i} has no scatter points to hover")
     return box["x"], box["y"]
@@ -188,7 +223,11 @@ def run_interaction(page, spec: dict) -> str:
     if kind in ("dropdown", "slider"):
         fig = _figure_index(page, spec["figure"])
         before = _figure_state(page, fig)
-        ctl = page.locator(f".widget-{'dropdown' if kind == 'dropdown' else 'slider'}").filter(has_text=spec["label"]).first
+        ctl = (
+            page.locator(f".widget-{'dropdown' if kind == 'dropdown' else 'slider'}")
+            .filter(has_text=spec["label"])
+            .first
+        )
         ctl.scroll_into_view_if_needed()
         if kind == "dropdown":
             sel = ctl.locator("select")
@@ -216,7 +255,10 @@ def run_interaction(page, spec: dict) -> str:
             page.wait_for_timeout(300)
         if not _wait_change(page, fig, before):
             raise AssertionError(f"checkbox {spec['label']!r} toggled but figure {spec['figure']!r} did not update")
-        return f"checkbox{'es' if len(targets) > 1 else ''} '{spec['label']}' ({len(targets)}) → figure '{spec['figure']}' updated"
+        return (
+            f"checkbox{'es' if len(targets) > 1 else ''} '{spec['label']}' ({len(targets)}) "
+            f"→ figure '{spec['figure']}' updated"
+        )
     if kind in ("hover", "click"):
         src, dst = _figure_index(page, spec["figure"]), _figure_index(page, spec["target"])
         before = _figure_state(page, dst)
@@ -227,17 +269,22 @@ def run_interaction(page, spec: dict) -> str:
         if kind == "click":
             page.mouse.click(x, y)
         if not _wait_change(page, dst, before):
-            raise AssertionError(f"{kind} on a point of {spec['figure']!r} did not change the figure {spec['target']!r}")
+            raise AssertionError(
+                f"{kind} on a point of {spec['figure']!r} did not change the figure {spec['target']!r}"
+            )
         return f"{kind} on '{spec['figure']}' → '{spec['target']}' updated"
     if kind == "click_cell":  # a cell of a heatmap: a point at fractions `at` of a subplot's plot area
         src, dst = _figure_index(page, spec["figure"]), _figure_index(page, spec["target"])
         before = _figure_state(page, dst)
         page.locator(".js-plotly-plot").nth(src).scroll_into_view_if_needed()
-        box = page.evaluate("""([i, sub]) => {
+        box = page.evaluate(
+            """([i, sub]) => {
           const el = document.querySelectorAll('.js-plotly-plot')[i];
           const r = el.querySelector(`.nsewdrag[data-subplot="${sub}"]`) || el.querySelector('.nsewdrag');
           const b = r.getBoundingClientRect(); return {x: b.x, y: b.y, w: b.width, h: b.height};
-        }""", [src, spec.get("subplot", "xy")])
+        }""",
+            [src, spec.get("subplot", "xy")],
+        )
         fx, fy = spec.get("at", [0.5, 0.5])
         page.mouse.move(box["x"] + fx * box["w"], box["y"] + fy * box["h"], steps=5)
         page.mouse.click(box["x"] + fx * box["w"], box["y"] + fy * box["h"])
@@ -261,16 +308,20 @@ def _run_all(page) -> None:
 
 
 def _prompts(page) -> list[str]:
-    return page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())")
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"
+    )
 
 
 def _error_outputs(page) -> list[str]:
     return page.evaluate("""() => [...document.querySelectorAll('.jp-OutputArea-output')]
         .map(e => e.textContent).filter(t => /Traceback \\(most recent call last\\)|Error displaying widget|Failed to load model/.test(t))
-        .map(t => t.slice(0, 400))""")
+        .map(t => t.slice(0, 400))""")  # noqa: E501 (embedded JavaScript / HTML)
 
 
-def check_notebook(lab: JupyterLab, browser, notebook: Path, work: Path, shots: Path, *, timeout: float = 240.0) -> dict:
+def check_notebook(
+    lab: JupyterLab, browser, notebook: Path, work: Path, shots: Path, *, timeout: float = 240.0
+) -> dict:
     """Open ``notebook`` (a copy in ``work``, under the server root) in JupyterLab, run all cells,
     check the declared figures, widgets and interactions; save a full-page screenshot."""
     meta = json.loads(notebook.read_text())["metadata"].get("geoviz", {})
@@ -285,7 +336,11 @@ def check_notebook(lab: JupyterLab, browser, notebook: Path, work: Path, shots: 
         page.goto(lab.notebook_url(rel), wait_until="domcontentloaded")
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
         # the indicator reads idle before a kernel is attached: wait for the status bar's "<kernel> | Idle"
-        page.wait_for_function("() => /\\| Idle/.test(document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')?.textContent || '')", timeout=90_000)
+        page.wait_for_function(
+            "() => /\\| Idle/.test(document.querySelector('.jp-StatusBar-Widget, "
+            "#jp-main-statusbar')?.textContent || '')",
+            timeout=90_000,
+        )
         _run_all(page)
         deadline, retried = time.time() + timeout, False
         while True:
@@ -300,7 +355,9 @@ def check_notebook(lab: JupyterLab, browser, notebook: Path, work: Path, shots: 
             if done and page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
                 break
             if time.time() > deadline:
-                raise AssertionError(f"{notebook.name}: cells still not finished after {timeout:.0f} s: prompts {prompts}")
+                raise AssertionError(
+                    f"{notebook.name}: cells still not finished after {timeout:.0f} s: prompts {prompts}"
+                )
             page.wait_for_timeout(500)
         report["run_seconds"] = round(time.time() - t0, 1)
         page.wait_for_timeout(1500)  # let late widget views render
@@ -310,15 +367,22 @@ def check_notebook(lab: JupyterLab, browser, notebook: Path, work: Path, shots: 
         n_plots = _visible_plots(page)
         report["figures"] = n_plots
         if n_plots < meta.get("figures", 0):
-            raise AssertionError(f"{notebook.name}: {n_plots} plotly figures rendered, the notebook declares {meta['figures']}")
+            raise AssertionError(
+                f"{notebook.name}: {n_plots} plotly figures rendered, the notebook declares {meta['figures']}"
+            )
         for w in meta.get("widgets", []):
             if page.locator(WIDGET_CSS[w]).count() == 0:
                 raise AssertionError(f"{notebook.name}: no {w} widget rendered")
         for spec in meta.get("interactions", []):
             report["interactions"].append(run_interaction(page, spec))
-        height = page.evaluate("() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook')].map(e => e.scrollHeight))")
+        height = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll('.jp-WindowedPanel-outer, "
+            ".jp-Notebook')].map(e => e.scrollHeight))"
+        )
         page.set_viewport_size({"width": 1500, "height": int(min(max(height + 200, 1000), 16000))})
-        page.evaluate("() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook').forEach(e => e.scrollTop = 0)")
+        page.evaluate(
+            "() => document.querySelectorAll('.jp-WindowedPanel-outer, .jp-Notebook').forEach(e => e.scrollTop = 0)"
+        )
         page.mouse.move(5, 5)  # no hover label on the screenshot
         page.wait_for_timeout(800)
         shots.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """The atlas's HTML report opened from disk in headless Chromium: plotly.js embedded once, the
 heatmap drawn, a click on a cell draws that pair of layers' local features."""
+
 import pytest
 
 from geoviz.atlas import compare
@@ -15,7 +16,15 @@ pytestmark = pytest.mark.browser
 
 def test_atlas_report_draws_its_heatmap_and_answers_a_click(browser, tmp_path):
     data = get_dataset("shapes10", "test", n=64)
-    atlas = compare(build_model("resnet8", 10), build_model("resnet14", 10), data, knn_images=16, knn_points=300, embedding="pca", progress=False)
+    atlas = compare(
+        build_model("resnet8", 10),
+        build_model("resnet14", 10),
+        data,
+        knn_images=16,
+        knn_points=300,
+        embedding="pca",
+        progress=False,
+    )
     path = write_atlas_report(atlas, tmp_path / "report.html")
     html = open(path, encoding="utf-8").read()
     assert html.count("plotly.js v") == 1  # one copy of plotly.js, shared by every figure
@@ -32,7 +41,10 @@ def test_atlas_report_draws_its_heatmap_and_answers_a_click(browser, tmp_path):
     first = page.evaluate("() => document.getElementById('atlas-selected').textContent")
     before = _figure_state(page, pair)
     # the bottom-left cell: the last layer of A against the first layer of B (the report starts on another pair)
-    line = run_interaction(page, {"kind": "click_cell", "figure": "Layer × layer linear CKA", "at": [0.05, 0.95], "target": "of local features"})
+    line = run_interaction(
+        page,
+        {"kind": "click_cell", "figure": "Layer × layer linear CKA", "at": [0.05, 0.95], "target": "of local features"},
+    )
     assert "updated" in line and _figure_state(page, pair) != before
     now = page.evaluate("() => document.getElementById('atlas-selected').textContent")
     assert now != first and now == "layer3.0 ↔ layer1.0"

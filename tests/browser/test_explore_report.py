@@ -1,5 +1,6 @@
 """``geoviz explore``'s HTML report opened from disk in headless Chromium: plotly.js embedded once,
 hovering a point of the explorer shows its image patch, the pair picker shows that pair's images."""
+
 import pytest
 
 from geoviz.experiments.explore import ExploreConfig, run_explore

@@ -1,5 +1,6 @@
 """Every notebook run in JupyterLab in headless Chromium: cells run without errors, declared
 figures and widgets render, declared interactions update their figures, screenshots are kept."""
+
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def test_notebook_renders_and_responds(lab, browser, workdir, notebook):
 
 
 def test_checker_passes_a_working_interaction(lab, browser, workdir):
-    report = check_notebook(lab, browser, FIXTURES / "working_interaction.ipynb", workdir, SHOTS / "fixtures", timeout=60)
+    report = check_notebook(
+        lab, browser, FIXTURES / "working_interaction.ipynb", workdir, SHOTS / "fixtures", timeout=60
+    )
     assert report["interactions"] == ["dropdown 'direction' → figure 'live figure' updated"]
 
 

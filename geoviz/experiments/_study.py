@@ -1,0 +1,158 @@
+"""The study base: what every runner does before and around its own steps, and the result contract.
+
+A study is a ``Study`` subclass whose ``steps()`` reads as the list of what it does (train the
+set-ups, code, measure, decide); ``execute()`` runs them with the run policy in force. The base
+
+- resolves the device (``cfg.device``), checks the reuse mode before anything is written;
+- opens the experiment's run folder (``open_run``): the config is written, the code fingerprint
+  checked (a run made by other code is refused unless ``reuse="stale-ok"``; ``reuse="fresh"``
+  starts over), the study, device and seeds recorded, and a reused run announced with the code
+  that made it;
+- trains one arm (``fit_arm``: seeded, in its own run folder, its history kept under ``(arm, seed)``).
+
+Every study's result follows one contract (``StudyResult``): ``claims()`` a list of
+``analysis.statistics.Claim``, ``table()`` tidy rows, ``curves()`` keyed by ``(arm, seed)``,
+``floors`` and ``provenance``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .._utils import resolve_device, seed_everything
+from ..analysis.statistics import Claim, claim_rows
+from ..runs import RunDir, code_fingerprint, reuse_mode, reuse_policy
+
+
+def seeds_of(cfg) -> list[int]:
+    """The seeds a config runs: ``cfg.seeds`` where it has them, else ``[cfg.seed]``."""
+    return list(getattr(cfg, "seeds", None) or [getattr(cfg, "seed", 0)])
+
+
+class Study:
+    """One run of a study: subclasses set ``key`` (the study's name in ``runs/`` and ``geoviz runs``)
+    and write ``steps()``; callers use ``execute()``.
+
+    Attributes
+    ----------
+    cfg : the study's frozen config.
+    device : the torch device resolved from ``cfg.device``.
+    run_root : where the run folder goes (None: ``runs/``).
+    progress : whether tqdm bars are shown.
+    reuse : "current" (default), "stale-ok" or "fresh" (see ``geoviz.runs.reuse_mode``).
+    exp : the experiment's ``RunDir`` once ``open_run`` was called.
+    histories : ``{(arm, seed): [per-epoch records]}`` of every arm trained with ``fit_arm``.
+    """
+
+    key: ClassVar[str] = "study"
+
+    def __init__(self, cfg, *, run_root=None, progress: bool = True, reuse: str | None = None):
+        self.cfg, self.run_root, self.progress = cfg, run_root, progress
+        self.reuse = reuse_mode(reuse)
+        self.device = resolve_device(getattr(cfg, "device", "auto"))
+        self.exp: RunDir | None = None
+        self.histories: dict[tuple[str, int], list[dict]] = {}
+
+    def steps(self) -> Any:
+        raise NotImplementedError
+
+    def execute(self) -> Any:
+        """``steps()`` with this study's reuse mode in force for every run folder it opens; the
+        experiment's run is marked finished when they all went through."""
+        with reuse_policy(self.reuse):
+            result = self.steps()
+        if self.exp is not None:
+            self.exp.write_summary()
+        return result
+
+    def open_run(self, name: str, config: dict | None = None) -> RunDir:
+        """The experiment's folder ``runs/<name>/``: config (``cfg``, or ``config`` where a study
+        records more) written, code checked, provenance recorded."""
+        with reuse_policy(self.reuse):
+            self.exp = RunDir(name, self.run_root)
+        self.exp.write_config(self.cfg if config is None else config)
+        self.exp.record(study=self.key, device=str(self.device), seeds=seeds_of(self.cfg))
+        note = self.exp.describe_reuse()
+        if note:
+            print(note)
+        return self.exp
+
+    def arm_run(self, name: str, parent: RunDir | None = None) -> RunDir:
+        """A run folder inside the experiment's (or ``parent``'s)."""
+        with reuse_policy(self.reuse):
+            return RunDir(name, (parent or self.exp).path)
+
+    def fit_arm(
+        self,
+        arm: str,
+        seed: int,
+        build,
+        train,
+        val,
+        *,
+        name: str | None = None,
+        parent: RunDir | None = None,
+        **fit_kwargs,
+    ):
+        """Seed, build the arm's network (``build()``), train it with ``engine.fit`` in run folder
+        ``name`` (default ``<arm>-s<seed>``), keep its history under ``(arm, seed)``; returns
+        ``(model, FitResult)``."""
+        from ..engine import fit
+
+        seed_everything(seed)
+        model = build()
+        res = fit(
+            model,
+            train,
+            val,
+            device=self.device,
+            run=self.arm_run(name or f"{arm}-s{seed}", parent),
+            seed=seed,
+            progress=fit_kwargs.pop("progress", False),
+            **fit_kwargs,
+        )
+        self.histories[(arm, seed)] = res.history
+        return model, res
+
+    def provenance(self) -> dict:
+        """The code that made the run and where it ran (``metrics.json``'s provenance, or the current code)."""
+        if self.exp is not None:
+            return self.exp.read_metrics().get("provenance", {})
+        return {**code_fingerprint(), "device": str(self.device), "seeds": seeds_of(self.cfg)}
+
+
+class StudyResult:
+    """The contract every study's result keeps. Subclasses (dataclasses) provide ``claims()`` and
+    ``table()``, and set ``experiment`` (the run's ``RunDir``), ``floors`` and ``histories``
+    (keyed by ``(arm, seed)``) where they have them."""
+
+    experiment: RunDir | None = None
+
+    def claims(self) -> list[Claim]:
+        """The study's claims, each decided (or left undecided) with its interval and unit."""
+        raise NotImplementedError
+
+    def table(self) -> list[dict]:
+        """Tidy rows: one per arm / setting, means over seeds where there are seeds."""
+        raise NotImplementedError
+
+    def curves(self) -> dict[tuple[str, int], list[dict]]:
+        """Per-epoch records of every trained arm, keyed by ``(arm, seed)``."""
+        return dict(getattr(self, "histories", None) or {})
+
+    def curves_of(self, seed: int) -> dict[str, list[dict]]:
+        """``curves()`` of one seed, keyed by arm (what a convergence figure draws)."""
+        return {arm: h for (arm, s), h in self.curves().items() if s == seed}
+
+    @property
+    def provenance(self) -> dict:
+        """The code fingerprint, device and seeds recorded in the run's ``metrics.json``."""
+        return self.experiment.read_metrics().get("provenance", {}) if self.experiment is not None else {}
+
+    def summary(self) -> dict:
+        """What ``save_metrics`` writes: the table and the claims as rows."""
+        return {"table": self.table(), "claims": claim_rows(self.claims())}
+
+    def save_metrics(self) -> dict:
+        """Write ``summary()`` into the experiment's ``metrics.json`` and return what was written."""
+        return self.experiment.write_summary(**self.summary())["summary"] if self.experiment else self.summary()
