@@ -357,29 +357,7 @@ class PruningStudy(Study):
             c = self.costs(net)  # the architecture's: fine-tuning changes weights only
             if method.baseline:
                 matched = c["flops"] if matched is None else min(matched, c["flops"])
-            before = evaluate(net, test, device=self.device)["acc"]
-            terms = ["ce"] if not cfg.kd else ["ce", {"name": "kd", "T": 4.0}]
-            run = self.arm_run(f"{m}-{s:g}x-s{sd}")
-            ft = fit(
-                net,
-                self.train,
-                self.val,
-                test=test,
-                teacher=base if cfg.kd else None,
-                terms=terms,
-                epochs=cfg.finetune_epochs,
-                lr=cfg.finetune_lr,
-                batch_size=cfg.batch_size,
-                weight_decay=cfg.weight_decay,
-                device=self.device,
-                run=run,
-                seed=sd,
-                progress=False,
-            )
-            self.histories[(f"{m}-{s:g}x", sd)] = ft.history
-            net = net.cpu().eval()
-            save_model(net, run.path / "pruned.pt")
-            after = evaluate(net, test, device=self.device)["acc"]
+            before, after = self._finetune(net, base, f"{m}-{s:g}x", sd)
             self.rows.append(
                 {
                     "seed": sd,
@@ -394,6 +372,34 @@ class PruningStudy(Study):
                 }
             )
             self.bar.update()
+
+    def _finetune(self, net, base, arm: str, sd: int) -> tuple[float, float]:
+        """Test accuracy of a pruned network before and after fine-tuning it (KD from ``base`` when
+        asked) in run folder ``<arm>-s<sd>``, where the fine-tuned network is saved as ``pruned.pt``."""
+        cfg, test = self.cfg, self.test
+        before = evaluate(net, test, device=self.device)["acc"]
+        terms = ["ce"] if not cfg.kd else ["ce", {"name": "kd", "T": 4.0}]
+        run = self.arm_run(f"{arm}-s{sd}")
+        ft = fit(
+            net,
+            self.train,
+            self.val,
+            test=test,
+            teacher=base if cfg.kd else None,
+            terms=terms,
+            epochs=cfg.finetune_epochs,
+            lr=cfg.finetune_lr,
+            batch_size=cfg.batch_size,
+            weight_decay=cfg.weight_decay,
+            device=self.device,
+            run=run,
+            seed=sd,
+            progress=False,
+        )
+        self.histories[(arm, sd)] = ft.history
+        net = net.cpu().eval()
+        save_model(net, run.path / "pruned.pt")
+        return before, evaluate(net, test, device=self.device)["acc"]
 
 
 def run_pruning(cfg: PruningConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> PruningResult:

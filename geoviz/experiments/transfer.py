@@ -639,51 +639,12 @@ class TransferStudy(Study):
         parent: RunDir | None = None,
     ) -> dict:
         """One student run (resumed or reused when it exists); its summary row."""
-        cfg = self.cfg
         rd = self.arm_run(name, parent)
         done = rd.read_metrics()
         if done["status"] == "finished" and "geometry" in done["summary"]:
             summary, history = done["summary"], done["epochs"]
         else:
-            seed_everything(seed)
-            student = self.student()
-            subset = train_fraction(self.train, frac, seed=seed)
-            unlabelled = self.unlabelled_for(subset) if method != "ce" else None
-            cache = self.cache if unlabelled is None or cfg.unlabelled == "rest" else None
-            # with a budget in steps every run's epoch is as many images as the whole split (several passes
-            # over a small fraction, each in its own order): the same epoch ends per step at every fraction
-            epoch_size = max(len(self.train), cfg.batch_size) if cfg.budget == "steps" else None
-            epochs = _epochs_for(cfg, epoch_size or len(subset), budget_scale)
-            res = fit(
-                student,
-                subset,
-                self.val,
-                test=self.test,
-                teacher=self.teacher,
-                terms=terms,
-                epochs=epochs,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
-                schedule=cfg.schedule,
-                device=self.device,
-                run=rd,
-                seed=seed,
-                progress=False,
-                teacher_cache=cache,
-                eval_every=max(1, epochs // cfg.evaluations),
-                unlabelled=unlabelled,
-                epoch_size=epoch_size,
-            )
-            geometry = layer_alignment(student, self.teacher, self.probe, dict(cfg.pairs), seed=seed)
-            steps = epochs * max(1, (epoch_size or len(subset)) // cfg.batch_size)
-            summary = rd.write_summary(
-                geometry=geometry,
-                n_train_images=len(subset),
-                steps=steps,
-                passes=round(steps * cfg.batch_size / len(subset), 1),
-                n_unlabelled_images=len(unlabelled) if unlabelled is not None else 0,
-            )["summary"]
-            history = res.history
+            summary, history = self._train_student(rd, method, frac, seed, terms, budget_scale)
         return {
             "method": method,
             "fraction": frac,
@@ -699,6 +660,48 @@ class TransferStudy(Study):
             "geometry": summary["geometry"],
             "history": history,
         }
+
+    def _train_student(self, rd: RunDir, method: str, frac: float, seed: int, terms: list, budget_scale: int):
+        """Train a fresh student of ``seed`` on its fraction (with the unlabelled images its method uses)
+        in run folder ``rd``; measure its geometry to the teacher. Returns (summary, history)."""
+        cfg = self.cfg
+        seed_everything(seed)
+        student = self.student()
+        subset = train_fraction(self.train, frac, seed=seed)
+        unlabelled = self.unlabelled_for(subset) if method != "ce" else None
+        cache = self.cache if unlabelled is None or cfg.unlabelled == "rest" else None
+        # with a budget in steps every run's epoch is as many images as the whole split (several passes
+        # over a small fraction, each in its own order): the same epoch ends per step at every fraction
+        epoch_size = max(len(self.train), cfg.batch_size) if cfg.budget == "steps" else None
+        epochs = _epochs_for(cfg, epoch_size or len(subset), budget_scale)
+        res = fit(
+            student,
+            subset,
+            self.val,
+            test=self.test,
+            teacher=self.teacher,
+            terms=terms,
+            epochs=epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            schedule=cfg.schedule,
+            device=self.device,
+            run=rd,
+            seed=seed,
+            progress=False,
+            teacher_cache=cache,
+            eval_every=max(1, epochs // cfg.evaluations),
+            unlabelled=unlabelled,
+            epoch_size=epoch_size,
+        )
+        geometry = layer_alignment(student, self.teacher, self.probe, dict(cfg.pairs), seed=seed)
+        steps = epochs * max(1, (epoch_size or len(subset)) // cfg.batch_size)
+        n_unlabelled = len(unlabelled) if unlabelled is not None else 0
+        passes = round(steps * cfg.batch_size / len(subset), 1)
+        summary = rd.write_summary(
+            geometry=geometry, n_train_images=len(subset), steps=steps, passes=passes, n_unlabelled_images=n_unlabelled
+        )["summary"]
+        return summary, res.history
 
 
 def _best_baseline(rows: list[dict]) -> str | None:
