@@ -14,7 +14,6 @@ not the bootstrap one, which is reported beside it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,10 +130,6 @@ class Claim:
             **{(f"where_{k}" if k in _ROW_FIELDS else k): v for k, v in self.conditions.items()},
             **{f"extra_{k}": v for k, v in self.extra.items()},
         }
-
-    @property
-    def decided(self) -> bool:
-        return self.verdict != "undecided" and not math.isnan(self.mean)
 
 
 _ROW_FIELDS = ("claim", "metric", "mean", "low", "high", "p", "n", "unit", "verdict", "note")

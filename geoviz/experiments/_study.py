@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from .._utils import resolve_device, seed_everything
 from ..analysis.statistics import Claim, claim_rows
-from ..runs import RunDir, code_fingerprint, reuse_mode, reuse_policy
+from ..runs import RunDir, reuse_mode, reuse_policy
 
 
 def seeds_of(cfg) -> list[int]:
@@ -68,8 +68,7 @@ class Study:
     def open_run(self, name: str, config: dict | None = None) -> RunDir:
         """The experiment's folder ``runs/<name>/``: config (``cfg``, or ``config`` where a study
         records more) written, code checked, provenance recorded."""
-        with reuse_policy(self.reuse):
-            self.exp = RunDir(name, self.run_root)
+        self.exp = RunDir(name, self.run_root, reuse=self.reuse)
         self.exp.write_config(self.cfg if config is None else config)
         self.exp.record(study=self.key, device=str(self.device), seeds=seeds_of(self.cfg))
         note = self.exp.describe_reuse()
@@ -79,8 +78,7 @@ class Study:
 
     def arm_run(self, name: str, parent: RunDir | None = None) -> RunDir:
         """A run folder inside the experiment's (or ``parent``'s)."""
-        with reuse_policy(self.reuse):
-            return RunDir(name, (parent or self.exp).path)
+        return RunDir(name, (parent or self.exp).path, reuse=self.reuse)
 
     def fit_arm(
         self,
@@ -113,12 +111,6 @@ class Study:
         )
         self.histories[(arm, seed)] = res.history
         return model, res
-
-    def provenance(self) -> dict:
-        """The code that made the run and where it ran (``metrics.json``'s provenance, or the current code)."""
-        if self.exp is not None:
-            return self.exp.read_metrics().get("provenance", {})
-        return {**code_fingerprint(), "device": str(self.device), "seeds": seeds_of(self.cfg)}
 
 
 class StudyResult:

@@ -24,7 +24,7 @@ from ..engine import fit
 from ..models import build_model, load_network
 from ..models.loading import NETWORK_PREFIXES
 from ..projection import METHODS as PROJECTIONS
-from ..runs import RunDir, config_hash, reuse_policy
+from ..runs import RunDir, config_hash
 from . import train_val_probe
 from ._study import Study, StudyResult
 
@@ -275,8 +275,7 @@ class AtlasStudy(Study):
             model = build_model(name, num_classes(self.train), in_chans=in_chans)
             if side == "b":
                 initial_b = copy.deepcopy(model)  # the floor: B as it was before training
-            with reuse_policy(self.reuse):
-                run = RunDir(f"{self.exp.name}-{side}-seed{seed}", self.run_root)
+            run = RunDir(f"{self.exp.name}-{side}-seed{seed}", self.run_root, reuse=self.reuse)
             res = fit(
                 model,
                 self.train,
