@@ -101,6 +101,35 @@ def eval_mode(*models):
             m.train(was)
 
 
+@contextlib.contextmanager
+def preserved_modes(model):
+    """Give ``model`` back as it was after the block, also when the block raises: every module's
+    training flag (a model may hold frozen parts in eval mode) and the device and dtype of every
+    parameter, gradient and buffer (a measurement that moves the model to its device moves it back)."""
+    modes = [(m, m.training) for m in model.modules()]
+    places = [
+        (m, kind, name, t.device, t.dtype)
+        for m in model.modules()
+        for kind in ("_parameters", "_buffers")
+        for name, t in getattr(m, kind).items()
+        if t is not None
+    ]
+    try:
+        yield model
+    finally:
+        for m, was in modes:
+            m.training = was
+        for m, kind, name, device, dtype in places:
+            t = getattr(m, kind)[name]
+            if t is not None and (t.device != device or t.dtype != dtype):
+                if kind == "_parameters":
+                    t.data = t.data.to(device, dtype)
+                    if t.grad is not None:
+                        t.grad = t.grad.to(device, dtype)
+                else:
+                    m._buffers[name] = t.to(device, dtype)
+
+
 def progress_bar(iterable=None, *, enabled: bool = True, **kwargs):
     """A ``tqdm.auto`` bar (a widget in JupyterLab), off when ``enabled`` is False or GEOVIZ_PROGRESS=0."""
     from tqdm.auto import tqdm

@@ -48,6 +48,72 @@ def defocus_blur(x, c, rng=None):
     return np.clip(np.stack([ndimage.correlate(x[..., ch], k, mode="mirror") for ch in range(3)], -1), 0, 1)
 
 
+# make_cifar_c.py's own tables for the corruptions compared pixel by pixel, typed in again here (not
+# read from geoviz's PARAMS): a transcription error there shows as a mismatch
+REF_PARAMS = {
+    "zoom_blur": [
+        np.arange(1, 1.06, 0.01),
+        np.arange(1, 1.11, 0.01),
+        np.arange(1, 1.16, 0.01),
+        np.arange(1, 1.21, 0.01),
+        np.arange(1, 1.26, 0.01),
+    ],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "snow": [
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+}
+
+
+def imagemagick_motion_blur(img_u8, radius, sigma, angle):
+    """ImageMagick's MotionBlurImage on an 8-bit (H, W) or (H, W, C) image: width 2·ceil(radius)+1
+    taps (GetOptimalKernelWidth1D), weights exp(−i²/2σ²) normalised, tap i read at the integer
+    offset x + ceil(i·cos(angle) − 0.5), y + ceil(i·sin(angle) − 0.5) (its point.y / point.x over
+    hypot), the edge pixel outside the image (virtual pixels: edge), rounded back to 8 bits."""
+    a = img_u8.astype(np.float64)
+    h, w = a.shape[:2]
+    width = int(2 * np.ceil(radius) + 1)
+    k = np.exp(-(np.arange(width) ** 2) / (2.0 * sigma * sigma))
+    k /= k.sum()
+    t = np.deg2rad(angle)
+    px, py = width * np.sin(t), width * np.cos(t)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.zeros_like(a)
+    for i in range(width):
+        ox = int(np.ceil(i * py / np.hypot(px, py) - 0.5))
+        oy = int(np.ceil(i * px / np.hypot(px, py) - 0.5))
+        out += k[i] * a[np.clip(yy + oy, 0, h - 1), np.clip(xx + ox, 0, w - 1)]
+    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def motion_blur_u8(img_u8, severity, angle):
+    """make_cifar_c.py's motion_blur for one 8-bit RGB image, given the angle it would draw."""
+    radius, sigma = REF_PARAMS["motion_blur"][severity - 1]
+    return np.uint8(np.clip(imagemagick_motion_blur(img_u8, radius, sigma, angle), 0, 255))
+
+
+def snow_u8(img_u8, severity, layer, angle):
+    """make_cifar_c.py's snow for one 8-bit RGB image from the snow layer after its zoom and
+    threshold (float (H, W)) and the angle it would draw."""
+    c = REF_PARAMS["snow"][severity - 1]
+    x = np.array(img_u8, dtype=np.float32) / 255.0
+    layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8)  # PIL's "L" image
+    layer = imagemagick_motion_blur(layer, c[4], c[5], angle) / 255.0  # its PNG, decoded
+    layer = layer[..., None]
+    grey = (x @ np.float32([0.299, 0.587, 0.114]))[..., None]  # cv2's RGB2GRAY weights
+    x = c[6] * x + (1 - c[6]) * np.maximum(x, grey * 1.5 + 0.5)
+    return np.uint8(np.clip(x + layer + np.rot90(layer, k=2), 0, 1) * 255)
+
+
 def clipped_zoom(img, z):
     h = img.shape[0]
     ch = int(np.ceil(h / z))

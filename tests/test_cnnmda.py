@@ -7,11 +7,12 @@ from geoviz.experiments.cnnmda import CnnmdaConfig, corrected_interval, fold_inp
 from geoviz.methods.cnnmda import (
     CNNMDA,
     CrossFitted,
+    MisimRows,
     PairFeatures,
-    align_factors,
     auc_aupr,
     misim,
     neighbour_scores,
+    nmf_factors,
     nmf_scores,
 )
 
@@ -179,24 +180,49 @@ def test_corrected_interval_is_the_nadeau_bengio_formula():
     assert corrected_interval(d2, folds=5)["ci"] == pytest.approx([d2.mean() - half, d2.mean() + half])
 
 
-def test_align_factors_undoes_a_permutation_and_rescaling_of_components():
-    rng = np.random.default_rng(0)
-    W, H = rng.random((30, 4)), rng.random((4, 20))
-    perm, scale = np.array([2, 0, 3, 1]), np.array([0.5, 3.0, 1.7, 0.2])
-    W2, H2 = W[:, perm] * scale, H[perm] / scale[:, None]
-    np.testing.assert_allclose(W2 @ H2, W @ H)
-    Wa, Ha = align_factors(W2, H2, H)
-    np.testing.assert_allclose(Wa, W, rtol=1e-10)
-    np.testing.assert_allclose(Ha, H, rtol=1e-10)
-    # against a slightly perturbed reference the pairing still follows the closest components
-    Wb, Hb = align_factors(W2, H2, H + 0.01 * rng.random(H.shape))
-    np.testing.assert_allclose(Wb @ Hb, W @ H)
-    assert np.abs(Hb - H).max() < 0.1
+def test_misim_rows_hide_the_pairs_own_association_as_a_recomputation_would():
+    d = make_synthetic_mda(40, 30, 200, rank=3, seed=2)
+    rows = MisimRows(d.A, d.SD)
+    pos, unknown = np.argwhere(d.A == 1), np.argwhere(d.A == 0)
+    pairs = np.concatenate([pos[:60], unknown[:20]])
+    got = rows.rows(pairs[:, 0], pairs[:, 1]).numpy()
+    for (i, j), row in zip(pairs, got):
+        A = d.A.copy()
+        A[i, j] = 0  # recomputed from scratch without the pair's association
+        np.testing.assert_allclose(row, misim(A, d.SD)[i], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[:60], misim(d.A, d.SD)[pairs[:60, 0]])  # the plain rows did carry it
+    # a miRNA whose only association is the pair's: its row is 0 off the diagonal
+    A = np.zeros((4, 3), int)
+    A[0, 1], A[1, 1], A[2, 2] = 1, 1, 1
+    r = MisimRows(A, np.eye(3) * 0.5 + 0.5).rows([0], [1]).numpy()[0]
+    np.testing.assert_allclose(r, [1, 0, 0, 0])
+
+
+def test_flipping_an_association_changes_no_input_of_its_chunks_pairs():
+    """Cross-fitting's promise, end to end: nothing a chunk's pairs read was fitted on that chunk
+    (rows, similarity, the NMF and its order and scale)."""
+    d = make_synthetic_mda(50, 36, 260, rank=3, seed=3)
+    chunks, seed = 4, 5
+    chunk = np.random.default_rng(seed).integers(0, chunks, d.A.shape)
+    pos = np.argwhere(d.A == 1)
+    i0, j0 = pos[0]
+    flipped = d.A.copy()
+    flipped[i0, j0] = 0
+    same = np.argwhere(chunk == chunk[i0, j0])
+    others = np.argwhere(chunk != chunk[i0, j0])
+    inputs = []
+    for A in (d.A, flipped):
+        f = PairFeatures(d.SM, d.SD, A, *nmf_factors(A, 3, seed=seed))
+        cf = CrossFitted(f, chunks, seed=seed, similarity=lambda A: MisimRows(A, d.SD))
+        inputs.append((cf.pairs(same), cf.pairs(others)))
+    assert torch.equal(inputs[0][0], inputs[1][0])  # the flipped pair's chunk: bit for bit the same
+    assert not torch.equal(inputs[0][1], inputs[1][1])  # other chunks saw the association, and change
+    # the paper's shared mode: the pair's left rows (association and derived similarity) hide it too
+    left = [PairFeatures(d.SM, d.SD, A, *nmf_factors(A, 3), similarity_rows=MisimRows(A, d.SD)) for A in (d.A, flipped)]
+    assert torch.equal(left[0].left([i0], [j0]), left[1].left([i0], [j0]))
 
 
 def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_association():
-    import itertools
-
     from sklearn.decomposition import NMF
 
     d = make_synthetic_mda(60, 40, 300, rank=3, seed=1)
@@ -213,7 +239,6 @@ def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_associat
         pairs[:, 0], pairs[:, 1]
     ]  # the documented split: uniform per pair
     x_misim = CrossFitted(features, 4, seed=7, similarity=lambda A: misim(A, d.SD)).pairs(pairs)
-    H_ref = np.asarray(features.H).T.astype(np.float64) * features.scale
     for c in range(4):
         p = pairs[chunk == c]
         hidden = np.where(np.random.default_rng(7).integers(0, 4, d.A.shape) == c, 0.0, d.A)
@@ -223,14 +248,16 @@ def test_crossfitted_pairs_are_read_through_inputs_that_never_saw_their_associat
         model = NMF(n_components=3, init="nndsvda", random_state=7, max_iter=1000)
         W = model.fit_transform(hidden)
         H = model.components_
-        # pair components with the reference's by the best of all permutations (cosine of H's rows), rescale to its
-        # norms
-        cos = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
-        best = max(itertools.permutations(range(3)), key=lambda q: sum(cos(H_ref[k], H[q[k]]) for k in range(3)))
-        s = np.linalg.norm(H_ref, axis=1) / np.linalg.norm(H[list(best)], axis=1)
-        Wc, Hc = W[:, list(best)] / s, H[list(best)] * s[:, None]
-        np.testing.assert_allclose(right[chunk == c, 0], Wc[p[:, 0]] / features.scale, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(right[chunk == c, 1], Hc[:, p[:, 1]].T / features.scale, rtol=1e-4, atol=1e-6)
+        # the documented canonical form, from this factorisation alone: by energy ‖W_k‖‖H_k‖, largest
+        # first, each component balanced, then both divided by the larger of their largest entries
+        energy = [np.linalg.norm(W[:, k]) * np.linalg.norm(H[k]) for k in range(3)]
+        order = sorted(range(3), key=lambda k: -energy[k])
+        b = [np.sqrt(np.linalg.norm(W[:, k]) / np.linalg.norm(H[k])) for k in order]
+        Wc = np.stack([W[:, k] / bk for k, bk in zip(order, b)], 1)
+        Hc = np.stack([H[k] * bk for k, bk in zip(order, b)])
+        scale = max(Wc.max(), Hc.max())
+        np.testing.assert_allclose(right[chunk == c, 0], Wc[p[:, 0]] / scale, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(right[chunk == c, 1], Hc[:, p[:, 1]].T / scale, rtol=1e-4, atol=1e-6)
         # the left rows read the chunk's matrix; a similarity derived from associations is re-derived from it
         left = x[chunk == c, 0, :, : features.n_left].numpy()
         np.testing.assert_allclose(left[:, 0, 60:], hidden[p[:, 0]], atol=0)

@@ -59,7 +59,7 @@ EXPECTED_SUMMARY = {
     and {c["verdict"] for c in s["claims"]} <= {"supported", "contradicted", "undecided"}
     and "last stage only" in s["claims"][0]["claim"]
     and len(s["diversity"]) == 4
-    and 0 < s["floors"]["image_statistics"] <= 1,
+    and 0 < s["floors"]["panel"] <= 1,
     "08_cnnmda": lambda s: [r["method"] for r in s["table"]]
     == ["cnnmda", "nmf", "neighbours", "logistic", "popularity"]
     and len(s["folds"]) == 2

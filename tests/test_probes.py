@@ -151,11 +151,12 @@ def test_shortcut_floor_finds_a_planted_shortcut():
     assert shortcut_floor(noise[:250], y[:250], noise[250:], y[250:]) < 0.62
 
 
-@pytest.mark.parametrize("key, size", [("E3", 32), ("E4", 32), ("E5", 48)])
+@pytest.mark.parametrize("key, size", [("E3", 32), ("E4", 32), ("E5", 48), ("E7", 64)])
 def test_global_tasks_have_no_simple_statistics_shortcut(key, size):
     """The shortcut floor: gradient boosting on area, perimeter, bounding box, centroid, second
-    moments (and the inside/outside dot's position) stays near chance on every binary global task,
-    at the size the probes draw it (inside/outside: 48 px; at 32 px it reaches ~0.65)."""
+    moments (and the dots' positions, polar ones included) stays near chance on every binary global
+    task, at the size the probes draw it (inside/outside: 48 px; at 32 px it reaches ~0.65;
+    same_curve: 64 px, where the double spiral it replaced gave ~0.82)."""
     train = ProbeDataset(key, "train", n_per_class=400, size=size, split="train", channels=1)
     test = ProbeDataset(key, "train", n_per_class=200, size=size, split="test", channels=1)
     floor = shortcut_floor(

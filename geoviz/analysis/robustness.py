@@ -5,7 +5,13 @@ numbers (Hendrycks & Dietterich 2019):
   ``CE_c = Σ_s E_{s,c}(f) / Σ_s E_{s,c}(ref)``; the mean corruption error ``mCE`` averages CE_c
   over the corruptions;
 - relative: ``relative CE_c = Σ_s (E_{s,c}(f) − E_clean(f)) / Σ_s (E_{s,c}(ref) − E_clean(ref))``,
-  averaged into ``relative mCE`` (how much a model degrades, not how good it is);
+  averaged into ``relative mCE`` (how much a model degrades, not how good it is). Where the
+  reference hardly degrades, that ratio divides by a number near 0 and swings wildly (CIFAR-10-C's
+  pixelate at severity 1 barely moves a small network, and single terms turn negative): a
+  corruption whose reference degrades by less than ``min_degradation`` per severity on average
+  (default: 0.01, or 5 % of the reference's clean error where that is larger — a percentage point
+  of classification error; a twentieth of a regression's clean MAE) gets no relative CE (NaN),
+  is listed in ``relative_excluded``, and relative mCE averages the others;
 - without a reference, the unnormalised mean error per corruption and overall.
 
 E is the error rate for classification and the mean absolute error for regression.
@@ -42,32 +48,49 @@ def model_error(model, data, *, task: str = "classification", device="auto", bat
     return float(_per_image_error(out, y, task).mean())
 
 
-def summarize_errors(errors: dict, clean: float, reference: dict | None = None) -> dict:
+def summarize_errors(
+    errors: dict, clean: float, reference: dict | None = None, *, min_degradation: float | None = None
+) -> dict:
     """ImageNet-C's numbers from ``errors[corruption][severity]`` and the clean error; ``reference``
-    is another model's summary (or ``{"errors": ..., "clean": ...}``) to normalise by."""
+    is another model's summary (or ``{"errors": ..., "clean": ...}``) to normalise by.
+    ``min_degradation``: the least mean degradation per severity, ``E_ref − E_clean(ref)``, that a
+    corruption needs for a relative CE (default ``max(0.01, 0.05 · E_clean(ref))``)."""
     names = list(errors)
     out = {"errors": errors, "clean": clean, "mean_error": {c: float(np.mean(list(errors[c].values()))) for c in names}}
     out["mean_corruption_error"] = float(np.mean(list(out["mean_error"].values())))
     groups = {g: [c for c in cs if c in errors] for g, cs in GROUPS.items()}
     out["group_mean_error"] = {g: float(np.mean([out["mean_error"][c] for c in cs])) for g, cs in groups.items() if cs}
     if reference is not None:
-        ref, ref_clean = reference["errors"], reference["clean"]
-        missing = [c for c in names if c not in ref or set(errors[c]) - set(ref[c])]
-        if missing:
-            raise ValueError(f"the reference lacks corruptions/severities {missing}: run it on the same table")
-        ce = {c: sum(errors[c].values()) / max(sum(ref[c][s] for s in errors[c]), 1e-12) for c in names}
-        rel = {}
-        for c in names:
-            den = sum(ref[c][s] - ref_clean for s in errors[c])
-            rel[c] = sum(errors[c][s] - clean for s in errors[c]) / den if abs(den) > 1e-12 else float("nan")
-        out.update(
-            ce=ce,
-            mce=float(np.mean(list(ce.values()))),
-            relative_ce=rel,
-            relative_mce=float(np.mean(list(rel.values()))),
-            group_ce={g: float(np.mean([ce[c] for c in cs])) for g, cs in groups.items() if cs},
-        )
+        out.update(_relative_to(errors, clean, reference, min_degradation))
+        out["group_ce"] = {g: float(np.mean([out["ce"][c] for c in cs])) for g, cs in groups.items() if cs}
     return out
+
+
+def _relative_to(errors: dict, clean: float, reference: dict, min_degradation: float | None) -> dict:
+    """CE, mCE and the guarded relative CE / mCE against ``reference``."""
+    ref, ref_clean = reference["errors"], reference["clean"]
+    missing = [c for c in errors if c not in ref or set(errors[c]) - set(ref[c])]
+    if missing:
+        raise ValueError(f"the reference lacks corruptions/severities {missing}: run it on the same table")
+    floor = max(0.01, 0.05 * ref_clean) if min_degradation is None else float(min_degradation)
+    ce = {c: sum(e.values()) / max(sum(ref[c][s] for s in e), 1e-12) for c, e in errors.items()}
+    rel, excluded = {}, []
+    for c, e in errors.items():
+        degradation = sum(ref[c][s] - ref_clean for s in e)
+        if degradation < floor * len(e):
+            rel[c] = float("nan")
+            excluded.append(c)
+        else:
+            rel[c] = sum(e[s] - clean for s in e) / degradation
+    kept = [v for v in rel.values() if np.isfinite(v)]
+    return dict(
+        ce=ce,
+        mce=float(np.mean(list(ce.values()))),
+        relative_ce=rel,
+        relative_mce=float(np.mean(kept)) if kept else float("nan"),
+        relative_excluded=excluded,
+        min_degradation=floor,
+    )
 
 
 def robustness_reports(

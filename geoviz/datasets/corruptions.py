@@ -6,12 +6,19 @@ Parameters per severity are the published CIFAR-10-C ones (``make_cifar_c.py``),
 ``PARAMS``; the formulas follow the reference code, re-written as batched tensor ops. Where ours
 differs, on purpose:
 
-- ``motion_blur`` and the streaks of ``snow``: ImageMagick's ``MotionBlurImage`` (one-sided,
-  Gaussian weights along a line at a random angle) is re-created as a bilinear line integral;
-- ``frost``: the reference blends six photographs of frost; we synthesise a frost-like texture
-  (branching ice needles, a crystalline cell network, fine grain; bright, bluish) procedurally;
+- ``motion_blur`` and the streaks of ``snow``: ImageMagick's ``MotionBlurImage`` transcribed: a
+  one-sided Gaussian over ``2·radius + 1`` taps, tap i at the whole-pixel offset
+  (⌈i·cos θ − ½⌉, ⌈i·sin θ − ½⌉), edges replicated, the result rounded to 8 bits as the PNG it
+  comes back as (snow's layer too, before it is added);
+- ``frost``: the reference blends crops of six photographs of frost (the first five drawn, resized
+  by 0.2 for 32 px); they are read from ``data/frost/`` when there (``frost1.png`` … ``frost6.jpg``,
+  as the reference names them), else synthesised (branching ice needles, a crystalline cell
+  network, fine grain), the six layers as bright and as bluish as the photos (mean red 69–198);
 - ``jpeg_compression`` uses ``torchvision.io.encode_jpeg`` / ``decode_jpeg`` (libjpeg, as PIL);
-- ``pixelate`` is PIL's ``BOX`` resampling written as a separable matrix (tested against PIL);
+- ``pixelate`` is PIL's ``BOX`` resampling written as a separable matrix, each pass rounded to 8
+  bits as PIL's (tested against PIL);
+- the zoom factors are the reference's ``np.arange`` values, unrounded (at severity 5 one of them is
+  1.2500000000000002, and its layer is resampled to 33 pixels, not 32);
 - ``brightness`` adds to HSV's V in closed form: the RGB vector scaled by V'/V (tested against
   scikit-image's HSV round trip);
 - inputs of any size: the reference's 32-pixel constants (glass blur's loop bounds, the elastic
@@ -50,7 +57,8 @@ PARAMS = {
     "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),  # disk radius, alias blur
     "glass_blur": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),  # sigma, max delta, iterations
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma
-    "zoom_blur": tuple(tuple(np.arange(1, hi, 0.01).round(2).tolist()) for hi in (1.06, 1.11, 1.16, 1.21, 1.26)),
+    # exactly the reference's np.arange values: rounding them changes which layers resample to 33 px
+    "zoom_blur": tuple(tuple(np.arange(1, hi, 0.01).tolist()) for hi in (1.06, 1.11, 1.16, 1.21, 1.26)),
     "snow": (
         (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
         (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
@@ -203,23 +211,35 @@ def glass_shuffle(x: torch.Tensor, d: torch.Tensor, delta: int = 1) -> torch.Ten
     ]
 
 
+def _to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Rounded to the nearest of 256 levels, halves up (PIL's and ImageMagick's ``+ 0.5`` and
+    truncate, where torch.round goes to even; a box filter's mean of two levels is often a half):
+    what an 8-bit PNG or PIL image stores. 1e-4 of a level absorbs float32's error at the half."""
+    return (x * 255 + 0.5 + 1e-4).floor().clamp(0, 255) / 255
+
+
 def _line_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
-    """ImageMagick-style motion blur: the mean of the image shifted by i = 0..width−1 pixels along
-    the angle, weighted exp(−i²/2σ²) (one-sided), bilinear, edges replicated."""
+    """ImageMagick's ``MotionBlurImage``: ``width = 2⌈radius⌉ + 1`` taps weighted exp(−i²/2σ²)
+    (one-sided, normalised), tap i reading the pixel at the whole-pixel offset
+    (⌈i·cos θ − ½⌉, ⌈i·sin θ − ½⌉) from each output pixel, outside the image the nearest edge pixel
+    (its default virtual-pixel method); rounded to 8 bits."""
     n, ch, h, w = x.shape
-    width = int(2 * radius + 1)
-    i = torch.arange(width, dtype=torch.float32, device=x.device)
+    width = int(2 * math.ceil(radius) + 1)
+    i = torch.arange(width, dtype=torch.float64)
     wts = torch.exp(-(i**2) / (2 * sigma**2))
-    wts = wts / wts.sum()
-    th = angle_deg.to(x.device).float() * math.pi / 180
-    ys, xs = _pixel_grid(h, w, x.device)
+    wts = (wts / wts.sum()).float()
+    th = angle_deg.double().cpu() * math.pi / 180  # offsets in double, as ImageMagick computes them
+    dx = torch.ceil(i[None] * torch.cos(th)[:, None] - 0.5).long().to(x.device)  # (n, width)
+    dy = torch.ceil(i[None] * torch.sin(th)[:, None] - 0.5).long().to(x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    b = torch.arange(n, device=x.device).view(n, 1, 1)
     out = torch.zeros_like(x)
     for k in range(width):
-        sx = xs[None] + i[k] * torch.cos(th)[:, None, None]
-        sy = ys[None] + i[k] * torch.sin(th)[:, None, None]
-        grid = torch.stack([sx / max(w - 1, 1) * 2 - 1, sy / max(h - 1, 1) * 2 - 1], -1)
-        out += wts[k] * F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out
+        rows = (ys + dy[:, k].view(n, 1, 1)).clamp(0, h - 1).expand(n, h, w)
+        cols = (xs + dx[:, k].view(n, 1, 1)).clamp(0, w - 1).expand(n, h, w)
+        out += wts[k] * x[b, :, rows, cols].permute(0, 3, 1, 2)
+    return _to_8bit(out)
 
 
 def motion_blur(x, c, g):
@@ -254,8 +274,17 @@ def snow(x, c, g):
     layer = loc + scale * torch.randn((n, 1, h, w), generator=g, device=x.device)
     layer = _clipped_zoom(layer, zoom)
     layer = torch.where(layer < thresh, torch.zeros_like(layer), layer).clamp(0, 1)
-    layer = (layer * 255).floor() / 255  # the reference's PNG round trip
     angle = torch.rand(n, generator=g, device=x.device) * 90 - 135
+    return snow_blend(x, layer, angle, c)
+
+
+def snow_blend(x: torch.Tensor, layer: torch.Tensor, angle: torch.Tensor, c) -> torch.Tensor:
+    """The reference's snow from its thresholded layer (n, 1, H, W) and streak angles (n,): the
+    layer to 8 bits by truncation (PIL's "L" image of ``astype(uint8)``), motion-blurred (and back
+    at 8 bits, its PNG round trip), the image brightened towards its grey level, the layer added
+    upright and turned half a turn."""
+    loc, scale, zoom, thresh, radius, sigma, blend = c
+    layer = (layer * 255).floor() / 255
     layer = _line_blur(layer, radius, sigma, angle)
     x = blend * x + (1 - blend) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
     return x + layer + layer.flip(-1, -2)
@@ -298,18 +327,77 @@ def frost_texture(n: int, h: int, w: int, g: torch.Generator, device, feature: i
     return (v * tint).clamp(0, 1)
 
 
+# the photographs' mean red spans 69–198 of 255 (as measured in issue 28); each synthetic layer is
+# scaled to one of six levels over that span so that crops differ in brightness as the photos' do.
+# The reference draws only the first five, so the darkest and the brightest come first.
+FROST_MEAN_RED = tuple(v / 255 for v in (69.0, 198.0, 120.6, 172.2, 94.8, 146.4))
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+
+
 @functools.lru_cache(maxsize=4)
 def _frost_bank(h: int, w: int, device: str) -> torch.Tensor:
-    """Six large frost layers (5× the image size), made once per size and device with a fixed seed:
-    our stand-in for the reference's six photographs, from which each image gets a random crop."""
+    """Six frost layers, the reference's six photographs from ``data/frost/`` when all are there
+    (``frost_photos``), else synthetic ones 5× the image size, made once per size and device with
+    a fixed seed, the i-th scaled to mean red ``FROST_MEAN_RED[i]`` (its bluish tint kept)."""
+    photos = frost_photos(h, w)
+    if photos is not None:
+        return [p.to(device) for p in photos]
     g = torch.Generator(device=device)
     g.manual_seed(20190)
-    return torch.cat([frost_texture(1, 5 * h, 5 * w, g, device, feature=min(h, w)) for _ in range(6)])
+    bank = []
+    for red in FROST_MEAN_RED:
+        layer = frost_texture(1, 5 * h, 5 * w, g, device, feature=min(h, w))
+        bank.append((layer * red / layer[:, 0].mean()).clamp(0, 1)[0])
+    return bank
+
+
+def frost_photos(h: int, w: int, root=None) -> list[torch.Tensor] | None:
+    """The reference's frost photographs (``FROST_FILES`` in ``<data>/frost/``), each (3, H', W')
+    in [0, 1], resized as ``make_cifar_c.py`` does for 32 px (``cv2.resize`` by 0.2, bilinear at
+    half-pixel centres, no antialiasing), by 0.2 · size / 32 for other sizes; None when any is missing."""
+    from PIL import Image
+
+    from ..paths import data_root, resolve_in_root
+
+    folder = (resolve_in_root(root) if root is not None else data_root()) / "frost"
+    paths = [folder / f for f in FROST_FILES]
+    if not all(p.is_file() for p in paths):
+        return None
+    out = []
+    for p in paths:
+        img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+        factor = 0.2 * min(h, w) / 32
+        # cv2.resize(fx=fy=factor): source coordinate (d + ½)/factor − ½ (at 0.2, pixel 5d + 2 exactly)
+        small = F.interpolate(
+            img[None], scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False
+        )[0]
+        if min(small.shape[1:]) <= max(h, w):
+            raise ValueError(f"{p} is too small to crop {h}×{w} pixels from after resizing by {factor:.3g}")
+        out.append(small)
+    return out
 
 
 def frost(x, c, g):
     n, ch, h, w = x.shape
     bank = _frost_bank(h, w, str(x.device))
+    if len({tuple(b.shape) for b in bank}) == 1:
+        return _frost_from_bank(x, c, g, torch.stack(bank))
+    tex = torch.stack([_random_crop(bank, h, w, g, x.device) for _ in range(n)])  # photos of different sizes
+    if ch == 1:
+        tex = _gray(tex)
+    return c[0] * x + c[1] * tex
+
+
+def _random_crop(bank, h: int, w: int, g, device) -> torch.Tensor:
+    """The reference's draw for one image: one of the first five layers, then a crop origin."""
+    b = bank[int(torch.randint(0, 5, (1,), generator=g, device=device))]
+    oy = int(torch.randint(0, b.shape[1] - h, (1,), generator=g, device=device))
+    ox = int(torch.randint(0, b.shape[2] - w, (1,), generator=g, device=device))
+    return b[:, oy : oy + h, ox : ox + w]
+
+
+def _frost_from_bank(x, c, g, bank: torch.Tensor) -> torch.Tensor:
+    n, ch, h, w = x.shape
     H, W = bank.shape[-2:]
     idx = torch.randint(0, 5, (n,), generator=g, device=x.device)  # the reference picks among its first five
     oy = torch.randint(0, H - h, (n,), generator=g, device=x.device)
@@ -415,7 +503,7 @@ def elastic_transform(x, c, g):
 
 def _box_matrix(n_in: int, n_out: int, device) -> torch.Tensor:
     """PIL's BOX resampling as an (n_out, n_in) matrix: output i averages the input pixels whose
-    centres fall in its window [i·s, (i+1)·s), s = n_in / n_out (at least one pixel wide)."""
+    centres fall in its window (i·s, (i+1)·s], s = n_in / n_out (at least one pixel wide)."""
     s = n_in / n_out
     support = max(s, 1.0) * 0.5
     centre = (torch.arange(n_out, dtype=torch.float64) + 0.5) * s
@@ -424,7 +512,7 @@ def _box_matrix(n_in: int, n_out: int, device) -> torch.Tensor:
     j = torch.arange(n_in, dtype=torch.float64)
     ss = 1.0 / max(s, 1.0)
     arg = (j[None] - centre[:, None] + 0.5) * ss
-    wts = ((arg >= -0.5) & (arg < 0.5)).double() * ((j[None] >= lo[:, None]) & (j[None] < hi[:, None])).double()
+    wts = ((arg > -0.5) & (arg <= 0.5)).double() * ((j[None] >= lo[:, None]) & (j[None] < hi[:, None])).double()
     wts = wts / wts.sum(1, keepdim=True).clamp_min(1e-12)
     return wts.float().to(device)
 
@@ -434,10 +522,16 @@ def _box_resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return mh @ x @ mw.T
 
 
+def _box_resize_8bit(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """PIL's 8-bit BOX resize: the horizontal pass, stored at 8 bits, then the vertical pass, again."""
+    x = _to_8bit(x @ _box_matrix(x.shape[-1], w, x.device).T)
+    return _to_8bit(_box_matrix(x.shape[-2], h, x.device) @ x)
+
+
 def pixelate(x, c, g):
+    """Down and up again with PIL's BOX filter, each of its passes stored at 8 bits (rounded) as PIL's is."""
     h, w = x.shape[-2:]
-    small = _box_resize(x, int(h * c), int(w * c))
-    return _box_resize(small, h, w)
+    return _box_resize_8bit(_box_resize_8bit(x, int(h * c), int(w * c)), h, w)
 
 
 def jpeg_compression(x, c, g):
@@ -472,8 +566,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0) ->
     x = images.float() / 255 if is_u8 else images.float()
     g = _generator(seed, name, x.device)
     out = _OPS[name](x.clone(), PARAMS[name][severity - 1], g).clamp(0, 1)
-    if is_u8:  # the reference's np.uint8(x * 255): truncation
-        return (out * 255).floor().to(torch.uint8)
+    if is_u8:  # the reference's np.uint8(x * 255): truncation (an 8-bit level k/255 in float32 stays k)
+        return (out * 255 + 1e-4).floor().to(torch.uint8)
     return out.to(images.dtype)
 
 

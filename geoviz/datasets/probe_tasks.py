@@ -21,8 +21,8 @@ E4    connectivity            global     connected, disconnected
 E5    inside                  global     inside, outside (a dot and two contours, one open)
 E6    global_combined         global     the six classes of E3–E5 in one task
 E7    same_curve              global     same, different (two dots on the same or on different
-                                         arms of a double spiral: beyond the paper, global at
-                                         every scale)
+                                         one of two interleaved rails along a random route:
+                                         beyond the paper, global at every scale)
 ====  ======================  =========  =================================================
 
 ``PRETRAINING`` is the class set the small networks' "pretrained" start learns first: the
@@ -145,8 +145,8 @@ EXPERIMENTS: dict[str, ProbeExperiment] = {
             "same_curve",
             "global",
             [("curve", c) for c in TASKS["curve"]],
-            "two dots on the same or on different arms of a double spiral (Minsky "
-            "and Papert's figure; beyond the paper: global at every scale)",
+            "two dots on the same or on different of two interleaved rails along a random route "
+            "(after Minsky and Papert's double spiral; beyond the paper: global at every scale)",
         ),
     ]
 }

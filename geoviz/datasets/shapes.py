@@ -9,14 +9,14 @@ Tasks (``TASKS`` maps each to its class names):
 - ``connectivity``: one connected part / two separate parts, at the same spread, joined by a bar
   that is whole or broken by a gap.
 - ``inside``: a dot inside a closed contour / inside one whose outline has a gap (outside).
-- ``curve``: a double spiral (two interleaved arms) with two dots on the same / on different arms (>= 64 px).
+- ``curve``: two interleaved rails along a random route, with two dots on the same / on different rails (>= 64 px).
 - ``shapes10``: 32×32 RGB, ten shape classes (tilted up to ±25°) with colour, stripe texture,
   background gradient, clutter and noise, with near-confusable pairs (square/rectangle, circle/ellipse,
   pentagon/hexagon, trapezoid/parallelogram): a stand-in for CIFAR-10 that needs no download.
 
 ``variant="irregular"`` draws the same classes from irregular outlines — hand-drawn wobbly edges
 for ``quad`` (corners, hence the class geometry, are kept), smooth random non-convex blobs for the
-global tasks, arms that wobble along their length for ``curve`` — so that training on ``regular`` and testing on
+global tasks, rails that wobble along their length for ``curve`` — so that training on ``regular`` and testing on
 ``irregular`` measures transfer. The global tasks are drawn so that simple statistics of the
 drawing (area, perimeter, extent, moments; ``analysis.floors``) carry as little of the label as
 we could make them (each generator says how).
@@ -73,7 +73,7 @@ DEFAULT_SIZE = {"shapes10": 32}
 MIN_SIZE = 16
 # A hole or a dot needs ~2 px of clearance on every side to survive rasterisation; below these
 # sizes there is no room for that, so the labels could not be guaranteed.
-TASK_MIN_SIZE = {"hole": 24, "inside": 32, "curve": 64}  # curve: room for turns of a double spiral
+TASK_MIN_SIZE = {"hole": 24, "inside": 32, "curve": 64}  # curve: room for a route of rails through 3 × 3 cells
 SPLIT_OFFSET = {"train": 0, "val": 1 << 40, "test": 2 << 40}
 _BATCH = 1024
 SHAPES10_MAX_TILT = 25.0  # degrees either way
@@ -467,77 +467,109 @@ def _gen_inside(rng, labels, size, variant, scale):
     )
 
 
+_WALK_GRID = 3  # cells per side of the grid the rails' route is walked on
+_WALK_MIN = 6  # cells a route covers at least
+
+
+def _grid_walk(u: np.ndarray) -> list[tuple[int, int]]:
+    """A self-avoiding walk of at least ``_WALK_MIN`` cells on the ``_WALK_GRID``² grid, every
+    choice read from the uniforms ``u`` in turn: a random start, then a random free neighbour until
+    none is left; a walk that ends short starts over (a snake through every cell if ``u`` runs out)."""
+    g, k = _WALK_GRID, 0
+    while k + 2 * g * g < len(u):
+        cell = (int(u[k] * g), int(u[k + 1] * g))
+        k += 2
+        path = [cell]
+        while True:
+            free = [(cell[0] + dr, cell[1] + dc) for dr, dc in ((0, 1), (1, 0), (0, -1), (-1, 0))]
+            free = [c for c in free if 0 <= c[0] < g and 0 <= c[1] < g and c not in path]
+            if not free:
+                break
+            cell = free[min(int(u[k] * len(free)), len(free) - 1)]
+            k += 1
+            path.append(cell)
+        if len(path) >= _WALK_MIN:
+            return path
+    return [(r, c if r % 2 == 0 else g - 1 - c) for r in range(g) for c in range(g)]
+
+
+def _resample(line: np.ndarray, v: int) -> np.ndarray:
+    """``v`` points evenly spaced by arc length along a polyline (L, 2)."""
+    seg = np.linalg.norm(np.diff(line, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    t = np.linspace(0.0, arc[-1], v)
+    return np.stack([np.interp(t, arc, line[:, 0]), np.interp(t, arc, line[:, 1])], 1)
+
+
+def _rails(path: list[tuple[int, int]], cell: float, gap: float, v: int) -> np.ndarray:
+    """(2, v, 2): the two rails of a route, offset ±gap/2 from its centre line (cell centres, the
+    grid centred on 0), mitred at the turns so that they stay ``gap`` apart."""
+    g = _WALK_GRID
+    centre = np.array([[(c - (g - 1) / 2) * cell, (r - (g - 1) / 2) * cell] for r, c in path])
+    d = np.diff(centre, axis=0)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1)  # (L−1, 2), one per segment
+    n1 = np.concatenate([normal[:1], normal])  # at each vertex: the normals of its two segments
+    n2 = np.concatenate([normal, normal[-1:]])
+    mitre = (n1 + n2) / (1 + (n1 * n2).sum(1, keepdims=True))
+    return np.stack([_resample(centre + side * gap / 2 * mitre, v) for side in (-1, 1)])
+
+
 def _gen_curve(rng, labels, size, variant, scale):
-    """Minsky and Papert's double spiral: two interleaved arms that never touch, and two dots on
-        them, on the same arm or one on each. Whether the dots share an arm shows by following the arms
-        around the turns between them; nearby, both arms look alike (parallel strokes). The dots' distance
-        is drawn from the range points of both arms cover, so the spacing carries no label. Which arm a
-        dot sits on would follow from its polar position about the centre if the spiral were
-        Archimedean (a fixed pitch): the radius grows as a random power of the angle instead (r ∝ θ^γ,
-        γ in 0.7–1.5, the windings spreading or crowding outwards), with as many turns as keep the arms
-        clear of each other. Even so, with about one turn at 64 px the dots' polar positions about the
-    centroid give the label away to a gradient-boosted classifier ~0.82 of the time (its shortcut
-    floor; 0.52 from raw positions).
-        ``scale``: the outer radius (fraction of the size; the figure scaled as a whole);
-        ``irregular``: each arm wobbles along its length (waves of 6–10 px, ±1 px at 64 px)."""
+    """Two interleaved rails and two dots on them, on the same rail or one on each. The rails run
+    side by side along a random route — a self-avoiding walk through the cells of a 3 × 3 grid,
+    turning at right angles — so whether the dots share a rail shows only by following the rails
+    from one dot to the other; nearby, both look alike (two parallel strokes, and a rail has no
+    direction to say which side its partner is on). Which rail a dot sits on does not follow from
+    where it is (the route, not the position, decides it), and the dots' distance is drawn from the
+    range points of both rails cover, so the spacing carries no label either.
+        ``scale``: half the figure's extent (fraction of the size; the figure scaled as a whole:
+        strokes, dots and gaps too);
+        ``irregular``: each rail wobbles along its length (waves of 6–10 px, ±1 px at 64 px)."""
     n = len(labels)
     default = (0.34, 0.42)
     lo, hi = _scale_range(scale, default)
-    # another size is a scaled copy (strokes, dots and gaps too): the same number of turns
     px = _px(size) * (lo + hi) / sum(default)
     stroke = (rng.uniform("stroke", None, 1.5, 2.2) * px).clamp_min(1.0)
     rd = (rng.uniform("dot.r", None, 2.0, 2.6) * px).clamp_min(1.5)  # wider than the stroke: a visible dot
     wob = 1.0 * px
-    # the arms' centre lines at least `half` apart: a dot on one arm stays clear of the other,
-    # wobbles included (one rule for both variants, so that "irregular" changes the style alone)
-    half = rd + stroke / 2 + max(1.2, 2.0 * px) + 2 * wob
-    R = rng.uniform("radius", None, lo, hi) * size
-    r0 = half * rng.uniform("r0", None, 0.5, 0.8)  # the arms' inner ends, opposite each other
-    gamma = rng.uniform("gamma", None, 0.7, 1.5)
-    # the most turns whose neighbouring windings (arm 0 at θ, arm 1 at θ + π) stay `half` apart
-    cand = torch.arange(0.75, 4.0, 0.05)
-    tmax = 2 * math.pi * cand  # (T,)
-    g = torch.linspace(0, 1, 64)
-    th = (tmax[None, :, None] - math.pi) * g  # (1, T, G)
-    grow = lambda t, tm: (t / tm).clamp(0, 1) ** gamma[:, None, None]  # noqa: E731
-    gap = (R - r0)[:, None, None] * (grow(th + math.pi, tmax[None, :, None]) - grow(th, tmax[None, :, None]))
-    ok = gap.amin(dim=2) >= half[:, None]  # (n, T)
-    best = torch.where(ok, cand[None], torch.full_like(ok, 0.75, dtype=torch.float32)).amax(dim=1)
-    turns = (best * rng.uniform("turns", None, 0.85, 1.0)).clamp_min(0.75)
-    V = 192
-    u = torch.linspace(0.0, 1.0, V)
-    theta = 2 * math.pi * turns[:, None] * u[None]  # (n, V): angle along each arm
-    rad = r0[:, None] + (R - r0)[:, None] * u[None] ** gamma[:, None]
-    rot = rng.uniform("rotation", None, 0.0, 2 * math.pi)
-    hand = torch.where(rng.bernoulli("mirror", 0.5), -1.0, 1.0)
-    margin = R + rd + wob + 1.0
+    # rails' centre lines at least `half` apart, within a pair and across neighbouring cells: a dot on
+    # one rail stays clear of every other rail, wobbles included, by 2.2 px at least (anti-aliased
+    # edges and a diagonal pixel would join them under 8-connectivity in small, wobbly figures)
+    half = rd + stroke / 2 + torch.clamp(2.0 * px * torch.ones_like(rd), min=2.2) + 2 * wob
+    R = rng.uniform("radius", None, lo, hi) * size  # half the figure's extent
+    gap = half * rng.uniform("gap", None, 1.0, 1.3)
+    cell = torch.maximum(R - gap / 2, gap + half)  # neighbouring cells' rails `cell − gap` apart
+    margin = cell + gap / 2 + rd + wob + 1.0
     centre = torch.stack([margin + rng.uniform(k, None) * (size - 2 * margin).clamp_min(0) for k in ("cx", "cy")], -1)
-    arms = []
-    for a in range(2):
-        r = rad
-        if variant == "irregular":  # jagged: a wave along the arc, of random wavelength and phase
-            arc = torch.cumsum(torch.cat([torch.zeros(n, 1), (rad[:, 1:] + rad[:, :-1]) / 2 * theta.diff(dim=1)], 1), 1)
+    V = 192
+    walk = rng.uniform("walk", 96).numpy()
+    pts = torch.from_numpy(
+        np.stack([_rails(_grid_walk(walk[i]), float(cell[i]), float(gap[i]), V) for i in range(n)])
+    ).float()  # (n, 2, V, 2) about the figure's centre
+    if variant == "irregular":  # each rail wobbles across its length: a wave of random wavelength and phase
+        for a in range(2):
+            line = pts[:, a]
+            tangent = torch.gradient(line, dim=1)[0]
+            tangent = tangent / tangent.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            normal = torch.stack([-tangent[..., 1], tangent[..., 0]], -1)
+            arc = torch.cat([torch.zeros(n, 1), line.diff(dim=1).norm(dim=-1).cumsum(1)], 1)
             lam = rng.uniform(f"wave{a}", None, 6.0, 10.0) * px
-            r = rad + wob * torch.sin(
-                2 * math.pi * arc / lam[:, None] + rng.uniform(f"wave{a}.ph", None, 0, 2 * math.pi)[:, None]
-            )
-        phi = rot[:, None] + hand[:, None] * theta + a * math.pi  # arm 1: arm 0 turned half a turn
-        arms.append(centre[:, None] + r[..., None] * torch.stack([phi.cos(), phi.sin()], -1))
-    # the dots: the first on arm `first` past its inner quarter turn, the second on arm `second`
-    # where its distance from the first is nearest a target (else "different" would show in the
-    # dots' spacing)
+            phase = rng.uniform(f"wave{a}.ph", None, 0, 2 * math.pi)
+            wave = wob * torch.sin(2 * math.pi * arc / lam[:, None] + phase[:, None])
+            pts[:, a] = line + wave[..., None] * normal
+    pts = pts + centre[:, None, None]
+    arms = [pts[:, 0], pts[:, 1]]
+    # the dots: the first on rail `first` away from the ends, the second on rail `second` where its
+    # distance from the first is nearest a target drawn from the range both rails cover
     first = rng.integers("first", 2)
     second = torch.where(labels == 0, first, 1 - first)
     rows = torch.arange(n)
-    pts = torch.stack(arms, 1)  # (n, 2, V, 2)
-    start = (0.25 / turns * (V - 1)).ceil().long().clamp(max=V - 2)  # vertex index a quarter turn out
+    end = V // 16  # keep the dots off the rails' last few pixels
     idx = torch.arange(V)
-    valid = idx[None] >= start[:, None]  # (n, V)
-    # the second dot's distance from the first: drawn from the range that points of *both* arms
-    # cover (so that it does not depend on the label), at least a third of the outer radius; of K
-    # candidate first dots, the first whose range is not empty
+    valid = ((idx >= end) & (idx <= V - 1 - end))[None].expand(n, V)
     K = 8
-    i1 = start[:, None] + (rng.uniform("d1", K) * (V - 1 - start)[:, None]).long()  # (n, K)
+    i1 = end + (rng.uniform("d1", K) * (V - 1 - 2 * end)).long()  # (n, K)
     d1 = pts[rows[:, None], first[:, None], i1]  # (n, K, 2)
     dist = (pts[:, None] - d1[:, :, None, None]).norm(dim=-1)  # (n, K, 2, V)
     inf = torch.tensor(float("inf"))
@@ -550,15 +582,14 @@ def _gen_curve(rng, labels, size, variant, scale):
     cost = (dist - target[:, None]).abs() + rng.uniform("d2.pick", V).view(n, V) * 0.5 * px
     cost = torch.where(valid, cost, inf)
     i2 = cost.argmin(dim=1)
-    cand = pts[rows, second]
-    d2 = cand[rows, i2]
+    d2 = pts[rows, second][rows, i2]
     cov = torch.maximum(
         stroke_coverage(polygon_sdf_image(arms[0], size, closed=False), stroke),
         stroke_coverage(polygon_sdf_image(arms[1], size, closed=False), stroke),
     )
     dots = torch.stack([d1, d2], 1)
-    for k in range(2):
-        disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dots[:, k])
+    for j in range(2):
+        disc = transform(_regular(torch.full((n,), 16), 16), torch.zeros(n), rd, dots[:, j])
         cov = torch.maximum(cov, fill_coverage(polygon_sdf_image(disc, size)))
     return _Batch(
         cov[:, None],
@@ -569,8 +600,6 @@ def _gen_curve(rng, labels, size, variant, scale):
             centre=centre,
             stroke=stroke,
             scale=R / size,
-            gamma=gamma,
-            turns=turns,
             filled=torch.zeros(n, dtype=torch.bool),
         ),
     )

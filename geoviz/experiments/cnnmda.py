@@ -44,9 +44,9 @@ from ..engine import fit
 from ..methods.cnnmda import (
     CNNMDA,
     CrossFitted,
+    MisimRows,
     PairFeatures,
     auc_aupr,
-    misim,
     neighbour_scores,
     nmf_factors,
     nmf_scores,
@@ -153,15 +153,16 @@ def fold_inputs(data: AssociationData, test_pos: np.ndarray, cfg: CnnmdaConfig) 
     """Everything a fold's methods read, built from the associations with ``test_pos`` masked."""
     A_train = data.A.copy()
     A_train[test_pos[:, 0], test_pos[:, 1]] = 0
-    derive = (lambda A: misim(A, data.SD)) if cfg.similarity == "misim" else None  # noqa: E731
-    SM = derive(A_train) if derive else data.SM
+    derive = (lambda A: MisimRows(A, data.SD)) if cfg.similarity == "misim" else None  # noqa: E731
+    rows = derive(A_train) if derive else None
+    SM = rows.full.numpy() if rows is not None else data.SM
     W, H = nmf_factors(A_train, cfg.rank, seed=cfg.seed)
     return {
         "A_train": A_train,
         "SM": SM,
         "W": W,
         "H": H,
-        "features": PairFeatures(SM, data.SD, A_train, W, H),
+        "features": PairFeatures(SM, data.SD, A_train, W, H, similarity_rows=rows),
         "similarity": derive,
     }
 

@@ -11,8 +11,9 @@ each fusion's accuracy, confusion matrices and the members' pairwise diversity.
 
 Claims, paired by seed (t interval, three-valued): transfer beats scratch (each member, and the
 mean-fused ensemble); the ensemble beats its best member, the best chosen on validation (each
-start × fusion rule); every member beats the image-statistics floor. The floors: chance, and a
-gradient-boosted classifier on whole-image statistics (``analysis.floors.image_statistics``).
+start × fusion rule); every member beats the panel floor. The floors: chance, and the panel floor
+(``analysis.floors.panel_floor``: the best of cheap feature sets — pixels, colour histograms,
+whole-image and texture statistics — × classifiers, chosen by cross-validation on training images).
 What the seeds vary: the members' initialisation (heads included) and data order; the source
 networks (one per member family) and the data sets are the same for every seed, so the intervals
 hold for these images and these source networks. Many claims at 95 % each: read them as a family
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from .._utils import eval_mode, progress_bar
-from ..analysis.floors import image_statistics, shortcut_floor
+from ..analysis.floors import panel_floor
 from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset
@@ -135,7 +136,8 @@ class EnsemblesResult(StudyResult):
     config : the study's config.
     rows : per (seed, start, name): kind member | fusion, test accuracy (and validation accuracy for members).
     diversity : per (seed, start): mean pairwise disagreement, Q, error correlation; gains over the best member.
-    floors : chance and the image-statistics floor (gradient boosting on whole-image statistics).
+    floors : chance, ``panel`` (the panel floor's test accuracy), ``panel_member`` (the feature set /
+        classifier chosen on the training images) and ``panel_cv`` (the panel's cross-validation table).
     classes : class names.
     histories : ``(arm, seed)`` → per-epoch records, arm "<member> (<start>)".
     confusion : first seed: (start, name) → (C, C) counts, rows true.
@@ -194,7 +196,7 @@ class EnsemblesResult(StudyResult):
 
     def claims(self) -> list[Claim]:
         """Transfer beats scratch per member (and the mean ensemble); every member beats the
-        image-statistics floor; each fusion beats its best member (chosen on validation). Paired by seed."""
+        panel floor; each fusion beats its best member (chosen on validation). Paired by seed."""
         cfg, out = self.config, []
         res = 1.0 / max(1, len(self.test_labels)) if self.test_labels is not None else 0.0
 
@@ -218,13 +220,13 @@ class EnsemblesResult(StudyResult):
                 if name != "mean":  # a verdict between runs that had not finished learning holds at this budget only
                     t, sc = self._end_of_training("transfer", name), self._end_of_training("scratch", name)
                     out[-1] = _with_end_of_training(out[-1], {"transfer": t, "scratch": sc})
-        for start in cfg.starts:  # every member must clear the image-statistics floor
+        for start in cfg.starts:  # every member must clear the panel floor
             for name in cfg.members:
                 acc = self._per_seed(start, name)
                 claim(
-                    f"{start}: {name} beats the image-statistics floor ({self.floors['image_statistics']:.3f})",
+                    f"{start}: {name} beats the panel floor ({self.floors['panel']:.3f})",
                     acc,
-                    [self.floors["image_statistics"]] * len(acc),
+                    [self.floors["panel"]] * len(acc),
                 )
         for start in cfg.starts:
             best = [best_member(self.rows, sd, start)["acc"] for sd in cfg.seeds]
@@ -431,17 +433,19 @@ def _keep_eval(module, _inputs):
     module.training = False  # fit() calls model.train() every epoch; a frozen BN keeps its running statistics
 
 
-def image_floor(cfg: EnsemblesConfig, train, test) -> float:
-    """Held-out accuracy of a gradient-boosted classifier on whole-image statistics, fitted on the
-    first ``floor_n`` training images (generated again only when the training set is smaller)."""
+def image_floor(cfg: EnsemblesConfig, train, test) -> dict:
+    """The panel floor (``panel_floor``'s image panel) fitted on the first ``floor_n`` training
+    images (generated again only when the training set is smaller), scored on the test split:
+    ``{"panel": accuracy, "panel_member": ..., "panel_cv": {member: cross-validated accuracy}}``."""
     if cfg.floor_n > len(train):
         train = get_dataset(cfg.dataset, "train", n=cfg.floor_n, size=cfg.image_size)
     images, labels = train.images[: cfg.floor_n], train.labels[: cfg.floor_n]
-    return shortcut_floor(image_statistics(images), labels.numpy(), image_statistics(test.images), test.labels.numpy())
+    f = panel_floor(images, labels.numpy(), {"test": (test.images, test.labels.numpy())}, seed=cfg.seeds[0])
+    return {"panel": f.accuracy["test"], "panel_member": f.member, "panel_cv": f.cv}
 
 
 class EnsemblesStudy(Study):
-    """Steps: ``prepare`` (data, members checked, the image-statistics floor, the run folder),
+    """Steps: ``prepare`` (data, members checked, the panel floor, the run folder),
     ``source_networks`` (pretrained once), then per (seed, start) ``members`` and ``fuse``."""
 
     key = "ensembles"
@@ -476,7 +480,7 @@ class EnsemblesStudy(Study):
         )
 
     def prepare(self) -> None:
-        """The splits, the members checked, the image-statistics floor, then the run folder."""
+        """The splits, the members checked, the panel floor, then the run folder."""
         cfg = self.cfg
         kw = dict(size=cfg.image_size)
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, augment=True, **kw)
@@ -484,7 +488,7 @@ class EnsemblesStudy(Study):
         self.test = get_dataset(cfg.dataset, "test", n=cfg.n_test, **kw)
         self.classes, self.k = list(self.train.classes), len(self.train.classes)
         _check_members(cfg, self.k)
-        self.floors = {"chance": 1.0 / self.k, "image_statistics": image_floor(cfg, self.train, self.test)}
+        self.floors = {"chance": 1.0 / self.k, **image_floor(cfg, self.train, self.test)}
         self.open_run(f"ensembles-{config_hash(cfg)}")
 
     def source_networks(self) -> dict[str, str]:

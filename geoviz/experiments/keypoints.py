@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from .._utils import progress_bar, seed_everything
+from ..analysis.floors import panel_floor
 from ..analysis.statistics import Claim, claim_rows, paired_difference
 from ..config import ExperimentConfig
 from ..datasets import get_dataset, labels_of
@@ -147,7 +148,8 @@ class KeypointsResult(StudyResult):
     history : set-up → per-epoch records (see ``curves()`` for the ``(arm, seed)`` view).
     rate_distortion : one row per (method, budget, seed).
     dataset : the data set read ("auto" resolved).
-    floors : ``mean_image_mse`` (every code must beat it) and ``chance`` (classification).
+    floors : ``mean_image_mse`` (every code must beat it), ``chance`` and ``panel`` (classification: the
+        panel floor, cheap feature sets × classifiers on the images, chosen by cross-validation).
     """
 
     config: KeypointsConfig
@@ -284,7 +286,7 @@ class KeypointsStudy(Study):
             history=self.history,
             rate_distortion=rd,
             dataset=self.dataset,
-            floors={"mean_image_mse": self.recon[0]["mse"], "chance": 1.0 / len(self.names)},
+            floors={"mean_image_mse": self.recon[0]["mse"], "chance": 1.0 / len(self.names), "panel": self.panel},
         )
 
     def prepare(self) -> None:
@@ -468,7 +470,8 @@ class KeypointsStudy(Study):
         return rd
 
     def classify(self) -> list[dict]:
-        """A small CNN on raw pixels and on each code's maps; logistic regression on each code's histograms."""
+        """A small CNN on raw pixels and on each code's maps; logistic regression on each code's
+        histograms; the panel floor on the images."""
         cfg, xtr, xte = self.cfg, self.xtr, self.xte
         self.bar.set_postfix_str("classifiers")
         z_tr, z_te = self.coder.code(xtr), self.z_te
@@ -497,6 +500,10 @@ class KeypointsStudy(Study):
         rows.append(row(f"{sc_name} maps", "small CNN", nz, cnn("sc-maps", z_tr, z_te, cfg.sc_atoms)))
         sc_tr, sc_te = Keypoints.from_maps(z_tr.abs()), Keypoints.from_maps(z_te.abs())  # |coefficient| as intensity
         rows.append(row(f"{sc_name} histogram", "logistic regression", nz, logreg(hist(sc_tr), hist(sc_te))))
+        # the floor every representation must beat: cheap models on the images themselves
+        floor = panel_floor(xtr, self.ytr.numpy(), {"test": (xte, self.yte.numpy())}, seed=cfg.seed)
+        self.panel = floor.accuracy["test"]
+        rows.append(row(f"panel floor: {floor.features}", floor.classifier, float(xte[0].numel()), self.panel))
         self.bar.update()
         return rows
 

@@ -41,7 +41,7 @@ import numpy as np
 from torch import nn
 
 from .._utils import progress_bar, resolve_device, seed_everything
-from ..analysis.floors import mask_statistics, shortcut_floors
+from ..analysis.floors import panel_floor
 from ..analysis.probes import pooled_features, probe_layers
 from ..analysis.statistics import NAN, Claim, claim_rows, paired_difference
 from ..config import ExperimentConfig
@@ -612,11 +612,14 @@ def check_pretrained_weights(cfg: ProbesConfig) -> None:
 
 
 def task_floors(cfg: ProbesConfig) -> list[dict]:
-    """The shortcut floor of every experiment: a gradient-boosted classifier on mask statistics
-    (plus the dots' positions for inside/outside and same_curve), trained on ``floor_n_per_class``
-    images per class of the training distribution and scored on the networks' own test images of
-    the training distribution (``shortcut_floor``) and of each transfer set (``shortcut_floor_<set>``),
-    the levels the networks' accuracies there must beat."""
+    """The shortcut floor of every experiment: ``panel_floor``'s shape panel (mask statistics with
+    the dots' positions, downsampled pixels, texture statistics × logistic regression, gradient
+    boosting, a random forest, nearest neighbours; the member chosen by cross-validation), fitted
+    on ``floor_n_per_class`` images per class of the training distribution and scored on the
+    networks' own test images of the training distribution (``shortcut_floor``) and of each
+    transfer set (``shortcut_floor_<set>``): the levels the networks' accuracies there must beat,
+    as the networks too are trained on the training distribution alone. ``floor_member``: the
+    chosen member; ``floor_cv``: the panel's table."""
     out = []
     for e in cfg.experiments:
         exp = get_experiment(e)
@@ -628,8 +631,9 @@ def task_floors(cfg: ProbesConfig) -> list[dict]:
             test = ProbeDataset(
                 e, which, n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1
             )
-            tests[which] = (mask_statistics(test.images, test.dots), test.labels.numpy())
-        acc = shortcut_floors(mask_statistics(train.images, train.dots), train.labels.numpy(), tests)
+            tests[which] = (test.images, test.labels.numpy(), test.dots)
+        floor = panel_floor(train.images, train.labels.numpy(), tests, panel="shape", train_extras=train.dots)
+        acc = dict(floor.accuracy)
         out.append(
             {
                 "experiment": exp.key,
@@ -637,6 +641,8 @@ def task_floors(cfg: ProbesConfig) -> list[dict]:
                 "chance": 1.0 / len(exp.classes),
                 "shortcut_floor": acc.pop("train"),
                 **{f"shortcut_floor_{t}": v for t, v in acc.items()},
+                "floor_member": floor.member,
+                "floor_cv": floor.cv,
             }
         )
     return out

@@ -192,15 +192,21 @@ class StudentsResult(StudyResult):
 
     def table(self) -> list[dict]:
         """Per (model, arm): MAE clean and mean over corruptions (mean ± std over seeds), relative
-        mCE against the teacher, params, FLOPs, images/s, speed-up."""
+        mCE against the teacher (over the corruptions that no seed's teacher left out as hardly
+        degrading, ``relative_excluded``: every row and seed averages the same ones), params,
+        FLOPs, images/s, speed-up."""
         out = []
+        excluded = sorted(set().union(*(r.get("relative_excluded", []) for r in self.rows)))
         for key in dict.fromkeys((r["model"], r["arm"]) for r in self.rows):
             rs = [r for r in self.rows if (r["model"], r["arm"]) == key]
             # n: networks trained (quick shares one teacher between seeds: its clean std is 0 by construction)
             n = len(rs) if key[0] != "teacher" or self.config.teacher_per_seed else 1
             row = {"model": key[0], "arm": key[1], "n": n}
-            for k in ("mae", "corrupted_mae", "mce", "relative_mce"):
+            for k in ("mae", "corrupted_mae", "mce"):
                 row[k], row[k + "_std"] = mean_std([r[k] for r in rs])
+            kept = [[v for c, v in r["report"]["relative_ce"].items() if c not in excluded] for r in rs]
+            row["relative_mce"], row["relative_mce_std"] = mean_std([np.mean(v) if v else np.nan for v in kept])
+            row["relative_excluded"] = excluded
             for k in (
                 "params",
                 "flops",
@@ -495,6 +501,7 @@ class StudentsStudy(Study):
                     "corrupted_mae": rep["mean_corruption_error"],
                     "mce": rep["mce"],
                     "relative_mce": rep["relative_mce"],
+                    "relative_excluded": rep["relative_excluded"],  # the teacher hardly degrades there
                     "report": rep,
                     **self.costs(name, net),
                 }

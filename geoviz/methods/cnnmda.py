@@ -16,11 +16,17 @@ fold's associations set to 0): the left rows, the NMF factors and, where the miR
 derived from associations (``misim``, Wang et al. 2010's functional similarity), that too.
 
 A test pair's association is never in its inputs; a training pair's must not be either, or the CNN
-learns from a signal no test pair carries. The left rows hide the pair's own entry. The NMF cannot
-hide one entry per pair, so pairs are *cross-fitted* (``CrossFitted``): each pair is read through
-inputs built with its chunk of the associations set to 0 (rows, NMF, a derived similarity),
-training and evaluation pairs alike. The paper factorises once, every training association
-included (``PairFeatures`` alone).
+learns from a signal no test pair carries. The left rows hide the pair's own entry, in the
+association rows and, where the miRNA similarity is derived from associations, in the similarity
+row too (``MisimRows``: the miRNA's MISIM row recomputed with that one association removed; a
+probe on the plain row alone tells a pair's label at AUC ~0.59 on a permuted matrix). The NMF
+cannot hide one entry per pair, so pairs are *cross-fitted* (``CrossFitted``): each pair is read
+through inputs built with its chunk of the associations set to 0 (rows, NMF, a derived
+similarity), training and evaluation pairs alike; each chunk's factors are put in a canonical form
+of their own (``canonical_factors``: components ordered by energy, balanced scale), so nothing a
+chunk's pairs read was fitted on that chunk's associations. The paper factorises once, every
+training association included (``PairFeatures`` alone, ``crossfit=0``): its right branch sees the
+pair's association through the shared NMF; its left rows do not.
 
 Baselines: the NMF reconstruction ``(W H)[i, j]``; a similarity-weighted neighbour score; a
 logistic regression on the left branch's flattened rows.
@@ -52,6 +58,59 @@ def misim(A: np.ndarray, SD: np.ndarray) -> np.ndarray:
     return S
 
 
+class MisimRows:
+    """``misim(A, SD)`` row by row, with the pair's own association hidden: ``rows(i, j)`` is row
+    ``i`` of ``misim(A′, SD)`` where ``A′`` is ``A`` with ``A[i, j] = 0``, for every pair of a batch at
+    once. With ``D_i`` the miRNA's diseases, removing ``j`` takes ``best[k, j]`` out of the cross sum
+    ``Σ_{d∈D_i} best[k, d]``, 1 out of ``|D_i|``, and replaces ``max_{d'∈D_i} SD[d, d']`` by the
+    runner-up wherever ``j`` was the maximum (top two kept per (miRNA, disease)); no row is refitted."""
+
+    def __init__(self, A: np.ndarray, SD: np.ndarray):
+        A = np.asarray(A, dtype=bool)
+        self.A = torch.as_tensor(A, dtype=torch.float32)
+        n_m, n_d = A.shape
+        best, second = np.zeros((n_m, n_d)), np.zeros((n_m, n_d))
+        arg = np.full((n_m, n_d), -1)
+        for k in np.flatnonzero(A.any(1)):
+            cols = np.flatnonzero(A[k])
+            vals = SD[:, cols]  # (n_d, |D_k|)
+            top = np.argmax(vals, 1)
+            best[k], arg[k] = vals[np.arange(n_d), top], cols[top]
+            if len(cols) > 1:  # the runner-up: ties keep the maximum
+                second[k] = np.partition(vals, -2, axis=1)[:, -2]
+        self.best, self.second, self.arg = (torch.as_tensor(a) for a in (best, second, arg))
+        self.cross = self.A.double() @ self.best.T  # cross[i, k] = Σ_{d∈D_i} best[k, d]
+        self.deg = self.A.double().sum(1)
+        self.full = torch.as_tensor(misim(A, SD), dtype=torch.float32)
+
+    def rows(self, i, j) -> torch.Tensor:
+        """(B, n_m) float32: each pair's MISIM row of miRNA ``i`` without the association (i, j)."""
+        i, j = torch.as_tensor(i).reshape(-1), torch.as_tensor(j).reshape(-1)
+        out = self.full[i].clone()
+        known = self.A[i, j] > 0
+        if known.any():
+            a, d = i[known], j[known]
+            drop = torch.where(self.arg[a] == d[:, None], self.best[a] - self.second[a], 0.0)  # (b, n_d)
+            cross = self.cross[a] - self.best[:, d].T  # Σ_{d'∈D_i∖{j}} best[k, d']
+            term = self.cross[:, a].T - drop @ self.A.double().T  # Σ_{d'∈D_k} max_{d''∈D_i∖{j}} SD[d', d'']
+            den = (self.deg[a] - 1)[:, None] + self.deg[None, :]
+            S = torch.where(den > 0, (cross + term) / den.clamp_min(1e-12), 0.0)
+            S[torch.arange(len(a)), a] = 1.0
+            out[known] = S.float()
+        return out
+
+
+def canonical_factors(W: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``W``, ``H`` in a form read off the factorisation alone: components ordered by their energy
+    ``‖W[:, k]‖ · ‖H[k]‖`` (largest first) and each balanced (``‖W[:, k]‖ = ‖H[k]‖``; ``W H``
+    unchanged). NMF's components have no order or scale of their own; this fixes both without a
+    reference factorisation (which would have seen the associations a cross-fitted chunk hides)."""
+    wn, hn = np.linalg.norm(W, axis=0), np.linalg.norm(H, axis=1)
+    order = np.argsort(-(wn * hn), kind="stable")
+    s = np.sqrt(np.maximum(wn, 1e-12) / np.maximum(hn, 1e-12))[order]
+    return W[:, order] / s, H[order] * s[:, None]
+
+
 def nmf_factors(
     A_train: np.ndarray, rank: int, *, seed: int = 0, max_iter: int = 1000
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -61,25 +120,6 @@ def nmf_factors(
     model = NMF(n_components=rank, init="nndsvda", random_state=seed, max_iter=max_iter)
     W = model.fit_transform(np.asarray(A_train, dtype=np.float64))
     return W, model.components_
-
-
-def align_factors(W: np.ndarray, H: np.ndarray, H_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``W``, ``H`` with their components in the order and at the scale of a reference
-    factorisation's: NMF's components have no fixed order or scale, so those of two slightly
-    different matrices only correspond once paired (Hungarian assignment on the cosine similarity
-    of the rows of ``H`` and ``H_ref``) and rescaled (each row of ``H`` to its partner's norm, ``W``'s
-    column by the inverse: ``W H`` is unchanged)."""
-    from scipy.optimize import linear_sum_assignment
-
-    def unit(M):
-        return M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12)
-
-    ref, cols = linear_sum_assignment(-(unit(H_ref) @ unit(H).T))
-    order = cols[np.argsort(ref)]
-    W, H = W[:, order], H[order]
-    norm = np.linalg.norm(H, axis=1)
-    s = np.where(norm > 1e-12, np.linalg.norm(H_ref, axis=1) / np.maximum(norm, 1e-12), 1.0)
-    return W / s, H * s[:, None]
 
 
 class PairFeatures:
@@ -94,11 +134,13 @@ class PairFeatures:
         H: np.ndarray,
         *,
         scale: float | None = None,
+        similarity_rows: MisimRows | None = None,
     ):
         self.SM = torch.as_tensor(SM, dtype=torch.float32)
+        self.similarity_rows = similarity_rows  # a derived similarity: rows that hide the pair's association
         self.SD = torch.as_tensor(SD, dtype=torch.float32)
         self.A = torch.as_tensor(np.asarray(A_train), dtype=torch.float32)
-        # one scale for both factors keeps W[i]·H[:, j] comparable; cross-fitted parts take the shared one
+        # one scale for both factors keeps W[i]·H[:, j] comparable; a cross-fitted part takes its own
         self.scale = scale or max(float(np.max(W)), float(np.max(H)), 1e-12)
         self.W = torch.as_tensor(W / self.scale, dtype=torch.float32)
         self.H = torch.as_tensor(H.T / self.scale, dtype=torch.float32)
@@ -108,9 +150,11 @@ class PairFeatures:
     def left(self, i, j) -> torch.Tensor:
         """(B, 2, n_m + n_d): [SM[i], A[i]] over [A[:, j], SD[j]], the pair's own entry A[i, j]
         set to 0 in both rows: a training positive would otherwise carry its label in its input
-        (a 1 that no test pair, masked, ever shows), and the CNN would learn that shortcut."""
+        (a 1 that no test pair, masked, ever shows), and the CNN would learn that shortcut. A
+        derived similarity's row is recomputed without it (``MisimRows``)."""
         i, j = torch.as_tensor(i).reshape(-1), torch.as_tensor(j).reshape(-1)
-        x = torch.stack([torch.cat([self.SM[i], self.A[i]], 1), torch.cat([self.A[:, j].T, self.SD[j]], 1)], 1)
+        sm = self.similarity_rows.rows(i, j) if self.similarity_rows is not None else self.SM[i]
+        x = torch.stack([torch.cat([sm, self.A[i]], 1), torch.cat([self.A[:, j].T, self.SD[j]], 1)], 1)
         b = torch.arange(len(i))
         x[b, 0, self.SM.shape[0] + j] = 0
         x[b, 1, i] = 0
@@ -131,11 +175,14 @@ class CrossFitted:
     """Pair inputs in which no pair's association is in its own inputs, training pair or not: every
     pair (i, j) gets a chunk ``chunk[i, j]`` (uniform at random over ``chunks``), and is read
     through inputs built from the training associations with that chunk's associations set to 0:
-    its rows, its NMF (at ``features``' rank, components matched to ``features``' by
-    ``align_factors``) and, where the miRNA similarity is derived from associations,
-    ``similarity(A)`` (e.g. ``lambda A: misim(A, SD)``). A known association sits in one chunk and
-    is hidden from that chunk's inputs; an unknown pair is 0 in all. Training and evaluation pairs
-    therefore see the same mixture of factorisations, however well the components align.
+    its rows, its NMF (at ``features``' rank, in ``canonical_factors``' form and scaled by its own
+    largest factor) and, where the miRNA similarity is derived from associations, ``similarity(A)``
+    (e.g. ``lambda A: MisimRows(A, SD)``, or a function returning a matrix). A known association
+    sits in one chunk and is hidden from everything that chunk's pairs read, the chunk's
+    factorisation, its order, scale and similarity included: flipping an association changes no
+    input of its chunk's pairs (tested). An unknown pair is 0 in all. ``alignment``: per chunk,
+    each component's cosine with the shared factorisation's in the same canonical form (a
+    diagnostic: how consistently the chunks order their components; nothing is fitted on it).
     The paper factorises once, with every training association in it (``PairFeatures`` alone).
     Same interface as ``PairFeatures``: ``left``, ``pairs``, ``n_left``, ``n_right``."""
 
@@ -143,14 +190,15 @@ class CrossFitted:
         A = features.A.numpy().astype(np.float64)
         self.chunk = torch.as_tensor(np.random.default_rng(seed).integers(0, chunks, A.shape))
         self.n_left, self.n_right, self.parts, self.alignment = features.n_left, features.n_right, [], []
-        H_ref = features.H.numpy().T.astype(np.float64) * features.scale
+        _, H_shared = canonical_factors(features.W.numpy().astype(np.float64), features.H.numpy().T.astype(np.float64))
         for c in range(chunks):
             hidden = np.where(self.chunk.numpy() == c, 0.0, A)
-            W, H = nmf_factors(hidden, features.n_right, seed=seed)
-            W, H = align_factors(W, H, H_ref)
-            self.alignment.append(_row_cosines(H, H_ref))
-            SM = similarity(hidden) if similarity is not None else features.SM.numpy()
-            self.parts.append(PairFeatures(SM, features.SD.numpy(), hidden, W, H, scale=features.scale))
+            W, H = canonical_factors(*nmf_factors(hidden, features.n_right, seed=seed))
+            self.alignment.append(_row_cosines(H, H_shared))
+            sim = similarity(hidden) if similarity is not None else features.SM.numpy()
+            rows = sim if isinstance(sim, MisimRows) else None
+            SM = rows.full.numpy() if rows is not None else sim
+            self.parts.append(PairFeatures(SM, features.SD.numpy(), hidden, W, H, similarity_rows=rows))
 
     def _by_chunk(self, read, i, j) -> torch.Tensor:
         """``read(part, i, j)`` for every pair, each through its chunk's part."""
@@ -265,8 +313,9 @@ def auc_aupr(scores, labels) -> dict:
 
 __all__ = [
     "misim",
+    "MisimRows",
     "nmf_factors",
-    "align_factors",
+    "canonical_factors",
     "PairFeatures",
     "CrossFitted",
     "CNNMDA",

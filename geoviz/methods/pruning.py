@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import progress_bar, resolve_device, unknown_name_message
-from ..costs import measure_flops, measure_latency, model_costs  # noqa: F401  (re-exported: the study's costs)
+from .._utils import preserved_modes, progress_bar, resolve_device, unknown_name_message
+from ..costs import flop_counts, measure_flops, measure_latency, model_costs  # noqa: F401  (re-exported)
 from ..inference import as_loader, unwrap
 from ..models.surgery import apply_lowrank, channel_shapes, get_module
 
@@ -171,11 +171,18 @@ def layer_spectra(
 ) -> dict[str, LayerSpectrum]:
     """Stream ``data`` (images, or (image, label) pairs) through ``model`` in eval mode and return
     each layer's :class:`LayerSpectrum`. Outputs are read after the folded BatchNorm (its output is
-    the folded conv's), inputs before the conv."""
+    the folded conv's), inputs before the conv. The model is given back in the mode and on the
+    device it came in."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; allowed: {MODES}")
-    dev = resolve_device(device)
-    net = unwrap(model).to(dev).eval()
+    with preserved_modes(unwrap(model)) as net:
+        return _stream_spectra(
+            net.to(resolve_device(device)).eval(), data, layers, mode, max_images, batch_size, progress
+        )
+
+
+def _stream_spectra(net, data, layers, mode, max_images, batch_size, progress) -> dict[str, LayerSpectrum]:
+    dev = next(net.parameters()).device
     modules = dict(net.named_modules())
     sums = {}
 
@@ -380,6 +387,7 @@ def prune_decorrelated(
     budget: float | None = None,
     energy: float | None = None,
     target_flops: int | None = None,
+    target_all_ops: int | None = None,
     layers=None,
     input_size=(3, 32, 32),
     max_images: int | None = 512,
@@ -389,7 +397,9 @@ def prune_decorrelated(
     """Prune ``model`` in its decorrelated space: ``speedup`` (whole-model FLOPs ÷ this), ``budget``
     (the fraction of the model's FLOPs to keep, in (0, 1): ``1 / speedup``), ``target_flops`` (FLOPs
     per image of the pruned model, e.g. a baseline's measured count) or an ``energy`` threshold per
-    layer, one of the four."""
+    layer, one of the four. A speed-up holds by both FLOP counts (``costs``: flop_counter's matrix
+    work and the all-ops count, whose normalisation and activations the pairs keep at full width);
+    ``target_all_ops`` adds the all-ops bound to a ``target_flops``. The model is left as it came."""
     if sum(v is not None for v in (speedup, budget, energy, target_flops)) != 1:
         raise ValueError(
             "give one of speedup= (a FLOPs reduction for the whole model, > 1), budget= (the fraction of FLOPs "
@@ -409,17 +419,38 @@ def prune_decorrelated(
     spectra = layer_spectra(model, data, pairs, mode, max_images=max_images, device=device, progress=progress)
     if energy is not None:
         ranks = ranks_for_energy(spectra, energy)
+        net = decorrelate(model, spectra, ranks)
     else:
-        total = measure_flops(model, input_size)
-        fixed = total - sum(s.flops() for s in spectra.values())
-        ranks = ranks_for_flops(spectra, (target_flops if target_flops is not None else total / speedup) - fixed)
-    net = decorrelate(model, spectra, ranks)
+        total, total_all = flop_counts(model, input_size)
+        if speedup is not None:
+            target_flops, target_all_ops = total / speedup, total_all / speedup
+        net, ranks = _within_both(model, spectra, total, target_flops, target_all_ops, input_size)
     return PruneResult(
         net,
         f"decorrelated-{mode}",
         {n: (r if r < spectra[n].break_even() else None) for n, r in ranks.items()},
         spectra,
         time.perf_counter() - t,
+    )
+
+
+def _within_both(model, spectra, total: int, target: float, target_all: float | None, input_size, tries: int = 20):
+    """The decorrelated model whose ranks (allocated by ``ranks_for_flops``) fit ``target``
+    flop_counter FLOPs and, when given, ``target_all`` all-ops FLOPs: the rank budget shrinks by the
+    larger overshoot until both hold (fewer multiply–adds cut the all-ops count at least as much)."""
+    fixed = total - sum(s.flops() for s in spectra.values())
+    budget = target - fixed
+    for _ in range(tries):
+        ranks = ranks_for_flops(spectra, budget)
+        net = decorrelate(model, spectra, ranks)
+        flops, all_ops = flop_counts(net, input_size)
+        over = max(flops - target, (all_ops - target_all) if target_all is not None else 0.0)
+        if over <= 0:
+            return net, ranks
+        budget -= over + 1
+    raise ValueError(
+        f"no ranks reach {target:.3g} FLOPs (flop_counter) and {target_all or float('nan'):.3g} (all ops): "
+        f"the smallest tried gave {flops:.3g} and {all_ops:.3g}; ask for a smaller speed-up"
     )
 
 
@@ -437,7 +468,8 @@ def prune_structured(
 ) -> PruneResult:
     """Torch-Pruning's structured channel pruning (``importance``: ``"l1"`` filter norm or
     ``"fpgm"``), one channel ratio for every layer (the classifier kept whole), found by bisection
-    so that the measured FLOPs come within ``tol`` of the target (or just under it)."""
+    so that the measured FLOPs come within ``tol`` of the target (or just under it) by the stricter
+    of the two counts (flop_counter's and all ops'). Prunes a copy: ``model`` stays as it was."""
     import torch_pruning as tp
 
     check_speedup(speedup)
@@ -445,9 +477,8 @@ def prune_structured(
     if importance not in imp:
         raise ValueError(f"unknown importance {importance!r}; allowed: {BASELINES}")
     t = time.perf_counter()
-    base = unwrap(model).cpu().eval()
-    total = measure_flops(base, input_size)
-    target = total / speedup
+    base = copy.deepcopy(unwrap(model)).cpu().eval()  # the caller's model stays where and as it was
+    total = flop_counts(base, input_size)
     example = torch.zeros(1, *input_size)
 
     def pruned(ratio):
@@ -456,15 +487,16 @@ def prune_structured(
         tp.pruner.MetaPruner(
             net, example, importance=imp[importance](), pruning_ratio=ratio, ignored_layers=ignored
         ).step()
-        return net, measure_flops(net, input_size)
+        # the stricter of the two counts: the kept share of flop_counter's FLOPs or of all ops
+        return net, max(f / f0 for f, f0 in zip(flop_counts(net, input_size), total))
 
     lo, hi, best = 0.0, 0.95, None
     for _ in range(20):
         mid = (lo + hi) / 2
-        net, f = pruned(mid)
-        if f <= target:
-            best, hi = (net, f, mid), mid
-            if f >= target * (1 - tol):
+        net, kept = pruned(mid)
+        if kept <= 1 / speedup:
+            best, hi = (net, kept, mid), mid
+            if kept >= (1 - tol) / speedup:
                 break
         else:
             lo = mid
@@ -525,9 +557,9 @@ __all__ = [
 class PruningMethod:
     """A way to prune a trained network to a FLOPs target (Torch-Pruning's style: one small class per
     criterion, registered by name in ``PRUNING_METHODS``). ``baseline``: a structured baseline,
-    pruned first at each speed-up; the others are then given the baselines' measured FLOPs
-    (``target_flops``) so every method is compared at equal cost. ``mode``: the decorrelated space
-    whose spectra a method keeps (None for the baselines)."""
+    pruned first at each speed-up; the others are then given the baselines' measured FLOPs by both
+    counts (``target_flops``, ``target_all_ops``) so every method is compared at equal cost.
+    ``mode``: the decorrelated space whose spectra a method keeps (None for the baselines)."""
 
     name: str = ""
     baseline: bool = False
@@ -543,6 +575,7 @@ class PruningMethod:
         device,
         max_images: int,
         target_flops: int | None = None,
+        target_all_ops: int | None = None,
     ) -> PruneResult:
         raise NotImplementedError
 
@@ -553,8 +586,14 @@ class DecorrelatedPruning(PruningMethod):
     def __init__(self, mode: str):
         self.mode, self.name = mode, f"decorrelated-{mode}"
 
-    def prune(self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None):
-        target = dict(target_flops=target_flops) if target_flops is not None else dict(speedup=speedup)
+    def prune(
+        self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None, target_all_ops=None
+    ):
+        target = (
+            dict(target_flops=target_flops, target_all_ops=target_all_ops)
+            if target_flops is not None
+            else dict(speedup=speedup)
+        )
         return prune_decorrelated(
             model,
             calibration,
@@ -575,7 +614,9 @@ class StructuredPruning(PruningMethod):
     def __init__(self, importance: str):
         self.name = importance
 
-    def prune(self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None):
+    def prune(
+        self, model, speedup, *, calibration, input_size, device, max_images, target_flops=None, target_all_ops=None
+    ):
         return prune_structured(model, self.name, speedup, input_size=input_size)
 
 

@@ -14,7 +14,7 @@ from .style import class_colors, class_symbols, finish
 
 def ensemble_accuracy_bars(table: list[dict], floors: dict, *, title: str) -> go.Figure:
     """Test accuracy (mean ± std over seeds) of every member and fusion rule, one bar per start
-    (``EnsemblesResult.table()`` rows), with chance and the image-statistics floor as lines."""
+    (``EnsemblesResult.table()`` rows), with chance and the panel floor as lines."""
     starts = list(dict.fromkeys(r["start"] for r in table))
     names = list(dict.fromkeys((r["name"], r["kind"]) for r in table))
     x = [[kind for _, kind in names], [name for name, _ in names]]
@@ -36,7 +36,7 @@ def ensemble_accuracy_bars(table: list[dict], floors: dict, *, title: str) -> go
         )
     for name, value, dash, where in (
         ("chance", floors.get("chance"), "dot", "bottom right"),
-        ("image-statistics floor", floors.get("image_statistics"), "dash", "top left"),
+        ("panel floor", floors.get("panel"), "dash", "top left"),
     ):
         if value is not None:  # labels on opposite sides, so two close levels stay readable
             fig.add_hline(
