@@ -434,24 +434,41 @@ def prune_decorrelated(
     )
 
 
-def _within_both(model, spectra, total: int, target: float, target_all: float | None, input_size, tries: int = 20):
+def _within_both(model, spectra, total: int, target: float, target_all: float | None, input_size, steps: int = 16):
     """The decorrelated model whose ranks (allocated by ``ranks_for_flops``) fit ``target``
-    flop_counter FLOPs and, when given, ``target_all`` all-ops FLOPs: the rank budget shrinks by the
-    larger overshoot until both hold (fewer multiply–adds cut the all-ops count at least as much)."""
+    flop_counter FLOPs and, when given, ``target_all`` all-ops FLOPs: the rank budget that fits
+    the first count, else the largest that fits both, found by bisection (ranks move in whole
+    directions, so a budget cut by the overshoot alone may change nothing)."""
     fixed = total - sum(s.flops() for s in spectra.values())
-    budget = target - fixed
-    for _ in range(tries):
+
+    def attempt(budget):
         ranks = ranks_for_flops(spectra, budget)
         net = decorrelate(model, spectra, ranks)
         flops, all_ops = flop_counts(net, input_size)
-        over = max(flops - target, (all_ops - target_all) if target_all is not None else 0.0)
-        if over <= 0:
-            return net, ranks
-        budget -= over + 1
-    raise ValueError(
-        f"no ranks reach {target:.3g} FLOPs (flop_counter) and {target_all or float('nan'):.3g} (all ops): "
-        f"the smallest tried gave {flops:.3g} and {all_ops:.3g}; ask for a smaller speed-up"
-    )
+        fits = flops <= target and (target_all is None or all_ops <= target_all)
+        return fits, net, ranks, (flops, all_ops)
+
+    hi = target - fixed
+    fits, net, ranks, got = attempt(hi)
+    if fits:
+        return net, ranks
+    lo, best = 0.0, None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        fits, net, ranks, got = attempt(mid)
+        if fits:
+            lo, best = mid, (net, ranks)
+        else:
+            hi = mid
+    if best is None:
+        fits, net, ranks, got = attempt(0.0)
+        if not fits:
+            raise ValueError(
+                f"no ranks reach {target:.3g} FLOPs (flop_counter) and {target_all or float('nan'):.3g} (all ops): "
+                f"the smallest ranks give {got[0]:.3g} and {got[1]:.3g}; ask for a smaller speed-up"
+            )
+        best = (net, ranks)
+    return best
 
 
 def check_speedup(speedup: float) -> None:
