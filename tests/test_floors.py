@@ -78,3 +78,10 @@ def test_texture_statistics_of_an_image_do_not_depend_on_the_other_images_in_the
     sob = np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1))  # the gradient block: columns 66..83
     np.testing.assert_allclose(whole[2, 66:82], np.histogram(sob, 16, (0, 4 * np.sqrt(2)))[0] / 400)
     np.testing.assert_allclose(whole[2, 82:84], [sob.mean(), sob.std()], rtol=1e-6)
+
+
+def test_max_train_fits_on_a_stratified_subset():
+    x, y = _textures(120, 4)
+    xt, yt = _textures(40, 5)
+    f = panel_floor(x, y, {"test": (xt, yt)}, max_train=50, seed=1)
+    assert f.n_train == 50 and panel_floor(x, y, {"test": (xt, yt)}).n_train == 120

@@ -319,16 +319,24 @@ def panel_floor(
     train_extras=None,
     folds: int = 3,
     seed: int = 0,
+    max_train: int | None = None,
 ) -> Floor:
     """The floor of a task: every feature set of ``panel`` ("image": ``IMAGE_FEATURES``, "shape":
     ``SHAPE_FEATURES`` with the dots' positions, or a dict name → ``f(images, extras)``) × every
     classifier, scored by stratified ``folds``-fold cross-validation **on the training images
     only**; the best pair is refitted on them and scored on each ``tests[name] = (images, y)`` or
-    ``(images, y, extras)``. Raises when a class has fewer than two training images."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    ``(images, y, extras)``. ``max_train``: fit on a stratified random subset of at most that many
+    training images (a bound on the cost for large sets: 80 cross-validated fits; the floor is then
+    that of the subset). Raises when a class has fewer than two training images."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
     features = PANELS[panel] if isinstance(panel, str) else panel
     train_y = np.asarray(train_y)
+    if max_train is not None and len(train_y) > max_train:
+        keep, _ = train_test_split(np.arange(len(train_y)), train_size=max_train, stratify=train_y, random_state=seed)
+        keep = np.sort(keep)
+        train_images, train_y = train_images[keep], train_y[keep]
+        train_extras = None if train_extras is None else np.asarray(train_extras)[keep]
     counts = np.bincount(train_y)
     k = int(min(folds, counts[counts > 0].min()))
     if k < 2 or len(counts[counts > 0]) < 2:

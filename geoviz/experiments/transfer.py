@@ -446,6 +446,9 @@ def _teacher_checkpoint(cfg: TransferConfig, run_root) -> Path | None:
     return p
 
 
+FLOOR_MAX_TRAIN = 2000  # the panel floor's training images at most (quick's 5,000 and CIFAR-10's 50,000 subsampled)
+
+
 def _pixel_floor(train, test, seed: int) -> float:
     """Test accuracy of the panel floor (``analysis.floors.panel_floor``: cheap feature sets ×
     classifiers, chosen by cross-validation) on the same labelled images: what a network has to
@@ -454,10 +457,9 @@ def _pixel_floor(train, test, seed: int) -> float:
     def images(ds):
         return torch.stack([ds[i][0] for i in range(len(ds))])
 
-    floor = panel_floor(
-        images(train), labels_of(train).numpy(), {"test": (images(test), labels_of(test).numpy())}, seed=seed
-    )
-    return floor.accuracy["test"]
+    test_set = {"test": (images(test), labels_of(test).numpy())}
+    train_y = labels_of(train).numpy()
+    return panel_floor(images(train), train_y, test_set, seed=seed, max_train=FLOOR_MAX_TRAIN).accuracy["test"]
 
 
 class TransferStudy(Study):
@@ -546,8 +548,9 @@ class TransferStudy(Study):
         return rows, best or _best_baseline(rows)
 
     def floors(self) -> dict:
-        """Chance, and the panel floor on each fraction's images (the first seed's draw: the panel is
-        the slow part of a quick run's floors, and the draws differ little)."""
+        """Chance, and the panel floor on each fraction's images (the first seed's draw, at most
+        ``FLOOR_MAX_TRAIN`` of them: the panel's 80 cross-validated fits are the slow part of the
+        floors)."""
         s = self.cfg.seeds[0]
         return {
             "chance": 1.0 / self.k_cls,
