@@ -517,11 +517,6 @@ def _box_matrix(n_in: int, n_out: int, device) -> torch.Tensor:
     return wts.float().to(device)
 
 
-def _box_resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    mh, mw = _box_matrix(x.shape[-2], h, x.device), _box_matrix(x.shape[-1], w, x.device)
-    return mh @ x @ mw.T
-
-
 def _box_resize_8bit(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """PIL's 8-bit BOX resize: the horizontal pass, stored at 8 bits, then the vertical pass, again."""
     x = _to_8bit(x @ _box_matrix(x.shape[-1], w, x.device).T)
