@@ -40,6 +40,12 @@ class CounterRNG:
         self._ns = namespace
         self.n = len(idx)
 
+    def child(self, namespace: str) -> "CounterRNG":
+        """The same images' streams under a sub-namespace: independent of every key here."""
+        out = object.__new__(CounterRNG)
+        out._state, out._ns, out.n = self._state, f"{self._ns}/{namespace}", self.n
+        return out
+
     def _bits(self, key: str, k: int) -> np.ndarray:
         code = np.uint64(zlib.crc32(f"{self._ns}/{key}".encode()))
         comp = np.arange(k, dtype=np.uint64)

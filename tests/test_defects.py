@@ -128,3 +128,32 @@ def test_image_statistics_match_numpy():
     np.testing.assert_allclose(got[:, 12], np.quantile(g.reshape(4, -1), 0.99, axis=1), rtol=1e-4)
     h = np.stack([np.histogram(gr, bins=16, range=(gr.min(), gr.max()))[0] for gr in grey]) / grey[0].size
     np.testing.assert_allclose(got[:, -16:], h, atol=1.5 / grey[0].size)  # bin edges: float rounding may move a pixel
+
+
+def test_decoys_hide_the_defects_texture_but_not_their_shape():
+    """Orderless texture statistics name the class without decoys, and fall toward chance (1/8)
+    with them; the decoys are the defect renderers with the shape broken, so the defect-free
+    twin of a good hide carries seven marks and that of a defect six (its own kind is the defect)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from geoviz.analysis.floors import texture_statistics
+
+    def floor(rate):
+        tr = make_leather(400, size=32, seed=0, decoy_rate=rate)
+        te = make_leather(200, size=32, seed=0, start=10_000, decoy_rate=rate)
+        f = [texture_statistics((x * 255).round().to(torch.uint8)) for x, _ in (tr, te)]
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(f[0], tr[1].numpy())
+        return clf.score(f[1], te[1].numpy())
+
+    assert floor(0.0) > 0.6 and floor(1.0) < 0.3
+    # a defect takes its own decoy's place: against the same hides all labelled good (every decoy
+    # on), a class-k twin differs where decoy k would be, and only there; a good twin not at all
+    _, y, twins, _ = make_leather(16, size=32, seed=4, return_twins=True)
+    all_good, _ = make_leather(16, size=32, seed=4, classes=("good",))
+    bare, _ = make_leather(16, size=32, seed=4, classes=("good",), decoy_rate=0.0)
+    missing = (all_good - twins).abs().amax(1) > 2 / 255
+    for i, k in enumerate(y.tolist()):
+        assert missing[i].any() == (k != 0), f"image {i} ({DEFECT_CLASSES[k]})"
+        assert (all_good[i] - bare[i]).abs().amax() > 0.1  # every hide carries decoys

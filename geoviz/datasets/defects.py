@@ -12,9 +12,19 @@ ramp. Each image may carry one defect, the classes as on hides and in MVTec AD's
 - ``scratch``: a few short, light, parallel strokes;
 - ``growth``: long wavy veins (growth marks);
 
-and ``good`` has none. Size, position, orientation and contrast are drawn per image. Image ``i`` is
-a function of (seed, index) alone (``_counter_rng``), and every image comes with its defect-free
-**twin** (the same hide without the defect), so the defect's pixels are where the two differ.
+and ``good`` has none. Size, position, orientation and contrast are drawn per image.
+
+Every hide also carries a **decoy** of each defect class but its own (``_decoys``): the same
+renderer with the shape that names the class broken (two half-size drops for a stain or glue; a
+rimless hole beside a rim around unbroken grain for a poke; a zigzag of the cut's length; the fold's
+ridge broken in two; the scratch's strokes at angles of their own; the growth veins crossing). So every
+image holds one mark of each kind: orderless texture statistics (what ``analysis.floors`` measures)
+see the same marks whatever the label, and the class is in the one mark that has its defect's
+shape. ``decoy_rate`` draws each decoy with that probability instead (0: none, the easy task).
+
+Image ``i`` is a function of (seed, index) alone (``_counter_rng``), and every image comes with its
+defect-free **twin** (the same hide, decoys included, without the defect), so the defect's pixels
+are where the two differ.
 
 Real data are read, never downloaded: MVTec AD's layout
 ``data/mvtec_anomaly_detection/leather/{train,test}/<class>/*.png`` (its ``train`` holds only
@@ -43,6 +53,7 @@ from .splits import balanced_holdout
 DEFECT_CLASSES = ("good", "color", "cut", "fold", "glue", "poke", "scratch", "growth")
 MVTEC_CLASSES = ("good", "color", "cut", "fold", "glue", "poke")
 _BATCH = 256
+DECOY_RATE = 1.0  # each defect's decoy is on a hide with this probability, whatever its label
 _CELL_CHUNK = 32  # images per Worley chunk: (chunk, cells, pixels) floats stay ~50 MB at 64 px
 
 
@@ -101,80 +112,7 @@ def _hide(rng: CounterRNG, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     ramp = torch.cos(a)[:, None, None] * c[None, None, :] + torch.sin(a)[:, None, None] * c[None, :, None]
     shade = shade * (1 + rng.uniform("light_amp", None, 0.0, 0.3)[:, None, None] * ramp)
     img = base[:, :, None, None] * shade[:, None]
-    return _lookalikes(rng, img.clamp(0, 1)), base
-
-
-def _lookalikes(rng: CounterRNG, img: torch.Tensor) -> torch.Tensor:
-    """Marks any hide may carry (each with probability 1/2), with a defect's brightness and contrast
-    but not its shape: dark spots without a rim (poke), bright specks not in parallel strokes
-    (scratch), a curled dark hair (cut), a bright patch that keeps its grain (glue), a soft dark
-    blotch without an edge (stain). Without them simple image statistics (the darkest and
-    brightest pixels, the gradients) name the defect class: a floor of 0.82 on 8 classes. Also: a
-    wrinkle (fold's profile on an untapered arc) and vein fragments (growth's darkness, unpaired)."""
-    n, _, size, _ = img.shape
-    px, pix = size / 64, pixel_centres(size)
-    s = rng.uniform("look.contrast", None, 0.6, 1.0)[:, None, None]
-
-    def on(key):
-        return rng.bernoulli(f"look.{key}", 0.5).float()[:, None, None]
-
-    spots = torch.zeros(n, size, size)
-    for j in range(2):
-        c = _centre(rng, f"look.spot{j}", size, 0.1)
-        r = rng.uniform(f"look.spot_r{j}", None, 1.3, 2.6)[:, None, None] * px
-        spots = torch.maximum(
-            spots,
-            fill_coverage(_point_distance(c, size) - r) * rng.bernoulli(f"look.spot_on{j}", 0.5).float()[:, None, None],
-        )
-    img = img * (1 - 0.85 * s[:, None] * spots[:, None])
-    specks = torch.zeros(n, size, size)
-    for j in range(6):  # as many bright pixels as a scratch's three strokes, each stroke on its own
-        c = _centre(rng, f"look.speck{j}", size, 0.05)
-        u, _ = _direction(rng, f"look.speck_dir{j}")
-        half = rng.uniform(f"look.speck_len{j}", None, 2.0, 5.0)[:, None] * px
-        d = _polyline_distance(_line(c - u * half, c + u * half, 2), size)
-        specks = torch.maximum(specks, stroke_coverage(d, 0.9 * px))
-    img = img + (1 - img) * 0.55 * s[:, None] * (specks * on("specks"))[:, None]
-    # a curled hair: most of a circle, radius 3–6 px
-    c = _centre(rng, "look.hair", size, 0.15)
-    r = rng.uniform("look.hair_r", None, 3.0, 6.0)[:, None] * px
-    a0 = rng.uniform("look.hair_a", None, 0, 2 * math.pi)[:, None]
-    t = a0 + torch.linspace(0, 1.6 * math.pi, 24)[None]
-    verts = c[:, None] + r[..., None] * torch.stack([torch.cos(t), torch.sin(t)], -1)
-    hair = stroke_coverage(_polyline_distance(verts, size), rng.uniform("look.hair_w", None, 0.9, 1.7) * px)
-    img = img * (1 - 0.8 * s[:, None] * (hair * on("hair"))[:, None])
-    patch = _blob(rng, "look.patch", size, 0.06, 0.15) * on("patch")
-    img = img * (1 + (0.15 + 0.25 * s[:, None]) * patch[:, None])
-    # a wrinkle: a fold's lit-and-shaded profile on a long arc that crosses the hide, untapered
-    c = _centre(rng, "look.wrinkle", size, 0.2)
-    rad = rng.uniform("look.wrinkle_r", None, 0.6, 1.2)[:, None, None] * size
-    u, v = _direction(rng, "look.wrinkle_dir")
-    centre = c[:, None, None] + v[:, None, None] * rad[..., None]
-    d = (pix.view(1, size, size, 2) - centre).norm(dim=-1) - rad  # signed distance to the arc
-    z = d / (rng.uniform("look.wrinkle_w", None, 2.5, 4.5)[:, None, None] * px)
-    img = img * (1 + 0.45 * s[:, None] * (_ridge(z) * on("wrinkle"))[:, None])
-    # vein fragments: a growth mark's darkness in short, unpaired wavy pieces
-    veins = torch.zeros(n, size, size)
-    for j in range(5):
-        c = _centre(rng, f"look.vein{j}", size, 0.1)
-        u, v = _direction(rng, f"look.vein_dir{j}")
-        t = (
-            torch.linspace(-0.5, 0.5, 10)[None, :, None]
-            * rng.uniform(f"look.vein_len{j}", None, 0.2, 0.35)[:, None, None]
-            * size
-        )
-        wave = (
-            rng.uniform(f"look.vein_amp{j}", None, 0.5, 2.0)[:, None, None]
-            * px
-            * torch.sin(t / (3 * px) + rng.uniform(f"look.vein_ph{j}", None, 0, 6.3)[:, None, None])
-        )
-        verts = c[:, None] + u[:, None] * t + v[:, None] * wave
-        veins = torch.maximum(veins, stroke_coverage(_polyline_distance(verts, size), 1.4 * px))
-    img = img * (1 - 0.3 * s[:, None] * (veins * on("veins"))[:, None])
-    c = _centre(rng, "look.blotch", size, 0.2)
-    d = _point_distance(c, size) / (rng.uniform("look.blotch_r", None, 0.07, 0.18)[:, None, None] * size)
-    img = img * (1 - 0.45 * s[:, None] * (torch.exp(-d * d) * on("blotch"))[:, None])
-    return img.clamp(0, 1)
+    return img.clamp(0, 1), base
 
 
 def _line(p0: torch.Tensor, p1: torch.Tensor, k: int = 8) -> torch.Tensor:
@@ -220,85 +158,179 @@ def _blob(rng: CounterRNG, key: str, size: int, lo: float, hi: float) -> torch.T
     return fill_coverage(sdf / 1.5)  # a 1.5 px soft edge
 
 
-def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image with one ``cls`` defect drawn on it, and the defect's coverage (n, H, W)."""
-    n, _, size, _ = img.shape
-    px = size / 64  # sizes below are for 64 px images
-    strength = rng.uniform(f"{cls}.contrast", None, 0.6, 1.0)[:, None, None]
-    if cls == "color":
-        m = _blob(rng, "stain", size, 0.07, 0.18)
-        tint = _hsv_to_rgb(
-            rng.uniform("stain.h", None, 0.0, 0.15),
-            rng.uniform("stain.s", None, 0.5, 0.9),
-            rng.uniform("stain.v", None, 0.15, 0.4),
-        )
-        a = (0.55 * strength * m)[:, None]
-        return img * (1 - a) + a * tint[:, :, None, None] * (img / base[:, :, None, None].clamp_min(1e-3)).clamp(
-            0.5, 1.5
-        ), m
-    if cls == "glue":
-        m = _blob(rng, "glue", size, 0.06, 0.15)
-        gloss = 1.15 + 0.25 * strength[:, None]
-        smooth = F.avg_pool2d(img, 5, 1, 2, count_include_pad=False)  # the grain filled in
-        return img * (1 - m[:, None]) + m[:, None] * (smooth * gloss).clamp(0, 1), m
-    if cls == "poke":
-        c = _centre(rng, "poke.c", size, 0.15)
-        r = rng.uniform("poke.r", None, 1.3, 2.6)[:, None, None] * px
-        d = _point_distance(c, size)
-        hole = fill_coverage(d - r)
-        rim = (fill_coverage(d - r - 1) - hole).clamp(0, 1)
-        out = img * (1 - hole[:, None] * (0.85 * strength[:, None])) * (1 + 0.35 * strength[:, None] * rim[:, None])
-        return out, torch.maximum(hole, rim)
-    u, v = _direction(rng, f"{cls}.dir")
-    c = _centre(rng, f"{cls}.c", size, 0.2)
-    if cls == "cut":
-        half = rng.uniform("cut.len", None, 0.15, 0.3)[:, None] * size
+def _blobs(rng: CounterRNG, key: str, size: int, lo: float, hi: float, split: bool) -> torch.Tensor:
+    """One blob (``_blob``), or with ``split`` two of half the area each."""
+    if not split:
+        return _blob(rng, key, size, lo, hi)
+    lo, hi = lo / math.sqrt(2), hi / math.sqrt(2)
+    return torch.maximum(_blob(rng, f"{key}.a", size, lo, hi), _blob(rng, f"{key}.b", size, lo, hi))
+
+
+def _stain(rng: CounterRNG, img, base, strength, decoy: bool):
+    """A wobbly blob, darker and shifted in hue; its decoy is two drops of half the area."""
+    m = _blobs(rng, "stain", img.shape[-1], 0.07, 0.18, decoy)
+    tint = _hsv_to_rgb(
+        rng.uniform("stain.h", None, 0.0, 0.15),
+        rng.uniform("stain.s", None, 0.5, 0.9),
+        rng.uniform("stain.v", None, 0.15, 0.4),
+    )
+    a = (0.55 * strength * m)[:, None]
+    grain = (img / base[:, :, None, None].clamp_min(1e-3)).clamp(0.5, 1.5)
+    return img * (1 - a) + a * tint[:, :, None, None] * grain, m
+
+
+def _glue(rng: CounterRNG, img, base, strength, decoy: bool):
+    """A smooth, glossy drop (the grain filled in); its decoy is two drops of half the area."""
+    m = _blobs(rng, "glue", img.shape[-1], 0.06, 0.15, decoy)
+    gloss = 1.15 + 0.25 * strength[:, None]
+    smooth = F.avg_pool2d(img, 5, 1, 2, count_include_pad=False)
+    return img * (1 - m[:, None]) + m[:, None] * (smooth * gloss).clamp(0, 1), m
+
+
+def _poke(rng: CounterRNG, img, base, strength, decoy: bool):
+    """A small dark hole with a raised rim; its decoy is a rimless hole and, elsewhere, a rim
+    around unbroken grain."""
+    size = img.shape[-1]
+    r = rng.uniform("poke.r", None, 1.3, 2.6)[:, None, None] * size / 64
+    d = _point_distance(_centre(rng, "poke.c", size, 0.15), size)
+    hole = fill_coverage(d - r)
+    if decoy:
+        d = _point_distance(_centre(rng, "poke.c2", size, 0.15), size)
+    rim = (fill_coverage(d - r - 1) - fill_coverage(d - r)).clamp(0, 1)
+    out = img * (1 - hole[:, None] * (0.85 * strength[:, None])) * (1 + 0.35 * strength[:, None] * rim[:, None])
+    return out, torch.maximum(hole, rim)
+
+
+def _cut(rng: CounterRNG, img, base, strength, decoy: bool):
+    """A thin dark slit, nearly straight (one bend of at most a quarter of its half-length); its
+    decoy has the same length in three pieces that turn by 60–120 degrees (a zigzag hair)."""
+    size = img.shape[-1]
+    u, v = _direction(rng, "cut.dir")
+    c = _centre(rng, "cut.c", size, 0.2)
+    half = rng.uniform("cut.len", None, 0.15, 0.3)[:, None] * size
+    if decoy:
+        turn = rng.uniform("cut.turn", 2, math.pi / 3, 2 * math.pi / 3) * rng.sign("cut.turn_sign", 2)
+        a = torch.atan2(u[:, 1], u[:, 0])[:, None] + torch.cat([torch.zeros(len(u), 1), turn.cumsum(1)], 1)
+        steps = (2 * half / 3)[:, :, None] * torch.stack([torch.cos(a), torch.sin(a)], -1)  # (n, 3, 2)
+        pts = torch.cat([torch.zeros(len(u), 1, 2), steps.cumsum(1)], 1)
+        verts = c[:, None] + pts - pts.mean(1, keepdim=True)
+    else:
         bend = rng.uniform("cut.bend", None, -0.25, 0.25)[:, None] * half
         verts = torch.cat([_line(c - u * half, c + v * bend), _line(c + v * bend, c + u * half)], 1)
-        m = stroke_coverage(_polyline_distance(verts, size), rng.uniform("cut.w", None, 0.9, 1.7) * px)
-        return img * (1 - 0.8 * strength[:, None] * m[:, None]), m
-    if cls == "fold":
-        half = rng.uniform("fold.len", None, 0.3, 0.5)[:, None, None] * size
-        w = rng.uniform("fold.w", None, 2.5, 4.5)[:, None, None] * px
-        rel = pixel_centres(size)[None] - c[:, None]  # (n, P, 2)
-        along = (rel * u[:, None]).sum(-1).view(n, size, size)
-        across = (rel * v[:, None]).sum(-1).view(n, size, size)
-        taper = (1 - (along.abs() / half) ** 4).clamp(0, 1)
-        z = across / w
-        m = taper * (z.abs() < 2.2).float()
-        return img * (1 + 0.45 * strength[:, None] * (taper * _ridge(z))[:, None]), m
-    if cls == "scratch":
-        k = 3
-        half = rng.uniform("scratch.len", None, 0.07, 0.14)[:, None] * size
-        gap = rng.uniform("scratch.gap", None, 2.6, 3.6)[:, None] * px
-        m = torch.zeros(n, size, size)
-        for j in range(k):
-            o = c + v * gap * (j - 1) + u * rng.uniform(f"scratch.o{j}", None, -0.3, 0.3)[:, None] * half
-            d = _polyline_distance(_line(o - u * half, o + u * half, 2), size)
-            m = torch.maximum(m, stroke_coverage(d, 0.9 * px))
-        return img + (1 - img) * 0.55 * strength[:, None] * m[:, None], m
-    if cls == "growth":
-        m = torch.zeros(n, size, size)
-        for j in range(2):
-            t = torch.linspace(-0.45, 0.45, 24)[None, :, None] * size
-            amp = rng.uniform(f"growth.amp{j}", None, 1.0, 3.0)[:, None, None] * px
-            freq = rng.uniform(f"growth.f{j}", None, 1.5, 3.0)[:, None, None]
-            ph = rng.uniform(f"growth.ph{j}", None, 0, 2 * math.pi)[:, None, None]
-            off = (j - 0.5) * rng.uniform("growth.gap", None, 4.0, 9.0)[:, None, None] * px
-            wave = amp * torch.sin(2 * math.pi * freq * t / size + ph) + off
-            verts = c[:, None] + u[:, None] * t + v[:, None] * wave
-            d = _polyline_distance(verts, size)
-            m = torch.maximum(m, stroke_coverage(d, 1.4 * px))
-        return img * (1 - 0.3 * strength[:, None] * m[:, None]), m
-    raise ValueError(f"unknown defect {cls!r}")
+    m = stroke_coverage(_polyline_distance(verts, size), rng.uniform("cut.w", None, 0.9, 1.7) * size / 64)
+    return img * (1 - 0.8 * strength[:, None] * m[:, None]), m
+
+
+def _fold(rng: CounterRNG, img, base, strength, decoy: bool):
+    """A long straight ridge, tapered, one side lit and the other shaded; its decoy breaks the same
+    ridge into two collinear pieces half as long, 0.12–0.2 × the image apart."""
+    n, _, size, _ = img.shape
+    u, v = _direction(rng, "fold.dir")
+    c = _centre(rng, "fold.c", size, 0.2)
+    half = rng.uniform("fold.len", None, 0.3, 0.5)[:, None, None] * size
+    w = rng.uniform("fold.w", None, 2.5, 4.5)[:, None, None] * size / 64
+    rel = (pixel_centres(size)[None] - c[:, None]).view(n, size, size, 2)
+    along = (rel * u[:, None, None]).sum(-1)
+    across = (rel * v[:, None, None]).sum(-1)
+    if decoy:  # two collinear pieces, each half as long, a gap between them
+        gap = rng.uniform("fold.gap", None, 0.12, 0.2)[:, None, None] * size
+        half = half / 2
+        along = along.abs() - half - gap / 2
+    taper = (1 - (along.abs() / half) ** 4).clamp(0, 1)
+    z = across / w
+    m = taper * (z.abs() < 2.2).float()
+    return img * (1 + 0.45 * strength[:, None] * (taper * _ridge(z))[:, None]), m
+
+
+def _scratch(rng: CounterRNG, img, base, strength, decoy: bool):
+    """Three short light strokes, parallel and a few pixels apart; its decoy scatters the same
+    strokes, each at its own angle, over a quarter of the image around the same centre."""
+    n, _, size, _ = img.shape
+    u, v = _direction(rng, "scratch.dir")
+    c = _centre(rng, "scratch.c", size, 0.2)
+    half = rng.uniform("scratch.len", None, 0.07, 0.14)[:, None] * size
+    gap = rng.uniform("scratch.gap", None, 2.6, 3.6)[:, None] * size / 64
+    m = torch.zeros(n, size, size)
+    for j in range(3):
+        if decoy:
+            uj, _ = _direction(rng, f"scratch.dir{j}")
+            o = c + rng.uniform(f"scratch.p{j}", 2, -0.12, 0.12) * size
+        else:
+            uj, o = u, c + v * gap * (j - 1) + u * rng.uniform(f"scratch.o{j}", None, -0.3, 0.3)[:, None] * half
+        d = _polyline_distance(_line(o - uj * half, o + uj * half, 2), size)
+        m = torch.maximum(m, stroke_coverage(d, 0.9 * size / 64))
+    return img + (1 - img) * 0.55 * strength[:, None] * m[:, None], m
+
+
+def _growth(rng: CounterRNG, img, base, strength, decoy: bool):
+    """Two long wavy veins side by side (growth marks); its decoy draws the same veins unpaired,
+    each along its own direction (they cross)."""
+    n, _, size, _ = img.shape
+    u, v = _direction(rng, "growth.dir")
+    c = _centre(rng, "growth.c", size, 0.2)
+    m = torch.zeros(n, size, size)
+    for j in range(2):
+        t = torch.linspace(-0.45, 0.45, 24)[None, :, None] * size
+        amp = rng.uniform(f"growth.amp{j}", None, 1.0, 3.0)[:, None, None] * size / 64
+        freq = rng.uniform(f"growth.f{j}", None, 1.5, 3.0)[:, None, None]
+        ph = rng.uniform(f"growth.ph{j}", None, 0, 2 * math.pi)[:, None, None]
+        off = (j - 0.5) * rng.uniform("growth.gap", None, 4.0, 9.0)[:, None, None] * size / 64
+        uj, vj = _direction(rng, f"growth.dir{j}") if decoy else (u, v)
+        verts = c[:, None] + uj[:, None] * t + vj[:, None] * (amp * torch.sin(2 * math.pi * freq * t / size + ph) + off)
+        m = torch.maximum(m, stroke_coverage(_polyline_distance(verts, size), 1.4 * size / 64))
+    return img * (1 - 0.3 * strength[:, None] * m[:, None]), m
+
+
+_RENDER = {
+    "color": _stain,
+    "cut": _cut,
+    "fold": _fold,
+    "glue": _glue,
+    "poke": _poke,
+    "scratch": _scratch,
+    "growth": _growth,
+}
+
+
+def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor, decoy: bool = False):
+    """The image with one ``cls`` defect drawn on it (or its decoy: the same marks, brightness and
+    width, with the shape that names the class broken), and its coverage (n, H, W)."""
+    if cls not in _RENDER:
+        raise ValueError(f"unknown defect {cls!r}")
+    strength = rng.uniform(f"{cls}.contrast", None, 0.6, 1.0)[:, None, None]
+    return _RENDER[cls](rng, img, base, strength, decoy)
+
+
+def _decoys(rng: CounterRNG, img: torch.Tensor, base: torch.Tensor, rate: float, labels: list[str]) -> torch.Tensor:
+    """Each defect's decoy, drawn on any hide with probability ``rate`` whatever its label. A decoy
+    copies its defect's local texture (the same renderer), so orderless texture statistics see the
+    same marks with or without the defect; what tells them apart is the defect's shape."""
+    for cls in _RENDER:
+        sub = rng.child(f"decoy/{cls}")
+        out, _ = _defect(cls, sub, img, base, decoy=True)
+        mine = torch.tensor([lab == cls for lab in labels])  # a defect takes its decoy's place
+        on = (sub.bernoulli("on", rate) & ~mine)[:, None, None, None]
+        img = torch.where(on, out.clamp(0, 1), img)
+    return img
 
 
 def make_leather(
-    n: int, *, size: int = 64, seed: int = 0, start: int = 0, classes=DEFECT_CLASSES, return_twins: bool = False
+    n: int,
+    *,
+    size: int = 64,
+    seed: int = 0,
+    start: int = 0,
+    classes=DEFECT_CLASSES,
+    decoy_rate: float = DECOY_RATE,
+    return_twins: bool = False,
 ):
     """``n`` hides: images (n, 3, size, size) float32 in [0, 1] and labels (image ``k``'s class is
     ``(start + k) % len(classes)``); with ``return_twins`` also the defect-free twins and the
-    defects' coverage masks (n, size, size)."""
+    defects' coverage masks (n, size, size). ``decoy_rate`` below 1 leaves some decoys out, and
+    then which marks a hide carries says something about its class (a defect's kind of mark is
+    always there): 1 keeps texture statistics blind to the label, 0 is the task without decoys."""
+    if not 0 <= decoy_rate <= 1:
+        raise ValueError(f"decoy_rate is a probability in [0, 1], got {decoy_rate}")
     if size < 32:
         raise ValueError(f"size must be >= 32 px (defects of a pixel or two need room), got {size}")
     bad = [c for c in classes if c not in DEFECT_CLASSES]
@@ -310,8 +342,9 @@ def make_leather(
     for s in range(0, n, _BATCH):
         rng = CounterRNG(seed, idx[s : s + _BATCH], namespace="leather")
         hide, base = _hide(rng, size)
-        img, m = hide.clone(), torch.zeros(rng.n, size, size)
         lab = labels[s : s + _BATCH]
+        hide = _decoys(rng, hide, base, decoy_rate, [classes[k] for k in lab])
+        img, m = hide.clone(), torch.zeros(rng.n, size, size)
         for k, cls in enumerate(classes):
             rows = (lab == k).nonzero()[:, 0]
             if cls == "good" or not len(rows):
