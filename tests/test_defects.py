@@ -149,7 +149,7 @@ def test_decoys_hide_the_defects_texture_but_not_their_shape():
 
     assert floor(0.0) > 0.6 and floor(1.0) < 0.3
     # a defect takes its own decoy's place: against the same hides all labelled good (every decoy
-    # on), a class-k twin differs where decoy k would be, and only there; a good twin not at all
+    # on), a class-k twin lacks something (decoy k), a good twin nothing
     _, y, twins, _ = make_leather(16, size=32, seed=4, return_twins=True)
     all_good, _ = make_leather(16, size=32, seed=4, classes=("good",))
     bare, _ = make_leather(16, size=32, seed=4, classes=("good",), decoy_rate=0.0)

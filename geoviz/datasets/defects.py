@@ -19,12 +19,13 @@ renderer with the shape that names the class broken (two half-size drops for a s
 rimless hole beside a rim around unbroken grain for a poke; a zigzag of the cut's length; the fold's
 ridge broken in two; the scratch's strokes at angles of their own; the growth veins crossing). So every
 image holds one mark of each kind: orderless texture statistics (what ``analysis.floors`` measures)
-see the same marks whatever the label, and the class is in the one mark that has its defect's
+see much the same marks whatever the label, and the class is in the one mark that has its defect's
 shape. ``decoy_rate`` draws each decoy with that probability instead (0: none, the easy task).
 
 Image ``i`` is a function of (seed, index) alone (``_counter_rng``), and every image comes with its
-defect-free **twin** (the same hide, decoys included, without the defect), so the defect's pixels
-are where the two differ.
+defect-free **twin** (the same hide without the defect), so the defect's pixels are where the two
+differ. A twin lacks its defect's decoy too (the defect took its place), so a twin's marks name its
+class: twins are for locating defects, not a label-free control.
 
 Real data are read, never downloaded: MVTec AD's layout
 ``data/mvtec_anomaly_detection/leather/{train,test}/<class>/*.png`` (its ``train`` holds only
@@ -53,7 +54,7 @@ from .splits import balanced_holdout
 DEFECT_CLASSES = ("good", "color", "cut", "fold", "glue", "poke", "scratch", "growth")
 MVTEC_CLASSES = ("good", "color", "cut", "fold", "glue", "poke")
 _BATCH = 256
-DECOY_RATE = 1.0  # each defect's decoy is on a hide with this probability, whatever its label
+DECOY_RATE = 1.0  # each defect's decoy is on a hide with this probability, unless the hide has that defect
 _CELL_CHUNK = 32  # images per Worley chunk: (chunk, cells, pixels) floats stay ~50 MB at 64 px
 
 
@@ -209,7 +210,9 @@ def _cut(rng: CounterRNG, img, base, strength, decoy: bool):
     c = _centre(rng, "cut.c", size, 0.2)
     half = rng.uniform("cut.len", None, 0.15, 0.3)[:, None] * size
     if decoy:
-        turn = rng.uniform("cut.turn", 2, math.pi / 3, 2 * math.pi / 3) * rng.sign("cut.turn_sign", 2)
+        # turns of alternate sign: a zigzag (two of one sign would close a triangle)
+        turn = rng.uniform("cut.turn", 2, math.pi / 3, 2 * math.pi / 3) * torch.tensor([1.0, -1.0])
+        turn = turn * rng.sign("cut.turn_sign")[:, None]
         a = torch.atan2(u[:, 1], u[:, 0])[:, None] + torch.cat([torch.zeros(len(u), 1), turn.cumsum(1)], 1)
         steps = (2 * half / 3)[:, :, None] * torch.stack([torch.cos(a), torch.sin(a)], -1)  # (n, 3, 2)
         pts = torch.cat([torch.zeros(len(u), 1, 2), steps.cumsum(1)], 1)
@@ -263,8 +266,8 @@ def _scratch(rng: CounterRNG, img, base, strength, decoy: bool):
 
 
 def _growth(rng: CounterRNG, img, base, strength, decoy: bool):
-    """Two long wavy veins side by side (growth marks); its decoy draws the same veins unpaired,
-    each along its own direction (they cross)."""
+    """Two long wavy veins side by side (growth marks); its decoy turns the second vein 30–90
+    degrees off the first (they cross, unpaired)."""
     n, _, size, _ = img.shape
     u, v = _direction(rng, "growth.dir")
     c = _centre(rng, "growth.c", size, 0.2)
@@ -275,7 +278,13 @@ def _growth(rng: CounterRNG, img, base, strength, decoy: bool):
         freq = rng.uniform(f"growth.f{j}", None, 1.5, 3.0)[:, None, None]
         ph = rng.uniform(f"growth.ph{j}", None, 0, 2 * math.pi)[:, None, None]
         off = (j - 0.5) * rng.uniform("growth.gap", None, 4.0, 9.0)[:, None, None] * size / 64
-        uj, vj = _direction(rng, f"growth.dir{j}") if decoy else (u, v)
+        uj, vj = u, v
+        if decoy and j == 1:  # the second vein 30–90 degrees off the first: they cross, never pair
+            a = torch.atan2(u[:, 1], u[:, 0]) + rng.uniform("growth.turn", None, math.pi / 6, math.pi / 2) * rng.sign(
+                "growth.turn_sign"
+            )
+            uj = torch.stack([torch.cos(a), torch.sin(a)], -1)
+            vj = torch.stack([-torch.sin(a), torch.cos(a)], -1)
         verts = c[:, None] + uj[:, None] * t + vj[:, None] * (amp * torch.sin(2 * math.pi * freq * t / size + ph) + off)
         m = torch.maximum(m, stroke_coverage(_polyline_distance(verts, size), 1.4 * size / 64))
     return img * (1 - 0.3 * strength[:, None] * m[:, None]), m
@@ -302,9 +311,10 @@ def _defect(cls: str, rng: CounterRNG, img: torch.Tensor, base: torch.Tensor, de
 
 
 def _decoys(rng: CounterRNG, img: torch.Tensor, base: torch.Tensor, rate: float, labels: list[str]) -> torch.Tensor:
-    """Each defect's decoy, drawn on any hide with probability ``rate`` whatever its label. A decoy
-    copies its defect's local texture (the same renderer), so orderless texture statistics see the
-    same marks with or without the defect; what tells them apart is the defect's shape."""
+    """Each defect's decoy, drawn with probability ``rate`` on every hide but those of its own
+    class (there the defect takes its place). A decoy is its defect's renderer with the shape
+    broken, so orderless texture statistics see much the same marks whatever the label; what tells
+    them apart is the defect's shape (and what the statistics still catch: see the README)."""
     for cls in _RENDER:
         sub = rng.child(f"decoy/{cls}")
         out, _ = _defect(cls, sub, img, base, decoy=True)
