@@ -40,7 +40,7 @@ class CounterRNG:
         self._ns = namespace
         self.n = len(idx)
 
-    def child(self, namespace: str) -> "CounterRNG":
+    def child(self, namespace: str) -> CounterRNG:
         """The same images' streams under a sub-namespace: independent of every key here."""
         out = object.__new__(CounterRNG)
         out._state, out._ns, out.n = self._state, f"{self._ns}/{namespace}", self.n

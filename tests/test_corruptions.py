@@ -150,9 +150,12 @@ def reference_comparison(n: int = 6, seed: int = 0) -> list[dict]:
         noise = rng.normal(size=(n, 32, 32))
         layer = _clipped_zoom(torch.from_numpy(c[0] + c[1] * noise).float()[:, None], c[2])
         layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
+        # the reference's own layer: scipy's zoom of the same noise, thresholded as make_cifar_c.py does
+        their_layer = np.stack([ref.clipped_zoom(c[0] + c[1] * z[..., None], c[2])[..., 0] for z in noise])
+        their_layer = np.where(their_layer < c[3], 0, their_layer)
         angles = rng.uniform(-135, -45, n)
         ours = to_u8(snow_blend(x8.float() / 255, layer, torch.from_numpy(angles), PARAMS["snow"][s - 1]))
-        theirs = [ref.snow_u8(im, s, layer[i, 0].double().numpy(), a) for i, (im, a) in enumerate(zip(imgs, angles))]
+        theirs = [ref.snow_u8(im, s, their_layer[i], a) for i, (im, a) in enumerate(zip(imgs, angles))]
         add("snow", s, ours, np.stack(theirs))
     return rows
 
@@ -209,15 +212,16 @@ def test_frost_layers_vary_in_brightness_like_the_photos_and_photos_are_read_fro
     # the reference's photographs in data/frost/: crops of them, resized by 0.2
     rng = np.random.default_rng(0)
     (tmp_path / "frost").mkdir()
-    photos = [rng.integers(0, 256, (400 + 10 * k, 420, 3), dtype=np.uint8) for k in range(6)]
+    photos = [rng.integers(0, 256, (401 + 3 * k, 422, 3), dtype=np.uint8) for k in range(6)]  # not multiples of 5
     for name, arr in zip(C.FROST_FILES, photos):
         Image.fromarray(arr).save(tmp_path / "frost" / name, quality=95)
     monkeypatch.setenv("GEOVIZ_DATA", str(tmp_path))
     C._frost_bank.cache_clear()
     try:
         layers = C._frost_bank(32, 32, "cpu")
-        assert [tuple(b.shape) for b in layers] == [(3, (400 + 10 * k) // 5, 84) for k in range(6)]
-        # cv2.resize by 0.2 at half-pixel centres reads pixel 5d + 2 with no neighbour: photo[2::5, 2::5]
+        # cv2.resize by 0.2 rounds the size (402 rows → 80, 404 → 81) and, at half-pixel centres,
+        # reads pixel 5d + 2 with no neighbour: photo[2::5, 2::5]
+        assert [tuple(b.shape) for b in layers] == [(3, round((401 + 3 * k) / 5), 84) for k in range(6)]
         for b, name in zip(layers, C.FROST_FILES):  # the files as read back (three are JPEGs)
             arr = np.asarray(Image.open(tmp_path / "frost" / name).convert("RGB"))
             np.testing.assert_allclose(b.permute(1, 2, 0).numpy(), arr[2::5, 2::5] / 255, atol=1e-6)

@@ -85,3 +85,24 @@ def test_max_train_fits_on_a_stratified_subset():
     xt, yt = _textures(40, 5)
     f = panel_floor(x, y, {"test": (xt, yt)}, max_train=50, seed=1)
     assert f.n_train == 50 and panel_floor(x, y, {"test": (xt, yt)}).n_train == 120
+
+
+def test_a_feature_set_may_name_its_classifiers_and_full_pixels_see_what_pooling_averages_away():
+    """A checkerboard's phase (bright on even or on odd pixels) averages out in every 2×2 block, so
+    16×16 pixels cannot see it; every pixel at full resolution can, with a linear model. Full pixels
+    are scored by logistic regression only (their ``classifiers``), transfer's floor before the panel."""
+    from geoviz.analysis.floors import full_pixels
+
+    def phase(n, seed):
+        rng = np.random.default_rng(seed)
+        y = np.arange(n) % 2
+        checker = (np.add.outer(np.arange(32), np.arange(32)) % 2 == y[:, None, None]).astype(float)
+        x = 0.5 * rng.random((n, 32, 32)) + 0.25 * checker
+        return torch.from_numpy(np.repeat(x[:, None], 3, 1)).float(), y
+
+    (x, y), (xt, yt) = phase(90, 0), phase(60, 1)
+    panel = {"pixels 16×16": IMAGE_FEATURES["pixels 16×16"], "pixels (full resolution)": full_pixels}
+    floor = panel_floor(x, y, {"test": (xt, yt)}, panel=panel)
+    assert floor.member == "pixels (full resolution) / logistic regression" and floor.accuracy["test"] > 0.95
+    assert [m for m in floor.cv if m.startswith("pixels (full")] == ["pixels (full resolution) / logistic regression"]
+    assert max(v for m, v in floor.cv.items() if m.startswith("pixels 16")) < 0.75

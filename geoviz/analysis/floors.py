@@ -260,6 +260,17 @@ SHAPE_FEATURES = {
 PANELS = {"image": IMAGE_FEATURES, "shape": SHAPE_FEATURES}
 
 
+def full_pixels(images: torch.Tensor, extras=None) -> np.ndarray:
+    """Every pixel at full resolution in [0, 1]: a logistic regression on them was transfer's floor
+    before the panel, so transfer's panel keeps it as a member."""
+    x = images.float() / (255.0 if images.dtype == torch.uint8 else 1.0)
+    return x.reshape(len(x), -1).double().numpy()
+
+
+# tree ensembles and nearest neighbours on thousands of raw pixels cost minutes per fit: a linear model only
+full_pixels.classifiers = ("logistic regression",)
+
+
 def _classifiers(fold_train: int, seed: int) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.neighbors import KNeighborsClassifier
@@ -323,11 +334,12 @@ def panel_floor(
 ) -> Floor:
     """The floor of a task: every feature set of ``panel`` ("image": ``IMAGE_FEATURES``, "shape":
     ``SHAPE_FEATURES`` with the dots' positions, or a dict name → ``f(images, extras)``) × every
-    classifier, scored by stratified ``folds``-fold cross-validation **on the training images
-    only**; the best pair is refitted on them and scored on each ``tests[name] = (images, y)`` or
-    ``(images, y, extras)``. ``max_train``: fit on a stratified random subset of at most that many
-    training images (a bound on the cost for large sets: 80 cross-validated fits; the floor is then
-    that of the subset). Raises when a class has fewer than two training images."""
+    classifier (only those in ``f.classifiers`` where a feature set has that attribute), scored by
+    stratified ``folds``-fold cross-validation **on the training images only**; the best pair is
+    refitted on them and scored on each ``tests[name] = (images, y)`` or ``(images, y, extras)``.
+    ``max_train``: fit on a stratified random subset of at most that many training images (a bound
+    on the cost for large sets: 80 cross-validated fits; the floor is then that of the subset).
+    Raises when a class has fewer than two training images."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
     features = PANELS[panel] if isinstance(panel, str) else panel
@@ -347,6 +359,8 @@ def panel_floor(
     scores = {}
     for fname, xtr in train_x.items():
         for cname, make in classifiers.items():
+            if cname not in getattr(features[fname], "classifiers", classifiers):
+                continue
             score = float(np.nanmean(cross_val_score(make(), xtr, train_y, cv=cv)))
             scores[(fname, cname)] = score if np.isfinite(score) else -1.0
     fname, cname = max(scores, key=scores.get)

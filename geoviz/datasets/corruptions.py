@@ -351,6 +351,24 @@ def _frost_bank(h: int, w: int, device: str) -> torch.Tensor:
     return bank
 
 
+def _cv2_linear_resize(img: torch.Tensor, factor: float) -> torch.Tensor:
+    """``cv2.resize(img, None, fx=factor, fy=factor)`` (bilinear) of a (C, H, W) image:
+    round(H·factor) × round(W·factor) pixels (cv2 rounds the size; ``F.interpolate`` would floor
+    it), each read at source coordinate (d + ½)/factor − ½ clamped to the image (at 0.2: pixel
+    5d + 2 exactly)."""
+
+    def taps(n: int):
+        m = int(round(n * factor))
+        s = ((torch.arange(m, dtype=torch.float64) + 0.5) / factor - 0.5).clamp(0, n - 1)
+        i0 = s.floor().long()
+        return i0, (i0 + 1).clamp(max=n - 1), (s - i0).float()
+
+    y0, y1, wy = taps(img.shape[1])
+    x0, x1, wx = taps(img.shape[2])
+    rows = img[:, y0] * (1 - wy)[:, None] + img[:, y1] * wy[:, None]
+    return rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+
+
 def frost_photos(h: int, w: int, root=None) -> list[torch.Tensor] | None:
     """The reference's frost photographs (``FROST_FILES`` in ``<data>/frost/``), each (3, H', W')
     in [0, 1], resized as ``make_cifar_c.py`` does for 32 px (``cv2.resize`` by 0.2, bilinear at
@@ -367,10 +385,7 @@ def frost_photos(h: int, w: int, root=None) -> list[torch.Tensor] | None:
     for p in paths:
         img = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
         factor = 0.2 * min(h, w) / 32
-        # cv2.resize(fx=fy=factor): source coordinate (d + ½)/factor − ½ (at 0.2, pixel 5d + 2 exactly)
-        small = F.interpolate(
-            img[None], scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False
-        )[0]
+        small = _cv2_linear_resize(img, factor)
         if min(small.shape[1:]) <= max(h, w):
             raise ValueError(f"{p} is too small to crop {h}×{w} pixels from after resizing by {factor:.3g}")
         out.append(small)

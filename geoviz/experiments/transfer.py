@@ -52,7 +52,7 @@ import torch
 
 from .._utils import progress_bar, seed_everything
 from ..analysis import layer_alignment
-from ..analysis.floors import panel_floor
+from ..analysis.floors import IMAGE_FEATURES, full_pixels, panel_floor
 from ..analysis.statistics import Claim, claim_rows, paired_difference
 from ..config import ExperimentConfig, check_range
 from ..datasets import dataset_arguments, get_dataset, labels_of, num_classes, train_fraction
@@ -451,15 +451,19 @@ FLOOR_MAX_TRAIN = 2000  # the panel floor's training images at most (quick's 5,0
 
 def _pixel_floor(train, test, seed: int) -> float:
     """Test accuracy of the panel floor (``analysis.floors.panel_floor``: cheap feature sets ×
-    classifiers, chosen by cross-validation) on the same labelled images: what a network has to
-    beat to have learnt anything beyond them."""
+    classifiers, chosen by cross-validation) on the same labelled images, the image panel plus a
+    logistic regression on every pixel (the floor before the panel): what a network has to beat to
+    have learnt anything beyond them."""
 
     def images(ds):
         return torch.stack([ds[i][0] for i in range(len(ds))])
 
     test_set = {"test": (images(test), labels_of(test).numpy())}
     train_y = labels_of(train).numpy()
-    return panel_floor(images(train), train_y, test_set, seed=seed, max_train=FLOOR_MAX_TRAIN).accuracy["test"]
+    panel = {**IMAGE_FEATURES, "pixels (full resolution)": full_pixels}
+    return panel_floor(images(train), train_y, test_set, panel=panel, seed=seed, max_train=FLOOR_MAX_TRAIN).accuracy[
+        "test"
+    ]
 
 
 class TransferStudy(Study):
