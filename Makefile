@@ -32,7 +32,7 @@ test-unit: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	rm -rf runs/test/unit  # runs made by earlier code would be refused (stale), not silently reused
-	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q tests -m "not browser"
+	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q --durations=15 tests -m "not browser"
 
 test-notebooks: install
 	rm -rf runs/test/nbval

@@ -67,6 +67,8 @@ def test_registered_split_is_disjoint_and_uint8():
         make_leather(2, size=16)
     with pytest.raises(ValueError, match="unknown defect classes"):
         make_leather(2, classes=("good", "dent"))
+    with pytest.raises(ValueError, match="decoy_rate is a probability"):
+        make_leather(2, decoy_rate=1.5)
 
 
 def _png(path, rgb, size=(20, 16)):

@@ -106,3 +106,8 @@ def test_a_feature_set_may_name_its_classifiers_and_full_pixels_see_what_pooling
     assert floor.member == "pixels (full resolution) / logistic regression" and floor.accuracy["test"] > 0.95
     assert [m for m in floor.cv if m.startswith("pixels (full")] == ["pixels (full resolution) / logistic regression"]
     assert max(v for m, v in floor.cv.items() if m.startswith("pixels 16")) < 0.75
+    # smoke runs leave the tree ensembles out: the table says which members were tried
+    fast = panel_floor(x, y, {"test": (xt, yt)}, panel=panel, trees=False)
+    assert sorted(fast.cv) == ["pixels (full resolution) / logistic regression"] + [
+        f"pixels 16×16 / {c}" for c in ("5 nearest neighbours", "logistic regression")
+    ]

@@ -271,7 +271,10 @@ def full_pixels(images: torch.Tensor, extras=None) -> np.ndarray:
 full_pixels.classifiers = ("logistic regression",)
 
 
-def _classifiers(fold_train: int, seed: int) -> dict:
+TREE_ENSEMBLES = ("gradient boosting", "random forest")
+
+
+def _classifiers(fold_train: int, seed: int, trees: bool = True) -> dict:
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.pipeline import make_pipeline
@@ -280,7 +283,7 @@ def _classifiers(fold_train: int, seed: int) -> dict:
     from .probes import logistic_probe
 
     k = max(1, min(5, fold_train))  # a fold's training part may hold fewer than 5 images
-    return {
+    panel = {
         "logistic regression": logistic_probe,
         # early stopping on a tenth of a large fold (the panel's slowest member otherwise); a small
         # fold's tenth may miss classes
@@ -290,6 +293,7 @@ def _classifiers(fold_train: int, seed: int) -> dict:
         "random forest": lambda: RandomForestClassifier(200, min_samples_leaf=2, n_jobs=-1, random_state=seed),
         f"{k} nearest neighbours": lambda: make_pipeline(StandardScaler(), KNeighborsClassifier(k)),
     }
+    return panel if trees else {name: make for name, make in panel.items() if name not in TREE_ENSEMBLES}
 
 
 @dataclass
@@ -331,6 +335,7 @@ def panel_floor(
     folds: int = 3,
     seed: int = 0,
     max_train: int | None = None,
+    trees: bool = True,
 ) -> Floor:
     """The floor of a task: every feature set of ``panel`` ("image": ``IMAGE_FEATURES``, "shape":
     ``SHAPE_FEATURES`` with the dots' positions, or a dict name → ``f(images, extras)``) × every
@@ -339,6 +344,8 @@ def panel_floor(
     refitted on them and scored on each ``tests[name] = (images, y)`` or ``(images, y, extras)``.
     ``max_train``: fit on a stratified random subset of at most that many training images (a bound
     on the cost for large sets: 80 cross-validated fits; the floor is then that of the subset).
+    ``trees=False`` leaves the tree ensembles out (gradient boosting and the random forest cost
+    seconds per fit even on a hundred images): for smoke runs, whose floor is then weaker.
     Raises when a class has fewer than two training images."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
@@ -354,14 +361,15 @@ def panel_floor(
     if k < 2 or len(counts[counts > 0]) < 2:
         raise ValueError("a floor needs two classes with at least two training images each")
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    classifiers = _classifiers(len(train_y) * (k - 1) // k, seed)
+    classifiers = _classifiers(len(train_y) * (k - 1) // k, seed, trees)
     train_x = {name: f(train_images, train_extras) for name, f in features.items()}
     scores = {}
     for fname, xtr in train_x.items():
         for cname, make in classifiers.items():
             if cname not in getattr(features[fname], "classifiers", classifiers):
                 continue
-            score = float(np.nanmean(cross_val_score(make(), xtr, train_y, cv=cv)))
+            # a member that fails in any fold is out (scored on the folds it survived, it could look better)
+            score = float(np.mean(cross_val_score(make(), xtr, train_y, cv=cv)))
             scores[(fname, cname)] = score if np.isfinite(score) else -1.0
     fname, cname = max(scores, key=scores.get)
     clf = classifiers[cname]().fit(train_x[fname], train_y)
@@ -379,11 +387,18 @@ def panel_floor(
 
 
 def pixel_floor(
-    train_images: torch.Tensor, train_y, test_images: torch.Tensor, test_y, *, folds: int = 3, seed: int = 0
+    train_images: torch.Tensor,
+    train_y,
+    test_images: torch.Tensor,
+    test_y,
+    *,
+    folds: int = 3,
+    seed: int = 0,
+    trees: bool = True,
 ) -> dict:
     """``panel_floor``'s image panel on one held-out set: ``{"accuracy", "correct" (per held-out
     image), "features", "classifier", "cv": {pair: cross-validated accuracy}}``."""
-    f = panel_floor(train_images, train_y, {"test": (test_images, test_y)}, folds=folds, seed=seed)
+    f = panel_floor(train_images, train_y, {"test": (test_images, test_y)}, folds=folds, seed=seed, trees=trees)
     return {
         "accuracy": f.accuracy["test"],
         "correct": f.correct["test"],

@@ -93,6 +93,9 @@ class ExploreConfig(ExperimentConfig):
     size: int | None = None  # input size in px; None: what the network's weights say (224 for a bare module)
     batch_size: int = 64
     download: bool = False
+    # the panel floor's tree ensembles (gradient boosting, random forest): seconds per fit even on a
+    # hundred images, so the smoke profile (plumbing, not claims) leaves them out
+    floor_trees: bool = True
     device: str = "auto"
     quickstart_model: str = "resnet8"  # the network trained when model is None
     class_geometry: str = (
@@ -133,7 +136,13 @@ class ExploreConfig(ExperimentConfig):
 
     PROFILE_OVERRIDES = {
         "smoke": dict(
-            n_images=80, positions_per_image=4, explorer_layers=2, max_points=300, projection="pca", cam_images=4
+            n_images=80,
+            positions_per_image=4,
+            explorer_layers=2,
+            max_points=300,
+            projection="pca",
+            cam_images=4,
+            floor_trees=False,
         ),
         "full": dict(
             model="tv:resnet50",
@@ -535,7 +544,9 @@ def _probes(cfg, model, bank, data, layers, train, test, device, progress) -> tu
     floors = {"chance": float(np.mean(y[test] == counts.argmax()))}  # the majority class of the training half
     small = _small_images(data)
     try:
-        floors["pixel"] = pixel_floor(small[train], y[train], small[test], y[test], seed=cfg.seed)
+        floors["pixel"] = pixel_floor(
+            small[train], y[train], small[test], y[test], seed=cfg.seed, trees=cfg.floor_trees
+        )
     except ValueError as err:  # too few training images per class to choose a floor by cross-validation
         notes.append(f"pixel floor left out: {err}")
     random_bank = _random_bank(cfg, model, data, layers, train, device, progress) if cfg.random_floor else None

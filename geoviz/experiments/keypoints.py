@@ -90,10 +90,14 @@ class KeypointsConfig(ExperimentConfig):
     seeds: tuple = (0, 1)
     fista_iters: int = 60
     value_bits: int = 8
+    # the panel floor's tree ensembles (gradient boosting, random forest): seconds per fit even on a
+    # hundred images, so the smoke profile (plumbing, not claims) leaves them out
+    floor_trees: bool = True
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
         "smoke": dict(
+            floor_trees=False,
             setups=("MF4", "AF4"),
             epochs=1,
             clf_epochs=1,
@@ -501,7 +505,9 @@ class KeypointsStudy(Study):
         sc_tr, sc_te = Keypoints.from_maps(z_tr.abs()), Keypoints.from_maps(z_te.abs())  # |coefficient| as intensity
         rows.append(row(f"{sc_name} histogram", "logistic regression", nz, logreg(hist(sc_tr), hist(sc_te))))
         # the floor every representation must beat: cheap models on the images themselves
-        floor = panel_floor(xtr, self.ytr.numpy(), {"test": (xte, self.yte.numpy())}, seed=cfg.seed)
+        floor = panel_floor(
+            xtr, self.ytr.numpy(), {"test": (xte, self.yte.numpy())}, seed=cfg.seed, trees=cfg.floor_trees
+        )
         self.panel = floor.accuracy["test"]
         rows.append(row(f"panel floor: {floor.features}", floor.classifier, float(xte[0].numel()), self.panel))
         self.bar.update()

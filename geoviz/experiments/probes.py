@@ -106,10 +106,14 @@ class ProbesConfig(ExperimentConfig):
     weights: dict = field(default_factory=dict)  # architecture → local weights file ("DEFAULT": the torch hub cache)
     probe_n_per_class: int = 60
     probe_folds: int = 3
+    # the panel floor's tree ensembles (gradient boosting, random forest): seconds per fit even on a
+    # hundred images, so the smoke profile (plumbing, not claims) leaves them out
+    floor_trees: bool = True
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
         "smoke": dict(
+            floor_trees=False,
             experiments=("E1", "E3"),
             architectures=("resnet8",),
             n_per_class=30,
@@ -632,7 +636,9 @@ def task_floors(cfg: ProbesConfig) -> list[dict]:
                 e, which, n_per_class=cfg.n_test_per_class, size=image_size(cfg, e), split="test", channels=1
             )
             tests[which] = (test.images, test.labels.numpy(), test.dots)
-        floor = panel_floor(train.images, train.labels.numpy(), tests, panel="shape", train_extras=train.dots)
+        floor = panel_floor(
+            train.images, train.labels.numpy(), tests, panel="shape", train_extras=train.dots, trees=cfg.floor_trees
+        )
         acc = dict(floor.accuracy)
         out.append(
             {

@@ -155,10 +155,17 @@ class TransferConfig(ExperimentConfig):
     evaluations: int = 5  # validation passes per student run (model selection)
     claim_margin: float = 0.01  # "matches": within this much test accuracy of ce on all the data
     convergence_check: bool = True  # ce on all the data again with twice the budget, seed 0
+    # the panel floor's training images at most, per fraction (its 80 cross-validated fits are the
+    # slow part of the floors: quick has 5,000 images, CIFAR-10 50,000)
+    floor_max_train: int = 2000
+    # the panel floor's tree ensembles (gradient boosting, random forest): seconds per fit even on a
+    # hundred images, so the smoke profile (plumbing, not claims) leaves them out
+    floor_trees: bool = True
     device: str = "auto"
 
     PROFILE_OVERRIDES = {
         "smoke": dict(
+            floor_trees=False,
             train_fractions=(0.5, 1.0),
             seeds=(0, 1),
             methods=("ce", "kd", "geometric", "geometric+kd", "sp"),
@@ -167,6 +174,7 @@ class TransferConfig(ExperimentConfig):
             probe_images=16,
             m=64,
             convergence_check=False,
+            floor_max_train=200,
         ),
         "full": dict(
             dataset="cifar10",
@@ -446,10 +454,7 @@ def _teacher_checkpoint(cfg: TransferConfig, run_root) -> Path | None:
     return p
 
 
-FLOOR_MAX_TRAIN = 2000  # the panel floor's training images at most (quick's 5,000 and CIFAR-10's 50,000 subsampled)
-
-
-def _pixel_floor(train, test, seed: int) -> float:
+def _pixel_floor(train, test, seed: int, max_train: int, trees: bool = True) -> float:
     """Test accuracy of the panel floor (``analysis.floors.panel_floor``: cheap feature sets ×
     classifiers, chosen by cross-validation) on the same labelled images, the image panel plus a
     logistic regression on every pixel (the floor before the panel): what a network has to beat to
@@ -461,9 +466,9 @@ def _pixel_floor(train, test, seed: int) -> float:
     test_set = {"test": (images(test), labels_of(test).numpy())}
     train_y = labels_of(train).numpy()
     panel = {**IMAGE_FEATURES, "pixels (full resolution)": full_pixels}
-    return panel_floor(images(train), train_y, test_set, panel=panel, seed=seed, max_train=FLOOR_MAX_TRAIN).accuracy[
-        "test"
-    ]
+    return panel_floor(
+        images(train), train_y, test_set, panel=panel, seed=seed, max_train=max_train, trees=trees
+    ).accuracy["test"]
 
 
 class TransferStudy(Study):
@@ -553,13 +558,15 @@ class TransferStudy(Study):
 
     def floors(self) -> dict:
         """Chance, and the panel floor on each fraction's images (the first seed's draw, at most
-        ``FLOOR_MAX_TRAIN`` of them: the panel's 80 cross-validated fits are the slow part of the
+        ``floor_max_train`` of them: the panel's 80 cross-validated fits are the slow part of the
         floors)."""
         s = self.cfg.seeds[0]
         return {
             "chance": 1.0 / self.k_cls,
             "panel": {
-                f"{f:g}": _pixel_floor(train_fraction(self.train, f, seed=s), self.test, s)
+                f"{f:g}": _pixel_floor(
+                    train_fraction(self.train, f, seed=s), self.test, s, self.cfg.floor_max_train, self.cfg.floor_trees
+                )
                 for f in self.cfg.train_fractions
             },
         }
