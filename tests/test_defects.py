@@ -69,6 +69,8 @@ def test_registered_split_is_disjoint_and_uint8():
         make_leather(2, classes=("good", "dent"))
     with pytest.raises(ValueError, match="decoy_rate is a probability"):
         make_leather(2, decoy_rate=1.5)
+    bare = get_dataset("leather", "train", n=16, decoy_rate=0.0)
+    assert torch.equal(bare.images, (make_leather(16, decoy_rate=0.0, start=0)[0] * 255).round().to(torch.uint8))
 
 
 def _png(path, rgb, size=(20, 16)):

@@ -373,9 +373,18 @@ def make_leather(
 class LeatherDefects(TensorImages):
     """Procedural leather hides (``make_leather``) as uint8, split by disjoint index ranges."""
 
-    def __init__(self, n: int = 800, *, size: int = 64, seed: int = 0, split: str = "train", augment: bool = False):
+    def __init__(
+        self,
+        n: int = 800,
+        *,
+        size: int = 64,
+        seed: int = 0,
+        split: str = "train",
+        augment: bool = False,
+        decoy_rate: float = DECOY_RATE,
+    ):
         choice("split", split, tuple(SPLIT_OFFSET))
-        x, y = make_leather(n, size=size, seed=seed, start=SPLIT_OFFSET[split])
+        x, y = make_leather(n, size=size, seed=seed, start=SPLIT_OFFSET[split], decoy_rate=decoy_rate)
         super().__init__(
             (x * 255).round().to(torch.uint8), y, DEFECT_CLASSES, augment=augment, name=f"leather[{split}]"
         )
@@ -383,11 +392,16 @@ class LeatherDefects(TensorImages):
 
 @register_dataset("leather")
 def leather(
-    split: str = "train", n: int | None = None, seed: int = 0, *, size: int = 64, augment: bool = False
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    size: int = 64,
+    augment: bool = False,
+    decoy_rate: float = DECOY_RATE,
 ) -> LeatherDefects:
-    return LeatherDefects(
-        n or {"train": 1600, "val": 400, "test": 800}[split], size=size, seed=seed, split=split, augment=augment
-    )
+    n = n or {"train": 1600, "val": 400, "test": 800}[split]
+    return LeatherDefects(n, size=size, seed=seed, split=split, augment=augment, decoy_rate=decoy_rate)
 
 
 # ----------------------------------------------------------------------------- real data
