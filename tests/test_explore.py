@@ -125,7 +125,8 @@ def test_probes_match_a_plain_torchvision_model_fed_by_torchvisions_transform(se
         assert np.allclose(np.asarray(r.bank.pooled[row["layer"]]), f, atol=1e-3)
     assert np.allclose(np.asarray(r.bank.outputs), logits.numpy(), atol=1e-3)
     assert r.floors["chance"] == pytest.approx(0.25) and 0 <= r.floors["pixel"]["accuracy"] <= 1
-    assert len(r.floors["pixel"]["cv"]) == 5 * 4 and all("random_network_accuracy" in p for p in r.probes)
+    members = 5 * (4 if r.config.floor_trees else 2)  # five feature sets × four classifiers (two in smoke)
+    assert len(r.floors["pixel"]["cv"]) == members and all("random_network_accuracy" in p for p in r.probes)
 
 
 def test_the_random_network_floor_is_the_architecture_with_recalibrated_statistics(setting, head_result):
