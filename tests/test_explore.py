@@ -66,13 +66,9 @@ def _cfg(setting, folder, **kw):
         data=f"folder:{folder}" if folder else None,
         model_b="none",
         n_images=24,
-        positions_per_image=4,
-        explorer_layers=2,
         max_points=400,
-        projection="pca",
-        cam_images=4,
         batch_size=12,
-    )
+    )  # the rest as the smoke profile has it (four positions, two layers, PCA, four CAMs)
     return ExploreConfig.from_profile("smoke", **{**base, **kw})
 
 

@@ -141,9 +141,13 @@ def _centre(rng: CounterRNG, key: str, size: int, margin: float) -> torch.Tensor
     return rng.uniform(key, 2, margin * size, (1 - margin) * size)
 
 
-def _direction(rng: CounterRNG, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    a = rng.uniform(key, None, 0, math.pi)
+def _axes(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors along angle ``a`` (n,) and across it."""
     return torch.stack([torch.cos(a), torch.sin(a)], -1), torch.stack([-torch.sin(a), torch.cos(a)], -1)
+
+
+def _direction(rng: CounterRNG, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return _axes(rng.uniform(key, None, 0, math.pi))
 
 
 def _blob(rng: CounterRNG, key: str, size: int, lo: float, hi: float) -> torch.Tensor:
@@ -280,11 +284,8 @@ def _growth(rng: CounterRNG, img, base, strength, decoy: bool):
         off = (j - 0.5) * rng.uniform("growth.gap", None, 4.0, 9.0)[:, None, None] * size / 64
         uj, vj = u, v
         if decoy and j == 1:  # the second vein 30–90 degrees off the first: they cross, never pair
-            a = torch.atan2(u[:, 1], u[:, 0]) + rng.uniform("growth.turn", None, math.pi / 6, math.pi / 2) * rng.sign(
-                "growth.turn_sign"
-            )
-            uj = torch.stack([torch.cos(a), torch.sin(a)], -1)
-            vj = torch.stack([-torch.sin(a), torch.cos(a)], -1)
+            turn = rng.uniform("growth.turn", None, math.pi / 6, math.pi / 2) * rng.sign("growth.turn_sign")
+            uj, vj = _axes(torch.atan2(u[:, 1], u[:, 0]) + turn)
         verts = c[:, None] + uj[:, None] * t + vj[:, None] * (amp * torch.sin(2 * math.pi * freq * t / size + ph) + off)
         m = torch.maximum(m, stroke_coverage(_polyline_distance(verts, size), 1.4 * size / 64))
     return img * (1 - 0.3 * strength[:, None] * m[:, None]), m
