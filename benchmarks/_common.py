@@ -37,3 +37,37 @@ def bench_setup(
     device = torch.device(args.device)
     torch.manual_seed(0)
     return args, device, synchronizer(device)
+
+
+def cold_then_warm(cases: dict[str, Callable[[], object]], repeats: int, sync=lambda: None) -> dict[str, dict]:
+    """Times each case's first call (cold: JIT compilation, caches and pools paid there) in the
+    order given, then ``repeats`` warm calls interleaved across cases, so drift and other load hit
+    every case alike. Returns {case: {"cold_s", "median_s", "min_s", "max_s", "result"}} (the
+    last warm call's result)."""
+    import statistics
+    import time
+
+    out: dict[str, dict] = {}
+
+    def once(name):
+        sync()
+        t = time.perf_counter()
+        result = cases[name]()
+        sync()
+        return time.perf_counter() - t, result
+
+    for name in cases:
+        out[name] = {"cold_s": once(name)[0], "warm": []}
+    for _ in range(repeats):
+        for name in cases:
+            took, out[name]["result"] = once(name)
+            out[name]["warm"].append(took)
+    for r in out.values():
+        w = r.pop("warm")
+        r.update(median_s=statistics.median(w), min_s=min(w), max_s=max(w))
+    return out
+
+
+def seconds(r: dict) -> dict:
+    """A ``cold_then_warm`` entry as JSON fields (seconds, rounded)."""
+    return {k: round(r[k], 3) for k in ("median_s", "min_s", "max_s", "cold_s")}

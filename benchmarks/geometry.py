@@ -1,15 +1,18 @@
 """Geometry at scale, measured side by side in one run.
 
-Prints one JSON line:
-- exact kNN of ``--n`` random points of width ``--width`` (float32, k = ``--k``, self excluded):
-  ``geoviz.geometry.knn`` (float32 candidates, float64 re-rank) against scikit-learn's brute force
-  (same threads) and a plain float64 torch brute force (chunked expansion + topk: what
-  ``knn`` did before), with the share of rows whose neighbour lists are identical to the float64
-  one (recall) and faiss's flat index when it is installed;
-- UMAP of ``--umap-n`` points: ``geoviz.projection.project(..., "umap")`` (its neighbours from
-  ``knn``) against umap-learn's default (its own approximate neighbour search), both at the same
-  settings, on a structured cloud (10 curved 3-D sheets in ``--width`` dimensions, plus noise), with
-  scikit-learn's trustworthiness of each embedding (15 neighbours);
+Prints one JSON line. Every library runs on the same threads (``--threads``, default torch's),
+its first call timed apart as ``*_cold_s`` and then ``--repeats`` warm calls interleaved across
+libraries, reported as median / min / max seconds; ratios are of medians.
+- exact kNN (k = ``--k``, self excluded) on two clouds at two sizes (``--knn-sizes``: 40,000 ×
+  256 and 100,000 × 128): CNN local features (a randomly initialised torchvision resnet18's
+  layer3 / layer2 on shapes10 at 32 px, post-ReLU) and a manifold mixture (10 curved 3-D sheets
+  plus noise): ``geoviz.geometry.knn`` against faiss-cpu's flat brute force (``faiss.knn``) and
+  scikit-learn's brute force, with the share of ``--check-rows`` sampled rows whose k neighbours
+  are a true k-nearest set by float64 distances from the differences (ties may go either way);
+- UMAP of ``--umap-n`` points of both clouds' kind at width 256: ``geoviz.projection.project``
+  (``knn="auto"``) against umap-learn, both seeded (one thread for the layout), with
+  scikit-learn's trustworthiness (15 neighbours) of each. project runs first, so its cold call
+  pays umap-learn's layout compilation, and umap-learn's cold call pynndescent's;
 - training throughput: an epoch of ``geoviz.engine.fit`` (resnet8, shapes10, batch 128, SGD) on
   its default device-resident batches, on the per-item DataLoader (``device_data=False``) and
   with ``compile=True``, against a bare PyTorch loop over the same tensors already on the device
@@ -22,8 +25,9 @@ Prints one JSON line:
   next to a 224 px input; kNN agreement at the best pairs, no pictures) against the two bare
   forward passes over the same device-resident images;
 - ``collect`` of ``--collect-n`` shapes10 images, 4 layers of resnet18, 16 positions per image,
-  streamed to disk, against a bare forward pass, in a child process that does only that, with its
-  resident memory polled before and during (its own growth apart from the data set's).
+  streamed to disk, against a bare forward pass (interleaved, ``--repeats`` each), in a child
+  process that does only that, with its resident memory polled before and during (its own growth
+  apart from the data set's).
 """
 
 from __future__ import annotations
@@ -38,9 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bench_setup
+from _common import bench_setup, cold_then_warm, seconds
 from threadpoolctl import threadpool_limits
-from torch.utils.data import Subset
 
 from geoviz.datasets import get_dataset
 from geoviz.engine import fit
@@ -48,20 +51,82 @@ from geoviz.geometry import knn
 from geoviz.models import build_model
 
 
-def knn_float64_reference(x: torch.Tensor, k: int, chunk_bytes: int = 128 * 2**20):
-    """Plain float64 brute force: centred expansion ||x||² + ||y||² − 2x·y in row chunks, topk."""
-    y = x.double()
-    y = y - y.mean(0, keepdim=True)
-    y_sq = (y * y).sum(1)
-    idx = torch.empty(len(x), k, dtype=torch.long)
-    step = max(1, chunk_bytes // (len(x) * 8 * 3))
-    for s in range(0, len(x), step):
-        xb = y[s : s + step]
-        d = (xb * xb).sum(1, keepdim=True) + y_sq[None] - 2 * xb @ y.T
-        r = torch.arange(s, min(len(x), s + step))
-        d[r - s, r] = math.inf
-        idx[s : s + step] = torch.topk(d, k, dim=1, largest=False).indices
-    return idx
+def true_knn_rows(x: np.ndarray, rows: np.ndarray, idx: np.ndarray, k: int) -> float:
+    """The share of ``rows`` whose neighbours ``idx[rows]`` (self excluded) are a true k-nearest
+    set: their float64 distances, from the differences, sorted, equal the k smallest (so a tie at
+    the k-th may go either way)."""
+    y = torch.from_numpy(x).double()
+    ok = 0
+    for r in rows:
+        d = (y - y[r]).square_().sum(1)
+        d[r] = math.inf
+        best = torch.topk(d, k, largest=False).values
+        got = [j for j in idx[r] if j != r][:k]
+        ok += len(got) == k and torch.equal(torch.sort(d[got]).values, torch.sort(best).values)
+    return ok / len(rows)
+
+
+def knn_comparison(x: np.ndarray, k: int, threads: int, repeats: int, check_rows: int) -> dict:
+    """geoviz / faiss / scikit-learn exact kNN of a cloud against itself, cold then warm."""
+    import faiss
+    from sklearn.neighbors import NearestNeighbors
+
+    faiss.omp_set_num_threads(threads)
+    xt = torch.from_numpy(x)
+
+    def sklearn_brute():
+        with threadpool_limits(threads):
+            nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
+            return nn.kneighbors(x, return_distance=False)
+
+    cases = {
+        "geoviz": lambda: knn(xt, k)[1].numpy(),
+        "faiss": lambda: faiss.knn(x, x, k + 1)[1],
+        "sklearn": sklearn_brute,
+    }
+    times = cold_then_warm(cases, repeats)
+    rows = np.random.default_rng(0).choice(len(x), check_rows, replace=False)
+    out = {}
+    for name, r in times.items():
+        out.update({f"{name}_{key}": v for key, v in seconds(r).items()})
+        out[f"{name}_true_knn_rows"] = true_knn_rows(x, rows, r["result"], k)
+    g = times["geoviz"]["median_s"]
+    out["geoviz_over_faiss"] = round(g / times["faiss"]["median_s"], 3)
+    out["geoviz_over_sklearn"] = round(g / times["sklearn"]["median_s"], 3)
+    return out
+
+
+def cnn_cloud(n: int, width: int) -> np.ndarray:
+    """Local features of a randomly initialised torchvision resnet18 on shapes10 at 32 px: layer3
+    (256 channels, 2 × 2 positions) or layer2 (128, 4 × 4), after the block's ReLU."""
+    from geoviz.capture import collect
+
+    layer, per_image = {256: ("layer3", 4), 128: ("layer2", 16)}[width]
+    torch.manual_seed(0)
+    model = build_model("tv:resnet18", 10).eval()
+    data = get_dataset("shapes10", "train", n=math.ceil(n / per_image))
+    bank = collect(model, data, [layer], batch_size=256, progress=False)
+    return np.ascontiguousarray(bank.features[layer][:n], dtype=np.float32)
+
+
+def umap_comparison(u: np.ndarray, repeats: int) -> dict:
+    """project (knn="auto") against umap-learn, both seeded, cold then warm, and trustworthiness."""
+    import umap
+    from sklearn.manifold import trustworthiness
+
+    from geoviz.projection import knn_graph, project
+
+    cases = {
+        "project": lambda: project(u, "umap", seed=0),
+        "umap_learn": lambda: umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit_transform(u),
+    }
+    times = cold_then_warm(cases, repeats)
+    out = {"project_knn_graph": knn_graph(len(u))}
+    for name, r in times.items():
+        out.update({f"{name}_{key}": v for key, v in seconds(r).items()})
+        out[f"{name}_trustworthiness"] = round(float(trustworthiness(u, r["result"], n_neighbors=15)), 4)
+    out["project_over_umap_learn"] = round(times["project"]["median_s"] / times["umap_learn"]["median_s"], 3)
+    return out
 
 
 def bare_epochs(x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int, dev: torch.device, sync) -> list[float]:
@@ -192,9 +257,10 @@ class PeakRSS:
         self._thread.join()
 
 
-def collect_child(dev: torch.device, sync, n: int) -> dict:
-    """Run in a fresh process: collect streamed to disk vs a bare forward, and the resident memory
-    (the data set itself, generated in memory, is reported apart: it is not collect's)."""
+def collect_child(dev: torch.device, sync, n: int, repeats: int) -> dict:
+    """Run in a fresh process: collect streamed to disk vs a bare forward, interleaved, and the
+    resident memory (the data set itself, generated in memory, is reported apart: it is not
+    collect's)."""
     import tempfile
 
     from geoviz.capture import collect
@@ -203,26 +269,29 @@ def collect_child(dev: torch.device, sync, n: int) -> dict:
         data = get_dataset("shapes10", "train", n=n)
     model = build_model("tv:resnet18", 10).eval().to(dev)
     layers = ["layer1", "layer2", "layer3", "layer4"]
-    bare_forward_s([model], Subset(data, range(512)), 256, dev, sync)  # warm-up (first-use costs)
-    bare = bare_forward_s([model], data, 256, dev, sync)
     with tempfile.TemporaryDirectory() as out, PeakRSS() as during:
         before = PeakRSS.now()
-        sync()
-        t = time.perf_counter()
-        bank = collect(
-            model, data, layers, positions_per_image=16, out_dir=out, batch_size=256, device=dev, progress=False
-        )
-        sync()
-        took = time.perf_counter() - t
-        written = sum(f.stat().st_size for f in Path(out).glob("*"))
+        runs = iter(range(10**6))
+
+        def collect_to_disk():
+            target = Path(out) / f"bank{next(runs)}"
+            bank = collect(
+                model, data, layers, positions_per_image=16, out_dir=target, batch_size=256, device=dev, progress=False
+            )
+            written = sum(f.stat().st_size for f in target.glob("*"))
+            return written, int(sum(len(bank.point_labels(l)) for l in layers))
+
+        cases = {"bare_forward": lambda: bare_forward_s([model], data, 256, dev, sync), "collect": collect_to_disk}
+        times = cold_then_warm(cases, repeats, sync)
+    written, points = times["collect"]["result"]
     return {
         "collect_n": n,
         "collect_layers": len(layers),
-        "collect_images_per_s": round(n / took, 1),
-        "bare_forward_images_per_s": round(n / bare, 1),
-        "collect_over_bare_forward": round(bare / took, 3),
+        **{f"bare_forward_{k}": v for k, v in seconds(times["bare_forward"]).items()},
+        **{f"collect_{k}": v for k, v in seconds(times["collect"]).items()},
+        "collect_over_bare_forward": round(times["bare_forward"]["median_s"] / times["collect"]["median_s"], 3),
         "collect_written_mib": round(written / 2**20, 1),
-        "collect_points": int(sum(len(bank.point_labels(l)) for l in layers)),
+        "collect_points": points,
         "collect_rss_before_mib": round(before, 1),
         "collect_peak_rss_mib": round(during.peak, 1),
         "collect_rss_growth_mib": round(during.peak - before, 1),
@@ -244,100 +313,46 @@ def structured_cloud(n: int, width: int, seed: int = 1) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
-
-
 def main() -> None:
     args, device, sync = bench_setup(
         __doc__,
         2,
-        n=40000,
-        width=256,
+        threads=torch.get_num_threads(),
+        repeats=3,
         k=10,
+        knn_sizes="40000x256,100000x128",
+        check_rows=200,
         umap_n=20000,
         fit_n=5120,
         fit_epochs=3,
         compile=1,
         step=1,
         atlas_n=10000,
-        collect_n=50000,
+        collect_n=20000,
         collect_child=0,
     )
+    torch.set_num_threads(args.threads)
     if args.collect_child:
-        print(json.dumps(collect_child(device, sync, args.collect_n)))
+        print(json.dumps(collect_child(device, sync, args.collect_n, args.repeats)))
         return
-    threads = torch.get_num_threads()
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.n, args.width)).astype(np.float32)
-    out = {
-        "benchmark": "geometry",
-        "device": str(device),
-        "threads": threads,
-        "n": args.n,
-        "width": args.width,
-        "k": args.k,
-    }
-    if args.n:
-        xt = torch.from_numpy(x).to(device)
-        knn(xt[:2000], args.k)  # warm-up
-        sync()
-        (_, ours), t_ours = timed(lambda: (knn(xt, args.k), sync())[0])
-        ours = ours.cpu().numpy()
-        from sklearn.neighbors import NearestNeighbors
-
-        with threadpool_limits(threads):
-            sk, t_sk = timed(
-                lambda: NearestNeighbors(n_neighbors=args.k + 1, algorithm="brute")
-                .fit(x)
-                .kneighbors(x, return_distance=False)
-            )
-        ref, t_ref = timed(lambda: knn_float64_reference(torch.from_numpy(x), args.k).numpy())
-        sk = np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(sk)])
-        same_set = lambda a, b: float(np.mean([set(p) == set(q) for p, q in zip(a, b)]))  # noqa: E731
-        out.update(
-            {
-                "knn_s": round(t_ours, 2),
-                "sklearn_brute_s": round(t_sk, 2),
-                "float64_brute_s": round(t_ref, 2),
-                "knn_speedup_over_sklearn": round(t_sk / t_ours, 2),
-                "knn_speedup_over_float64": round(t_ref / t_ours, 2),
-                "knn_recall_vs_float64": same_set(ours, ref),
-                "sklearn_recall_vs_float64": same_set(sk, ref),
-            }
-        )
-        try:
-            import faiss
-
-            faiss.omp_set_num_threads(threads)
-            index = faiss.IndexFlatL2(args.width)
-            index.add(x)
-            (_, fi), t_f = timed(lambda: index.search(x, args.k + 1))
-            fi = np.array([[j for j in row if j != i][: args.k] for i, row in enumerate(fi)])
-            out.update({"faiss_flat_s": round(t_f, 2), "faiss_recall_vs_float64": same_set(fi, ref)})
-        except ImportError:
-            out["faiss_flat_s"] = None
+    out = {"benchmark": "geometry", "device": str(device), "threads": args.threads, "repeats": args.repeats}
+    clouds = {"cnn": cnn_cloud, "manifold": structured_cloud}
+    for size in filter(None, args.knn_sizes.split(",")):
+        n, width = map(int, size.split("x"))
+        for cloud, make in clouds.items():
+            got = knn_comparison(make(n, width), args.k, args.threads, args.repeats, args.check_rows)
+            out.update({f"knn_{cloud}_{size}_{key}": v for key, v in got.items()})
+            if device.type == "cuda":
+                xt = torch.from_numpy(make(n, width)).to(device)
+                gpu = cold_then_warm({"cuda": lambda: knn(xt, args.k)}, args.repeats, sync)["cuda"]
+                out[f"knn_{cloud}_{size}_geoviz_cuda_median_s"] = round(gpu["median_s"], 3)
+                out[f"knn_{cloud}_{size}_cuda_speedup_over_cpu"] = round(got["geoviz_median_s"] / gpu["median_s"], 1)
     if args.umap_n:
-        import umap
-        from sklearn.manifold import trustworthiness
-
-        from geoviz.projection import project
-
-        u = structured_cloud(args.umap_n, args.width)
-        ours_e, t_pu = timed(lambda: project(u, "umap", seed=0))
-        ref_e, t_ru = timed(lambda: umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit_transform(u))
-        out.update(
-            {
-                "umap_n": args.umap_n,
-                "umap_project_s": round(t_pu, 2),
-                "umap_learn_default_s": round(t_ru, 2),
-                "umap_speedup": round(t_ru / t_pu, 2),
-                "trustworthiness_project": round(float(trustworthiness(u, ours_e, n_neighbors=15)), 4),
-                "trustworthiness_umap_learn": round(float(trustworthiness(u, ref_e, n_neighbors=15)), 4),
-            }
-        )
+        out["umap_n"] = args.umap_n
+        for cloud, make in clouds.items():
+            out.update(
+                {f"umap_{cloud}_{k}": v for k, v in umap_comparison(make(args.umap_n, 256), args.repeats).items()}
+            )
     if args.fit_n:
         out.update(training_throughput(device, sync, args.fit_n, 128, args.fit_epochs, args.rounds, bool(args.compile)))
     if args.step:
@@ -371,6 +386,10 @@ def main() -> None:
                 "1",
                 "--collect-n",
                 str(args.collect_n),
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
                 "--device",
                 str(device),
             ],

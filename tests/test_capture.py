@@ -281,3 +281,21 @@ def test_paused_recorder_records_nothing_and_resumes(net):
         net(x)
         assert torch.allclose(rec.activations["layer1"], first)
     assert _no_hooks(net)
+
+
+def test_collect_to_disk_writes_every_array_as_in_memory(net, tmp_path):
+    """The streamed files (features, positions, pooled vectors, outputs; written by blocks of rows
+    with pwrite) hold exactly what the in-memory bank holds, for every position of every layer."""
+    data = TensorDataset(torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(2)), torch.arange(10) % 3)
+    kw = dict(pooled=["layer3"], outputs=True, batch_size=3)
+    mem = collect(net, data, ["layer1", "layer3"], **kw)
+    disk = collect(net, data, ["layer1", "layer3"], out_dir=tmp_path / "bank", **kw)
+    for layer in ("layer1", "layer3"):
+        assert (
+            isinstance(disk.features[layer], np.memmap) and len(disk.features[layer]) == 10 * mem.shapes[layer][1] ** 2
+        )
+        assert np.array_equal(disk.features[layer], mem.features[layer])
+        assert np.array_equal(disk.index[layer], mem.index[layer])
+    assert np.array_equal(disk.pooled["layer3"], mem.pooled["layer3"]) and np.array_equal(disk.outputs, mem.outputs)
+    assert np.array_equal(disk.labels, data.tensors[1].numpy())
+    assert not list(tmp_path.glob("*.partial"))

@@ -135,7 +135,7 @@ def _brute_force(x, y, k, metric, same, exclude_self):
     return np.take_along_axis(D, idx, 1), idx
 
 
-def _hard_cloud(metric):
+def _hard_cloud(metric, zero_vector=True):
     r = np.random.default_rng(3)
     x = r.normal(size=(500, 24)) * 0.01 + 50.0  # far from the origin: the expansion ||x||² + ||y||² − 2x·y cancels
     if metric == "euclidean":  # lattice points: many exactly equal distances, broken by index (cosine's ties
@@ -144,15 +144,18 @@ def _hard_cloud(metric):
     x[100:112] = x[7]  # duplicates
     x[200:205] = x[9] * np.array([1.0, 2.0, 0.5, 4.0, 8.0])[:, None]  # parallel: cosine ties
     x[300] = 1e4  # an outlier
-    if metric == "cosine":
+    if metric == "cosine" and zero_vector:
         x[301] = 0.0  # at cosine distance 1 from everything
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+BACKENDS = [("cpu", "torch"), ("cpu", "faiss")] + ([("cuda", "torch")] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize(("device", "backend"), BACKENDS)
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(metric, device):
-    x = _hard_cloud(metric)
+def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(metric, device, backend):
+    x = _hard_cloud(metric, zero_vector=backend == "torch")  # faiss has no place for a zero vector's cosine
     y = x[::3] + np.float32(0.001)
     for margin in (None, 0, 3):  # margin 0: most rows are not certified and take the float64 path
         for exclude_self in (True, False):
@@ -163,14 +166,34 @@ def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(met
                 exclude_self=exclude_self,
                 margin=margin,
                 chunk_bytes=200_000,
+                backend=backend,
             )
             want_d, want_i = _brute_force(x, x, 12, metric, True, exclude_self)
             assert np.array_equal(i.cpu().numpy(), want_i), (metric, margin, exclude_self)
             np.testing.assert_allclose(d.cpu().numpy(), np.maximum(want_d, 0), rtol=1e-6, atol=1e-6)
-        d, i = knn(torch.from_numpy(x).to(device), 5, metric, y=torch.from_numpy(y).to(device), margin=margin)
+        d, i = knn(
+            torch.from_numpy(x).to(device), 5, metric, y=torch.from_numpy(y).to(device), margin=margin, backend=backend
+        )
         assert np.array_equal(i.cpu().numpy(), _brute_force(x, y, 5, metric, False, True)[1])
-    _, own = knn(torch.from_numpy(x).to(device), 3, metric, exclude_self=False)
+    _, own = knn(torch.from_numpy(x).to(device), 3, metric, exclude_self=False, backend=backend)
     assert (own[:, 0].cpu().numpy() == np.arange(len(x))).all()  # itself first, before its duplicates
+
+
+def test_knn_backends_agree_on_a_duplicated_cloud_and_refuse_what_they_cannot_do():
+    r = np.random.default_rng(5)
+    x = np.repeat(r.normal(size=(60, 16)).astype(np.float32), 30, axis=0)  # each point 30 times: more than k + margin
+    for exclude_self in (True, False):
+        want = _brute_force(x, x, 10, "euclidean", True, exclude_self)[1]
+        for backend in ("torch", "faiss"):
+            _, i = knn(x, 10, exclude_self=exclude_self, backend=backend)
+            assert np.array_equal(i.numpy(), want), (backend, exclude_self)
+    z = x.copy()
+    z[3] = 0.0
+    with pytest.raises(ValueError, match="zero vectors under the cosine metric"):
+        knn(z, 3, "cosine", backend="faiss")
+    assert np.array_equal(knn(z, 3, "cosine")[1].numpy(), _brute_force(z, z, 3, "cosine", True, True)[1])  # auto: torch
+    with pytest.raises(ValueError, match="unknown backend .annoy."):
+        knn(x, 3, backend="annoy")
 
 
 def test_knn_float64_input_keeps_small_distances_next_to_a_large_offset():

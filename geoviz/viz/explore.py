@@ -21,7 +21,7 @@ from plotly.subplots import make_subplots
 
 from .._io import atomic_write_text
 from .angles import angle_confusion_heatmaps, angle_confusion_scatter, show_confused
-from .common import _WidgetApp, image_mosaic, thumbnail, to_rgb_uint8
+from .common import _WidgetApp, graph_caption, image_mosaic, thumbnail, to_rgb_uint8
 from .style import OKABE_ITO, SEQUENTIAL, class_colors, class_symbols, finish
 
 __all__ = ["decodability_figure", "cam_figure", "ClassPairExplorer", "write_explore_report"]
@@ -329,7 +329,8 @@ def _explorer_data(result, max_images: int) -> dict:
                     *rf.cell(y, x),
                 ]
             )
-        layers[layer] = {"points": pts, "shown": len(keep), "of": len(idx)}
+        graph = graph_caption("UMAP" if result.config.projection == "umap" else "PCA", len(idx))
+        layers[layer] = {"points": pts, "shown": len(keep), "of": len(idx), "graph": graph}
     size = list(result.receptive_fields[result.explorer_layers[0]].input_size)
     return {
         "layers": layers,
@@ -357,7 +358,8 @@ _SCRIPT = """
     });
     var L = E.layers[layer];
     Plotly.react("explore-scatter", traces, {template: "simple_white", height: 480, hovermode: "closest",
-      title: {text: axis + " of local features · " + layer + " · " + L.shown + " of " + L.of + " points (hover a point)", x: 0.02},
+      title: {text: axis + " of local features · " + layer + " · " + L.shown + " of " + L.of + " points (hover a point)" +
+        (L.graph ? "<br><sup>" + L.graph + "</sup>" : ""), x: 0.02},
       xaxis: {title: {text: axis + " 1 (a.u.)"}}, yaxis: {title: {text: axis + " 2 (a.u.)"}}, legend: {title: {text: "class"}}});
     var el = document.getElementById("explore-scatter");
     el.removeAllListeners && el.removeAllListeners("plotly_hover");

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import _WidgetApp, embedding_traces, image_mosaic, mosaic_data
+from .common import _WidgetApp, _with_caption, embedding_traces, graph_caption, image_mosaic, mosaic_data
 from .style import class_colors, class_symbols, finish
 
 
@@ -296,7 +296,9 @@ class ActivationEmbeddingApp(_WidgetApp):
             self.fig.add_traces(traces)
             finish(
                 self.fig,
-                f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}",
+                _with_caption(
+                    f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}", graph_caption(self.axis, len(xy))
+                ),
                 f"{self.axis} 1 (a.u.)",
                 f"{self.axis} 2 (a.u.)",
                 legend_title="class",
