@@ -40,9 +40,10 @@ def bench_setup(
 
 
 def cold_then_warm(cases: dict[str, Callable[[], object]], repeats: int, sync=lambda: None) -> dict[str, dict]:
-    """Times each case's first call (cold: JIT compilation, caches and pools paid there) in the
-    order given, then ``repeats`` warm calls interleaved across cases, so drift and other load hit
-    every case alike. Returns {case: {"cold_s", "median_s", "min_s", "max_s", "result"}} (the
+    """Times each case's first call in this process (cold: JIT compilation, caches and pools paid
+    there; a later case may find what an earlier one compiled) in the order given, then
+    ``repeats`` warm calls interleaved across cases, the order rotated each round, so drift and
+    other load hit every case alike. Returns {case: {"cold_s", "median_s", "min_s", "max_s", "result"}} (the
     last warm call's result)."""
     import statistics
     import time
@@ -58,8 +59,9 @@ def cold_then_warm(cases: dict[str, Callable[[], object]], repeats: int, sync=la
 
     for name in cases:
         out[name] = {"cold_s": once(name)[0], "warm": []}
-    for _ in range(repeats):
-        for name in cases:
+    names = list(cases)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # each case leads in turn
             took, out[name]["result"] = once(name)
             out[name]["warm"].append(took)
     for r in out.values():

@@ -10,7 +10,7 @@ libraries, reported as median / min / max seconds; ratios are of medians.
   scikit-learn's brute force, with the share of ``--check-rows`` sampled rows whose k neighbours
   are a true k-nearest set by float64 distances from the differences (ties may go either way);
 - UMAP of ``--umap-n`` points of both clouds' kind at width 256: ``geoviz.projection.project``
-  (``knn="auto"``) against umap-learn, both seeded (one thread for the layout), with
+  (``knn="auto"``, and ``knn="exact"``) against umap-learn, both seeded (one thread), with
   scikit-learn's trustworthiness (15 neighbours) of each. project runs first, so its cold call
   pays umap-learn's layout compilation, and umap-learn's cold call pynndescent's;
 - training throughput: an epoch of ``geoviz.engine.fit`` (resnet8, shapes10, batch 128, SGD) on
@@ -79,9 +79,16 @@ def knn_comparison(x: np.ndarray, k: int, threads: int, repeats: int, check_rows
             nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
             return nn.kneighbors(x, return_distance=False)
 
+    def limited(fn):  # faiss's and torch's BLAS held to the same threads as their OpenMP
+        def run():
+            with threadpool_limits(threads):
+                return fn()
+
+        return run
+
     cases = {
-        "geoviz": lambda: knn(xt, k)[1].numpy(),
-        "faiss": lambda: faiss.knn(x, x, k + 1)[1],
+        "geoviz": limited(lambda: knn(xt, k)[1].numpy()),
+        "faiss": limited(lambda: faiss.knn(x, x, k + 1)[1]),
         "sklearn": sklearn_brute,
     }
     times = cold_then_warm(cases, repeats)
@@ -114,18 +121,20 @@ def umap_comparison(u: np.ndarray, repeats: int) -> dict:
     import umap
     from sklearn.manifold import trustworthiness
 
-    from geoviz.projection import knn_graph, project
+    from geoviz.projection import project
 
     cases = {
         "project": lambda: project(u, "umap", seed=0),
         "umap_learn": lambda: umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=0).fit_transform(u),
+        "project_exact": lambda: project(u, "umap", seed=0, knn="exact"),
     }
     times = cold_then_warm(cases, repeats)
-    out = {"project_knn_graph": knn_graph(len(u))}
+    out = {"project_knn_graph": times["project"]["result"].graph}
     for name, r in times.items():
         out.update({f"{name}_{key}": v for key, v in seconds(r).items()})
-        out[f"{name}_trustworthiness"] = round(float(trustworthiness(u, r["result"], n_neighbors=15)), 4)
-    out["project_over_umap_learn"] = round(times["project"]["median_s"] / times["umap_learn"]["median_s"], 3)
+        out[f"{name}_trustworthiness"] = round(float(trustworthiness(u, np.asarray(r["result"]), n_neighbors=15)), 4)
+    for name in ("project", "project_exact"):
+        out[f"{name}_over_umap_learn"] = round(times[name]["median_s"] / times["umap_learn"]["median_s"], 3)
     return out
 
 

@@ -36,7 +36,7 @@ from .geometry import MinibatchCKA, knn_agreement
 from .inference import as_loader
 from .models import block_layers
 from .projection import METHODS as PROJECTIONS
-from .projection import project
+from .projection import as_embedding, project
 
 __all__ = ["Atlas", "block_layers", "compare", "random_jaccard", "weights_digest"]
 
@@ -96,7 +96,9 @@ class Atlas:
         d["cka"] = self.cka.tolist()
         d["knn"] = [[a, b, v] for (a, b), v in self.knn.items()]
         d["knn_points"] = [[a, b, v] for (a, b), v in self.knn_points.items()]
-        d["embeddings"] = [[s, l, np.round(v, 4).tolist()] for (s, l), v in self.embeddings.items()]
+        d["embeddings"] = [
+            [s, l, np.round(v, 4).tolist(), getattr(v, "graph", "")] for (s, l), v in self.embeddings.items()
+        ]
         d["embedding_labels"] = [[s, l, v.tolist()] for (s, l), v in self.embedding_labels.items()]
         d["best_match"] = self.best_match()
         d["knn_chance"] = [[a, b, self.knn_chance((a, b))] for a, b in self.knn]
@@ -108,7 +110,7 @@ class Atlas:
         d["cka"] = np.asarray(d["cka"], dtype=np.float64)
         d["knn"] = {(a, b): v for a, b, v in d["knn"]}
         d["knn_points"] = {(a, b): v for a, b, v in d["knn_points"]}
-        d["embeddings"] = {(s, l): np.asarray(v, dtype=np.float32) for s, l, v in d["embeddings"]}
+        d["embeddings"] = {(s, l): as_embedding(v, *graph) for s, l, v, *graph in d["embeddings"]}
         d["embedding_labels"] = {(s, l): np.asarray(v, dtype=np.int64) for s, l, v in d["embedding_labels"]}
         return cls(**d)
 

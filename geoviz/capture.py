@@ -701,6 +701,14 @@ def _probe_shapes(model: nn.Module, dataset, names: list[str], dev: torch.device
     return {k: tuple(int(v) for v in a["shape"]) for k, a in probe.items()}, n_out
 
 
+def _pwrite(fd: int, data: memoryview, at: int) -> int:
+    """``os.pwrite``, or a seek and a write where there is none (Windows)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, at)
+    os.lseek(fd, at, os.SEEK_SET)
+    return os.write(fd, data)
+
+
 class _NpyRows:
     """A ``.npy`` file filled by blocks of rows with ``os.pwrite``: each batch is one contiguous
     write into the page cache. Writing through a memory map instead page-faults every new page
@@ -713,20 +721,23 @@ class _NpyRows:
         probe = np.load(path, mmap_mode="r")
         if probe.shape != tuple(shape) or probe.dtype != np.dtype(dtype):
             raise ValueError(f"{path} holds {probe.shape} {probe.dtype}, not {tuple(shape)} {np.dtype(dtype)}")
-        self.offset, self.dtype = probe.offset, np.dtype(dtype)
+        self.offset, self.dtype, self.shape = probe.offset, np.dtype(dtype), tuple(shape)
         self.row_bytes = math.prod(shape[1:]) * self.dtype.itemsize
         del probe
-        self.fd = os.open(path, os.O_RDWR)
+        self.fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))  # no newline translation on Windows
 
     def write(self, start: int, rows: np.ndarray) -> None:
-        view = memoryview(np.ascontiguousarray(rows, self.dtype)).cast("B")
+        rows = np.ascontiguousarray(rows, self.dtype)
+        if rows.shape[1:] != self.shape[1:] or not 0 <= start <= start + len(rows) <= self.shape[0]:
+            raise ValueError(f"rows {start}:{start + len(rows)} of shape {rows.shape} do not fit {self.shape}")
+        view = memoryview(rows).cast("B")
         at = self.offset + start * self.row_bytes
-        while len(view):  # pwrite may write less than asked (2 GiB at most on Linux)
-            done = os.pwrite(self.fd, view, at)
+        while len(view):  # a write may take less than asked (2 GiB at most on Linux)
+            done = _pwrite(self.fd, view, at)
             view, at = view[done:], at + done
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        getattr(os, "fdatasync", os.fsync)(self.fd)  # macOS has no fdatasync
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -765,12 +776,15 @@ class _BankWriter:
             raise MemoryBudgetError(
                 f"collect would write {format_bytes(total)} but {self.work} has {format_bytes(free)} free"
             )
-        shape, dtype = arrays.pop("labels")
+        shape, dtype = arrays["labels"]
         self.arrays = {"labels": np.load(self.work / "labels.npy") if resume else np.full(shape, -1, dtype)}
-        self.files = {
-            stem: _NpyRows(self.work / f"{stem}.npy", shape, dtype, create=not resume)
-            for stem, (shape, dtype) in arrays.items()
-        }
+        try:
+            for stem, (shape, dtype) in arrays.items():
+                if stem != "labels":
+                    self.files[stem] = _NpyRows(self.work / f"{stem}.npy", shape, dtype, create=not resume)
+        except BaseException:
+            self.close()
+            raise
         self.done = state["done"] if resume else 0
 
     def write(self, stem: str, start: int, rows: np.ndarray) -> None:
@@ -789,8 +803,8 @@ class _BankWriter:
 
     def checkpoint(self, done: int) -> None:
         """Everything up to image ``done`` is on disk: an interruption resumes from there. Written at
-        most every ``CHECKPOINT_SECONDS``: flushing the memory maps after every batch cost a fifth
-        of the time of a fast forward pass, and a resume redoes at most those seconds."""
+        most every ``CHECKPOINT_SECONDS``: syncing the files after every batch would stall on the
+        disk, and a resume redoes at most those seconds."""
         if self.work is not None and time.monotonic() - self._saved >= self.CHECKPOINT_SECONDS:
             self._flush()
             atomic_write_json(self.work / "progress.json", {"config": self.config, "done": done})
@@ -871,9 +885,9 @@ def collect(
     on their grid (``as_maps``; ``prefix_tokens`` defaults to ``prefix_tokens_of(model)``).
 
     Without ``out_dir`` the bank lives in memory and the call refuses up front, with the estimate,
-    when it would exceed ``max_bytes``. With ``out_dir`` the arrays are written to memory-mapped
-    ``.npy`` files and a lazy bank is returned; an interrupted call resumes where it stopped, and a
-    finished bank is reopened, not recomputed.
+    when it would exceed ``max_bytes``. With ``out_dir`` the arrays are written to ``.npy`` files
+    (one block write per batch and file) and a lazy, memory-mapped bank is returned; an
+    interrupted call resumes where it stopped, and a finished bank is reopened, not recomputed.
 
     ``pool=True`` keeps one globally average-pooled vector per image and layer as its features
     (index y = x = 0): what linear probes of whole images use. For a transformer layer that is the

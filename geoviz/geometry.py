@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib.util
 import math
+import sys
 
 import numpy as np
 import torch
@@ -101,11 +102,10 @@ class _Float32Blocks:
 
     def __init__(self, y: torch.Tensor, metric: str):
         self.metric, self.y = metric, y
-        y64 = self._unit(y.double())
         # centring keeps the norms, and so the float32 error, small; the median, so outliers do not drag
         # it off, of at most 8,192 evenly spaced rows (any shift is correct: the bound takes the norms)
-        sample = y64[:: max(1, len(y64) // 8192)]
-        self.shift = sample.median(0, keepdim=True).values if len(y64) else y64.new_zeros(1, y64.shape[1])
+        sample = self._unit(y[:: max(1, len(y) // 8192)].double())
+        self.shift = sample.median(0, keepdim=True).values if len(y) else sample.new_zeros(1, y.shape[1])
         self.y_zero = (y.abs().amax(1) == 0) if metric == "cosine" else None
         # a length-n float32 dot product errs by at most γ_n·Σ|a_i b_i| ≤ γ_n·|a||b| (Higham, γ_n ≈ n·u);
         # the norms and the casts add a few u more
@@ -167,8 +167,9 @@ class _Float32Blocks:
         searches one more, as the point itself may be among them (``rerank`` sets it aside)."""
         import faiss
 
-        zy = (self._unit(self.y.double()) - self.shift).float().numpy()
-        zx = zy if same else (self._unit(x.double()) - self.shift).float().numpy()
+        # centred in float64, then cast: a float32 subtraction would err by u·|shift|, not u·|y − shift|
+        zy = (self._unit(self.y.detach().double()) - self.shift).float().numpy()
+        zx = zy if same else (self._unit(x.detach().double()) - self.shift).float().numpy()
         want = min(len(zy), c + 1 if same else c)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's GEMMs
@@ -245,8 +246,9 @@ def _knn_backend(backend: str, x: torch.Tensor, blocks: _Float32Blocks) -> str:
     zeros = blocks.y_zero is not None and (bool(blocks.y_zero.any()) or bool((x.abs().amax(1) == 0).any()))
     if backend == "torch":
         return backend
-    if backend == "auto":
-        return "faiss" if x.device.type == "cpu" and not zeros and importlib.util.find_spec("faiss") else "torch"
+    if backend == "auto":  # not on macOS, where faiss's libomp and torch's in one process can abort
+        usable = x.device.type == "cpu" and sys.platform != "darwin" and importlib.util.find_spec("faiss")
+        return "faiss" if usable and not zeros else "torch"
     if x.device.type != "cpu":
         raise ValueError(f"backend='faiss' runs on the CPU but x is on {x.device}; use backend='torch' or 'auto'")
     if zeros:
@@ -285,15 +287,18 @@ def knn(
 
     ``backend`` finds the candidates: ``"faiss"`` (faiss-cpu's brute force, on the CPU), ``"torch"``
     (float32 GEMM blocks and ``torch.topk``, on x's device) or ``"auto"``: faiss for points on the
-    CPU, torch on a GPU, and torch for a cosine cloud holding zero vectors (their distance,
-    1 by convention, is not a distance between centred points that faiss could compute). The
-    answer is the same either way; only the speed differs.
+    CPU (but on macOS), torch on a GPU, and torch for a cosine cloud holding zero vectors (their
+    distance, 1 by convention, is not a distance between centred points that faiss could compute).
+    The answer is the same either way; only the speed differs.
     """
-    x = _points(x, "x")
+    x = _points(x, "x").detach()  # a neighbour search is not differentiable
     same = y is None
-    y = x if same else _points(y, "y").to(x.device)
+    y = x if same else _points(y, "y").detach().to(x.device)
     metric = choice("metric", metric, METRICS)
     n, m = x.shape[0], y.shape[0]
+    for name, v in (("x", x), ("y", y)) if not same else (("x", x),):
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} holds NaN or infinite values: no distance to them is defined; drop those rows")
     avail = m - (1 if same and exclude_self else 0)
     if not isinstance(k, int) or not 1 <= k <= avail:
         raise ValueError(f"k must be a whole number in [1, {avail}] for {m} points, got {k!r}")

@@ -299,3 +299,17 @@ def test_collect_to_disk_writes_every_array_as_in_memory(net, tmp_path):
     assert np.array_equal(disk.pooled["layer3"], mem.pooled["layer3"]) and np.array_equal(disk.outputs, mem.outputs)
     assert np.array_equal(disk.labels, data.tensors[1].numpy())
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_block_writes_refuse_rows_that_do_not_fit(tmp_path):
+    from geoviz.capture import _NpyRows
+
+    f = _NpyRows(tmp_path / "a.npy", (6, 3), np.float32, create=True)
+    f.write(2, np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"rows 4:7 of shape \(3, 3\) do not fit \(6, 3\)"):
+        f.write(4, np.ones((3, 3)))  # past the end: a memory map would have refused it too
+    with pytest.raises(ValueError, match="do not fit"):
+        f.write(0, np.ones((2, 4)))
+    f.sync()
+    f.close()
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.r_[np.zeros((2, 3)), np.ones((3, 3)), np.zeros((1, 3))])

@@ -175,6 +175,9 @@ def test_knn_float32_candidates_reranked_in_float64_are_exact_on_hard_clouds(met
             torch.from_numpy(x).to(device), 5, metric, y=torch.from_numpy(y).to(device), margin=margin, backend=backend
         )
         assert np.array_equal(i.cpu().numpy(), _brute_force(x, y, 5, metric, False, True)[1])
+        few = x[95:102]  # under 20 queries faiss sums squared differences instead of its sgemm path
+        _, i = knn(torch.from_numpy(few).to(device), 5, metric, y=torch.from_numpy(x).to(device), margin=margin)
+        assert np.array_equal(i.cpu().numpy(), _brute_force(few, x, 5, metric, False, True)[1])
     _, own = knn(torch.from_numpy(x).to(device), 3, metric, exclude_self=False, backend=backend)
     assert (own[:, 0].cpu().numpy() == np.arange(len(x))).all()  # itself first, before its duplicates
 
@@ -194,6 +197,10 @@ def test_knn_backends_agree_on_a_duplicated_cloud_and_refuse_what_they_cannot_do
     assert np.array_equal(knn(z, 3, "cosine")[1].numpy(), _brute_force(z, z, 3, "cosine", True, True)[1])  # auto: torch
     with pytest.raises(ValueError, match="unknown backend .annoy."):
         knn(x, 3, backend="annoy")
+    with pytest.raises(ValueError, match="x holds NaN or infinite values"):
+        knn(np.r_[x[:5], [[np.nan] * 16]], 2)
+    grad = torch.from_numpy(x[:50]).requires_grad_()
+    assert np.array_equal(knn(grad, 3)[1].numpy(), _brute_force(x[:50], x[:50], 3, "euclidean", True, True)[1])
 
 
 def test_knn_float64_input_keeps_small_distances_next_to_a_large_offset():

@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from geoviz import projection
-from geoviz.projection import EXACT_KNN_UP_TO, knn_caption, knn_graph, project
+from geoviz.projection import EXACT_KNN_UP_TO, Embedding, as_embedding, knn_graph, project
 
 umap = pytest.importorskip("umap")
 X = np.random.default_rng(0).normal(size=(300, 12)).astype(np.float32)
@@ -34,8 +34,12 @@ def test_exact_graph_is_scikit_learns_exact_neighbours(monkeypatch):
     np.testing.assert_allclose(got_dist[:, 1:], dist[:, :14], rtol=1e-5)
     assert out.shape == (300, 2) and out.dtype == np.float32
     assert abs(out[:150].mean(0) - out[150:].mean(0)).max() > 1.0  # the two clusters stay apart
-    project(X, "umap", seed=3, knn="approximate")
+    assert isinstance(out, Embedding) and out.graph == "exact 15-NN graph" and out[:10].graph == out.graph
+    small = project(X, "umap", seed=3, knn="approximate", n_neighbors=8)
     assert graphs[1] == (None, None, None)  # umap-learn searches on its own
+    assert small.graph == "exact 8-NN graph (umap-learn, all pairs)"  # below 4,096 points it computes every pair
+    assert project(X[:5], "umap", knn="exact").graph == "exact 4-NN graph"  # k = N − 1 when N is small
+    assert project(X, "pca").graph == "" and as_embedding(np.zeros((3, 2)), "g").graph == "g"
 
 
 def test_approximate_graph_is_umap_learns_own_search():
@@ -43,11 +47,9 @@ def test_approximate_graph_is_umap_learns_own_search():
     np.testing.assert_allclose(project(X, "umap", seed=4, knn="approximate"), want, rtol=1e-5, atol=1e-5)
 
 
-def test_auto_is_exact_up_to_the_threshold_and_captions_say_which(monkeypatch):
+def test_auto_is_exact_up_to_the_threshold_and_nndescent_above(monkeypatch):
     assert knn_graph(EXACT_KNN_UP_TO) == "exact" and knn_graph(EXACT_KNN_UP_TO + 1) == "approximate"
     assert knn_graph(10**6, "exact") == "exact" and knn_graph(10, "approximate") == "approximate"
-    assert knn_caption(EXACT_KNN_UP_TO + 1, n_neighbors=10) == "approximate 10-NN graph (NN-descent)"
-    assert knn_caption(100) == "exact 15-NN graph"
     monkeypatch.setattr(projection.importlib.util, "find_spec", lambda name: None)
     assert knn_graph(10**6, device="cuda") == "exact"  # a GPU without cuML: the exact graph in torch
     monkeypatch.setattr(projection.importlib.util, "find_spec", lambda name: object() if name == "cuml" else None)
@@ -56,12 +58,20 @@ def test_auto_is_exact_up_to_the_threshold_and_captions_say_which(monkeypatch):
         project(X, knn="fast")
 
 
+def test_nndescent_graph_above_umaps_all_pairs_size(monkeypatch):
+    """Above 4,096 points umap-learn runs NN-descent; the embedding says so."""
+    big = np.random.default_rng(1).normal(size=(4200, 6)).astype(np.float32)
+    out = project(big, "umap", seed=0, knn="approximate", n_epochs=5)
+    assert out.graph == "approximate 15-NN graph (NN-descent)" and out.shape == (4200, 2)
+
+
 def test_cuml_umap_gets_the_settings_and_its_gpu_array_comes_back(monkeypatch):
     seen = {}
 
     class FakeUMAP:  # cuML's interface: settings in the constructor, a device array from fit_transform
-        def __init__(self, **kw):
-            seen.update(kw)
+        def __init__(self, n_neighbors, min_dist, metric, random_state, n_epochs, build_algo="auto"):
+            seen.update(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=random_state)
+            seen.update(n_epochs=n_epochs, build_algo=build_algo)
 
         def fit_transform(self, x):
             seen["rows"] = len(x)
@@ -72,8 +82,9 @@ def test_cuml_umap_gets_the_settings_and_its_gpu_array_comes_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "cuml", cuml)
     monkeypatch.setitem(sys.modules, "cuml.manifold", cuml.manifold)
     out = projection._cuml_umap(torch.from_numpy(X), 9, 0.2, "euclidean", 5, None)
-    assert out.dtype == np.float32 and out.shape == (300, 2)
-    assert seen == dict(n_neighbors=9, min_dist=0.2, metric="euclidean", random_state=5, n_epochs=None, rows=300)
+    assert out.dtype == np.float32 and out.shape == (300, 2) and out.graph == "cuML's brute-force 9-NN graph (float32)"
+    want = dict(n_neighbors=9, min_dist=0.2, metric="euclidean", random_state=5, n_epochs=None, rows=300)
+    assert seen == dict(want, build_algo="brute_force_knn")  # not NN-descent, which cuML takes on large inputs
 
 
 def test_pca_matches_scikit_learn_up_to_sign():

@@ -115,14 +115,11 @@ def embedding_traces(
     return traces
 
 
-def graph_caption(axis: str, n_points: int, n_neighbors: int = 15) -> str:
-    """What a UMAP picture of ``n_points`` rests on ("exact 15-NN graph", or NN-descent's
-    approximate one for big clouds: ``projection.knn_graph``); empty for other projections."""
-    if axis != "UMAP":
-        return ""
-    from ..projection import knn_caption
-
-    return knn_caption(n_points, n_neighbors=n_neighbors)
+def graph_caption(coords) -> str:
+    """What a UMAP picture rests on, as ``project`` recorded it on its :class:`Embedding` ("exact
+    15-NN graph", "approximate 15-NN graph (NN-descent)", ...); empty for PCA and for plain arrays,
+    whose graph is not known."""
+    return getattr(coords, "graph", "") or ""
 
 
 def _with_caption(title: str, caption: str) -> str:
@@ -142,7 +139,6 @@ def embedding_scatter(
     hover=None,
     height: int = 480,
     width: int | None = None,
-    n_neighbors: int = 15,
 ) -> go.Figure:
     fig = go.Figure(
         embedding_traces(
@@ -150,7 +146,7 @@ def embedding_scatter(
         )
     )
     fig.update_layout(hovermode="closest")
-    title = _with_caption(title, graph_caption(axis, len(coords), n_neighbors))
+    title = _with_caption(title, graph_caption(coords))
     return finish(fig, title, f"{axis} 1 (a.u.)", f"{axis} 2 (a.u.)", height=height, width=width, legend_title="class")
 
 
@@ -162,10 +158,9 @@ def embedding_grid(
     title: str,
     axis: str = "UMAP",
     height: int = 430,
-    n_neighbors: int = 15,
 ) -> go.Figure:
     """Side-by-side embeddings (e.g. one per layer), classes coloured consistently, one legend; a
-    UMAP's title says which neighbour graph it rests on (``n_neighbors`` as projected)."""
+    UMAP's title says which neighbour graph it rests on."""
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), horizontal_spacing=0.06)
     for j, (name, xy) in enumerate(panels.items()):
         for tr in embedding_traces(xy, labels[name], class_names, marker_size=5):
@@ -173,7 +168,7 @@ def embedding_grid(
             fig.add_trace(tr, row=1, col=j + 1)
         fig.update_xaxes(title_text=f"{axis} 1 (a.u.)", row=1, col=j + 1)
         fig.update_yaxes(title_text=f"{axis} 2 (a.u.)", row=1, col=j + 1)
-    captions = dict.fromkeys(graph_caption(axis, len(xy), n_neighbors) for xy in panels.values())
+    captions = dict.fromkeys(graph_caption(xy) for xy in panels.values())
     return finish(fig, _with_caption(title, " · ".join(filter(None, captions))), height=height, legend_title="class")
 
 
@@ -593,7 +588,7 @@ class EmbeddingExplorer(_WidgetApp):
                 self.scatter,
                 _with_caption(
                     f"{self.axis} of local features · {layer} · {len(self.coords[layer])} points",
-                    graph_caption(self.axis, len(self.coords[layer])),
+                    graph_caption(self.coords[layer]),
                 ),
                 f"{self.axis} 1 (a.u.)",
                 f"{self.axis} 2 (a.u.)",

@@ -329,8 +329,12 @@ def _explorer_data(result, max_images: int) -> dict:
                     *rf.cell(y, x),
                 ]
             )
-        graph = graph_caption("UMAP" if result.config.projection == "umap" else "PCA", len(idx))
-        layers[layer] = {"points": pts, "shown": len(keep), "of": len(idx), "graph": graph}
+        layers[layer] = {
+            "points": pts,
+            "shown": len(keep),
+            "of": len(idx),
+            "graph": graph_caption(result.coords[layer]),
+        }
     size = list(result.receptive_fields[result.explorer_layers[0]].input_size)
     return {
         "layers": layers,

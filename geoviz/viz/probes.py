@@ -296,9 +296,7 @@ class ActivationEmbeddingApp(_WidgetApp):
             self.fig.add_traces(traces)
             finish(
                 self.fig,
-                _with_caption(
-                    f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}", graph_caption(self.axis, len(xy))
-                ),
+                _with_caption(f"{self.axis} of pooled activations · {e} · {a} ({s}) · {l}", graph_caption(xy)),
                 f"{self.axis} 1 (a.u.)",
                 f"{self.axis} 2 (a.u.)",
                 legend_title="class",
