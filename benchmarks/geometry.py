@@ -349,10 +349,11 @@ def main() -> None:
     for size in filter(None, args.knn_sizes.split(",")):
         n, width = map(int, size.split("x"))
         for cloud, make in clouds.items():
-            got = knn_comparison(make(n, width), args.k, args.threads, args.repeats, args.check_rows)
+            x = make(n, width)
+            got = knn_comparison(x, args.k, args.threads, args.repeats, args.check_rows)
             out.update({f"knn_{cloud}_{size}_{key}": v for key, v in got.items()})
             if device.type == "cuda":
-                xt = torch.from_numpy(make(n, width)).to(device)
+                xt = torch.from_numpy(x).to(device)
                 gpu = cold_then_warm({"cuda": lambda: knn(xt, args.k)}, args.repeats, sync)["cuda"]
                 out[f"knn_{cloud}_{size}_geoviz_cuda_median_s"] = round(gpu["median_s"], 3)
                 out[f"knn_{cloud}_{size}_cuda_speedup_over_cpu"] = round(got["geoviz_median_s"] / gpu["median_s"], 1)

@@ -243,9 +243,10 @@ KNN_BACKENDS = ("auto", "faiss", "torch")
 def _knn_backend(backend: str, x: torch.Tensor, blocks: _Float32Blocks) -> str:
     """The backend ``knn`` uses: what was asked, checked, or auto's choice."""
     choice("backend", backend, KNN_BACKENDS)
-    zeros = blocks.y_zero is not None and (bool(blocks.y_zero.any()) or bool((x.abs().amax(1) == 0).any()))
     if backend == "torch":
         return backend
+    # cosine zero vectors (x is y, or x's own): their distance 1 is no distance between centred points
+    zeros = blocks.y_zero is not None and bool(blocks.y_zero.any() or (x.abs().amax(1) == 0).any())
     if backend == "auto":  # not on macOS, where faiss's libomp and torch's in one process can abort
         usable = x.device.type == "cpu" and sys.platform != "darwin" and importlib.util.find_spec("faiss")
         return "faiss" if usable and not zeros else "torch"
@@ -296,7 +297,7 @@ def knn(
     y = x if same else _points(y, "y").detach().to(x.device)
     metric = choice("metric", metric, METRICS)
     n, m = x.shape[0], y.shape[0]
-    for name, v in (("x", x), ("y", y)) if not same else (("x", x),):
+    for name, v in [("x", x)] + ([] if same else [("y", y)]):
         if not bool(torch.isfinite(v).all()):
             raise ValueError(f"{name} holds NaN or infinite values: no distance to them is defined; drop those rows")
     avail = m - (1 if same and exclude_self else 0)
