@@ -25,14 +25,14 @@ test: install
 	rm -rf runs/test
 	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
-# Two pytest workers on two cores: one thread per process (kernels and subprocesses included). With
+# Two pytest workers on two cores (tests marked xdist_group share one: the Ray tests, one Ray instance): one thread per process (kernels and subprocesses included). With
 # torch's default of one thread per core, two notebooks in parallel ran 6x slower (OpenMP threads
 # spinning against each other): nbval took 204 s instead of 36 s.
 test-unit: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	rm -rf runs/test/unit  # runs made by earlier code would be refused (stale), not silently reused
-	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 -q --durations=15 tests -m "not browser"
+	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 --dist loadgroup -q --durations=15 tests -m "not browser"
 
 test-notebooks: install
 	rm -rf runs/test/nbval
@@ -59,6 +59,7 @@ bench: install
 	$(PY) benchmarks/cnnmda.py
 	$(PY) benchmarks/geometry.py
 	$(PY) benchmarks/explore.py
+	$(PY) benchmarks/executors.py
 
 clean:
 	rm -rf runs/test .pytest_cache notebooks/runs  # notebooks/runs: where older versions put nbval runs

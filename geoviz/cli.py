@@ -8,6 +8,8 @@ HTML report
 geoviz explore MODEL --data folder:PATH --out F   every explorer on your network and your images, one HTML report
 geoviz notebook NAME [-p key value] run one notebook into runs/notebooks/ (+ HTML)
 geoviz demo [--profile P]           run every notebook headless into runs/notebooks/ with HTML
+geoviz study NAME [--profile P] [--executor ray --address auto --gpus-per-run 0.25] [--set KEY VALUE]
+                                    one study headless (its runs on Ray where the study lists them as units)
 geoviz runs [--clean-stale]         list the runs (study, status, age, the code that made them); remove stale ones
 
 geoviz --reuse stale-ok CMD ...     accept runs made by other code (default: refuse them); --reuse fresh starts them
@@ -78,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run every notebook headless (papermill) and export HTML")
     d.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
     d.add_argument("--out", default=None, help="output folder (default: <runs root>/notebooks)")
+    st = sub.add_parser("study", help="run one study headless; --executor ray hands its runs to Ray tasks")
+    st.add_argument("name", help="the study: transfer, angles, probes, keypoints, pruning, students, ensembles, cnnmda")
+    st.add_argument("--profile", choices=("smoke", "quick", "full"), default=None)
+    st.add_argument("--executor", choices=("local", "ray"), default="local")
+    st.add_argument("--address", default=None, help="Ray: a running cluster's address, or auto (default: a local one)")
+    st.add_argument("--gpus-per-run", type=float, default=None, help="Ray: each run's share of a GPU (0.25: 4 per GPU)")
+    st.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs (and torch threads) per run")
+    st.add_argument("--runs", default=None, help="the runs root (default: $GEOVIZ_RUNS or runs/; shared on a cluster)")
+    st.add_argument(
+        "--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), help="override a config field"
+    )
     r = sub.add_parser(
         "runs", help="list the runs and the code that made them; --clean-stale removes those made by other code"
     )
@@ -293,6 +306,41 @@ def _demo(args) -> None:
         print(f"  → {out} and {out.with_suffix('.html')}", flush=True)
 
 
+def _study(args) -> None:
+    from .experiments import STUDIES, study_runner, takes_executor
+
+    try:
+        config, runner = study_runner(args.name)
+        cfg = config.from_profile(args.profile, **{k: _parse_value(v) for k, v in args.set})
+        kwargs = {}
+        if args.executor == "local" and (args.address or args.gpus_per_run is not None or args.cpus_per_run != 1.0):
+            raise ValueError("--address, --gpus-per-run, --cpus-per-run set how Ray runs a study: add --executor ray")
+        if takes_executor(runner):
+            kwargs = dict(executor=args.executor, address=args.address, gpus_per_run=args.gpus_per_run)
+            kwargs["cpus_per_run"] = args.cpus_per_run
+        elif args.executor != "local":
+            ray_ready = [n for n in STUDIES if takes_executor(study_runner(n)[1])]
+            raise ValueError(
+                f"study {args.name!r} runs its runs one after another in this process (executor 'local'); "
+                f"--executor ray is available for: {', '.join(ray_ready)}"
+            )
+    except _user_errors() as err:
+        _fail("study", err)
+    from .experiments.executors import RunsFailed
+
+    try:
+        result = runner(cfg, run_root=args.runs, **kwargs)
+    except (RunsFailed, *_user_errors()) as err:
+        _fail("study", err)
+    summary = result.save_metrics()
+    print(json.dumps({"table": summary.get("table"), "claims": summary.get("claims")}, indent=1, default=str))
+    report = getattr(result, "execution", None)
+    if report:
+        print(f"{report['runs']} runs ({report['executor']}): {len(report['ran'])} ran, {len(report['reused'])} reused")
+    if result.experiment is not None:
+        print(f"results: {result.experiment.path}")
+
+
 def _runs(args) -> None:
     from .runs import list_runs, remove_runs
 
@@ -338,6 +386,7 @@ HANDLERS = {
     "explore": _explore,
     "notebook": _notebook,
     "demo": _demo,
+    "study": _study,
     "runs": _runs,
 }
 

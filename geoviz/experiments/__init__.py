@@ -3,6 +3,39 @@ trains, measures and returns a result keeping one contract (``_study.StudyResult
 ``table()``, ``curves()``, ``floors``, ``provenance``). Each runner is a ``_study.Study`` whose
 ``steps()`` lists what it does. Notebooks and ``geoviz`` CLI commands call these."""
 
+# study name → (module, config class, runner): what `geoviz study NAME` runs
+STUDIES = {
+    "transfer": ("transfer", "TransferConfig", "run_transfer"),
+    "angles": ("angles", "AnglesConfig", "run_angles"),
+    "probes": ("probes", "ProbesConfig", "run_probes"),
+    "keypoints": ("keypoints", "KeypointsConfig", "run_keypoints"),
+    "pruning": ("pruning", "PruningConfig", "run_pruning"),
+    "students": ("students", "StudentsConfig", "run_students"),
+    "ensembles": ("ensembles", "EnsemblesConfig", "run_ensembles"),
+    "cnnmda": ("cnnmda", "CnnmdaConfig", "run_cnnmda"),
+}
+
+
+def study_runner(name: str):
+    """``(config class, runner)`` of study ``name``; the runner takes ``executor=`` when the study
+    hands its runs out as units (``executors.py``)."""
+    import importlib
+
+    from .._utils import unknown_name_message
+
+    if name not in STUDIES:
+        raise KeyError(unknown_name_message("study", name, sorted(STUDIES)))
+    module, config, runner = STUDIES[name]
+    mod = importlib.import_module(f"{__name__}.{module}")
+    return getattr(mod, config), getattr(mod, runner)
+
+
+def takes_executor(runner) -> bool:
+    """Whether a study's runner hands its runs to an executor (local or Ray)."""
+    import inspect
+
+    return "executor" in inspect.signature(runner).parameters
+
 
 def train_val_probe(cfg):
     """Seed everything, then ``cfg``'s device and its data set's training, validation and held-out

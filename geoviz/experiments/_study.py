@@ -8,7 +8,10 @@ set-ups, code, measure, decide); ``execute()`` runs them with the run policy in 
   checked (a run made by other code is refused unless ``reuse="stale-ok"``; ``reuse="fresh"``
   starts over), the study, device and seeds recorded, and a reused run announced with the code
   that made it;
-- trains one arm (``fit_arm``: seeded, in its own run folder, its history kept under ``(arm, seed)``).
+- trains one arm (``fit_arm``: seeded, in its own run folder, its history kept under ``(arm, seed)``);
+- hands its runs to an executor (``run_units``, ``executors.py``) when it lists them as units: a study
+  that does so writes ``units()``, ``run_unit(unit, deps)``, ``unit_done(unit, deps)`` and
+  ``prepare_worker()`` (what a Ray worker sets up before its first unit), and sets ``gpus_per_run``.
 
 Every study's result follows one contract (``StudyResult``): ``claims()`` a list of
 ``analysis.statistics.Claim``, ``table()`` tidy rows, ``curves()`` keyed by ``(arm, seed)``,
@@ -21,7 +24,8 @@ from typing import Any, ClassVar
 
 from .._utils import resolve_device, seed_everything
 from ..analysis.statistics import Claim, claim_rows
-from ..runs import RunDir, reuse_mode, reuse_policy
+from ..runs import RunDir, code_fingerprint, reuse_mode, reuse_policy
+from .executors import Execution, RunUnit, UnitsReport, WorkerSpec, run_units
 
 
 def seeds_of(cfg) -> list[int]:
@@ -40,18 +44,25 @@ class Study:
     run_root : where the run folder goes (None: ``runs/``).
     progress : whether tqdm bars are shown.
     reuse : "current" (default), "stale-ok" or "fresh" (see ``geoviz.runs.reuse_mode``).
+    execution : how its runs are carried out (``executors.Execution``: local or Ray).
     exp : the experiment's ``RunDir`` once ``open_run`` was called.
     histories : ``{(arm, seed): [per-epoch records]}`` of every arm trained with ``fit_arm``.
+    units_report : what ``run_units`` did (runs run now, runs read back), once it was called.
     """
 
     key: ClassVar[str] = "study"
+    gpus_per_run: ClassVar[float] = 1.0  # a unit's GPU share under Ray unless the unit or the caller says
 
-    def __init__(self, cfg, *, run_root=None, progress: bool = True, reuse: str | None = None):
+    def __init__(
+        self, cfg, *, run_root=None, progress: bool = True, reuse: str | None = None, execution: Execution | None = None
+    ):
         self.cfg, self.run_root, self.progress = cfg, run_root, progress
         self.reuse = reuse_mode(reuse)
+        self.execution = execution or Execution()
         self.device = resolve_device(getattr(cfg, "device", "auto"))
         self.exp: RunDir | None = None
         self.histories: dict[tuple[str, int], list[dict]] = {}
+        self.units_report: UnitsReport | None = None
 
     def steps(self) -> Any:
         raise NotImplementedError
@@ -111,6 +122,43 @@ class Study:
         )
         self.histories[(arm, seed)] = res.history
         return model, res
+
+    # runs as units (executors.py) -------------------------------------------------------------
+    def units(self) -> list[RunUnit]:
+        """The study's runs, each after the runs it needs."""
+        raise NotImplementedError(f"study {self.key!r} does not list its runs as units")
+
+    def run_unit(self, unit: RunUnit, deps: dict) -> Any:
+        """Run one unit into its folder (resuming it) and return its result, read back from the folder."""
+        raise NotImplementedError
+
+    def unit_done(self, unit: RunUnit, deps: dict) -> Any:
+        """The unit's result when its folder says it finished (None: it has to run)."""
+        raise NotImplementedError
+
+    def prepare_worker(self) -> None:
+        """What a worker process sets up before its first unit (data, networks; no training)."""
+        raise NotImplementedError
+
+    def run_units(self) -> UnitsReport:
+        """Every unit of ``units()`` carried out by ``self.execution``; the report is kept."""
+        self.units_report = run_units(self, self.units(), self.execution, progress=self.progress)
+        return self.units_report
+
+    def worker_spec(self) -> WorkerSpec:
+        """What a Ray worker needs to rebuild this study (the runs root as an absolute path)."""
+        root = self.exp.root if self.exp is not None else self.run_root
+        # "fresh" goes to the workers as it is: a worker opens the study's folder (the driver made it current),
+        # the teacher's (run by the current code before any student) and its own run's, which no other task opens
+        return WorkerSpec(type(self), self.cfg, str(root), self.reuse, code_fingerprint())
+
+    @classmethod
+    def for_worker(cls, cfg, root: str, reuse: str) -> Study:
+        """The study as a worker process rebuilds it (``prepare_worker`` done)."""
+        study = cls(cfg, run_root=root, progress=False, reuse=reuse)
+        with reuse_policy(reuse):
+            study.prepare_worker()
+        return study
 
 
 class StudyResult:

@@ -62,6 +62,7 @@ from ..models import build_model, load_state
 from ..paths import resolve_in_root
 from ..runs import RunDir, config_hash, default_root, reuse_policy
 from ._study import Study, StudyResult
+from .executors import Execution, RunUnit, run_units
 
 METHODS = ("ce", "kd", "geometric", "geometric+kd")
 BASELINES = ("fitnet", "at", "sp", "rkd", "pkt")
@@ -291,6 +292,8 @@ class TransferResult(StudyResult):
     floors : chance and a logistic regression on pixels per fraction.
     convergence : ce on all the data with its budget and twice it (has training converged?).
     test_resolution : 1 / the number of test images, the step of a test accuracy.
+    execution : how the runs were carried out: executor, number of runs, the keys run by this call
+        (``ran``) and those read back from finished folders (``reused``).
     """
 
     config: TransferConfig
@@ -304,6 +307,7 @@ class TransferResult(StudyResult):
     floors: dict = field(default_factory=dict)
     convergence: dict = field(default_factory=dict)
     test_resolution: float = 0.0  # 1 / the number of test images: the step of a test accuracy
+    execution: dict = field(default_factory=dict)
 
     def values(self, method: str, fraction: float, metric: str = "test_acc_best_val", seeds=None) -> list[float]:
         """One value per seed, in the config's seed order (the pairing of the claims)."""
@@ -474,21 +478,26 @@ def _pixel_floor(train, test, seed: int, max_train: int, trees: bool = True) -> 
 class TransferStudy(Study):
     """The data, the teacher and the student runs, shared by the study (``steps``) and the ablation.
 
-    Steps: ``prepare`` (data, every method's terms checked, the run folder, the teacher trained or
-    loaded), ``initial_geometry``, ``student_runs``, ``floors``, ``convergence_check``.
+    Steps: ``prepare`` (data, every method's terms checked, the run folder), ``run_units`` (the
+    teacher, then every student: ``units()``, carried out by the executor), ``initial_geometry``,
+    ``gather`` (the students' rows read back from their folders), ``floors``, ``convergence_check``.
     """
 
     key = "transfer"
+    # half-width resnet8 students at 16 px use a small part of a GPU: four share one under Ray (the
+    # teacher asks for a whole one); not measured on a GPU yet: --gpus-per-run overrides it
+    gpus_per_run = 0.25
 
     def steps(self) -> TransferResult:
         self.prepare()
-        geometry_init = self.initial_geometry()
-        rows, best = self.student_runs()
+        self.run_units()
+        self._ensure_teacher(cache=False)
+        rows, best = self.gather()
         return TransferResult(
             self.cfg,
-            self.teacher_summary,
+            self.teacher_record(),
             rows,
-            geometry_init,
+            self.initial_geometry(),
             list(self.train.classes),
             self.exp,
             self.histories,
@@ -496,11 +505,25 @@ class TransferStudy(Study):
             self.floors(),
             self.convergence_check(rows),
             1.0 / len(self.test),
+            self.units_report.as_dict(),
         )
 
     def prepare(self) -> None:
         """Data, the teacher network and every method's terms, checked before anything is written;
-        then the run folder and the teacher (trained once, or loaded)."""
+        then the run folder."""
+        self._setup()
+        self.open_run(self.run_name())
+
+    def prepare_worker(self) -> None:
+        """A Ray worker's study: the data and networks, the driver's run folder (nothing written)."""
+        self._setup()
+        self.exp = RunDir(self.run_name(), self.run_root, reuse=self.reuse)
+
+    def run_name(self) -> str:
+        cfg = self.cfg
+        return f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}"
+
+    def _setup(self) -> None:
         cfg = self.cfg
         kw = {} if cfg.image_size is None else {"size": cfg.image_size}
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0, **kw)
@@ -509,7 +532,7 @@ class TransferStudy(Study):
         self.k_cls, self.in_chans = num_classes(self.train), self.train[0][0].shape[0]
         seed_everything(1000)
         self.teacher = build_model(cfg.teacher, self.k_cls, in_chans=self.in_chans, **cfg.teacher_kwargs)
-        checkpoint = _teacher_checkpoint(cfg, self.run_root)
+        self.checkpoint = _teacher_checkpoint(cfg, self.run_root)
         probe_student = self.student()
         self.stages, self.teacher_stages = (
             tuple(probe_student.stage_names),
@@ -521,12 +544,77 @@ class TransferStudy(Study):
         self.unlabelled_pool = None
         if cfg.unlabelled not in (None, "rest"):
             self.unlabelled_pool = get_dataset(cfg.unlabelled, "train", seed=0, **kw)
-        self.open_run(f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}")
-        self._teacher(checkpoint)
+        self.teacher_ready, self.cache = False, None
 
+    # the runs as units --------------------------------------------------------------------------
+    def teacher_units(self) -> list[RunUnit]:
+        """The teacher's training (none when ``teacher_checkpoint`` gives one); it asks for a whole GPU."""
+        if self.checkpoint is not None:
+            return []
+        return [RunUnit("teacher", gpus=1.0, inputs={"teacher": self.cfg.teacher})]
+
+    def units(self) -> list[RunUnit]:
+        """The teacher; every (seed, fraction, method) student after it; best_baseline+kd after every
+        baseline run (it takes the baseline with the best validation accuracy); the convergence check."""
+        cfg = self.cfg
+        teacher = self.teacher_units()
+        needs = tuple(u.key for u in teacher)
+
+        def student(method, frac, seed, needs, **more):
+            key = f"{method}-f{frac:g}-s{seed}" + ("-twice-the-budget" if more else "")
+            return RunUnit(key, needs, {"method": method, "fraction": frac, "seed": seed, **more})
+
+        first = [m for m in cfg.methods if m != BEST_BASELINE_KD]
+        runs = [student(m, f, s, needs) for s in cfg.seeds for f in cfg.train_fractions for m in first]
+        if BEST_BASELINE_KD in cfg.methods:
+            baselines = tuple(u.key for u in runs if u.inputs["method"] in BASELINES)
+            runs += [student(BEST_BASELINE_KD, f, s, needs + baselines) for s in cfg.seeds for f in cfg.train_fractions]
+        if self._checks_convergence():
+            runs.append(student("ce", 1.0, cfg.seeds[0], needs, budget_scale=2))
+        return teacher + runs
+
+    def run_unit(self, unit: RunUnit, deps: dict) -> dict:
+        if unit.key == "teacher":
+            self._train_teacher()
+            return self.arm_run("teacher").read_metrics()["summary"]
+        return self._student_unit(unit, deps, train=True)  # the teacher is loaded only if the run must train
+
+    def unit_done(self, unit: RunUnit, deps: dict) -> dict | None:
+        if unit.key == "teacher":
+            m = self.arm_run("teacher").read_metrics()
+            return m["summary"] if m["status"] == "finished" else None
+        return self._student_unit(unit, deps, train=False)
+
+    def _student_unit(self, unit: RunUnit, deps: dict, *, train: bool) -> dict | None:
+        method, frac, seed = unit.inputs["method"], unit.inputs["fraction"], unit.inputs["seed"]
+        best = _best_baseline(list(deps.values())) if method == BEST_BASELINE_KD else None
+        arm = f"{best + '+kd' if best else method}-f{frac:g}"
+        name = f"{arm}-s{seed}" if best else unit.key
+        terms = self.cfg.terms(method, self.stages, self.teacher_stages, best)
+        row = self.run(name, method, frac, seed, terms, budget_scale=unit.inputs.get("budget_scale", 1), train=train)
+        return None if row is None else {**row, "arm": arm}
+
+    def gather(self) -> tuple[list[dict], str | None]:
+        """The students' rows in the units' order (their histories kept under ``(arm, seed)``) and the
+        best baseline (chosen on validation)."""
+        results, rows = self.units_report.results, []
+        for unit in self.units():
+            if unit.key == "teacher" or "budget_scale" in unit.inputs:
+                continue
+            row = dict(results[unit.key])
+            self.histories[(row.pop("arm"), row["seed"])] = row.pop("history")
+            rows.append(row)
+        return rows, _best_baseline(rows)
+
+    def student_runs(self) -> tuple[list[dict], str | None]:
+        """The teacher and every student run (``units()``, by the executor), read back as rows."""
+        self.run_units()
+        return self.gather()
+
+    # -------------------------------------------------------------------------------------------
     def initial_geometry(self) -> dict:
         """Each seed's fresh student against the teacher: where the geometry starts."""
-        seed_everything(0)
+        self._ensure_teacher(cache=False)
         out = {}
         for seed in self.cfg.seeds:
             seed_everything(seed)
@@ -534,27 +622,6 @@ class TransferStudy(Study):
                 self.student().to(self.device), self.teacher, self.probe, dict(self.cfg.pairs), seed=seed
             )
         return out
-
-    def student_runs(self) -> tuple[list[dict], str | None]:
-        """Every (seed, fraction, method) student; best_baseline+kd last, once the baselines chose it."""
-        cfg = self.cfg
-        first = [m for m in cfg.methods if m != BEST_BASELINE_KD]
-        jobs = [(s, f, m) for s in cfg.seeds for f in cfg.train_fractions for m in first]
-        if BEST_BASELINE_KD in cfg.methods:
-            jobs += [(s, f, BEST_BASELINE_KD) for s in cfg.seeds for f in cfg.train_fractions]
-        rows, best = [], None
-        bar = progress_bar(jobs, desc="student runs", enabled=self.progress)
-        for seed, frac, method in bar:
-            if method == BEST_BASELINE_KD and best is None:
-                best = _best_baseline(rows)
-            arm = f"{method if method != BEST_BASELINE_KD else best + '+kd'}-f{frac:g}"
-            bar.set_postfix_str(f"{arm}-s{seed}")
-            row = self.run(
-                f"{arm}-s{seed}", method, frac, seed, cfg.terms(method, self.stages, self.teacher_stages, best)
-            )
-            self.histories[(arm, seed)] = row.pop("history")
-            rows.append(row)
-        return rows, best or _best_baseline(rows)
 
     def floors(self) -> dict:
         """Chance, and the panel floor on each fraction's images (the first seed's draw, at most
@@ -571,13 +638,16 @@ class TransferStudy(Study):
             },
         }
 
+    def _checks_convergence(self) -> bool:
+        cfg = self.cfg
+        return cfg.convergence_check and 1.0 in cfg.train_fractions and "ce" in cfg.methods
+
     def convergence_check(self, rows: list[dict]) -> dict:
         """ce on all the data again with twice the budget (first seed): has training converged?"""
-        cfg = self.cfg
-        if not (cfg.convergence_check and 1.0 in cfg.train_fractions and "ce" in cfg.methods):
+        if not self._checks_convergence():
             return {}
-        seed = cfg.seeds[0]
-        longer = self.run(f"ce-f1-s{seed}-twice-the-budget", "ce", 1.0, seed, ["ce"], budget_scale=2)
+        seed = self.cfg.seeds[0]
+        longer = self.units_report.results[f"ce-f1-s{seed}-twice-the-budget"]
         base = next(r for r in rows if r["method"] == "ce" and r["fraction"] == 1.0 and r["seed"] == seed)
         return {
             "seed": seed,
@@ -591,45 +661,69 @@ class TransferStudy(Study):
         """A fresh student network."""
         return build_model(self.cfg.student, self.k_cls, in_chans=self.in_chans, **self.cfg.student_kwargs)
 
-    def _teacher(self, checkpoint) -> None:
-        """Trained once on the whole training split (or loaded), resumable; then frozen."""
-        cfg, teacher = self.cfg, self.teacher
-        if checkpoint is not None:
-            load_state(teacher, checkpoint)
-            self.teacher_summary = {"checkpoint": str(checkpoint)}
-        else:
-            self.teacher_summary = fit(
-                teacher,
-                self.train,
-                self.val,
-                test=self.test,
-                epochs=cfg.teacher_epochs,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
-                schedule=cfg.schedule,
-                device=self.device,
-                run=self.arm_run("teacher"),
-                seed=1000,
-                progress=self.progress,
-            ).summary
-            best = self.arm_run("teacher").load_checkpoint("best.pt")
-            if best is not None:  # the teacher is the model selected on validation
-                teacher.load_state_dict(best["model"])
-        teacher.to(self.device).eval()
-        self.teacher_summary["test_acc"] = evaluate(teacher, self.test, device=self.device)["acc"]
-        self.teacher_summary["history"] = self.arm_run("teacher").read_metrics()["epochs"] if checkpoint is None else []
-        layers = sorted(
-            {
-                l
-                for m in self.cfg.methods
-                for t in build_terms(
-                    self.cfg.terms(m, self.stages, self.teacher_stages, BASELINES[0]), self.student(), teacher, None
-                )
-                for l in t.teacher_layers
-            }
+    def _train_teacher(self) -> None:
+        """Trained once on the whole training split, resumable (the teacher unit)."""
+        cfg = self.cfg
+        fit(
+            self.teacher,
+            self.train,
+            self.val,
+            test=self.test,
+            epochs=cfg.teacher_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            schedule=cfg.schedule,
+            device=self.device,
+            run=self.arm_run("teacher"),
+            seed=1000,
+            progress=self.progress,
         )
-        self.cache = TeacherCache.if_it_fits(teacher, self.train, layers, device=self.device)
-        self.probe = torch.stack([self.test[i][0] for i in range(min(cfg.probe_images, len(self.test)))])
+        self.teacher_ready = False  # the students' teacher is read back from the run (the model selected on validation)
+
+    def _ensure_teacher(self, *, cache: bool) -> None:
+        """The frozen teacher as every student sees it: the given checkpoint, else the teacher run's model
+        selected on validation (its last one without a validation split); the probe images; with ``cache``,
+        its features of the training images where they fit (``TeacherCache``). Loaded again when the file
+        changed (a worker outlives a study: the teacher may have been trained again since)."""
+        path = self.checkpoint
+        if path is None:
+            run = self.arm_run("teacher")
+            path = next((p for p in (run.checkpoint_path("best.pt"), run.checkpoint_path()) if p.is_file()), None)
+            if path is None:
+                raise FileNotFoundError(f"teacher run {run.path} has no checkpoint: the teacher unit runs first")
+        stamp = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+        if not self.teacher_ready or stamp != self._teacher_stamp:
+            load_state(self.teacher, path)
+            self.teacher.to(self.device).eval()
+            self.probe = torch.stack([self.test[i][0] for i in range(min(self.cfg.probe_images, len(self.test)))])
+            self.teacher_ready, self._teacher_stamp, self.cache, self._cache_built = True, stamp, None, False
+        if cache and not self._cache_built:
+            layers = sorted(
+                {
+                    l
+                    for m in self.cfg.methods
+                    for t in build_terms(
+                        self.cfg.terms(m, self.stages, self.teacher_stages, BASELINES[0]),
+                        self.student(),
+                        self.teacher,
+                        None,
+                    )
+                    for l in t.teacher_layers
+                }
+            )
+            self.cache = TeacherCache.if_it_fits(self.teacher, self.train, layers, device=self.device)
+            self._cache_built = True
+
+    def teacher_record(self) -> dict:
+        """The teacher's summary (its run's, or the checkpoint it came from), test accuracy and curve."""
+        if self.checkpoint is not None:
+            record, history = {"checkpoint": str(self.checkpoint)}, []
+        else:
+            m = self.arm_run("teacher").read_metrics()
+            record, history = dict(m["summary"]), m["epochs"]
+        record["test_acc"] = evaluate(self.teacher, self.test, device=self.device)["acc"]
+        record["history"] = history
+        return record
 
     def unlabelled_for(self, subset):
         """The unlabelled images a run of ``subset`` sees (None, the rest of the split, or a pool)."""
@@ -651,14 +745,19 @@ class TransferStudy(Study):
         *,
         budget_scale: int = 1,
         parent: RunDir | None = None,
-    ) -> dict:
-        """One student run (resumed or reused when it exists); its summary row."""
+        train: bool = True,
+    ) -> dict | None:
+        """One student run (resumed, or reused when it finished; ``train=False``: None unless it
+        finished); its summary row, read back from its folder whether it ran now or before."""
         rd = self.arm_run(name, parent)
         done = rd.read_metrics()
-        if done["status"] == "finished" and "geometry" in done["summary"]:
-            summary, history = done["summary"], done["epochs"]
-        else:
-            summary, history = self._train_student(rd, method, frac, seed, terms, budget_scale)
+        if not (done["status"] == "finished" and "geometry" in done["summary"]):
+            if not train:
+                return None
+            self._ensure_teacher(cache=True)
+            self._train_student(rd, method, frac, seed, terms, budget_scale)
+            done = rd.read_metrics()
+        summary = done["summary"]
         return {
             "method": method,
             "fraction": frac,
@@ -672,12 +771,12 @@ class TransferStudy(Study):
             "test_acc_last": summary["test_acc_last"],
             "val_acc_best": summary["val_acc_best"],
             "geometry": summary["geometry"],
-            "history": history,
+            "history": done["epochs"],
         }
 
     def _train_student(self, rd: RunDir, method: str, frac: float, seed: int, terms: list, budget_scale: int):
         """Train a fresh student of ``seed`` on its fraction (with the unlabelled images its method uses)
-        in run folder ``rd``; measure its geometry to the teacher. Returns (summary, history)."""
+        in run folder ``rd``; measure its geometry to the teacher, written into the run's summary."""
         cfg = self.cfg
         seed_everything(seed)
         student = self.student()
@@ -688,7 +787,7 @@ class TransferStudy(Study):
         # over a small fraction, each in its own order): the same epoch ends per step at every fraction
         epoch_size = max(len(self.train), cfg.batch_size) if cfg.budget == "steps" else None
         epochs = _epochs_for(cfg, epoch_size or len(subset), budget_scale)
-        res = fit(
+        fit(
             student,
             subset,
             self.val,
@@ -712,29 +811,42 @@ class TransferStudy(Study):
         steps = epochs * max(1, (epoch_size or len(subset)) // cfg.batch_size)
         n_unlabelled = len(unlabelled) if unlabelled is not None else 0
         passes = round(steps * cfg.batch_size / len(subset), 1)
-        summary = rd.write_summary(
+        rd.write_summary(
             geometry=geometry, n_train_images=len(subset), steps=steps, passes=passes, n_unlabelled_images=n_unlabelled
-        )["summary"]
-        return summary, res.history
+        )
 
 
 def _best_baseline(rows: list[dict]) -> str | None:
     """The baseline with the best mean validation accuracy over all its runs (never test)."""
     scores = {
-        m: np.mean([r["val_acc_best"] for r in rows if r["method"] == m])
+        m: np.mean([r["val_acc_best"] for r in rows if r.get("method") == m])
         for m in BASELINES
-        if any(r["method"] == m for r in rows)
+        if any(r.get("method") == m for r in rows)
     }
     return max(scores, key=scores.get) if scores else None
 
 
 def run_transfer(
-    cfg: TransferConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+    cfg: TransferConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_run: float | None = None,
+    cpus_per_run: float = 1.0,
 ) -> TransferResult:
     """Train the teacher, then every method's student at every fraction and seed (``TransferStudy``);
     writes ``runs/transfer-<teacher>-<student>-<data>-<hash>/`` (the teacher and one folder per
-    student run) and resumes it when the same code made it (``reuse``: see ``geoviz.runs.reuse_mode``)."""
-    return TransferStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    student run) and resumes it when the same code made it (``reuse``: see ``geoviz.runs.reuse_mode``).
+
+    ``executor="local"`` runs them one after another in this process; ``executor="ray"`` hands each
+    to a Ray task (``address``: a running cluster, "auto", or None for a local instance), each student
+    taking ``gpus_per_run`` of a GPU (default 0.25) and ``cpus_per_run`` CPUs (``executors.py``). The
+    runs root must then be a path every worker sees. Both give the same result."""
+    execution = Execution(executor, address, gpus_per_run, cpus_per_run)
+    return TransferStudy(cfg, run_root=run_root, progress=progress, reuse=reuse, execution=execution).execute()
 
 
 def run_geometry_ablation(
@@ -761,6 +873,7 @@ def run_geometry_ablation(
     )
     with reuse_policy(study.reuse):
         study.prepare()
+        run_units(study, study.teacher_units(), progress=False)
         return _ablation(study, cfg, scopes, bandwidths, fractions, methods)
 
 
