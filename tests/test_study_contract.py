@@ -14,7 +14,9 @@ STUDIES = {  # study → (module, config class, runner, smoke overrides that kee
         "transfer",
         "TransferConfig",
         "run_transfer",
-        dict(methods=("ce", "geometric"), train_fractions=(1.0,), seeds=(0, 1), convergence_check=False),
+        dict(
+            methods=("ce", "geometric"), train_fractions=(1.0,), seeds=(0, 1), convergence_check=False, teacher_epochs=1
+        ),
     ),
     "angles": (
         "angles",

@@ -117,6 +117,7 @@ class UnitsReport:
     reused: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The executor, the number of runs and the keys run now and read back (what a result keeps)."""
         return {"executor": self.executor, "runs": self.total, "ran": list(self.ran), "reused": list(self.reused)}
 
 

@@ -520,6 +520,7 @@ class TransferStudy(Study):
         self.exp = RunDir(self.run_name(), self.run_root, reuse=self.reuse)
 
     def run_name(self) -> str:
+        """The study's folder: ``transfer-<teacher>-<student>-<data set>-<config hash>``."""
         cfg = self.cfg
         return f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}"
 
@@ -574,12 +575,14 @@ class TransferStudy(Study):
         return teacher + runs
 
     def run_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """Train the teacher (its summary) or one student (its row, read back from its folder)."""
         if unit.key == "teacher":
             self._train_teacher()
             return self.arm_run("teacher").read_metrics()["summary"]
         return self._student_unit(unit, deps, train=True)  # the teacher is loaded only if the run must train
 
     def unit_done(self, unit: RunUnit, deps: dict) -> dict | None:
+        """The teacher's summary or a student's row when its folder says it finished, else None."""
         if unit.key == "teacher":
             m = self.arm_run("teacher").read_metrics()
             return m["summary"] if m["status"] == "finished" else None
