@@ -60,19 +60,12 @@ def assert_same_weights(a, b):
         assert all(torch.equal(wa[run][k], wb[run][k]) for k in wa[run]), run
 
 
-@pytest.fixture(scope="session")  # session: xdist interleaves other files, which would end a module scope
+@pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def local_smoke(tmp_path_factory):
-    """The transfer study's smoke profile with the local executor: the reference."""
-    res = run_transfer(SMOKE, run_root=tmp_path_factory.mktemp("local"), progress=False)
-    assert res.execution["executor"] == "local" and len(res.execution["ran"]) == 1 + 20
-    return res
+    """A local Ray instance on 2 CPUs, started once per pytest process (xdist may place these tests on
+    either worker) and left for the next test; Ray shuts it down when the process ends."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
 
 
 def _ray_worker_pid(task_name: str) -> int | None:
@@ -89,11 +82,15 @@ def _ray_worker_pid(task_name: str) -> int | None:
 
 
 def test_ray_gives_the_local_result_even_with_a_worker_killed_mid_run_and_a_second_invocation_reruns_nothing(
-    local_ray, local_smoke, tmp_path
+    local_ray, tmp_path, capsys
 ):
     """The smoke profile through Ray, its teacher's worker killed after a checkpoint: Ray retries the
     task, the teacher resumes, and the whole result and every run's weights equal the local run's.
-    (One study serves both checks: a second one costs 45 s of the suite's 25 minutes.)"""
+    (One study serves these checks, and the study command and a worker's teacher reload below: each
+    study costs 30-45 s of the suite's 25 minutes.)"""
+    local_smoke = run_transfer(SMOKE, run_root=tmp_path / "local", progress=False)  # the reference
+    assert local_smoke.execution["executor"] == "local" and len(local_smoke.execution["ran"]) == 1 + 20
+    tmp_path = tmp_path / "ray"
     teacher = tmp_path / local_smoke.experiment.name / "teacher"
     out: dict = {}
 
@@ -137,10 +134,14 @@ def test_ray_gives_the_local_result_even_with_a_worker_killed_mid_run_and_a_seco
     assert again.execution["ran"] == [] and len(again.execution["reused"]) == 21
     assert comparable(again) == comparable(local_smoke)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a finished run was touched"
+    _the_study_command_reads_back_a_finished_study(local_smoke, capsys)
+    _a_worker_loads_the_teacher_again_when_it_was_trained_again(local_smoke, tmp_path / "reload")
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-def test_a_failed_teacher_is_reported_with_its_error_and_its_students_are_not_run(local_ray, executor, tmp_path):
+def test_a_failed_teacher_is_reported_with_its_error_and_its_students_are_not_run(executor, tmp_path, request):
+    if executor == "ray":
+        request.getfixturevalue("local_ray")
     cfg = SMOKE.replace(lr=1e30, methods=("ce", "kd"), train_fractions=(1.0,))  # the teacher diverges at once
     out: dict = {}
 
@@ -239,20 +240,25 @@ def test_a_worker_running_other_code_than_the_driver_refuses(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_study_command_reads_back_a_finished_study(local_smoke, capsys):
+def _the_study_command_reads_back_a_finished_study(local_smoke, capsys):
     from geoviz.cli import main
 
     root = str(local_smoke.experiment.root)
     assert main(["study", "transfer", "--profile", "smoke", "--runs", root]) == 0
     out = capsys.readouterr().out
     assert "21 runs (local): 0 ran, 21 reused" in out and '"claims"' in out
+
+
+def test_the_study_command_refuses_ray_where_a_study_has_no_units():
+    from geoviz.cli import main
+
     with pytest.raises(SystemExit, match="--executor ray is available for: transfer"):
         main(["study", "probes", "--profile", "smoke", "--executor", "ray"])
     with pytest.raises(SystemExit, match="set how Ray runs a study: add --executor ray"):
         main(["study", "transfer", "--profile", "smoke", "--gpus-per-run", "0.5"])
 
 
-def test_a_worker_loads_the_teacher_again_when_it_was_trained_again(local_smoke, tmp_path):
+def _a_worker_loads_the_teacher_again_when_it_was_trained_again(local_smoke, tmp_path):
     import shutil
 
     name = local_smoke.experiment.name
