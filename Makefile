@@ -25,7 +25,8 @@ test: install
 	rm -rf runs/test
 	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
-# Two pytest workers on two cores (tests marked xdist_group share one: the Ray tests, one Ray instance): one thread per process (kernels and subprocesses included). With
+# Two pytest workers on two cores (loadgroup: tests marked xdist_group are meant to share a worker, though the Ray
+# tests were seen on both; they start Ray once per process that needs it): one thread per process (kernels and subprocesses included). With
 # torch's default of one thread per core, two notebooks in parallel ran 6x slower (OpenMP threads
 # spinning against each other): nbval took 204 s instead of 36 s.
 test-unit: install

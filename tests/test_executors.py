@@ -17,7 +17,7 @@ from geoviz.experiments.executors import Execution, RunsFailed, RunUnit, WorkerS
 from geoviz.experiments.transfer import TransferConfig, TransferStudy, run_transfer
 from geoviz.runs import code_fingerprint
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance: every test of this file on one worker
+pytestmark = pytest.mark.xdist_group("ray")  # meant to keep them on one worker (xdist was seen splitting it)
 
 SMOKE = TransferConfig.from_profile("smoke")
 TIMINGS = ("epoch_seconds",)  # wall times: the only values allowed to differ between two executions
