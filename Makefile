@@ -25,8 +25,8 @@ test: install
 	rm -rf runs/test
 	$(MAKE) --no-print-directory test-unit test-notebooks test-browser
 
-# Two pytest workers on two cores (loadgroup: tests marked xdist_group are meant to share a worker, though the Ray
-# tests were seen on both; they start Ray once per process that needs it): one thread per process (kernels and subprocesses included). With
+# Two pytest workers on two cores (loadgroup: the tests marked xdist_group("ray") share one worker, which starts
+# Ray once; pyproject keeps pytest below 9.2, which broke the grouping): one thread per process (kernels and subprocesses included). With
 # torch's default of one thread per core, two notebooks in parallel ran 6x slower (OpenMP threads
 # spinning against each other): nbval took 204 s instead of 36 s.
 test-unit: install
@@ -40,9 +40,11 @@ test-notebooks: install
 	OMP_NUM_THREADS=1 GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
+# The browser suite checks how the notebooks render and respond in JupyterLab; their smoke runs read back the
+# ones nbval just trained (same code; reuse="fresh" retrains any made by other code, e.g. when run alone after
+# an edit): nbval and papermill (test-unit) each run every notebook's training from scratch already.
 test-browser: install
-	rm -rf runs/test/browser
-	GEOVIZ_PROFILE=smoke GEOVIZ_RUNS=$(CURDIR)/runs/test/browser $(PY) -m pytest -q -s tests/browser -m browser
+	GEOVIZ_PROFILE=smoke GEOVIZ_REUSE=fresh GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -s tests/browser -m browser
 
 # Every notebook headless with papermill (quick profile), HTML beside each, in runs/notebooks/.
 demo: install

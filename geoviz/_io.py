@@ -96,3 +96,20 @@ def atomic_save_npy(path: str | os.PathLike, array) -> Path:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array))
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays) -> Path:
+    """``np.savez`` through a temp file and a rename (dtypes kept exactly)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path: str | os.PathLike) -> dict:
+    """Every array of an ``.npz`` file (no pickled objects)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

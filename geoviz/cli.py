@@ -307,23 +307,15 @@ def _demo(args) -> None:
 
 
 def _study(args) -> None:
-    from .experiments import STUDIES, study_runner, takes_executor
+    from .experiments import study_runner
 
     try:
         config, runner = study_runner(args.name)
         cfg = config.from_profile(args.profile, **{k: _parse_value(v) for k, v in args.set})
-        kwargs = {}
         if args.executor == "local" and (args.address or args.gpus_per_run is not None or args.cpus_per_run != 1.0):
             raise ValueError("--address, --gpus-per-run, --cpus-per-run set how Ray runs a study: add --executor ray")
-        if takes_executor(runner):
-            kwargs = dict(executor=args.executor, address=args.address, gpus_per_run=args.gpus_per_run)
-            kwargs["cpus_per_run"] = args.cpus_per_run
-        elif args.executor != "local":
-            ray_ready = [n for n in STUDIES if takes_executor(study_runner(n)[1])]
-            raise ValueError(
-                f"study {args.name!r} runs its runs one after another in this process (executor 'local'); "
-                f"--executor ray is available for: {', '.join(ray_ready)}"
-            )
+        kwargs = dict(executor=args.executor, address=args.address, gpus_per_run=args.gpus_per_run)
+        kwargs["cpus_per_run"] = args.cpus_per_run
     except _user_errors() as err:
         _fail("study", err)
     from .experiments.executors import RunsFailed
@@ -334,9 +326,8 @@ def _study(args) -> None:
         _fail("study", err)
     summary = result.save_metrics()
     print(json.dumps({"table": summary.get("table"), "claims": summary.get("claims")}, indent=1, default=str))
-    report = getattr(result, "execution", None)
-    if report:
-        print(f"{report['runs']} runs ({report['executor']}): {len(report['ran'])} ran, {len(report['reused'])} reused")
+    if result.execution_text():
+        print(result.execution_text())
     if result.experiment is not None:
         print(f"results: {result.experiment.path}")
 

@@ -17,8 +17,8 @@ STUDIES = {
 
 
 def study_runner(name: str):
-    """``(config class, runner)`` of study ``name``; the runner takes ``executor=`` when the study
-    hands its runs out as units (``executors.py``)."""
+    """``(config class, runner)`` of study ``name``; every runner takes ``executor=`` (and the other
+    ``_study.ExecutionOptions``): its runs are units, carried out locally or as Ray tasks (``executors.py``)."""
     import importlib
 
     from .._utils import unknown_name_message
@@ -28,13 +28,6 @@ def study_runner(name: str):
     module, config, runner = STUDIES[name]
     mod = importlib.import_module(f"{__name__}.{module}")
     return getattr(mod, config), getattr(mod, runner)
-
-
-def takes_executor(runner) -> bool:
-    """Whether a study's runner hands its runs to an executor (local or Ray)."""
-    import inspect
-
-    return "executor" in inspect.signature(runner).parameters
 
 
 def train_val_probe(cfg):
@@ -63,10 +56,12 @@ def pretrained_once(
     batch_size: int,
     device,
     run_root=None,
-) -> str:
+    train: bool = True,
+) -> str | None:
     """Train zoo network ``arch`` on a source task once and cache it under ``runs/<name>-<hash of
     settings>/model.pt`` (``make_data()`` → (train, val), called only when training); returns the
-    file, from which ``models.load_backbone`` starts a fine-tuning."""
+    file, from which ``models.load_backbone`` starts a fine-tuning (``train=False``: None when it
+    is not there yet)."""
     from .._utils import seed_everything
     from ..engine import fit
     from ..models import build_model, save_model
@@ -78,6 +73,8 @@ def pretrained_once(
     run = RunDir(f"{name}-{arch.replace(':', '_')}-{config_hash(key)}", run_root)
     path = run.path / "model.pt"
     if not path.is_file():
+        if not train:
+            return None
         seed_everything(1234)
         model = build_model(arch, num_classes)
         train, val = make_data()

@@ -10,8 +10,10 @@ set-ups, code, measure, decide); ``execute()`` runs them with the run policy in 
   that made it;
 - trains one arm (``fit_arm``: seeded, in its own run folder, its history kept under ``(arm, seed)``);
 - hands its runs to an executor (``run_units``, ``executors.py``) when it lists them as units: a study
-  that does so writes ``units()``, ``run_unit(unit, deps)``, ``unit_done(unit, deps)`` and
-  ``prepare_worker()`` (what a Ray worker sets up before its first unit), and sets ``gpus_per_run``.
+  that does so writes ``units()``, ``prepare_worker()`` (what a Ray worker sets up before its first
+  unit) and either ``measure_unit(unit, deps)`` (train one run in folder ``unit.key`` and return its
+  row, which the base keeps in the run's summary and reads back: ``unit_row``) or its own
+  ``run_unit`` / ``unit_done``; it sets ``gpus_per_run``.
 
 Every study's result follows one contract (``StudyResult``): ``claims()`` a list of
 ``analysis.statistics.Claim``, ``table()`` tidy rows, ``curves()`` keyed by ``(arm, seed)``,
@@ -20,12 +22,27 @@ Every study's result follows one contract (``StudyResult``): ``claims()`` a list
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from .._utils import resolve_device, seed_everything
 from ..analysis.statistics import Claim, claim_rows
 from ..runs import RunDir, code_fingerprint, reuse_mode, reuse_policy
 from .executors import Execution, RunUnit, UnitsReport, WorkerSpec, run_units
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+UNIT_ROW = "unit_row"  # where a unit's row is kept in its run's summary (``Study.unit_row``)
+
+
+class ExecutionOptions(TypedDict, total=False):
+    """How a study runner carries out the study's runs (``executors.Execution``): ``executor`` "local"
+    (default) or "ray", Ray's ``address``, each run's ``gpus_per_run`` and ``cpus_per_run``."""
+
+    executor: str
+    address: str | None
+    gpus_per_run: float | None
+    cpus_per_run: float
 
 
 def seeds_of(cfg) -> list[int]:
@@ -59,19 +76,51 @@ class Study:
         self.cfg, self.run_root, self.progress = cfg, run_root, progress
         self.reuse = reuse_mode(reuse)
         self.execution = execution or Execution()
+        if self.execution.executor != "local" and type(self).units is Study.units:
+            raise ValueError(
+                f"study {self.key!r} does not list its runs as units: executor {self.execution.executor!r} "
+                "cannot hand them out; use executor='local'"
+            )
         self.device = resolve_device(getattr(cfg, "device", "auto"))
         self.exp: RunDir | None = None
         self.histories: dict[tuple[str, int], list[dict]] = {}
         self.units_report: UnitsReport | None = None
 
+    @classmethod
+    def launch(
+        cls,
+        cfg,
+        *,
+        run_root=None,
+        progress: bool = True,
+        reuse: str | None = None,
+        **execution: Unpack[ExecutionOptions],
+    ) -> Any:
+        """What a study's runner does: the study with these options, executed (``execute``)."""
+        return cls(cfg, run_root=run_root, progress=progress, reuse=reuse, execution=Execution(**execution)).execute()
+
     def steps(self) -> Any:
         raise NotImplementedError
+
+    def run_name(self) -> str:
+        """The study's folder under the runs root (from its config hash)."""
+        raise NotImplementedError
+
+    def _setup(self) -> None:
+        """Data and networks the study's runs share (no training, nothing written)."""
+
+    def prepare(self) -> None:
+        """``_setup`` (checked before anything is written), then the run folder."""
+        self._setup()
+        self.open_run(self.run_name())
 
     def execute(self) -> Any:
         """``steps()`` with this study's reuse mode in force for every run folder it opens; the
         experiment's run is marked finished when they all went through."""
         with reuse_policy(self.reuse):
             result = self.steps()
+        if self.units_report is not None and isinstance(result, StudyResult):
+            result.execution = self.units_report.as_dict()
         if self.exp is not None:
             self.exp.write_summary()
         return result
@@ -129,16 +178,50 @@ class Study:
         raise NotImplementedError(f"study {self.key!r} does not list its runs as units")
 
     def run_unit(self, unit: RunUnit, deps: dict) -> Any:
-        """Run one unit into its folder (resuming it) and return its result, read back from the folder."""
-        raise NotImplementedError
+        """Run one unit into its folder (resuming it) and return its result, read back from the folder.
+        By default: a ``pretrain`` unit's file (``pretrained_file``), else ``measure_unit`` once, its
+        row kept in the run's summary (``unit_row``)."""
+        if "pretrain" in unit.inputs:
+            return self.pretrained_file(unit.inputs["pretrain"], train=True)
+        return self.unit_row(unit, deps, train=True)
 
     def unit_done(self, unit: RunUnit, deps: dict) -> Any:
         """The unit's result when its folder says it finished (None: it has to run)."""
-        raise NotImplementedError
+        if "pretrain" in unit.inputs:
+            return self.pretrained_file(unit.inputs["pretrain"], train=False)
+        return self.unit_row(unit, deps, train=False)
+
+    def pretrained_file(self, network: str, *, train: bool) -> str | None:
+        """A network pretrained once and shared by the study's runs (a unit with ``inputs={"pretrain":
+        network}``, in its own folder under the runs root: ``pretrained_once``): its file; ``train=False``:
+        None while it is not there."""
+        raise NotImplementedError(f"study {self.key!r} pretrains nothing")
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """Train (or resume) one unit's run in folder ``unit.key`` and measure it: its row (JSON-able)."""
+        raise NotImplementedError(f"study {self.key!r} does not measure units")
+
+    def unit_row(self, unit: RunUnit, deps: dict, *, train: bool) -> dict | None:
+        """``{"row", "history"}`` of a unit whose run trains and is then measured (``measure_unit``): the
+        row is written into the run's summary once and always read back from there, so a row measured
+        now and one measured by an earlier invocation (or another process) are the same JSON values.
+        ``train=False``: None unless the run finished and holds its row. A run killed after training
+        but before its row was written is measured again (training is read back, not repeated)."""
+        run = self.arm_run(unit.key)
+        m = run.read_metrics()
+        if not (m["status"] == "finished" and UNIT_ROW in m["summary"]):
+            if not train:
+                return None
+            row = self.measure_unit(unit, deps)
+            m = run.write_summary(**{UNIT_ROW: row})
+            m = run.read_metrics()  # as JSON gives it back (tuples as lists, numpy scalars as floats)
+        return {"row": m["summary"][UNIT_ROW], "history": m["epochs"]}
 
     def prepare_worker(self) -> None:
-        """What a worker process sets up before its first unit (data, networks; no training)."""
-        raise NotImplementedError
+        """What a worker process sets up before its first unit: ``_setup`` and the driver's run folder
+        (nothing written, no training)."""
+        self._setup()
+        self.exp = RunDir(self.run_name(), self.run_root, reuse=self.reuse)
 
     def run_units(self) -> UnitsReport:
         """Every unit of ``units()`` carried out by ``self.execution``; the report is kept."""
@@ -164,9 +247,16 @@ class Study:
 class StudyResult:
     """The contract every study's result keeps. Subclasses (dataclasses) provide ``claims()`` and
     ``table()``, and set ``experiment`` (the run's ``RunDir``), ``floors`` and ``histories``
-    (keyed by ``(arm, seed)``) where they have them."""
+    (keyed by ``(arm, seed)``) where they have them. ``execution`` is what the executor did (a
+    study whose runs are units: executor, number of runs, keys run now, keys read back; else empty)."""
 
     experiment: RunDir | None = None
+    execution: dict | None = None
+
+    def execution_text(self) -> str:
+        """ "21 runs (local): 3 ran, 18 reused" (empty where the study's runs are not units)."""
+        e = self.execution
+        return f"{e['runs']} runs ({e['executor']}): {len(e['ran'])} ran, {len(e['reused'])} reused" if e else ""
 
     def claims(self) -> list[Claim]:
         """The study's claims, each decided (or left undecided) with its interval and unit."""

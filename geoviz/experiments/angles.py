@@ -26,11 +26,12 @@ are compared by paired per-seed differences with intervals, three-valued.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .._utils import progress_bar
+from .._io import atomic_save_npz, load_npz
 from ..analysis.angles import (
     AngleConfusionTracker,
     angle_confusion_correlation,
@@ -45,7 +46,11 @@ from ..engine import predict
 from ..losses.angular import use_normalized_head
 from ..models import build_model
 from ..runs import RunDir, config_hash
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 METHODS = ("ce", "normalized_ce", "ical", "ical_confused", "ical_confused_capped", "ical_confused_hinge")
 DEFAULT_METHODS = ("ce", "normalized_ce", "ical", "ical_confused", "ical_confused_hinge")
@@ -311,18 +316,16 @@ class AnglesResult(StudyResult):
 
 
 class AnglesStudy(Study):
-    """Steps: ``prepare`` (data, the run folder), then ``train_and_analyse`` each (seed, method)."""
+    """Steps: ``prepare`` (data, the run folder), ``run_units`` (``train_and_analyse`` each (seed, method):
+    ``units()``, carried out by the executor), ``gather`` (each run read back from its folder)."""
 
     key = "angles"
+    gpus_per_run = 0.25  # small classifiers at 32 px; not measured on a GPU yet
 
     def steps(self) -> AnglesResult:
         self.prepare()
-        runs = [
-            self.train_and_analyse(seed, method)
-            for seed, method in progress_bar(
-                [(s, m) for s in self.cfg.seeds for m in self.cfg.methods], desc="training runs", enabled=self.progress
-            )
-        ]
+        self.run_units()
+        runs = self.gather()
         test = self.test
         images = (
             test.images
@@ -339,8 +342,13 @@ class AnglesStudy(Study):
             floors={"chance": 1.0 / self.k},
         )
 
-    def prepare(self) -> None:
-        """The training, validation and test splits (at least 3 classes), then the run folder."""
+    def run_name(self) -> str:
+        """The study's folder: ``angles-<model>-<data set>-<config hash>``."""
+        cfg = self.cfg
+        return f"angles-{cfg.model}-{cfg.dataset}-{config_hash(cfg)}"
+
+    def _setup(self) -> None:
+        """The training, validation and test splits (at least 3 classes)."""
         cfg = self.cfg
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0)
         self.val = get_dataset(cfg.dataset, "val", n=cfg.n_val, seed=0)
@@ -348,7 +356,6 @@ class AnglesStudy(Study):
         self.k, self.in_chans = num_classes(self.train), self.train[0][0].shape[0]
         if self.k < 3:
             raise ValueError(f"angle–confusion correlation needs at least 3 classes; {cfg.dataset} has {self.k}")
-        self.open_run(f"angles-{cfg.model}-{cfg.dataset}-{config_hash(cfg)}")
 
     def _build(self, method: str):
         model = build_model(self.cfg.model, self.k, in_chans=self.in_chans, **self.cfg.model_kwargs)
@@ -356,8 +363,40 @@ class AnglesStudy(Study):
             use_normalized_head(model)
         return model
 
-    def train_and_analyse(self, seed: int, method: str) -> AnglesRun:
-        """Train one arm (angles and confusion tracked per epoch), then its last-epoch model on the test split."""
+    # the runs as units --------------------------------------------------------------------------
+    def units(self) -> list[RunUnit]:
+        """Every (seed, method) run, in folder ``<method>-s<seed>``."""
+        return [RunUnit(f"{m}-s{s}", inputs={"method": m, "seed": s}) for s in self.cfg.seeds for m in self.cfg.methods]
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """One (seed, method) run trained and analysed (``train_and_analyse``)."""
+        return self.train_and_analyse(unit.inputs["seed"], unit.inputs["method"], unit.key)
+
+    def gather(self) -> list[AnglesRun]:
+        """Every run in the units' order: its history, summary and test analysis, read back from its folder."""
+        runs = []
+        for unit in self.units():
+            done = self.units_report.results[unit.key]
+            row = done["row"]
+            arrays = load_npz(self.arm_run(unit.key).path / ANALYSIS)
+            runs.append(
+                AnglesRun(
+                    row["method"],
+                    row["seed"],
+                    done["history"],
+                    row["summary"],
+                    arrays["angles"],
+                    arrays["confusion"],
+                    arrays["probs"],
+                    row["correlation"],
+                    row["mantel"],
+                )
+            )
+        return runs
+
+    def train_and_analyse(self, seed: int, method: str, name: str) -> dict:
+        """Train one arm (angles and confusion tracked per epoch), then its last-epoch model on the test
+        split: the test angles, confusion and probabilities saved beside the run (``analysis.npz``); its row."""
         cfg, k = self.cfg, self.k
         model, res = self.fit_arm(
             method,
@@ -365,6 +404,7 @@ class AnglesStudy(Study):
             lambda: self._build(method),
             self.train,
             self.val,
+            name=name,
             test=self.test,
             terms=cfg.terms(method),
             epochs=cfg.epochs,
@@ -379,15 +419,30 @@ class AnglesStudy(Study):
         pred = logits.argmax(1).numpy()
         ang = class_vector_angles(model).numpy()
         conf = confusion_rates(labels.numpy(), pred, k)
-        corr = angle_confusion_correlation(ang, conf, n_boot=cfg.n_boot, seed=seed)
-        relation = mantel(ang, conf, alternative="less", n_resamples=cfg.n_permutations, seed=seed)
-        return AnglesRun(
-            method, seed, res.history, res.summary, ang, conf, torch.softmax(logits, 1).numpy(), corr, relation
-        )
+        probs = torch.softmax(logits, 1).numpy()
+        atomic_save_npz(self.arm_run(name).path / ANALYSIS, angles=ang, confusion=conf, probs=probs)
+        return {
+            "method": method,
+            "seed": seed,
+            "summary": res.summary,
+            "correlation": angle_confusion_correlation(ang, conf, n_boot=cfg.n_boot, seed=seed),
+            "mantel": mantel(ang, conf, alternative="less", n_resamples=cfg.n_permutations, seed=seed),
+        }
 
 
-def run_angles(cfg: AnglesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> AnglesResult:
+ANALYSIS = "analysis.npz"  # a run's test angles, confusion and probabilities, beside its checkpoints
+
+
+def run_angles(
+    cfg: AnglesConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
+) -> AnglesResult:
     """Train every (seed, method) classifier, tracking class angles and confusion per epoch, and test
     the relation on each (``AnglesStudy``); writes ``runs/angles-<model>-<data>-<hash>/`` with one
-    folder per ``<method>-s<seed>``."""
-    return AnglesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    folder per ``<method>-s<seed>``. ``executor="ray"`` hands each run to a Ray task (see
+    ``run_transfer``); both give the same result."""
+    return AnglesStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)

@@ -32,11 +32,12 @@ outside the chosen disease) ranks that disease's unknown miRNAs (top k).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .._utils import progress_bar, seed_everything
+from .._utils import seed_everything
 from ..analysis.statistics import NAN, Claim, claim_rows, verdict
 from ..config import ExperimentConfig
 from ..datasets.associations import AssociationData, load_mda, make_synthetic_mda
@@ -53,7 +54,11 @@ from ..methods.cnnmda import (
     score_pairs,
 )
 from ..runs import RunDir, config_hash
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 METHODS = ("cnnmda", "nmf", "neighbours", "logistic", "popularity")
 NMF_RANKS = (4, 8, 16, 32)  # the NMF baseline's rank is chosen among these on the training associations
@@ -412,48 +417,82 @@ def _curves(scores, labels, points: int = 200) -> dict:
 
 
 class CnnmdaStudy(Study):
-    """Steps: ``prepare`` (data, the case-study disease checked, the run folder), ``cross_validation``
-    (every repeat and fold: CNNMDA and the baselines on the same pairs), ``_case_study`` (a model on
-    every known association ranks one disease's unknown miRNAs)."""
+    """Steps: ``prepare`` (data, the case-study disease checked, the run folder), ``run_units`` (every
+    repeat and fold, CNNMDA and the baselines on the same pairs: ``units()``, carried out by the
+    executor), ``gather``, ``_case_study`` (a model on every known association ranks one disease's
+    unknown miRNAs; in this process, after the folds)."""
 
     key = "cnnmda"
+    gpus_per_run = 0.25  # a small CNN on pair features; not measured on a GPU yet
 
     def steps(self) -> CnnmdaResult:
         cfg = self.cfg
-        data = load_data(cfg)
+        self._setup()
         if cfg.disease is not None:
-            _disease_index(data, cfg.disease)  # an unknown disease fails before any training
-        self.open_run(f"cnnmda-{config_hash(cfg)}")
-        result = CnnmdaResult(cfg, data, self.cross_validation(data), self.histories, experiment=self.exp)
+            _disease_index(self.data, cfg.disease)  # an unknown disease fails before any training
+        self.open_run(self.run_name())
+        self.run_units()
+        result = CnnmdaResult(cfg, self.data, self.gather(), self.histories, experiment=self.exp)
         _case_study(result, self.device, self.exp)
         return result
 
-    def cross_validation(self, data: AssociationData) -> list[dict]:
-        """Every repeat and fold: the CNN trained in ``<fold>/`` and every method scored on the same pairs."""
-        cfg, folds = self.cfg, []
-        bar = progress_bar(total=cfg.repeats * cfg.folds, desc="folds", enabled=self.progress)
-        for r in range(cfg.repeats):
-            rng = np.random.default_rng(cfg.seed + r)
-            for f, test_pos in enumerate(fold_positives(data.A, cfg.folds, cfg.seed + r)):
-                key, seed = f"fold{f}" if cfg.repeats == 1 else f"repeat{r}-fold{f}", cfg.seed + 100 * r + f
-                folds.append(
-                    _fold(cfg, data, test_pos, rng, self.device, self.arm_run(key), seed, self.histories, (key, seed))
-                )
-                folds[-1].update(repeat=r, fold=f)
-                bar.update()
-        bar.close()
+    def run_name(self) -> str:
+        """The study's folder: ``cnnmda-<config hash>``."""
+        return f"cnnmda-{config_hash(self.cfg)}"
+
+    def _setup(self) -> None:
+        self.data = load_data(self.cfg)
+
+    def units(self) -> list[RunUnit]:
+        """Every (repeat, fold), in folder ``fold<f>`` (``repeat<r>-fold<f>`` with several repeats)."""
+        cfg = self.cfg
+        return [
+            RunUnit(f"fold{f}" if cfg.repeats == 1 else f"repeat{r}-fold{f}", inputs={"repeat": r, "fold": f})
+            for r in range(cfg.repeats)
+            for f in range(cfg.folds)
+        ]
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """One fold: the CNN trained in its folder and every method scored on the same pairs. A repeat's
+        folds draw their negatives from one generator in fold order; the earlier folds' draws are replayed
+        (cheap: they depend on the masked associations alone), so a fold run alone draws what it would in sequence."""
+        cfg, data = self.cfg, self.data
+        r, f = unit.inputs["repeat"], unit.inputs["fold"]
+        rng = np.random.default_rng(cfg.seed + r)
+        tests = fold_positives(data.A, cfg.folds, cfg.seed + r)
+        for earlier in tests[:f]:
+            A_train = data.A.copy()
+            A_train[earlier[:, 0], earlier[:, 1]] = 0
+            fold_pairs(A_train, cfg.negatives, rng)
+        row = _fold(cfg, data, tests[f], rng, self.device, self.arm_run(unit.key), cfg.seed + 100 * r + f)
+        return {**row, "repeat": r, "fold": f}
+
+    def gather(self) -> list[dict]:
+        """The folds' rows in order (their histories kept under ``(folder, seed)``)."""
+        folds = []
+        for unit in self.units():
+            done = self.units_report.results[unit.key]
+            r, f = unit.inputs["repeat"], unit.inputs["fold"]
+            self.histories[(unit.key, self.cfg.seed + 100 * r + f)] = done["history"]
+            folds.append(done["row"])
         return folds
 
 
-def run_cnnmda(cfg: CnnmdaConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> CnnmdaResult:
+def run_cnnmda(
+    cfg: CnnmdaConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
+) -> CnnmdaResult:
     """k-fold cross-validation of CNNMDA against NMF, neighbour, logistic and popularity scores, then
-    the case study (``CnnmdaStudy``); writes ``runs/cnnmda-<hash>/`` with one folder per fold."""
-    return CnnmdaStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    the case study (``CnnmdaStudy``); writes ``runs/cnnmda-<hash>/`` with one folder per fold.
+    ``executor="ray"`` hands each fold to a Ray task (see ``run_transfer``); both give the same result."""
+    return CnnmdaStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)
 
 
-def _fold(
-    cfg, data: AssociationData, test_pos: np.ndarray, rng, device, run: RunDir, seed: int, histories: dict, key: tuple
-) -> dict:
+def _fold(cfg, data: AssociationData, test_pos: np.ndarray, rng, device, run: RunDir, seed: int) -> dict:
     """One fold: every method scores the same evaluation pairs; AUC, AUPR, curves and (synthetic)
     recovery of the hidden truth."""
     inp = fold_inputs(data, test_pos, cfg)
@@ -462,7 +501,7 @@ def _fold(
         int
     )  # the fold's test associations, as the only positives
     pairs_in = cnn_inputs(cfg, inp, seed)
-    model, histories[key], chosen = _fit_cnn(cfg, pairs_in, train_pos, neg, device, run, seed)
+    model, _, chosen = _fit_cnn(cfg, pairs_in, train_pos, neg, device, run, seed)  # its history: the run's epochs
     nmf_rank = choose_nmf_rank(inp["A_train"], seed=cfg.seed)
     scores = {
         "cnnmda": score_pairs(model.to(device), pairs_in, eval_pairs, device=device),

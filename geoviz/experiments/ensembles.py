@@ -23,11 +23,13 @@ hold for these images and these source networks. Many claims at 95 % each: read 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .._utils import eval_mode, progress_bar
+from .._io import atomic_save_npz, load_npz
+from .._utils import eval_mode
 from ..analysis.floors import panel_floor
 from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
@@ -36,10 +38,14 @@ from ..datasets.probe_tasks import IMAGENET_MEAN, IMAGENET_STD
 from ..datasets.shapes import ShapesDataset
 from ..inference import predict
 from ..methods.ensemble import FUSIONS, Ensemble, mean_pairwise, pairwise_diversity
-from ..models import build_model, load_backbone
+from ..models import build_model, load_backbone, load_state
 from ..runs import RunDir, config_hash
 from . import pretrained_once
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 STARTS = ("transfer", "scratch")
 FINETUNE = ("all", "last")
@@ -451,27 +457,22 @@ def image_floor(cfg: EnsemblesConfig, train, test) -> dict:
 
 
 class EnsemblesStudy(Study):
-    """Steps: ``prepare`` (data, members checked, the panel floor, the run folder),
-    ``source_networks`` (pretrained once), then per (seed, start) ``members`` and ``fuse``."""
+    """Steps: ``prepare`` (data, members checked, the panel floor, the run folder), ``run_units``
+    (each member's source network, then per (seed, start) every member and, after them, the fusion:
+    ``units()``, carried out by the executor), ``gather`` (rows, diversity, confusion, seed 0's
+    members read back from their folders)."""
 
     key = "ensembles"
+    gpus_per_run = 0.25  # zoo members at 32 px use a small part of a GPU; not measured on a GPU yet
 
     def steps(self) -> EnsemblesResult:
-        cfg = self.cfg
         self.prepare()
-        source = self.source_networks()
-        self.rows, self.diversity, self.confusion, self.models = [], [], {}, {}
-        self.bar = progress_bar(
-            total=len(cfg.seeds) * len(cfg.starts) * len(cfg.members), desc="members", enabled=self.progress
-        )
-        for sd in cfg.seeds:
-            for st in cfg.starts:
-                pv, pt, yv, yt = self.members(sd, st, source)
-                self.fuse(sd, st, pv, pt, yv, yt)
-        self.bar.close()
+        self.run_units()
+        source = self.source_files()
+        self.gather(source)
         x = self.test.images.float() / 255  # as test[i] gives them
         return EnsemblesResult(
-            cfg,
+            self.cfg,
             self.rows,
             self.diversity,
             self.floors,
@@ -487,6 +488,15 @@ class EnsemblesStudy(Study):
 
     def prepare(self) -> None:
         """The splits, the members checked, the panel floor, then the run folder."""
+        self._setup()
+        self.floors = {"chance": 1.0 / self.k, **image_floor(self.cfg, self.train, self.test)}
+        self.open_run(self.run_name())
+
+    def run_name(self) -> str:
+        """The study's folder: ``ensembles-<config hash>``."""
+        return f"ensembles-{config_hash(self.cfg)}"
+
+    def _setup(self) -> None:
         cfg = self.cfg
         kw = dict(size=cfg.image_size)
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, augment=True, **kw)
@@ -494,103 +504,183 @@ class EnsemblesStudy(Study):
         self.test = get_dataset(cfg.dataset, "test", n=cfg.n_test, **kw)
         self.classes, self.k = list(self.train.classes), len(self.train.classes)
         _check_members(cfg, self.k)
-        self.floors = {"chance": 1.0 / self.k, **image_floor(cfg, self.train, self.test)}
-        self.open_run(f"ensembles-{config_hash(cfg)}")
 
-    def source_networks(self) -> dict[str, str]:
-        """Each member pretrained once on shapes10 (``pretrained_once``): member → its file."""
-        cfg, source = self.cfg, {}
-        if "transfer" in cfg.starts and cfg.source == "shapes10":
+    # the runs as units --------------------------------------------------------------------------
+    def _has_source_runs(self) -> bool:
+        return "transfer" in self.cfg.starts and self.cfg.source == "shapes10"
 
-            def source_data():
-                return (
-                    ShapesDataset("shapes10", cfg.source_n, size=cfg.image_size, split="train"),
-                    ShapesDataset("shapes10", max(100, cfg.source_n // 10), size=cfg.image_size, split="val"),
-                )
+    def units(self) -> list[RunUnit]:
+        """Each member's source network (pretrained once, shared by every seed); per (seed, start)
+        every member (after its source network) and the fusion (after every member of its seed and start)."""
+        cfg = self.cfg
+        source = (
+            [RunUnit(_source_key(m), inputs={"pretrain": m}) for m in cfg.members] if self._has_source_runs() else []
+        )
+        units = list(source)
+        for sd in cfg.seeds:
+            for st in cfg.starts:
+                members = [
+                    RunUnit(
+                        _member_key(m, st, sd),
+                        (_source_key(m),) if source and st == "transfer" else (),
+                        {"member": m, "start": st, "seed": sd},
+                    )
+                    for m in cfg.members
+                ]
+                fusion = RunUnit(f"fusion-{st}-s{sd}", tuple(u.key for u in members), {"start": st, "seed": sd}, gpus=0)
+                units += [*members, fusion]
+        return units
 
-            settings = {"task": "shapes10", "n": cfg.source_n, "size": cfg.image_size}
-            for m in progress_bar(cfg.members, desc="source task", enabled=self.progress, leave=False):
-                source[m] = pretrained_once(
-                    m,
-                    10,
-                    source_data,
-                    name="ensembles-source",
-                    settings=settings,
-                    epochs=cfg.source_epochs,
-                    lr=cfg.lr,
-                    batch_size=cfg.batch_size,
-                    device=self.device,
-                    run_root=self.run_root,
-                )
-        return source
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """A member fine-tuned (``member``) or a fusion of its members (``fuse``)."""
+        if "member" in unit.inputs:
+            return self.member(unit)
+        return self.fuse(unit, deps)
 
-    def members(self, sd: int, st: str, source: dict):
-        """Every member of (seed, start) fine-tuned; their validation and test probabilities."""
-        cfg, k, pv, pt = self.cfg, self.k, [], []
-        for m in cfg.members:
-            self.bar.set_postfix_str(f"{m}, {st}, seed {sd}")
-            net, _ = self.fit_arm(
-                f"{m} ({st})",
-                sd,
-                lambda: build_member(cfg, m, k, st, source.get(m)),
-                self.train,
-                self.val,
-                name=f"{m.replace(':', '_')}-{st}-s{sd}",
-                epochs=cfg.epochs,
-                lr=cfg.lr,
-                batch_size=cfg.batch_size,
+    def pretrained_file(self, member: str, *, train: bool) -> str | None:
+        """Member ``member`` pretrained once on shapes10 (``pretrained_once``): its file (``train=False``:
+        None when it is not there yet)."""
+        cfg = self.cfg
+
+        def source_data():
+            return (
+                ShapesDataset("shapes10", cfg.source_n, size=cfg.image_size, split="train"),
+                ShapesDataset("shapes10", max(100, cfg.source_n // 10), size=cfg.image_size, split="val"),
             )
-            v, yv = _probabilities(net, self.val, self.device)
-            t, yt = _probabilities(net, self.test, self.device)
-            pv.append(v)
-            pt.append(t)
-            self.rows.append(
-                {
-                    "seed": sd,
-                    "start": st,
-                    "name": m,
-                    "kind": "member",
-                    "acc": float((t.argmax(1) == yt).mean()),
-                    "val_acc": float((v.argmax(1) == yv).mean()),
-                }
-            )
-            if sd == cfg.seeds[0]:
-                self.models[(st, m)] = net.cpu().eval()
-                self.confusion[(st, m)] = _confusion(yt, t.argmax(1), k)
-            self.bar.update()
-        return np.stack(pv), np.stack(pt), yv, yt
 
-    def fuse(self, sd: int, st: str, pv, pt, yv, yt) -> None:
-        """Each fusion fitted on validation only, scored on test; diversity and gain over the best member."""
-        cfg, k, accs = self.cfg, self.k, {}
+        return pretrained_once(
+            member,
+            10,
+            source_data,
+            name="ensembles-source",
+            settings={"task": "shapes10", "n": cfg.source_n, "size": cfg.image_size},
+            epochs=cfg.source_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            device=self.device,
+            run_root=self.run_root,
+            train=train,
+        )
+
+    def source_files(self) -> dict[str, str]:
+        """member → its source network's file (none without shapes10 source runs)."""
+        if not self._has_source_runs():
+            return {}
+        return {m: self.units_report.results[_source_key(m)] for m in self.cfg.members}
+
+    def _build(self, member: str, start: str):
+        source = self.pretrained_file(member, train=False) if start == "transfer" and self._has_source_runs() else None
+        return build_member(self.cfg, member, self.k, start, source)
+
+    def member(self, unit: RunUnit) -> dict:
+        """One member of (seed, start) fine-tuned; its validation and test probabilities saved beside
+        its checkpoints (``probabilities.npz``) for the fusion; its row."""
+        cfg = self.cfg
+        m, st, sd = unit.inputs["member"], unit.inputs["start"], unit.inputs["seed"]
+        net, _ = self.fit_arm(
+            f"{m} ({st})",
+            sd,
+            lambda: self._build(m, st),
+            self.train,
+            self.val,
+            name=unit.key,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+        )
+        v, yv = _probabilities(net, self.val, self.device)
+        t, yt = _probabilities(net, self.test, self.device)
+        atomic_save_npz(self.arm_run(unit.key).path / PROBABILITIES, v=v, yv=yv, t=t, yt=yt)
+        return {
+            "seed": sd,
+            "start": st,
+            "name": m,
+            "kind": "member",
+            "acc": float((t.argmax(1) == yt).mean()),
+            "val_acc": float((v.argmax(1) == yv).mean()),
+        }
+
+    def _probabilities_of(self, key: str) -> dict[str, np.ndarray]:
+        return load_npz(self.arm_run(key).path / PROBABILITIES)
+
+    def fuse(self, unit: RunUnit, deps: dict) -> dict:
+        """Each fusion fitted on the members' validation probabilities only, scored on test; the
+        members' diversity and each fusion's gain over the best member (chosen on validation)."""
+        cfg, k = self.cfg, self.k
+        st, sd = unit.inputs["start"], unit.inputs["seed"]
+        probs = [self._probabilities_of(key) for key in unit.needs]
+        pv, pt = np.stack([p["v"] for p in probs]), np.stack([p["t"] for p in probs])
+        yv, yt = probs[0]["yv"], probs[0]["yt"]
+        rows, confusion, accs = [], {}, {}
         for f in cfg.fusions:
             pred = Ensemble(k, f, seed=sd).fit(pv, yv).predict(pt)  # fitted on validation only
             accs[f] = float((pred == yt).mean())
-            self.rows.append({"seed": sd, "start": st, "name": f, "kind": "fusion", "acc": accs[f]})
-            if sd == cfg.seeds[0]:
-                self.confusion[(st, f)] = _confusion(yt, pred, k)
+            rows.append({"seed": sd, "start": st, "name": f, "kind": "fusion", "acc": accs[f]})
+            confusion[f] = _confusion(yt, pred, k)
         d = pairwise_diversity(pt.argmax(2) == yt[None])
-        best = best_member(self.rows, sd, st)
-        self.diversity.append(
-            {
-                "seed": sd,
-                "start": st,
-                "disagreement": mean_pairwise(d["disagreement"]),
-                "q": mean_pairwise(d["q"]),
-                "error_correlation": mean_pairwise(d["error_correlation"]),
-                "best_member": best["name"],
-                "best_member_acc": best["acc"],
-                **{f"gain_{f}": accs[f] - best["acc"] for f in cfg.fusions},
-            }
-        )
+        best = best_member([deps[key]["row"] for key in unit.needs], sd, st)
+        diversity = {
+            "seed": sd,
+            "start": st,
+            "disagreement": mean_pairwise(d["disagreement"]),
+            "q": mean_pairwise(d["q"]),
+            "error_correlation": mean_pairwise(d["error_correlation"]),
+            "best_member": best["name"],
+            "best_member_acc": best["acc"],
+            **{f"gain_{f}": accs[f] - best["acc"] for f in cfg.fusions},
+        }
+        return {"rows": rows, "diversity": diversity, "confusion": confusion}
+
+    def gather(self, source: dict) -> None:
+        """Rows (each seed and start: its members, then its fusions), diversity, and for the first seed
+        the confusion matrices and the trained members (last epoch, from their folders), in the units' order."""
+        cfg, results = self.cfg, self.units_report.results
+        self.rows, self.diversity, self.confusion, self.models = [], [], {}, {}
+        for unit in self.units():
+            if "pretrain" in unit.inputs:
+                continue
+            st, sd = unit.inputs["start"], unit.inputs["seed"]
+            row = results[unit.key]["row"]
+            if "member" not in unit.inputs:
+                self.rows += row["rows"]
+                self.diversity.append(row["diversity"])
+                if sd == cfg.seeds[0]:
+                    self.confusion.update({(st, f): np.asarray(c) for f, c in row["confusion"].items()})
+                continue
+            m = unit.inputs["member"]
+            self.rows.append(row)
+            self.histories[(f"{m} ({st})", sd)] = results[unit.key]["history"]
+            if sd == cfg.seeds[0]:
+                p = self._probabilities_of(unit.key)
+                self.confusion[(st, m)] = _confusion(p["yt"], p["t"].argmax(1), self.k)
+                net = self._build(m, st)
+                load_state(net, self.arm_run(unit.key).checkpoint_path())
+                self.models[(st, m)] = net.cpu().eval()
+
+
+PROBABILITIES = "probabilities.npz"  # a member's validation and test probabilities, beside its checkpoints
+
+
+def _source_key(member: str) -> str:
+    return f"source-{member.replace(':', '_')}"
+
+
+def _member_key(member: str, start: str, seed: int) -> str:
+    return f"{member.replace(':', '_')}-{start}-s{seed}"
 
 
 def run_ensembles(
-    cfg: EnsemblesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+    cfg: EnsemblesConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
 ) -> EnsemblesResult:
     """Members fine-tuned from a source task and from scratch per seed, fused by averaging, voting
-    and stacking (``EnsemblesStudy``); writes ``runs/ensembles-<hash>/`` (and ``runs/ensembles-source-*``)."""
-    return EnsemblesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    and stacking (``EnsemblesStudy``); writes ``runs/ensembles-<hash>/`` (and ``runs/ensembles-source-*``).
+    ``executor="ray"`` hands each run to a Ray task (see ``run_transfer``); both give the same result."""
+    return EnsemblesStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)
 
 
 def _last_val_acc(model_file: str) -> float:

@@ -24,6 +24,7 @@ small CNN on raw pixels. ``dataset="auto"`` reads MNIST from ``data/`` when it i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,9 +47,13 @@ from ..methods.keypoints import (
     keypoint_histogram,
     quantize,
 )
-from ..models import build_model
+from ..models import build_model, load_state
 from ..runs import RunDir, config_hash
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -259,18 +264,21 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class KeypointsStudy(Study):
-    """Steps: ``prepare`` (data, grey), ``train_setups``, ``sparse_coding`` (matched sparsity),
-    ``rate_distortion`` (retrained at every budget and seed), ``classify`` from each representation."""
+    """Steps: ``prepare`` (data, grey), ``run_units`` (each set-up's autoencoder, and the primary set-up
+    retrained at every rate–distortion budget and seed: ``units()``, carried out by the executor),
+    ``setups`` (the trained autoencoders read back and scored), ``sparse_coding`` (matched sparsity),
+    ``rate_distortion`` (the retrained autoencoders' points beside OMP and FISTA), ``classify`` from each
+    representation (the coders and the classifiers run in this process)."""
 
     key = "keypoints"
+    gpus_per_run = 0.25  # small autoencoders at 28-32 px; not measured on a GPU yet
 
     def steps(self) -> KeypointsResult:
         cfg = self.cfg
         self.prepare()
-        self.bar = progress_bar(
-            total=len(cfg.setups) + len(cfg.budgets) * len(cfg.seeds) + 2, desc="keypoints", enabled=self.progress
-        )
-        self.train_setups()
+        self.run_units()
+        self.bar = progress_bar(total=len(cfg.budgets) * len(cfg.seeds) + 2, desc="keypoints", enabled=self.progress)
+        self.setups()
         self.sparse_coding()
         rd = self.rate_distortion()
         rows = self.classify()
@@ -293,8 +301,12 @@ class KeypointsStudy(Study):
             floors={"mean_image_mse": self.recon[0]["mse"], "chance": 1.0 / len(self.names), "panel": self.panel},
         )
 
-    def prepare(self) -> None:
-        """The data set ("auto": MNIST when in ``data/``, else digits), made grey; the run folder."""
+    def run_name(self) -> str:
+        """The study's folder: ``keypoints-<data set>-<config hash>``."""
+        return f"keypoints-{self.dataset}-{config_hash(self.cfg)}"
+
+    def _setup(self) -> None:
+        """The data set ("auto": MNIST when in ``data/``, else digits), made grey."""
         cfg = self.cfg
         dataset, n_train, n_test = cfg.dataset, cfg.n_train, cfg.n_test
         if dataset == "auto":
@@ -316,13 +328,61 @@ class KeypointsStudy(Study):
                 TensorDataset(xte, yte),
             )
         self.train, self.val, self.xtr, self.ytr, self.xte, self.yte = train, val, xtr, ytr, xte, yte
-        self.open_run(f"keypoints-{dataset}-{config_hash(cfg)}")
 
-    def train_ae(self, setup: str, budget: int, seed: int, epochs: int, name: str):
-        """One autoencoder of ``setup`` at ``budget`` keypoints, trained in run folder ``name``."""
+    # the runs as units --------------------------------------------------------------------------
+    def units(self) -> list[RunUnit]:
+        """``ae-<set-up>`` for every set-up; ``rd-<primary>-k<budget>-s<seed>`` for every budget and seed."""
         cfg = self.cfg
-        seed_everything(seed)
-        ae = SparseKeypointAE(
+        setups = [RunUnit(f"ae-{s}", inputs={"setup": s}) for s in cfg.setups]
+        rd = [
+            RunUnit(f"rd-{cfg.primary}-k{m}-s{sd}", inputs={"budget": m, "seed": sd})
+            for m in cfg.budgets
+            for sd in cfg.seeds
+        ]
+        return setups + rd
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """A set-up's autoencoder: its test reconstruction and keep curve; a retrained primary: its
+        rate–distortion point."""
+        cfg, xte = self.cfg, self.xte
+        if "setup" in unit.inputs:
+            setup = unit.inputs["setup"]
+            ae = self.train_ae(setup, cfg.max_keypoints, cfg.seed, cfg.epochs, unit.key)
+            kp = ae.encode(xte)
+            return {
+                "recon": {
+                    "method": setup,
+                    "mse": _mse(ae.decode(kp), xte),
+                    "nonzeros_per_image": float(kp.counts().float().mean()),
+                },
+                "keep_curve": {
+                    "keep": list(cfg.keep_levels),
+                    "mse": [_mse(ae.decode(kp.select(top=m)), xte) for m in cfg.keep_levels],
+                },
+            }
+        m, sd = unit.inputs["budget"], unit.inputs["seed"]
+        ae = self.train_ae(cfg.primary, m, sd, cfg.rd_epochs, unit.key)
+        bits = bits_per_nonzero(*xte.shape[-2:], ae.num_types, cfg.value_bits)
+        return self._rd_row(
+            f"{cfg.primary} (retrained)", f"{m} keypoints", sd, ae.encode(xte).to_maps(), ae.decode, bits
+        )
+
+    def _rd_row(self, method, setting, seed, code, decode, bits) -> dict:
+        """One rate–distortion point: non-zeros and bits per image, test MSE (and with quantised values)."""
+        nz = float((code != 0).flatten(1).sum(1).float().mean())
+        return {
+            "method": method,
+            "setting": setting,
+            "seed": seed,
+            "nonzeros_per_image": nz,
+            "bits_per_image": nz * bits,
+            "mse": _mse(decode(code), self.xte),
+            "mse_quantized": _mse(decode(quantize(code, self.cfg.value_bits)), self.xte),
+        }
+
+    def _autoencoder(self, setup: str, budget: int) -> SparseKeypointAE:
+        cfg = self.cfg
+        return SparseKeypointAE(
             setup,
             in_chans=1,
             hidden=cfg.hidden,
@@ -335,8 +395,14 @@ class KeypointsStudy(Study):
             output=cfg.output,
             ste=cfg.ste,
         )
+
+    def train_ae(self, setup: str, budget: int, seed: int, epochs: int, name: str) -> SparseKeypointAE:
+        """One autoencoder of ``setup`` at ``budget`` keypoints, trained in run folder ``name`` (CPU, eval mode)."""
+        cfg = self.cfg
+        seed_everything(seed)
+        ae = self._autoencoder(setup, budget)
         terms = ["reconstruction"] + ([{"name": "code_l1", "weight": cfg.l1}] if cfg.l1 > 0 else [])
-        res = fit(
+        fit(
             ae,
             self.train,
             self.val,
@@ -352,13 +418,12 @@ class KeypointsStudy(Study):
             seed=seed,
             progress=False,
         )
-        return ae.to("cpu").eval(), [
-            {k: h[k] for k in ("epoch", "train_loss", "val_loss") if k in h} for h in res.history
-        ]
+        return ae.to("cpu").eval()
 
-    def train_setups(self) -> None:
-        """Each set-up's autoencoder at ``max_keypoints``; its test reconstruction against the mean-image floor."""
-        cfg, xtr, xte = self.cfg, self.xtr, self.xte
+    def setups(self) -> None:
+        """Each set-up's autoencoder at ``max_keypoints`` (its last epoch, read from ``ae-<set-up>/``), its
+        keypoints of the test images; its test reconstruction against the mean-image floor."""
+        cfg, xtr, xte, results = self.cfg, self.xtr, self.xte, self.units_report.results
         self.models, self.kps, self.keep_curves, self.history = {}, {}, {}, {}
         # the floor: the training set's mean image for every test image
         self.recon = [
@@ -369,22 +434,16 @@ class KeypointsStudy(Study):
             }
         ]
         for setup in cfg.setups:
-            self.bar.set_postfix_str(f"autoencoder {setup}")
-            ae, self.history[setup] = self.train_ae(setup, cfg.max_keypoints, cfg.seed, cfg.epochs, f"ae-{setup}")
-            kp = ae.encode(xte)
-            self.models[setup], self.kps[setup] = ae, kp
-            self.recon.append(
-                {
-                    "method": setup,
-                    "mse": _mse(ae.decode(kp), xte),
-                    "nonzeros_per_image": float(kp.counts().float().mean()),
-                }
-            )
-            self.keep_curves[setup] = {
-                "keep": list(cfg.keep_levels),
-                "mse": [_mse(ae.decode(kp.select(top=m)), xte) for m in cfg.keep_levels],
-            }
-            self.bar.update()
+            done = results[f"ae-{setup}"]
+            ae = self._autoencoder(setup, cfg.max_keypoints)
+            load_state(ae, self.arm_run(f"ae-{setup}").checkpoint_path())
+            self.models[setup] = ae.eval()
+            self.kps[setup] = ae.encode(xte)
+            self.history[setup] = [
+                {k: h[k] for k in ("epoch", "train_loss", "val_loss") if k in h} for h in done["history"]
+            ]
+            self.recon.append(done["row"]["recon"])
+            self.keep_curves[setup] = done["row"]["keep_curve"]
 
     def sparse_coding(self) -> None:
         """Convolutional sparse coding with as many non-zeros per image as the primary set-up keeps."""
@@ -413,31 +472,15 @@ class KeypointsStudy(Study):
         self.bar.update()
 
     def rate_distortion(self) -> list[dict]:
-        """At every budget and seed: the primary set-up retrained, OMP re-run (FISTA for the first seed)."""
+        """At every budget and seed: the primary set-up retrained (its unit), OMP re-run (FISTA for the first seed)."""
         cfg, xtr, xte = self.cfg, self.xtr, self.xte
         h, w = xte.shape[-2:]
         rd, coders = [], {}
-        kp_bits = bits_per_nonzero(h, w, self.models[cfg.primary].num_types, cfg.value_bits)
         sc_bits = bits_per_nonzero(h, w, cfg.sc_atoms, cfg.value_bits, signed=True)
-
-        def rd_row(method, setting, seed, code, decode, bits):
-            nz = float((code != 0).flatten(1).sum(1).float().mean())
-            return {
-                "method": method,
-                "setting": setting,
-                "seed": seed,
-                "nonzeros_per_image": nz,
-                "bits_per_image": nz * bits,
-                "mse": _mse(decode(code), xte),
-                "mse_quantized": _mse(decode(quantize(code, cfg.value_bits)), xte),
-            }
-
+        rd_row = self._rd_row
         for m, sd in [(m, sd) for m in cfg.budgets for sd in cfg.seeds]:
-            self.bar.set_postfix_str(f"rate–distortion: {cfg.primary} at {m} keypoints, seed {sd}")
-            ae, _ = self.train_ae(cfg.primary, m, sd, cfg.rd_epochs, f"rd-{cfg.primary}-k{m}-s{sd}")
-            rd.append(
-                rd_row(f"{cfg.primary} (retrained)", f"{m} keypoints", sd, ae.encode(xte).to_maps(), ae.decode, kp_bits)
-            )
+            self.bar.set_postfix_str(f"rate–distortion: sparse coding at {m} non-zeros, seed {sd}")
+            rd.append(self.units_report.results[f"rd-{cfg.primary}-k{m}-s{sd}"]["row"])
             if sd not in coders:
                 coders[sd] = ConvSparseCoder(cfg.sc_atoms, cfg.sc_atom_size, n_nonzero=max(cfg.budgets), seed=sd).fit(
                     xtr, epochs=cfg.sc_epochs
@@ -546,8 +589,14 @@ class KeypointsStudy(Study):
 
 
 def run_keypoints(
-    cfg: KeypointsConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+    cfg: KeypointsConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
 ) -> KeypointsResult:
     """Train the keypoint autoencoders, the matched sparse coder, the rate–distortion points and the
-    classifiers (``KeypointsStudy``); writes ``runs/keypoints-<data>-<hash>/``."""
-    return KeypointsStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    classifiers (``KeypointsStudy``); writes ``runs/keypoints-<data>-<hash>/``. ``executor="ray"`` hands
+    each autoencoder's training to a Ray task (see ``run_transfer``); both give the same result."""
+    return KeypointsStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)

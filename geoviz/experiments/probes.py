@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
@@ -50,7 +51,11 @@ from ..inference import predict
 from ..models import block_layers, build_model, list_models, load_backbone, timm_available, weight_layers
 from ..runs import RunDir, config_hash
 from . import pretrained_once
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 STARTS = ("pretrained", "scratch")
 MIN_SEEDS = 3  # fewer seeds cannot decide a hypothesis
@@ -542,7 +547,16 @@ def _probe_dataset(experiment: str, which: str, n: int, size: int, split: str, i
     return ProbeDataset(experiment, which, n_per_class=n, size=size, split=split, seed=0, imagenet_norm=imagenet_norm)
 
 
-def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
+def _arm(experiment: str, arch: str, start: str) -> str:
+    """A fine-tuning arm's name (its runs are ``<arm>-s<seed>``)."""
+    return f"{experiment}-{arch.replace(':', '_')}-{start}"
+
+
+def _pretrain_key(arch: str) -> str:
+    return f"pretrain-{arch.replace(':', '_')}"
+
+
+def _pretrain(arch: str, cfg: ProbesConfig, device, run_root, *, train: bool = True) -> str | None:
     """A zoo network pretrained on ``PRETRAINING`` (shapes10 classes no probe uses), once."""
     k = len(PRETRAINING.classes)
 
@@ -568,6 +582,7 @@ def _pretrain(arch: str, cfg: ProbesConfig, device, run_root) -> str:
         batch_size=cfg.batch_size,
         device=device,
         run_root=run_root,
+        train=train,
     )
 
 
@@ -660,17 +675,19 @@ def _correct(model, data, device) -> list[int]:
 
 
 class ProbesStudy(Study):
-    """Steps: ``starting_networks`` (scratch per seed, pretrained once), ``floors``, ``fine_tune``
-    every (experiment, architecture, start, seed), ``layer_probes`` of the frozen starting networks."""
+    """Steps: ``floors``, ``run_units`` (each zoo architecture pretrained once where a ``pretrained``
+    start needs it, then every (experiment, architecture, start, seed) fine-tuning run after it:
+    ``units()``, carried out by the executor), ``starting_networks`` (scratch per seed, pretrained
+    once), ``layer_probes`` of the frozen starting networks (in this process: linear probes, no training)."""
 
     key = "probes"
+    gpus_per_run = 0.25  # small zoo networks at 64 px; not measured on a GPU yet
 
     def steps(self) -> ProbesResult:
         cfg = self.cfg
         check_pretrained_weights(cfg)
         notes = sorted({n for a in cfg.architectures for n in [resolve_architecture(a)[1]] if n})
-        self.open_run(f"probes-{config_hash(cfg)}")
-        frozen = self.starting_networks()
+        self.open_run(self.run_name())
         if any(s == "pretrained" for s in cfg.starts) and any(
             not _imagenet(resolve_architecture(a)[0]) for a in cfg.architectures
         ):
@@ -679,39 +696,90 @@ class ProbesStudy(Study):
                 f"({', '.join(PRETRAINING.classes)}; no ImageNet weights exist for them)"
             )
         floors = task_floors(cfg)
-        jobs = [
-            (e, a, s, seed)
-            for e in cfg.experiments
-            for a in cfg.architectures
-            for s in cfg.starts
-            for seed in cfg.seeds
-        ]
-        runs = [
-            self.fine_tune(frozen, *job) for job in progress_bar(jobs, desc="fine-tuning runs", enabled=self.progress)
-        ]
+        self.run_units()
+        runs = self.gather()
+        frozen = self.starting_networks()
         probes = self.layer_probes(frozen)
         for f in floors:  # the random network's best block, where a scratch start was probed
             rand = [p["cv_acc"] for p in probes if p["experiment"] == f["experiment"] and p["start"] == "scratch"]
             f["random_network_probe"] = max(rand) if rand else None
         return ProbesResult(cfg, runs, probes, notes, self.exp, frozen, floors=floors, histories=self.histories)
 
+    def run_name(self) -> str:
+        """The study's folder: ``probes-<config hash>``."""
+        return f"probes-{config_hash(self.cfg)}"
+
+    # the runs as units --------------------------------------------------------------------------
+    def _pretrained_here(self, arch: str) -> bool:
+        """Whether the ``pretrained`` start of ``arch`` is pretrained by geoviz (zoo networks)."""
+        return "pretrained" in self.cfg.starts and not _imagenet(resolve_architecture(arch)[0])
+
+    def units(self) -> list[RunUnit]:
+        """Each zoo architecture's pretraining (shared by every experiment and seed), then every
+        (experiment, architecture, start, seed) fine-tuning run, a pretrained one after its pretraining."""
+        cfg = self.cfg
+        pretrain = {
+            a: RunUnit(_pretrain_key(a), inputs={"pretrain": a}) for a in cfg.architectures if self._pretrained_here(a)
+        }
+        runs = [
+            RunUnit(
+                f"{_arm(get_experiment(e).key, a, s)}-s{seed}",
+                (pretrain[a].key,) if s == "pretrained" and a in pretrain else (),
+                {"experiment": e, "architecture": a, "start": s, "seed": seed},
+            )
+            for e in cfg.experiments
+            for a in cfg.architectures
+            for s in cfg.starts
+            for seed in cfg.seeds
+        ]
+        return [*pretrain.values(), *runs]
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """One fine-tuning run (``fine_tune``)."""
+        i = unit.inputs
+        return self.fine_tune(i["experiment"], i["architecture"], i["start"], i["seed"])
+
+    def pretrained_file(self, arch: str, *, train: bool) -> str | None:
+        """Zoo architecture ``arch`` pretrained once (``_pretrain``): its file (``train=False``: None if not yet)."""
+        return _pretrain(resolve_architecture(arch)[0], self.cfg, self.device, self.run_root, train=train)
+
+    def gather(self) -> list[dict]:
+        """The fine-tuning runs' rows in the units' order (their histories kept under ``(arm, seed)``)."""
+        rows = []
+        for unit in self.units():
+            if "pretrain" in unit.inputs:
+                continue
+            done = self.units_report.results[unit.key]
+            row = done["row"]
+            self.histories[(_arm(row["experiment"], row["architecture"], row["start"]), row["seed"])] = done["history"]
+            rows.append(row)
+        return rows
+
     def starting_networks(self) -> dict:
         """The starting networks, shared by every experiment: scratch differs per seed, pretrained is one."""
-        cfg, frozen = self.cfg, {}
-        for arch in cfg.architectures:
-            name, _ = resolve_architecture(arch)
-            for start in cfg.starts:
-                if _imagenet(name) and start == "pretrained":
-                    continue
-                for seed in cfg.seeds if start == "scratch" else (0,):
-                    seed_everything(4321 + seed)
-                    m = build_model(name, 10)
-                    if start == "pretrained":
-                        load_backbone(m, _pretrain(name, cfg, self.device, self.run_root))
-                    frozen[(arch, start, seed)] = {k: v.clone() for k, v in m.state_dict().items()}
-        return frozen
+        cfg = self.cfg
+        keys = [
+            (arch, start, seed)
+            for arch in cfg.architectures
+            for start in cfg.starts
+            if not (_imagenet(resolve_architecture(arch)[0]) and start == "pretrained")
+            for seed in (cfg.seeds if start == "scratch" else (0,))
+        ]
+        return {key: self.starting_network(*key) for key in keys}
 
-    def fine_tune(self, frozen: dict, e: str, a: str, s: str, seed: int) -> dict:
+    def starting_network(self, arch: str, start: str, seed: int) -> dict:
+        """One starting network's state dict (a zoo network's pretraining must have run: its unit)."""
+        name, _ = resolve_architecture(arch)
+        seed_everything(4321 + seed)
+        m = build_model(name, 10)
+        if start == "pretrained":
+            path = self.pretrained_file(arch, train=False)
+            if path is None:
+                raise FileNotFoundError(f"{arch} was not pretrained yet: its unit {_pretrain_key(arch)!r} runs first")
+            load_backbone(m, path)
+        return {k: v.clone() for k, v in m.state_dict().items()}
+
+    def fine_tune(self, e: str, a: str, s: str, seed: int) -> dict:
         """One fine-tuning run on the training distribution, scored there and on every transfer set."""
         cfg, device = self.cfg, self.device
         exp = get_experiment(e)
@@ -719,7 +787,10 @@ class ProbesStudy(Study):
         train = _probe_data(cfg, e, a, "train", cfg.n_per_class, "train")
         val = _probe_data(cfg, e, a, "train", cfg.n_val_per_class, "val")
         test = _probe_data(cfg, e, a, "train", cfg.n_test_per_class, "test")
-        arm = f"{exp.key}-{a.replace(':', '_')}-{s}"
+        arm = _arm(exp.key, a, s)
+        key = (a, s, seed if s == "scratch" else 0)
+        imagenet = s == "pretrained" and _imagenet(resolve_architecture(a)[0])  # its weights come from the file
+        frozen = {} if imagenet else {key: self.starting_network(*key)}
         model, res = self.fit_arm(
             arm,
             seed,
@@ -783,8 +854,16 @@ class ProbesStudy(Study):
         return probes
 
 
-def run_probes(cfg: ProbesConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> ProbesResult:
+def run_probes(
+    cfg: ProbesConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
+) -> ProbesResult:
     """Fine-tune every architecture from scratch and pretrained on each shape experiment, score the
     transfer sets, probe the frozen networks layer by layer, and decide H1, H2 and C
-    (``ProbesStudy``); writes ``runs/probes-<hash>/`` (and ``runs/probes-pretrain-*`` once per network)."""
-    return ProbesStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    (``ProbesStudy``); writes ``runs/probes-<hash>/`` (and ``runs/probes-pretrain-*`` once per network).
+    ``executor="ray"`` hands each run to a Ray task (see ``run_transfer``); both give the same result."""
+    return ProbesStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)

@@ -24,21 +24,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .._utils import progress_bar
+from .._io import atomic_torch_save, load_weights_only
 from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
 from ..costs import model_costs
 from ..datasets import get_dataset, num_classes
 from ..datasets.images import cifar10_present
 from ..engine import evaluate, fit
-from ..methods.pruning import PRUNING_METHODS
-from ..models import build_model, save_model
+from ..methods.pruning import PRUNING_METHODS, LayerSpectrum
+from ..models import build_model, load_state, save_model
 from ..runs import RunDir, config_hash
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 METHODS = tuple(PRUNING_METHODS)
 
@@ -249,22 +254,19 @@ def resolve_dataset(name: str) -> str:
 
 
 class PruningStudy(Study):
-    """Steps per seed: ``base_network`` (trained, measured), then ``prune_and_finetune`` at every
-    speed-up with every method (the baselines first, so the others get their measured FLOPs)."""
+    """Steps: ``prepare`` (the splits, the run folder), ``run_units`` (per seed: the base network,
+    trained and measured; then at every speed-up every method pruned, measured, fine-tuned and measured
+    again, the baselines before the others, which get their measured FLOPs: ``units()``, carried out by
+    the executor), ``gather`` (rows, the first seed's spectra and ranks, read back from the folders)."""
 
     key = "pruning"
+    gpus_per_run = 0.25  # small networks at 32 px; not measured on a GPU yet
 
     def steps(self) -> PruningResult:
         cfg = self.cfg
         self.prepare()
-        self.rows, self.spectra, self.ranks, self._latency = [], {}, {}, {}
-        jobs = [(sd, m, s) for sd in cfg.seeds for s in cfg.speedups for m in cfg.methods]
-        self.bar = progress_bar(total=len(cfg.seeds) + len(jobs), desc="pruning study", enabled=self.progress)
-        for sd in cfg.seeds:
-            base, calib = self.base_network(sd)
-            for s in cfg.speedups:
-                self.prune_and_finetune(base, calib, s, sd)
-        self.bar.close()
+        self.run_units()
+        self.gather()
         return PruningResult(
             cfg,
             self.rows,
@@ -278,15 +280,56 @@ class PruningStudy(Study):
             notes=[],
         )
 
-    def prepare(self) -> None:
-        """The splits, then the run folder."""
+    def run_name(self) -> str:
+        """The study's folder: ``pruning-<model>-<data set>-<config hash>``."""
+        return f"pruning-{self.cfg.model}-{resolve_dataset(self.cfg.dataset)}-{config_hash(self.cfg)}"
+
+    def _setup(self) -> None:
+        """The splits."""
         cfg = self.cfg
         self.dataset = dataset = resolve_dataset(cfg.dataset)
         self.train = get_dataset(dataset, "train", n=cfg.n_train, seed=0)
         self.val = get_dataset(dataset, "val", n=cfg.n_val, seed=0)
         self.test = get_dataset(dataset, "test", n=cfg.n_test, seed=0)
         self.k, self.in_size = num_classes(self.train), tuple(self.train[0][0].shape)
-        self.open_run(f"pruning-{cfg.model}-{dataset}-{config_hash(cfg)}")
+        self._latency, self._base = {}, {}
+
+    # the runs as units --------------------------------------------------------------------------
+    def units(self) -> list[RunUnit]:
+        """Per seed: ``base-s<seed>``; at every speed-up each baseline method after the base, and each
+        other method after the base and that speed-up's baselines (it is pruned to their FLOPs)."""
+        cfg, units = self.cfg, []
+        methods = [PRUNING_METHODS[m] for m in cfg.methods]
+        for sd in cfg.seeds:
+            base = RunUnit(f"base-s{sd}", inputs={"seed": sd})
+            units.append(base)
+            for s in cfg.speedups:
+                first = [_prune_unit(m, s, sd, (base.key,)) for m in methods if m.baseline]
+                after = (base.key, *(u.key for u in first))
+                units += first + [_prune_unit(m, s, sd, after) for m in methods if not m.baseline]
+        return units
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """``{"table_row": the study's row, "ranks": the decorrelated ranks per layer (None: none)}``."""
+        if "method" in unit.inputs:
+            return self.prune_and_finetune(unit, deps)
+        return {"table_row": self.base_row(unit.inputs["seed"]), "ranks": None}
+
+    def gather(self) -> None:
+        """The rows and curves in the units' order; the first seed's spectra (per mode, the first
+        speed-up's) and ranks."""
+        cfg, results = self.cfg, self.units_report.results
+        self.rows, self.spectra, self.ranks = [], {}, {}
+        for unit in self.units():
+            done, sd, m = results[unit.key], unit.inputs["seed"], unit.inputs.get("method")
+            self.rows.append(done["row"]["table_row"])
+            arm = "base" if m is None else f"{m}-{unit.inputs['speedup']:g}x"
+            self.histories[(arm, sd)] = done["history"]
+            mode = None if m is None else PRUNING_METHODS[m].mode
+            if mode is not None and sd == cfg.seeds[0]:
+                if mode not in self.spectra:
+                    self.spectra[mode] = _load_spectra(self.arm_run(unit.key).path / SPECTRA)
+                self.ranks[(m, unit.inputs["speedup"])] = done["row"]["ranks"]
 
     def costs(self, net) -> dict:
         """FLOPs, parameters, bytes, latency. The architecture, not the weights, sets the cost: measured
@@ -302,11 +345,9 @@ class PruningStudy(Study):
             self._latency[key] = c
         return dict(self._latency[key])
 
-    def base_network(self, sd: int):
-        """The seed's base network, trained and measured; and its calibration images (a seeded subset
-        of the validation split: not augmented, never the test split)."""
+    def base_row(self, sd: int) -> dict:
+        """The seed's base network trained in ``base-s<seed>/`` and measured (test accuracy, costs)."""
         cfg = self.cfg
-        self.bar.set_postfix_str(f"base network, seed {sd}")
         base, _ = self.fit_arm(
             "base",
             sd,
@@ -321,72 +362,73 @@ class PruningStudy(Study):
         )
         base = base.cpu().eval()
         acc = evaluate(base, self.test, device=self.device)["acc"]
-        c = self.costs(base)
-        self.base_flops, self.base_flops_all_ops = c["flops"], c["flops_all_ops"]
-        self.rows.append(
-            {
-                "seed": sd,
-                "method": "unpruned",
-                "speedup": 1.0,
-                "acc_pruned": acc,
-                "acc_finetuned": acc,
-                "flops_reduction": 1.0,
-                "flops_reduction_all_ops": 1.0,
-                "n_test": len(self.test),
-                **c,
-            }
-        )
-        self.bar.update()
-        g = torch.Generator().manual_seed(sd)
-        return base, torch.utils.data.Subset(
-            self.val, torch.randperm(len(self.val), generator=g)[: cfg.calibration_images].tolist()
-        )
+        return {
+            "seed": sd,
+            "method": "unpruned",
+            "speedup": 1.0,
+            "acc_pruned": acc,
+            "acc_finetuned": acc,
+            "flops_reduction": 1.0,
+            "flops_reduction_all_ops": 1.0,
+            "n_test": len(self.test),
+            **self.costs(base),
+        }
 
-    def prune_and_finetune(self, base, calib, s: float, sd: int) -> None:
-        """Every method at speed-up ``s``: pruned, measured, fine-tuned (KD from the base when asked),
-        measured again."""
+    def base_network(self, sd: int):
+        """The seed's trained base network (its last epoch, read from ``base-s<seed>/``) and its
+        calibration images (a seeded subset of the validation split: not augmented, never the test split)."""
+        if sd not in self._base:
+            base = build_model(self.cfg.model, self.k, in_chans=self.in_size[0])
+            load_state(base, self.arm_run(f"base-s{sd}").checkpoint_path())
+            self._base = {sd: base.cpu().eval()}  # one kept: a worker may run units of every seed
+        g = torch.Generator().manual_seed(sd)
+        calib = torch.utils.data.Subset(
+            self.val, torch.randperm(len(self.val), generator=g)[: self.cfg.calibration_images].tolist()
+        )
+        return self._base[sd], calib
+
+    def prune_and_finetune(self, unit: RunUnit, deps: dict) -> dict:
+        """One method at one speed-up: pruned (a non-baseline method to the FLOPs its baselines measured),
+        measured, fine-tuned (KD from the base when asked), measured again; the first seed's spectra saved
+        beside the run (``spectra.pt``)."""
         cfg, test = self.cfg, self.test
-        # the baselines first: one channel ratio for all layers lands a little under the target,
-        # and the decorrelated method (whose ranks are fine-grained) then gets the same FLOPs
-        methods = [PRUNING_METHODS[m] for m in cfg.methods]
-        matched = None
-        for method in [m for m in methods if m.baseline] + [m for m in methods if not m.baseline]:
-            m = method.name
-            self.bar.set_postfix_str(f"{m} {s:g}x, seed {sd}")
-            pr = method.prune(
-                base,
-                s,
-                calibration=calib,
-                input_size=self.in_size,
-                device=self.device,
-                max_images=cfg.calibration_images,
-                target_flops=None if method.baseline or matched is None else matched[0],
-                target_all_ops=None if method.baseline or matched is None else matched[1],
-            )
-            if method.mode is not None and sd == cfg.seeds[0]:
-                self.spectra.setdefault(method.mode, pr.spectra)
-                self.ranks[(m, s)] = pr.ranks
-            net = pr.model
-            c = self.costs(net)  # the architecture's: fine-tuning changes weights only
-            if method.baseline:  # both counts: the decorrelated method must fit under each
-                mine = (c["flops"], c["flops_all_ops"])
-                matched = mine if matched is None else tuple(map(min, matched, mine))
-            before, after = self._finetune(net, base, f"{m}-{s:g}x", sd)
-            self.rows.append(
-                {
-                    "seed": sd,
-                    "method": m,
-                    "speedup": s,
-                    "acc_pruned": before,
-                    "acc_finetuned": after,
-                    "n_test": len(test),
-                    "flops_reduction": self.base_flops / c["flops"],
-                    "flops_reduction_all_ops": self.base_flops_all_ops / c["flops_all_ops"],
-                    "prune_seconds": pr.seconds,
-                    **c,
-                }
-            )
-            self.bar.update()
+        m, s, sd = unit.inputs["method"], unit.inputs["speedup"], unit.inputs["seed"]
+        method = PRUNING_METHODS[m]
+        base, calib = self.base_network(sd)
+        base_row = deps[f"base-s{sd}"]["row"]["table_row"]
+        baselines = [deps[k]["row"]["table_row"] for k in unit.needs if k != f"base-s{sd}"]
+        # both counts: the decorrelated method must fit under each (the smallest over the baselines)
+        matched = (
+            (min(r["flops"] for r in baselines), min(r["flops_all_ops"] for r in baselines)) if baselines else None
+        )
+        pr = method.prune(
+            base,
+            s,
+            calibration=calib,
+            input_size=self.in_size,
+            device=self.device,
+            max_images=cfg.calibration_images,
+            target_flops=None if method.baseline or matched is None else matched[0],
+            target_all_ops=None if method.baseline or matched is None else matched[1],
+        )
+        net = pr.model
+        c = self.costs(net)  # the architecture's: fine-tuning changes weights only
+        before, after = self._finetune(net, base, f"{m}-{s:g}x", sd)
+        if method.mode is not None and sd == cfg.seeds[0]:  # after the run's first files (its code recorded)
+            _save_spectra(self.arm_run(unit.key).path / SPECTRA, pr.spectra)
+        row = {
+            "seed": sd,
+            "method": m,
+            "speedup": s,
+            "acc_pruned": before,
+            "acc_finetuned": after,
+            "n_test": len(test),
+            "flops_reduction": base_row["flops"] / c["flops"],
+            "flops_reduction_all_ops": base_row["flops_all_ops"] / c["flops_all_ops"],
+            "prune_seconds": pr.seconds,
+            **c,
+        }
+        return {"table_row": row, "ranks": pr.ranks}
 
     def _finetune(self, net, base, arm: str, sd: int) -> tuple[float, float]:
         """Test accuracy of a pruned network before and after fine-tuning it (KD from ``base`` when
@@ -395,7 +437,7 @@ class PruningStudy(Study):
         before = evaluate(net, test, device=self.device)["acc"]
         terms = ["ce"] if not cfg.kd else ["ce", {"name": "kd", "T": 4.0}]
         run = self.arm_run(f"{arm}-s{sd}")
-        ft = fit(
+        fit(
             net,
             self.train,
             self.val,
@@ -411,13 +453,47 @@ class PruningStudy(Study):
             seed=sd,
             progress=False,
         )
-        self.histories[(arm, sd)] = ft.history
         net = net.cpu().eval()
         save_model(net, run.path / "pruned.pt")
         return before, evaluate(net, test, device=self.device)["acc"]
 
 
-def run_pruning(cfg: PruningConfig, *, run_root=None, progress: bool = True, reuse: str | None = None) -> PruningResult:
+def run_pruning(
+    cfg: PruningConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
+) -> PruningResult:
     """Train a base network per seed and prune it with every method at every speed-up, fine-tune and
-    measure (``PruningStudy``); writes ``runs/pruning-<model>-<data>-<hash>/``."""
-    return PruningStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    measure (``PruningStudy``); writes ``runs/pruning-<model>-<data>-<hash>/``. ``executor="ray"``
+    hands each run to a Ray task (see ``run_transfer``); both give the same result (costs are measured
+    once per architecture in each process: latencies are timings)."""
+    return PruningStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)
+
+
+SPECTRA = "spectra.pt"  # the first seed's layer spectra, beside a decorrelated run (the notebook draws them)
+
+
+def _prune_unit(method, speedup: float, seed: int, needs: tuple) -> RunUnit:
+    return RunUnit(
+        f"{method.name}-{speedup:g}x-s{seed}", needs, {"method": method.name, "speedup": speedup, "seed": seed}
+    )
+
+
+def _save_spectra(path, spectra: dict) -> None:
+    """Layer spectra as tensors and plain values (loadable with ``weights_only=True``)."""
+    plain = {
+        name: {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in vars(sp).items()}
+        for name, sp in spectra.items()
+    }
+    atomic_torch_save(plain, path)
+
+
+def _load_spectra(path) -> dict:
+    plain = load_weights_only(path)
+    return {
+        name: LayerSpectrum(**{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in fields.items()})
+        for name, fields in plain.items()
+    }

@@ -24,14 +24,14 @@ the labelled set's mean. Speeds are single medians on a shared CPU: descriptive,
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .._utils import progress_bar, seed_everything
+from .._utils import seed_everything
 from ..analysis.robustness import robustness_reports
 from ..analysis.statistics import Claim, claim_rows, mean_std, paired_difference
 from ..config import ExperimentConfig
@@ -39,9 +39,14 @@ from ..costs import measure_flops, measure_latency
 from ..datasets import get_dataset
 from ..datasets.corruptions import CORRUPTIONS, SEVERITIES
 from ..engine import distill_offline, fit
-from ..models import build_model
+from ..engine.pseudo_labels import pseudo_label
+from ..models import build_model, load_state
 from ..runs import RunDir, config_hash
-from ._study import Study, StudyResult
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # name → (zoo model, build kwargs, input size or None)
 STUDENTS = {
@@ -328,35 +333,20 @@ class StudentsResult(StudyResult):
 
 
 class StudentsStudy(Study):
-    """Steps per seed: ``teacher`` (one per seed, or shared), each student ``distilled`` and
-    ``labelled_only`` from the same initial weights, then ``measure`` every model on clean and
-    corrupted test images; speeds relative to the teacher last."""
+    """Steps: ``prepare`` (the splits, the run folder), ``run_units`` (per seed: the teacher, one per
+    seed or shared, which also pseudo-labels the pool; each student ``distilled`` (after its teacher)
+    and ``labelled_only`` from the same initial weights; then ``measure-s<seed>``, every model of the
+    seed on clean and corrupted test images: ``units()``, carried out by the executor), ``gather``
+    (rows; speeds relative to the teacher; the first seed's models read back from their folders)."""
 
     key = "students"
+    gpus_per_run = 0.25  # small regressors at 32 px; not measured on a GPU yet
 
     def steps(self) -> StudentsResult:
         cfg = self.cfg
         self.prepare()
-        self.rows, self.models, self.speed, teacher = [], {}, {}, None
-        self.bar = progress_bar(
-            total=len(cfg.seeds) * (1 + 2 * len(cfg.students)), desc="students", enabled=self.progress
-        )
-        for sd in cfg.seeds:
-            td = sd if cfg.teacher_per_seed else cfg.seeds[0]
-            self.bar.set_postfix_str(f"teacher, seed {td}")
-            if teacher is None or cfg.teacher_per_seed:
-                teacher = self.teacher(td)
-            nets = {("teacher", "teacher"): teacher}
-            self.bar.update()
-            for st in cfg.students:
-                nets.update(self.student(st, sd, td, teacher))
-            self.bar.set_postfix_str(f"corruptions, seed {sd}")
-            self.measure(sd, nets)
-        self.bar.close()
-        t_speed = self.speed["teacher"]
-        for r in self.rows:
-            for b in (1, 64):
-                r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
+        self.run_units()
+        self.gather()
         test = self.test
         x = torch.stack([test[i][0] for i in range(len(test))])
         return StudentsResult(
@@ -371,8 +361,12 @@ class StudentsStudy(Study):
             self.exp,
         )
 
-    def prepare(self) -> None:
-        """The labelled set, the unlabelled pool, validation and test splits; then the run folder."""
+    def run_name(self) -> str:
+        """The study's folder: ``students-<config hash>``."""
+        return f"students-{config_hash(self.cfg)}"
+
+    def _setup(self) -> None:
+        """The labelled set, the unlabelled pool, validation and test splits."""
         cfg = self.cfg
         kw = dict(label_noise=cfg.label_noise)
         self.labelled = get_dataset("shape_size", "train", n=cfg.n_labelled, seed=0, **kw)
@@ -383,12 +377,73 @@ class StudentsStudy(Study):
         self.test = get_dataset("shape_size", "test", n=cfg.n_test, seed=0, **kw)
         self.start = float(self.labelled.targets.mean())
         self.floor = self.test.mean_predictor_mae(self.start)
-        self.open_run(f"students-{config_hash(cfg)}")
         self.in_size = tuple(self.labelled[0][0].shape)
         self.opt = dict(optimizer=cfg.optimizer, weight_decay=cfg.weight_decay)
+        self.speed = {}
 
-    def teacher(self, td: int):
-        """The teacher of seed ``td``, trained on the labelled set in ``teacher-s<td>/``."""
+    # the runs as units --------------------------------------------------------------------------
+    def _teacher_of(self, sd: int) -> int:
+        return sd if self.cfg.teacher_per_seed else self.cfg.seeds[0]
+
+    def units(self) -> list[RunUnit]:
+        """Per seed: its teacher (unless shared and listed already); each student distilled (after the
+        teacher) and labelled only; then ``measure-s<seed>`` after all of them."""
+        cfg, units = self.cfg, []
+        for sd in cfg.seeds:
+            td = self._teacher_of(sd)
+            if td == sd:
+                units.append(RunUnit(f"teacher-s{td}", inputs={"teacher": td}))
+            students = []
+            for st in cfg.students:
+                folder = st.replace("@", "-at")
+                students.append(
+                    RunUnit(
+                        f"{folder}-distilled-s{sd}", (f"teacher-s{td}",), {"student": st, "distilled": True, "seed": sd}
+                    )
+                )
+                students.append(
+                    RunUnit(f"{folder}-labelled-s{sd}", (), {"student": st, "distilled": False, "seed": sd})
+                )
+            needs = (f"teacher-s{td}", *(u.key for u in students))
+            units += [*students, RunUnit(f"measure-s{sd}", needs, {"measure": sd})]
+        return units
+
+    def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
+        """The teacher or a student trained (their curves: the run's epochs; a distilled student's, both
+        stages, in its row), or a seed's measurement (``{"rows": [...]}``)."""
+        i = unit.inputs
+        if "teacher" in i:
+            return self.teacher(i["teacher"])
+        if "measure" in i:
+            return {"rows": self.measure(i["measure"])}
+        return self.student(i["student"], i["seed"], i["distilled"])
+
+    def gather(self) -> None:
+        """Rows (each seed's, from its measurement), speeds relative to the first seed's teacher, curves
+        in the units' order, and the first seed's models (last epoch, from their folders)."""
+        cfg, results = self.cfg, self.units_report.results
+        self.rows = []
+        for unit in self.units():
+            done, i = results[unit.key], unit.inputs
+            if "teacher" in i:
+                self.histories[("teacher", i["teacher"])] = done["history"]
+            elif "measure" in i:
+                self.rows += [_severities_as_ints(r) for r in done["row"]["rows"]]
+            else:
+                arm = "distilled" if i["distilled"] else "labelled only"
+                self.histories[(f"{i['student']} {arm}", i["seed"])] = done["row"].get("history", done["history"])
+        t_speed = next(r for r in self.rows if r["model"] == "teacher")
+        for r in self.rows:
+            for b in (1, 64):
+                r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
+        first = cfg.seeds[0]
+        self.models = {
+            f"{name} ({arm})" if arm != "teacher" else name: net for (name, arm), net in self.networks(first).items()
+        }
+
+    def teacher(self, td: int) -> dict:
+        """The teacher of seed ``td``, trained on the labelled set in ``teacher-s<td>/``, which also keeps
+        its pseudo-labels of the pool (every distilled student of the teacher reads them)."""
         cfg = self.cfg
         teacher, _ = self.fit_arm(
             "teacher",
@@ -402,44 +457,42 @@ class StudentsStudy(Study):
             batch_size=cfg.batch_size,
             **self.opt,
         )
-        return teacher
+        pseudo_label(teacher, self.pool, self.arm_run(f"teacher-s{td}"), device=self.device, progress=False)
+        return {}
 
-    def student(self, st: str, sd: int, td: int, teacher) -> dict:
-        """Student ``st`` distilled from the teacher's pseudo-labels on the pool, and trained on the
-        labelled set alone for as many images, both from the same initial weights."""
-        cfg, nets = self.cfg, {}
+    def _initial(self, st: str, sd: int) -> torch.nn.Module:
+        """Student ``st``'s initial weights of seed ``sd`` (the distilled and labelled-only arms start here)."""
         model, kwargs, size = STUDENTS[st]
         seed_everything(sd)
-        init = _build(model, kwargs, size, self.start)
-        self.bar.set_postfix_str(f"{st} distilled, seed {sd}")
-        net = nets[st, "distilled"] = copy.deepcopy(init)
-        folder = st.replace("@", "-at")
-        out = distill_offline(
-            net,
-            teacher,
-            self.labelled,
-            self.pool,
-            self.val,
-            run=self.arm_run(f"{folder}-distilled-s{sd}"),
-            labels_run=self.arm_run(f"teacher-s{td}"),
-            pretrain_epochs=cfg.pretrain_epochs,
-            finetune_epochs=cfg.finetune_epochs,
-            lr=cfg.lr,
-            finetune_lr=cfg.finetune_lr,
-            batch_size=cfg.batch_size,
-            device=self.device,
-            seed=sd,
-            progress=False,
-            **self.opt,
-        )
-        self.histories[(f"{st} distilled", sd)] = out["history"]["pretrain"] + out["history"]["finetune"]
-        self.bar.update()
-        self.bar.set_postfix_str(f"{st} labelled only, seed {sd}")
-        net = nets[st, "labelled only"] = copy.deepcopy(init)
-        seen = cfg.pretrain_epochs * len(self.pool) + cfg.finetune_epochs * len(
-            self.labelled
-        )  # the distilled student's images
-        res = fit(
+        return _build(model, kwargs, size, self.start)
+
+    def student(self, st: str, sd: int, distilled: bool) -> dict:
+        """Student ``st`` distilled from the teacher's pseudo-labels on the pool, or trained on the
+        labelled set alone for as many images (the distilled student's), from the same initial weights."""
+        cfg, net, folder = self.cfg, self._initial(st, sd), st.replace("@", "-at")
+        if distilled:
+            td = self._teacher_of(sd)
+            out = distill_offline(
+                net,
+                self._load("teacher", td),
+                self.labelled,
+                self.pool,
+                self.val,
+                run=self.arm_run(f"{folder}-distilled-s{sd}"),
+                labels_run=self.arm_run(f"teacher-s{td}"),
+                pretrain_epochs=cfg.pretrain_epochs,
+                finetune_epochs=cfg.finetune_epochs,
+                lr=cfg.lr,
+                finetune_lr=cfg.finetune_lr,
+                batch_size=cfg.batch_size,
+                device=self.device,
+                seed=sd,
+                progress=False,
+                **self.opt,
+            )
+            return {"history": out["history"]["pretrain"] + out["history"]["finetune"]}
+        seen = cfg.pretrain_epochs * len(self.pool) + cfg.finetune_epochs * len(self.labelled)  # the distilled one's
+        fit(
             net,
             self.labelled,
             self.val,
@@ -453,8 +506,26 @@ class StudentsStudy(Study):
             progress=False,
             **self.opt,
         )
-        self.histories[(f"{st} labelled only", sd)] = res.history
-        self.bar.update()
+        return {}
+
+    def _load(self, name: str, sd: int, distilled: bool = False) -> torch.nn.Module:
+        """A trained network's last epoch, read from its folder (the teacher, or student ``name``)."""
+        if name == "teacher":
+            net, path = _start_at_mean(build_model(self.cfg.teacher, 1), self.start), self.arm_run(f"teacher-s{sd}")
+        else:
+            folder = name.replace("@", "-at")
+            net = self._initial(name, sd)
+            path = self.arm_run(f"{folder}-distilled-s{sd}" if distilled else f"{folder}-labelled-s{sd}")
+            path = RunDir("finetune", path.path) if distilled else path
+        load_state(net, path.checkpoint_path())
+        return net.cpu().eval()
+
+    def networks(self, sd: int) -> dict:
+        """``{(model, arm): network}`` of seed ``sd``: the teacher, then each student distilled and labelled only."""
+        nets = {("teacher", "teacher"): self._load("teacher", self._teacher_of(sd))}
+        for st in self.cfg.students:
+            nets[st, "distilled"] = self._load(st, sd, distilled=True)
+            nets[st, "labelled only"] = self._load(st, sd)
         return nets
 
     def costs(self, name: str, net) -> dict:
@@ -473,12 +544,10 @@ class StudentsStudy(Study):
             self.speed[name] = c
         return self.speed[name]
 
-    def measure(self, sd: int, nets: dict) -> None:
-        """Every model of one seed on the same corrupted images, relative to the teacher."""
-        cfg, device = self.cfg, self.device
-        nets = {
-            k: n.to(device).eval() for k, n in nets.items()
-        }  # scored where they trained; costs and the widget on the CPU
+    def measure(self, sd: int) -> list[dict]:
+        """Every model of one seed on the same corrupted images, relative to the teacher: its rows."""
+        cfg, device, rows = self.cfg, self.device, []
+        nets = {k: n.to(device).eval() for k, n in self.networks(sd).items()}  # scored where they trained
         reps = robustness_reports(
             {f"{k[0]}|{k[1]}": n for k, n in nets.items()},
             self.test,
@@ -491,8 +560,8 @@ class StudentsStudy(Study):
             progress=False,
         )
         for (name, arm), net in nets.items():
-            rep, net = reps[f"{name}|{arm}"], net.cpu()
-            self.rows.append(
+            rep = reps[f"{name}|{arm}"]
+            rows.append(
                 {
                     "seed": sd,
                     "model": name,
@@ -503,19 +572,31 @@ class StudentsStudy(Study):
                     "relative_mce": rep["relative_mce"],
                     "relative_excluded": rep["relative_excluded"],  # the teacher hardly degrades there
                     "report": rep,
-                    **self.costs(name, net),
+                    **self.costs(name, net.cpu()),  # costs on the CPU
                 }
             )
-            if sd == cfg.seeds[0]:
-                self.models[f"{name} ({arm})" if arm != "teacher" else name] = net
+        return rows
+
+
+def _severities_as_ints(row: dict) -> dict:
+    """A measured row as ``robustness_reports`` gives it: its report's errors keyed by severity (an int;
+    the row's JSON, read back from the run folder, has them as strings)."""
+    errors = {c: {int(s): e for s, e in by_severity.items()} for c, by_severity in row["report"]["errors"].items()}
+    return {**row, "report": {**row["report"], "errors": errors}}
 
 
 def run_students(
-    cfg: StudentsConfig, *, run_root=None, progress: bool = True, reuse: str | None = None
+    cfg: StudentsConfig,
+    *,
+    run_root=None,
+    progress: bool = True,
+    reuse: str | None = None,
+    **execution: Unpack[ExecutionOptions],
 ) -> StudentsResult:
     """Teacher, distilled and labelled-only students per seed, scored clean and under corruptions
-    (``StudentsStudy``); writes ``runs/students-<hash>/``."""
-    return StudentsStudy(cfg, run_root=run_root, progress=progress, reuse=reuse).execute()
+    (``StudentsStudy``); writes ``runs/students-<hash>/``. ``executor="ray"`` hands each run to a Ray
+    task (see ``run_transfer``); both give the same result (speeds are timings, measured per process)."""
+    return StudentsStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)
 
 
 __all__ = ["STUDENTS", "StudentsConfig", "StudentsResult", "run_students"]

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -61,8 +62,11 @@ from ..losses.geometric import BANDWIDTHS, KINDS, SCOPES
 from ..models import build_model, load_state
 from ..paths import resolve_in_root
 from ..runs import RunDir, config_hash, default_root, reuse_policy
-from ._study import Study, StudyResult
-from .executors import Execution, RunUnit, run_units
+from ._study import ExecutionOptions, Study, StudyResult
+from .executors import RunUnit, run_units
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 METHODS = ("ce", "kd", "geometric", "geometric+kd")
 BASELINES = ("fitnet", "at", "sp", "rkd", "pkt")
@@ -508,23 +512,13 @@ class TransferStudy(Study):
             self.units_report.as_dict(),
         )
 
-    def prepare(self) -> None:
-        """Data, the teacher network and every method's terms, checked before anything is written;
-        then the run folder."""
-        self._setup()
-        self.open_run(self.run_name())
-
-    def prepare_worker(self) -> None:
-        """A Ray worker's study: the data and networks, the driver's run folder (nothing written)."""
-        self._setup()
-        self.exp = RunDir(self.run_name(), self.run_root, reuse=self.reuse)
-
     def run_name(self) -> str:
         """The study's folder: ``transfer-<teacher>-<student>-<data set>-<config hash>``."""
         cfg = self.cfg
         return f"transfer-{cfg.teacher}-{cfg.student}-{cfg.dataset}-{config_hash(cfg)}"
 
     def _setup(self) -> None:
+        """Data, the teacher network and every method's terms, checked before anything is written."""
         cfg = self.cfg
         kw = {} if cfg.image_size is None else {"size": cfg.image_size}
         self.train = get_dataset(cfg.dataset, "train", n=cfg.n_train, seed=0, **kw)
@@ -835,10 +829,7 @@ def run_transfer(
     run_root=None,
     progress: bool = True,
     reuse: str | None = None,
-    executor: str = "local",
-    address: str | None = None,
-    gpus_per_run: float | None = None,
-    cpus_per_run: float = 1.0,
+    **execution: Unpack[ExecutionOptions],
 ) -> TransferResult:
     """Train the teacher, then every method's student at every fraction and seed (``TransferStudy``);
     writes ``runs/transfer-<teacher>-<student>-<data>-<hash>/`` (the teacher and one folder per
@@ -848,8 +839,7 @@ def run_transfer(
     to a Ray task (``address``: a running cluster, "auto", or None for a local instance), each student
     taking ``gpus_per_run`` of a GPU (default 0.25) and ``cpus_per_run`` CPUs (``executors.py``). The
     runs root must then be a path every worker sees. Both give the same result."""
-    execution = Execution(executor, address, gpus_per_run, cpus_per_run)
-    return TransferStudy(cfg, run_root=run_root, progress=progress, reuse=reuse, execution=execution).execute()
+    return TransferStudy.launch(cfg, run_root=run_root, progress=progress, reuse=reuse, **execution)
 
 
 def run_geometry_ablation(
