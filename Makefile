@@ -7,6 +7,8 @@ ROOT_FLAG := $(shell [ "$$(id -u)" = "0" ] && echo --allow-root)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install lab test test-unit test-notebooks test-browser demo bench clean
+# the test stages share two cores and the browser suite reads the runs nbval made: never in parallel (make -j)
+.NOTPARALLEL:
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,9 +37,11 @@ test-unit: install
 	rm -rf runs/test/unit  # runs made by earlier code would be refused (stale), not silently reused
 	OMP_NUM_THREADS=1 GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/unit $(PY) -m pytest -n 2 --dist loadgroup -q --durations=15 tests -m "not browser"
 
+# Progress bars on: nbval is where training runs inside a kernel with tqdm's widgets (the browser suite
+# reads these runs back), at no measurable cost (01 and 06: 105 s with bars, 118 s without).
 test-notebooks: install
 	rm -rf runs/test/nbval
-	OMP_NUM_THREADS=1 GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=0 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
+	OMP_NUM_THREADS=1 GEOVIZ_PROFILE=smoke GEOVIZ_PROGRESS=1 GEOVIZ_RUNS=$(CURDIR)/runs/test/nbval $(PY) -m pytest -q -n 2 --dist loadfile \
 		--nbval-lax --nbval-current-env -p no:cacheprovider notebooks
 
 # The browser suite checks how the notebooks render and respond in JupyterLab; their smoke runs read back the

@@ -319,3 +319,42 @@ def test_every_study_with_units_gives_the_local_result_through_ray_and_a_second_
     assert again.execution["ran"] == [] and len(again.execution["reused"]) == again.execution["runs"]
     assert _study_result(again) == _study_result(local)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a finished run was touched"
+
+
+def test_a_run_made_from_other_results_of_the_runs_it_needs_is_made_again(tmp_path, capsys):
+    """``Study.unit_row``: a unit's row is read back only while the rows it was made from are the same;
+    a needed run that ran again with another result makes it run again (its folder emptied first)."""
+    import shutil
+
+    from geoviz.experiments._study import Study
+    from geoviz.runs import RunDir
+
+    class Sums(Study):
+        key, offset = "sums", 0
+
+        def units(self):
+            return [RunUnit("a", inputs={"value": 1}), RunUnit("b", ("a",), {"value": 10})]
+
+        def measure_unit(self, unit, deps):
+            self.calls.append(unit.key)
+            RunDir(unit.key, self.exp.path).save_checkpoint({"made": unit.key}, "made.pt")  # something the run wrote
+            own = unit.inputs["value"] + (self.offset if unit.key == "a" else 0)
+            return {"sum": own + sum(d["row"]["sum"] for d in deps.values())}
+
+    def study(offset=0):
+        s = Sums(SMOKE, run_root=tmp_path, progress=False)
+        s.exp, s.calls, s.offset = RunDir("sums", tmp_path), [], offset
+        return s
+
+    first = study()
+    assert first.run_units().results["b"]["row"] == {"sum": 11} and first.calls == ["a", "b"]
+    again = study()
+    assert again.run_units().reused == ["a", "b"] and again.calls == []  # same results: read back
+    shutil.rmtree(tmp_path / "sums" / "a")
+    other = study(offset=5)  # a runs again and gives another result: b was made from the old one
+    report = other.run_units()
+    assert other.calls == ["a", "b"] and report.results["b"]["row"] == {"sum": 16} and report.reused == []
+    assert "sums/b was made from other results of a (run again since): again" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "sums" / "a")
+    same = study(offset=5)  # a runs again with the same result: b's row still holds
+    assert same.run_units().results["b"]["row"] == {"sum": 16} and same.calls == ["a"]

@@ -68,7 +68,7 @@ def pseudo_label(
     if not meta_path.is_file():  # parts without a record are nobody's: start clean
         shutil.rmtree(parts, ignore_errors=True)
         final.unlink(missing_ok=True)
-    atomic_write_json(meta_path, meta)
+        atomic_write_json(meta_path, meta)  # once: a finished labelling is read, never touched
     if final.is_file():
         labels = np.load(final)
         if len(labels) != len(pool):

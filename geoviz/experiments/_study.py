@@ -22,6 +22,11 @@ Every study's result follows one contract (``StudyResult``): ``claims()`` a list
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from .._utils import resolve_device, seed_everything
@@ -33,6 +38,32 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 UNIT_ROW = "unit_row"  # where a unit's row is kept in its run's summary (``Study.unit_row``)
+UNIT_NEEDS = "unit_needs"  # beside it: the digest of the results it was made from (``needs_digest``)
+
+
+def needs_digest(deps: dict) -> str:
+    """A digest of the results a unit is made from: each needed unit's row (not its curve, whose wall
+    times are its own), a needed file by its folder, name and contents (not where the runs root is mounted)."""
+
+    def _part(value):
+        if isinstance(value, dict) and "row" in value:
+            return value["row"]
+        if isinstance(value, str) and Path(value).is_file():
+            return ["/".join(Path(value).parts[-2:]), _file_digest(value, *_stamp(value))]
+        return value
+
+    text = json.dumps({k: _part(v) for k, v in sorted(deps.items())}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:  # the stamp in the key: hashed again when it changed
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class ExecutionOptions(TypedDict, total=False):
@@ -206,14 +237,23 @@ class Study:
         row is written into the run's summary once and always read back from there, so a row measured
         now and one measured by an earlier invocation (or another process) are the same JSON values.
         ``train=False``: None unless the run finished and holds its row. A run killed after training
-        but before its row was written is measured again (training is read back, not repeated)."""
-        run = self.arm_run(unit.key)
+        but before its row was written is measured again (training is read back, not repeated). A run
+        made from other results of the units it needs (one of them ran again since: ``needs_digest``)
+        is not reused: with ``train`` its folder is emptied and it runs again."""
+        run, digest = self.arm_run(unit.key), needs_digest(deps)
         m = run.read_metrics()
-        if not (m["status"] == "finished" and UNIT_ROW in m["summary"]):
+        done = m["status"] == "finished" and UNIT_ROW in m["summary"]
+        if done and m["summary"].get(UNIT_NEEDS, digest) != digest:
+            if not train:
+                return None
+            print(f"run {run.path} was made from other results of {', '.join(unit.needs)} (run again since): again")
+            shutil.rmtree(run.path)
+            run, done = self.arm_run(unit.key), False
+        if not done:
             if not train:
                 return None
             row = self.measure_unit(unit, deps)
-            m = run.write_summary(**{UNIT_ROW: row})
+            run.write_summary(**{UNIT_ROW: row, UNIT_NEEDS: digest})
             m = run.read_metrics()  # as JSON gives it back (tuples as lists, numpy scalars as floats)
         return {"row": m["summary"][UNIT_ROW], "history": m["epochs"]}
 
@@ -233,7 +273,8 @@ class Study:
         root = self.exp.root if self.exp is not None else self.run_root
         # "fresh" goes to the workers as it is: a worker opens the study's folder (the driver made it current),
         # the teacher's (run by the current code before any student) and its own run's, which no other task opens
-        return WorkerSpec(type(self), self.cfg, str(root), self.reuse, code_fingerprint())
+        name = self.exp.name if self.exp is not None else None
+        return WorkerSpec(type(self), self.cfg, str(root), self.reuse, code_fingerprint(), name)
 
     @classmethod
     def for_worker(cls, cfg, root: str, reuse: str) -> Study:

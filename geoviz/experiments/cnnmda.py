@@ -154,10 +154,16 @@ def fold_positives(A: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     return np.array_split(pos, folds)
 
 
+def masked(A: np.ndarray, test_pos: np.ndarray) -> np.ndarray:
+    """The associations a fold trains on: ``A`` with its test associations ``test_pos`` set to unknown."""
+    A_train = A.copy()
+    A_train[test_pos[:, 0], test_pos[:, 1]] = 0
+    return A_train
+
+
 def fold_inputs(data: AssociationData, test_pos: np.ndarray, cfg: CnnmdaConfig) -> dict:
     """Everything a fold's methods read, built from the associations with ``test_pos`` masked."""
-    A_train = data.A.copy()
-    A_train[test_pos[:, 0], test_pos[:, 1]] = 0
+    A_train = masked(data.A, test_pos)
     derive = (lambda A: MisimRows(A, data.SD)) if cfg.similarity == "misim" else None  # noqa: E731
     rows = derive(A_train) if derive else None
     SM = rows.full.numpy() if rows is not None else data.SM
@@ -461,9 +467,7 @@ class CnnmdaStudy(Study):
         rng = np.random.default_rng(cfg.seed + r)
         tests = fold_positives(data.A, cfg.folds, cfg.seed + r)
         for earlier in tests[:f]:
-            A_train = data.A.copy()
-            A_train[earlier[:, 0], earlier[:, 1]] = 0
-            fold_pairs(A_train, cfg.negatives, rng)
+            fold_pairs(masked(data.A, earlier), cfg.negatives, rng)
         row = _fold(cfg, data, tests[f], rng, self.device, self.arm_run(unit.key), cfg.seed + 100 * r + f)
         return {**row, "repeat": r, "fold": f}
 

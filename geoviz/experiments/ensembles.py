@@ -534,7 +534,7 @@ class EnsemblesStudy(Study):
     def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
         """A member fine-tuned (``member``) or a fusion of its members (``fuse``)."""
         if "member" in unit.inputs:
-            return self.member(unit)
+            return self.member(unit, deps.get(_source_key(unit.inputs["member"])))
         return self.fuse(unit, deps)
 
     def pretrained_file(self, member: str, *, train: bool) -> str | None:
@@ -568,11 +568,7 @@ class EnsemblesStudy(Study):
             return {}
         return {m: self.units_report.results[_source_key(m)] for m in self.cfg.members}
 
-    def _build(self, member: str, start: str):
-        source = self.pretrained_file(member, train=False) if start == "transfer" and self._has_source_runs() else None
-        return build_member(self.cfg, member, self.k, start, source)
-
-    def member(self, unit: RunUnit) -> dict:
+    def member(self, unit: RunUnit, source: str | None) -> dict:
         """One member of (seed, start) fine-tuned; its validation and test probabilities saved beside
         its checkpoints (``probabilities.npz``) for the fusion; its row."""
         cfg = self.cfg
@@ -580,7 +576,7 @@ class EnsemblesStudy(Study):
         net, _ = self.fit_arm(
             f"{m} ({st})",
             sd,
-            lambda: self._build(m, st),
+            lambda: build_member(cfg, m, self.k, st, source),
             self.train,
             self.val,
             name=unit.key,
@@ -653,7 +649,7 @@ class EnsemblesStudy(Study):
             if sd == cfg.seeds[0]:
                 p = self._probabilities_of(unit.key)
                 self.confusion[(st, m)] = _confusion(p["yt"], p["t"].argmax(1), self.k)
-                net = self._build(m, st)
+                net = build_member(cfg, m, self.k, st, results.get(_source_key(m)) if st == "transfer" else None)
                 load_state(net, self.arm_run(unit.key).checkpoint_path())
                 self.models[(st, m)] = net.cpu().eval()
 

@@ -310,14 +310,16 @@ class _Ray:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker needs to rebuild a study: its class, config, runs root (absolute), reuse mode and
-    the driver's code fingerprint (a worker running other code refuses)."""
+    """What a worker needs to rebuild a study: its class, config, runs root (absolute), reuse mode, the
+    driver's code fingerprint (a worker running other code refuses) and the driver's study folder (a
+    worker that resolves another one, e.g. another data set for ``dataset="auto"``, refuses)."""
 
     cls: type
     cfg: Any
     root: str
     reuse: str
     fingerprint: dict
+    experiment: str | None = None
 
 
 _WORKER_STUDY: dict = {}  # one prepared study per worker process (data and teacher loaded once)
@@ -340,6 +342,14 @@ def run_unit_in_worker(spec: WorkerSpec, unit: RunUnit, deps: dict, threads: int
     key = (spec.cls.__module__, spec.cls.__qualname__, config_hash(spec.cfg, 16), spec.root, spec.reuse)
     if key not in _WORKER_STUDY:
         _WORKER_STUDY.clear()  # one study at a time: its data and teacher are the worker's memory
-        _WORKER_STUDY[key] = spec.cls.for_worker(spec.cfg, spec.root, spec.reuse)
+        study = spec.cls.for_worker(spec.cfg, spec.root, spec.reuse)
+        mine = study.exp.name if study.exp is not None else None
+        if spec.experiment is not None and mine != spec.experiment:
+            raise RuntimeError(
+                f"this worker (pid {os.getpid()}) resolves the study's folder as {mine!r}, the driver as "
+                f"{spec.experiment!r}: the same config resolves differently here (a data set under data/ on one "
+                "machine and not on the other?); give every node the same data/, or name the data set in the config"
+            )
+        _WORKER_STUDY[key] = study
     with reuse_policy(spec.reuse):
         return _WORKER_STUDY[key].run_unit(unit, deps)

@@ -737,7 +737,8 @@ class ProbesStudy(Study):
     def measure_unit(self, unit: RunUnit, deps: dict) -> dict:
         """One fine-tuning run (``fine_tune``)."""
         i = unit.inputs
-        return self.fine_tune(i["experiment"], i["architecture"], i["start"], i["seed"])
+        pretrained = deps[unit.needs[0]] if unit.needs else None  # the file its pretraining unit made
+        return self.fine_tune(i["experiment"], i["architecture"], i["start"], i["seed"], pretrained)
 
     def pretrained_file(self, arch: str, *, train: bool) -> str | None:
         """Zoo architecture ``arch`` pretrained once (``_pretrain``): its file (``train=False``: None if not yet)."""
@@ -765,22 +766,22 @@ class ProbesStudy(Study):
             if not (_imagenet(resolve_architecture(arch)[0]) and start == "pretrained")
             for seed in (cfg.seeds if start == "scratch" else (0,))
         ]
-        return {key: self.starting_network(*key) for key in keys}
+        files = self.units_report.results  # the pretraining units' files, as their workers made them
+        return {key: self.starting_network(*key, files.get(_pretrain_key(key[0]))) for key in keys}
 
-    def starting_network(self, arch: str, start: str, seed: int) -> dict:
-        """One starting network's state dict (a zoo network's pretraining must have run: its unit)."""
+    def starting_network(self, arch: str, start: str, seed: int, pretrained: str | None) -> dict:
+        """One starting network's state dict (``pretrained``: its pretraining unit's file, for a zoo
+        network's ``pretrained`` start)."""
         name, _ = resolve_architecture(arch)
         seed_everything(4321 + seed)
         m = build_model(name, 10)
         if start == "pretrained":
-            path = self.pretrained_file(arch, train=False)
-            if path is None:
-                raise FileNotFoundError(f"{arch} was not pretrained yet: its unit {_pretrain_key(arch)!r} runs first")
-            load_backbone(m, path)
+            load_backbone(m, pretrained)
         return {k: v.clone() for k, v in m.state_dict().items()}
 
-    def fine_tune(self, e: str, a: str, s: str, seed: int) -> dict:
-        """One fine-tuning run on the training distribution, scored there and on every transfer set."""
+    def fine_tune(self, e: str, a: str, s: str, seed: int, pretrained: str | None = None) -> dict:
+        """One fine-tuning run on the training distribution, scored there and on every transfer set
+        (``pretrained``: the file its pretraining unit made, for a zoo network's ``pretrained`` start)."""
         cfg, device = self.cfg, self.device
         exp = get_experiment(e)
         k = len(exp.classes)
@@ -790,7 +791,7 @@ class ProbesStudy(Study):
         arm = _arm(exp.key, a, s)
         key = (a, s, seed if s == "scratch" else 0)
         imagenet = s == "pretrained" and _imagenet(resolve_architecture(a)[0])  # its weights come from the file
-        frozen = {} if imagenet else {key: self.starting_network(*key)}
+        frozen = {} if imagenet else {key: self.starting_network(*key, pretrained)}
         model, res = self.fit_arm(
             arm,
             seed,

@@ -377,15 +377,17 @@ class PruningStudy(Study):
     def base_network(self, sd: int):
         """The seed's trained base network (its last epoch, read from ``base-s<seed>/``) and its
         calibration images (a seeded subset of the validation split: not augmented, never the test split)."""
-        if sd not in self._base:
+        path = self.arm_run(f"base-s{sd}").checkpoint_path()
+        stamp = (sd, path.stat().st_mtime_ns)  # loaded again when the base was trained again since
+        if stamp not in self._base:
             base = build_model(self.cfg.model, self.k, in_chans=self.in_size[0])
-            load_state(base, self.arm_run(f"base-s{sd}").checkpoint_path())
-            self._base = {sd: base.cpu().eval()}  # one kept: a worker may run units of every seed
+            load_state(base, path)
+            self._base = {stamp: base.cpu().eval()}  # one kept: a worker may run units of every seed
         g = torch.Generator().manual_seed(sd)
         calib = torch.utils.data.Subset(
             self.val, torch.randperm(len(self.val), generator=g)[: self.cfg.calibration_images].tolist()
         )
-        return self._base[sd], calib
+        return self._base[stamp], calib
 
     def prune_and_finetune(self, unit: RunUnit, deps: dict) -> dict:
         """One method at one speed-up: pruned (a non-baseline method to the FLOPs its baselines measured),

@@ -419,7 +419,7 @@ class StudentsStudy(Study):
         return self.student(i["student"], i["seed"], i["distilled"])
 
     def gather(self) -> None:
-        """Rows (each seed's, from its measurement), speeds relative to the first seed's teacher, curves
+        """Rows (each seed's, from its measurement), speeds relative to the seed's teacher, curves
         in the units' order, and the first seed's models (last epoch, from their folders)."""
         cfg, results = self.cfg, self.units_report.results
         self.rows = []
@@ -432,10 +432,11 @@ class StudentsStudy(Study):
             else:
                 arm = "distilled" if i["distilled"] else "labelled only"
                 self.histories[(f"{i['student']} {arm}", i["seed"])] = done["row"].get("history", done["history"])
-        t_speed = next(r for r in self.rows if r["model"] == "teacher")
+        # each seed's models against its own teacher row: measured in the same process (under Ray, a worker)
+        teachers = {r["seed"]: r for r in self.rows if r["model"] == "teacher"}
         for r in self.rows:
             for b in (1, 64):
-                r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / t_speed[f"images_per_s_b{b}"]
+                r[f"speedup_b{b}"] = r[f"images_per_s_b{b}"] / teachers[r["seed"]][f"images_per_s_b{b}"]
         first = cfg.seeds[0]
         self.models = {
             f"{name} ({arm})" if arm != "teacher" else name: net for (name, arm), net in self.networks(first).items()
