@@ -297,6 +297,14 @@ def _study_result(result) -> str:
     return json.dumps(without_timings(parts), default=lambda x: x.tolist(), sort_keys=True)  # NaN equals NaN here
 
 
+# fewer runs of each kind where a smoke profile has several (three invocations per study, on one worker)
+SMALLER = {
+    "angles": {"methods": ("ce", "ical")},
+    "students": {"students": ("resnet8",)},
+    "keypoints": {"budgets": (4,)},
+}
+
+
 @pytest.mark.parametrize("name", [n for n in STUDIES if n != "transfer"])  # transfer: the test above
 def test_every_study_with_units_gives_the_local_result_through_ray_and_a_second_invocation_reruns_nothing(
     name, local_ray, tmp_path
@@ -304,7 +312,7 @@ def test_every_study_with_units_gives_the_local_result_through_ray_and_a_second_
     """Each study's smoke profile, run by the local executor and by Ray into another root: the same
     summary (tables, claims), curves and weights; then the Ray root read back by the local executor."""
     config, run = study_runner(name)
-    cfg = config.from_profile("smoke")
+    cfg = config.from_profile("smoke").replace(**SMALLER.get(name, {}))
     local = run(cfg, run_root=tmp_path / "local", progress=False)
     by_ray = run(cfg, run_root=tmp_path / "ray", progress=False, executor="ray")
     assert local.execution["executor"] == "local" and by_ray.execution["executor"] == "ray"
