@@ -10,10 +10,10 @@ set-ups, code, measure, decide); ``execute()`` runs them with the run policy in 
   that made it;
 - trains one arm (``fit_arm``: seeded, in its own run folder, its history kept under ``(arm, seed)``);
 - hands its runs to an executor (``run_units``, ``executors.py``) when it lists them as units: a study
-  that does so writes ``units()``, ``prepare_worker()`` (what a Ray worker sets up before its first
-  unit) and either ``measure_unit(unit, deps)`` (train one run in folder ``unit.key`` and return its
-  row, which the base keeps in the run's summary and reads back: ``unit_row``) or its own
-  ``run_unit`` / ``unit_done``; it sets ``gpus_per_run``.
+  that does so writes ``units()``, ``run_name()``, ``_setup()`` (the data its runs share; the base's
+  ``prepare`` and ``prepare_worker`` call it) and either ``measure_unit(unit, deps)`` (train one run in
+  folder ``unit.key`` and return its row, which the base keeps in the run's summary and reads back:
+  ``unit_row``) or its own ``run_unit`` / ``unit_done``; it sets ``gpus_per_run``.
 
 Every study's result follows one contract (``StudyResult``): ``claims()`` a list of
 ``analysis.statistics.Claim``, ``table()`` tidy rows, ``curves()`` keyed by ``(arm, seed)``,
